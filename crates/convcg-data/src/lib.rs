@@ -1,0 +1,61 @@
+//! Event data for convcg: the canonical event schema, a seeded synthetic marketplace with its
+//! ground truth, and everything between an event log and a training batch.
+//!
+//! * [`EventLog`] holds the tables of design.md's canonical schema ([`PinRecord`],
+//!   [`UserRecord`], [`Impression`], [`Engagement`], [`Conversion`]).
+//! * [`Marketplace::generate`] makes a synthetic log from a [`SynthConfig`] and a seed, with the
+//!   [`GroundTruth`] behind it (true click and conversion probabilities) and every true
+//!   conversion; [`Marketplace::realised`] measures it against design.md's table.
+//! * [`Dataset::build`] turns any [`EventLog`] into dictionaries (built from the training window
+//!   only, row 0 for anything unseen), pin features, labelled [`Example`]s (engagement positives and
+//!   last-touch attributed conversions), a time split and [`EvalQueries`]; [`Dataset::batch`] and
+//!   [`Dataset::query_features`] make the towers' inputs, with history bags that only hold
+//!   engagements strictly before each query's time.
+//! * [`Batcher`] yields seeded, shuffled, full batches of example indices.
+//!
+//! ```
+//! use convcg_data::{Batcher, Dataset, DatasetConfig, Marketplace, SynthConfig, Task};
+//!
+//! let cfg = SynthConfig {
+//!     num_users: 300,
+//!     num_pins: 400,
+//!     num_advertisers: 40,
+//!     num_categories: 10,
+//!     num_brands: 50,
+//!     num_queries: 20,
+//!     impressions: 30_000,
+//!     ..SynthConfig::default()
+//! };
+//! let market = Marketplace::generate(&cfg, 7, &|_, _| {})?;
+//! let data = Dataset::build(&market.log, Some(&market.true_conversions), &DatasetConfig::default())?;
+//! let mut batcher = Batcher::new(data.train().len(), 64, 1)?;
+//! let batch = data.batch(batcher.next_batch());
+//! assert_eq!(batch.pins.len(), 64);
+//! assert_eq!(batch.query.sparse.len(), data.schema().query_sparse.len());
+//! assert!(data.pin_counts(Task::Engagement).iter().sum::<f32>() > 0.0);
+//! # Ok::<(), convcg_data::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod batcher;
+mod dataset;
+mod error;
+mod features;
+mod hash;
+mod schema;
+mod synth;
+mod truth;
+
+pub use batcher::Batcher;
+pub use dataset::{
+    Batch, Dataset, DatasetConfig, DatasetStats, EvalQueries, EvalSet, Example, QueryKey, Task,
+};
+pub use error::{Error, ExpectedNames, Result};
+pub use features::{Bag, FeatureSchema, PinFeatures, QueryFeatures, TableSpec};
+pub use schema::{
+    Conversion, ConversionKind, Engagement, EngagementKind, EventLog, Impression, PinRecord,
+    Surface, UserRecord,
+};
+pub use synth::{Marketplace, RealisedProperties, SynthConfig, spearman};
+pub use truth::GroundTruth;

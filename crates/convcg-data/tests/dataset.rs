@@ -1,0 +1,467 @@
+//! Dataset::build on a hand-made log whose every answer is known.
+
+use convcg_data::{
+    Conversion, ConversionKind, Dataset, DatasetConfig, Engagement, EngagementKind, EventLog,
+    Impression, PinRecord, Surface, Task, UserRecord,
+};
+
+const DAY: i64 = 86_400;
+const P0: u32 = 0;
+const P1: u32 = 1;
+const P2: u32 = 2;
+const P3: u32 = 3;
+const U0: u32 = 0;
+const U1: u32 = 1;
+const U2: u32 = 2;
+
+fn pin(
+    pin_id: i64,
+    advertiser_id: i64,
+    category_id: i64,
+    brand_id: Option<i64>,
+    price: Option<f32>,
+    f: f32,
+) -> PinRecord {
+    PinRecord {
+        pin_id,
+        advertiser_id,
+        category_id,
+        brand_id,
+        price,
+        dense: vec![f],
+    }
+}
+
+fn imp(
+    id: i64,
+    ts: i64,
+    user: i64,
+    pin: i64,
+    surface: Surface,
+    ctx: Option<i64>,
+    query: Option<i64>,
+) -> Impression {
+    Impression {
+        impression_id: id,
+        request_id: id,
+        ts,
+        user_id: user,
+        pin_id: pin,
+        surface,
+        position: Some(1),
+        context_pin_id: ctx,
+        query_id: query,
+    }
+}
+
+fn eng(impression_id: i64, ts: i64, kind: EngagementKind) -> Engagement {
+    Engagement {
+        impression_id,
+        ts,
+        kind,
+        duration_s: (kind == EngagementKind::Click).then_some(10.0),
+    }
+}
+
+fn conv(ts: i64, user_id: i64, pin_id: i64) -> Conversion {
+    Conversion {
+        ts,
+        user_id,
+        pin_id,
+        kind: ConversionKind::Purchase,
+        value: Some(10.0),
+    }
+}
+
+/// Pins 100..103 (P3 only ever shown in the eval window, of an advertiser and category seen
+/// nowhere else), users 1000..1002 (U2 only in the eval window). Train is before day 13.
+fn tiny_log() -> EventLog {
+    use Surface::*;
+    let mut impressions = vec![
+        imp(1, DAY, 1000, 100, HomeFeed, None, None),
+        imp(2, 2 * DAY, 1000, 100, HomeFeed, None, None),
+        imp(3, 3 * DAY, 1000, 100, HomeFeed, None, None),
+        imp(4, 4 * DAY, 1000, 101, Related, Some(100), None),
+        imp(5, 5 * DAY, 1001, 102, Search, None, Some(77)),
+        imp(6, 6 * DAY, 1001, 101, HomeFeed, None, None),
+        imp(7, 3 * DAY + 50, 1000, 100, Related, Some(102), None),
+        imp(8, 14 * DAY, 1000, 102, Related, Some(101), None),
+        imp(9, 15 * DAY, 1000, 103, Related, Some(100), None),
+        imp(10, 16 * DAY, 1000, 100, Related, Some(102), None),
+        imp(11, 17 * DAY, 1002, 103, HomeFeed, None, None),
+        imp(12, 20 * DAY, 1001, 100, Search, None, Some(77)),
+    ];
+    // Out of id order, so that the impression lookup cannot rely on it.
+    impressions.reverse();
+    EventLog {
+        pins: vec![
+            pin(100, 1, 10, Some(5), Some(10.0), 1.0),
+            pin(101, 1, 11, None, None, 2.0),
+            pin(102, 2, 12, Some(6), Some(100.0), 3.0),
+            pin(103, 3, 13, Some(7), Some(50.0), 4.0),
+        ],
+        users: vec![
+            UserRecord {
+                user_id: 1000,
+                dense: vec![0.0],
+            },
+            UserRecord {
+                user_id: 1001,
+                dense: vec![1.0],
+            },
+            UserRecord {
+                user_id: 1002,
+                dense: vec![2.0],
+            },
+        ],
+        impressions,
+        engagements: vec![
+            eng(2, 2 * DAY + 10, EngagementKind::Click),
+            eng(3, 3 * DAY + 10, EngagementKind::Click),
+            eng(5, 5 * DAY + 5, EngagementKind::Save),
+            eng(6, 6 * DAY + 20, EngagementKind::Click),
+            eng(9, 15 * DAY + 10, EngagementKind::Click),
+            eng(10, 16 * DAY + 5, EngagementKind::Click),
+            eng(11, 17 * DAY + 3, EngagementKind::Save),
+            eng(999, 17 * DAY, EngagementKind::Click),
+        ],
+        conversions: vec![
+            // Clicks on impressions 2 and 3, a later unclicked impression 7: the last click (3) wins.
+            conv(3 * DAY + 100, 1000, 100),
+            // No click: view-through to impression 4.
+            conv(4 * DAY + 3600, 1000, 101),
+            // Two days after an unclicked impression: outside the view window.
+            conv(7 * DAY, 1001, 102),
+            // Eight days after the click: outside the click window.
+            conv(14 * DAY, 1001, 101),
+            // Unknown user.
+            conv(3 * DAY, 9999, 100),
+            // In the eval window, after the click on impression 9.
+            conv(18 * DAY, 1000, 103),
+            // After the window start, attributed to a train-window click: straddles the split.
+            conv(13 * DAY, 1001, 101),
+        ],
+        pin_dense_names: vec!["f_0".into()],
+        user_dense_names: vec!["f_0".into()],
+    }
+}
+
+fn true_conversions() -> Vec<Conversion> {
+    vec![
+        conv(18 * DAY, 1000, 103),
+        conv(14 * DAY + 3600, 1000, 102),
+        conv(2 * DAY, 1000, 100),
+    ]
+}
+
+fn build() -> Dataset {
+    Dataset::build(
+        &tiny_log(),
+        Some(&true_conversions()),
+        &DatasetConfig::default(),
+    )
+    .expect("valid log")
+}
+
+#[test]
+fn attribution_click_beats_view_last_touch_wins_outside_window_dropped() {
+    let d = build();
+    let s = d.stats();
+    assert_eq!(s.attributed_click_through, 3, "{s}");
+    assert_eq!(s.attributed_view_through, 1, "{s}");
+    assert_eq!(s.unattributed, 3, "{s}");
+    assert_eq!(s.unknown_id_conversions, 1, "{s}");
+    assert_eq!(s.straddling_conversions, 1, "{s}");
+    assert_eq!(s.orphan_engagements, 1, "{s}");
+    let convs: Vec<_> = d
+        .train()
+        .iter()
+        .filter(|e| e.task == Task::Conversion)
+        .collect();
+    assert_eq!(convs.len(), 2);
+    // The last click (impression 3, home feed at day 3), not the later unclicked related impression 7.
+    assert_eq!(convs[0].pin, P0);
+    assert_eq!(convs[0].key.ts, 3 * DAY);
+    assert_eq!(convs[0].key.surface, Surface::HomeFeed);
+    assert_eq!(convs[0].key.context_pin, None);
+    // View-through: impression 4, related with context P0.
+    assert_eq!(convs[1].pin, P1);
+    assert_eq!(convs[1].key.ts, 4 * DAY);
+    assert_eq!(convs[1].key.context_pin, Some(P0));
+}
+
+#[test]
+fn engagement_examples_are_engaged_train_impressions() {
+    let d = build();
+    let mut engaged: Vec<(u32, i64)> = d
+        .train()
+        .iter()
+        .filter(|e| e.task == Task::Engagement)
+        .map(|e| (e.pin, e.key.ts))
+        .collect();
+    engaged.sort_unstable();
+    assert_eq!(
+        engaged,
+        vec![(P0, 2 * DAY), (P0, 3 * DAY), (P1, 6 * DAY), (P2, 5 * DAY)]
+    );
+    assert_eq!(d.pin_counts(Task::Engagement), vec![2.0, 1.0, 1.0, 0.0]);
+    assert_eq!(d.pin_counts(Task::Conversion), vec![1.0, 1.0, 0.0, 0.0]);
+    let batch = d.batch(&(0..d.train().len()).collect::<Vec<_>>());
+    for (p, lq) in batch.pins.iter().zip(&batch.log_q) {
+        let total = d.pin_counts(Task::Engagement)[*p as usize]
+            + d.pin_counts(Task::Conversion)[*p as usize];
+        assert!((lq - (total / 6.0).ln()).abs() < 1e-6);
+    }
+    assert_eq!(
+        batch
+            .task
+            .iter()
+            .filter(|t| **t == Task::Conversion)
+            .count(),
+        2
+    );
+    assert!(batch.weight.iter().all(|&w| w == 1.0));
+}
+
+#[test]
+fn history_bags_only_hold_engagements_strictly_before_ts() {
+    let d = build();
+    let cat_row = |p: u32| d.pin_features().sparse[2][p as usize];
+    let adv_row = |p: u32| d.pin_features().sparse[1][p as usize];
+    let key = |ts| convcg_data::QueryKey {
+        user: U0,
+        ts,
+        surface: Surface::HomeFeed,
+        context_pin: None,
+        query_id: None,
+    };
+    // U0 clicked P0 at 2d+10 and 3d+10, P3 at 15d+10, P0 at 16d+5.
+    let q = d.query_features(&[
+        key(2 * DAY + 10),
+        key(2 * DAY + 11),
+        key(3 * DAY + 11),
+        key(13 * DAY),
+        key(30 * DAY),
+    ]);
+    let cats = &q.bags[0];
+    assert_eq!(cats.offsets.len(), 6);
+    assert!(
+        cats.get(0).is_empty(),
+        "an engagement at exactly ts is not before it"
+    );
+    assert_eq!(cats.get(1), &[cat_row(P0)]);
+    assert_eq!(cats.get(2), &[cat_row(P0), cat_row(P0)]);
+    assert_eq!(
+        cats.get(3),
+        &[cat_row(P0), cat_row(P0)],
+        "eval queries see history as of the window start"
+    );
+    assert_eq!(
+        cats.get(4),
+        &[cat_row(P0), cat_row(P0), cat_row(P3), cat_row(P0)]
+    );
+    assert_eq!(
+        q.bags[1].get(4),
+        &[adv_row(P0), adv_row(P0), adv_row(P3), adv_row(P0)]
+    );
+
+    let short = Dataset::build(
+        &tiny_log(),
+        None,
+        &DatasetConfig {
+            history_len: 1,
+            ..DatasetConfig::default()
+        },
+    )
+    .expect("valid");
+    let q = short.query_features(&[key(30 * DAY)]);
+    assert_eq!(
+        q.bags[0].get(0),
+        &[cat_row(P0)],
+        "the most recent engagement is kept"
+    );
+}
+
+#[test]
+fn ids_unseen_in_training_map_to_row_zero() {
+    let d = build();
+    let pins = d.pin_features();
+    let [pin_id, adv, cat, brand, price] = [0, 1, 2, 3, 4].map(|f| &pins.sparse[f]);
+    // P3 appears only in the eval window; so do its advertiser and category.
+    assert_eq!((pin_id[3], adv[3], cat[3]), (0, 0, 0));
+    assert!(pin_id[..3].iter().all(|&r| r > 0));
+    assert!(adv[..3].iter().all(|&r| r > 0));
+    assert_eq!(adv[0], adv[1], "P0 and P1 share an advertiser");
+    assert_eq!(brand[1], 0, "missing brand");
+    assert_eq!(brand[3], 0, "brand seen only in the eval window");
+    assert!(brand[0] > 0);
+    assert_eq!(price[1], 0, "missing price");
+    assert!(price[0] > 0 && price[2] > price[0]);
+    assert_eq!(pins.dense.nrows(), 4);
+    assert!(pins.dense.column(0).sum().abs() < 1e-5, "standardised");
+    let schema = d.schema();
+    for (col, spec) in pins.sparse.iter().zip(&schema.pin_sparse) {
+        assert!(
+            col.iter().all(|&r| (r as usize) < spec.rows),
+            "{} within its table",
+            spec.name
+        );
+    }
+    assert_eq!(schema.pin_sparse[0].rows, 4, "P0, P1, P2 + OOV");
+
+    let key = |user, surface, context_pin, query_id| convcg_data::QueryKey {
+        user,
+        ts: 13 * DAY,
+        surface,
+        context_pin,
+        query_id,
+    };
+    let q = d.query_features(&[
+        key(U2, Surface::HomeFeed, None, None),
+        key(U0, Surface::Related, Some(P3), None),
+        key(U1, Surface::Search, None, Some(77)),
+        key(U1, Surface::Search, None, Some(78)),
+    ]);
+    assert_eq!(q.sparse[0][0], 0, "user unseen in training");
+    assert!(q.sparse[0][1] > 0);
+    assert_eq!(q.sparse[1], vec![1, 2, 3, 3], "surface rows");
+    assert_eq!(q.sparse[2][1], 0, "context pin unseen in training");
+    assert_eq!(
+        q.sparse[3][2], cat[2],
+        "a query's category: that of the pins shown for it in training"
+    );
+    assert!(q.sparse[4][2] > 0);
+    assert_eq!((q.sparse[3][3], q.sparse[4][3]), (0, 0), "unknown query");
+    for (col, spec) in q.sparse.iter().zip(&schema.query_sparse) {
+        assert!(
+            col.iter().all(|&r| (r as usize) < spec.rows),
+            "{} within its table",
+            spec.name
+        );
+    }
+    assert_eq!(q.dense.shape(), &[4, 1]);
+}
+
+#[test]
+fn eval_queries_one_per_user_surface_with_first_relevant_context() {
+    let d = build();
+    let e = d.eval();
+    assert_eq!(e.window_end, 20 * DAY);
+    assert_eq!(e.window_start, 13 * DAY);
+
+    let eng = &e.engagement;
+    assert_eq!(eng.keys.len(), 2);
+    assert_eq!(eng.subsampled_from, 2);
+    // Pairs in the window: (U0, related), (U1, search), (U2, home feed); U1's has no engagement.
+    assert_eq!(eng.skipped_without_relevant, 1);
+    let k = eng.keys[0];
+    assert_eq!((k.user, k.surface, k.ts), (U0, Surface::Related, 13 * DAY));
+    // Impression 8 (context P1) was not engaged; the first relevant is 9, with context P0.
+    assert_eq!(k.context_pin, Some(P0));
+    assert_eq!(eng.relevant[0], vec![P0, P3]);
+    assert_eq!(
+        (eng.keys[1].user, eng.keys[1].surface),
+        (U2, Surface::HomeFeed)
+    );
+    assert_eq!(eng.relevant[1], vec![P3]);
+    assert!(eng.relevant_clean.is_none());
+
+    let conv = &e.conversion;
+    assert_eq!(conv.keys.len(), 1);
+    assert_eq!(conv.skipped_without_relevant, 2);
+    assert_eq!(
+        (
+            conv.keys[0].user,
+            conv.keys[0].surface,
+            conv.keys[0].context_pin
+        ),
+        (U0, Surface::Related, Some(P0))
+    );
+    assert_eq!(conv.relevant[0], vec![P3]);
+    // The unreported true conversion of P2 followed impression 8 in the window; the one of P0
+    // on day 2 is before it.
+    assert_eq!(
+        conv.relevant_clean
+            .as_ref()
+            .expect("true conversions given")[0],
+        vec![P2, P3]
+    );
+}
+
+#[test]
+fn eval_queries_beyond_the_cap_are_subsampled_and_counted() {
+    let cfg = DatasetConfig {
+        max_eval_queries: 1,
+        eval_seed: 3,
+        ..DatasetConfig::default()
+    };
+    let a = Dataset::build(&tiny_log(), None, &cfg).expect("valid");
+    let b = Dataset::build(&tiny_log(), None, &cfg).expect("valid");
+    assert_eq!(a.eval().engagement.keys.len(), 1);
+    assert_eq!(a.eval().engagement.subsampled_from, 2);
+    assert_eq!(a.eval(), b.eval());
+}
+
+#[test]
+fn bad_logs_and_configs_are_errors() {
+    let mut log = tiny_log();
+    log.impressions[0].user_id = 4242;
+    let err = Dataset::build(&log, None, &DatasetConfig::default())
+        .err()
+        .expect("unknown user");
+    assert!(err.to_string().contains("user_id"), "{err}");
+
+    let mut log = tiny_log();
+    log.pins[1].pin_id = 100;
+    assert!(
+        Dataset::build(&log, None, &DatasetConfig::default()).is_err(),
+        "duplicate pin id"
+    );
+
+    let mut log = tiny_log();
+    log.impressions[1].impression_id = log.impressions[0].impression_id;
+    assert!(
+        Dataset::build(&log, None, &DatasetConfig::default()).is_err(),
+        "duplicate impression id"
+    );
+
+    let mut log = tiny_log();
+    log.users[0].dense.push(1.0);
+    assert!(
+        Dataset::build(&log, None, &DatasetConfig::default()).is_err(),
+        "ragged dense"
+    );
+
+    let bad = DatasetConfig {
+        eval_window_days: -1.0,
+        ..DatasetConfig::default()
+    };
+    let err = bad.validate().expect_err("negative window");
+    assert!(err.to_string().contains("eval_window_days"), "{err}");
+
+    assert!(Dataset::build(&EventLog::default(), None, &DatasetConfig::default()).is_err());
+}
+
+#[test]
+fn schema_names_round_trip() {
+    for (i, s) in Surface::ALL.into_iter().enumerate() {
+        assert_eq!(s.index(), i);
+        assert_eq!(s.as_str().parse::<Surface>().expect("own name"), s);
+        assert_eq!(Surface::from_index(i), Some(s));
+    }
+    assert_eq!(Surface::HomeFeed.as_str(), "homefeed");
+    for k in ConversionKind::ALL {
+        assert_eq!(k.as_str().parse::<ConversionKind>().expect("own name"), k);
+    }
+    assert_eq!(ConversionKind::AddToCart.as_str(), "add_to_cart");
+    assert_eq!(
+        "save".parse::<EngagementKind>().expect("name"),
+        EngagementKind::Save
+    );
+    let err = "home".parse::<Surface>().expect_err("not a surface");
+    assert!(
+        err.to_string().contains("homefeed, related, search"),
+        "{err}"
+    );
+    assert!("click ".parse::<EngagementKind>().is_err());
+}

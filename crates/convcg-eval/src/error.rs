@@ -1,0 +1,49 @@
+use thiserror::Error;
+
+/// Everything that can go wrong while computing metrics from top-k lists.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The top-k lists and the relevant sets describe different numbers of queries.
+    #[error("top-k lists cover {topk} queries but {relevant} relevant sets were given")]
+    QueryCountMismatch {
+        /// Queries in the [`TopK`](crate::TopK).
+        topk: usize,
+        /// Relevant sets given.
+        relevant: usize,
+    },
+    /// A query has no relevant item, so its recall is undefined; callers skip (and count) such
+    /// queries before asking for metrics.
+    #[error("query {query} has an empty relevant set; skip it before computing recall")]
+    EmptyRelevant {
+        /// Index of the offending query.
+        query: usize,
+    },
+    /// A cut-off asks for more of each list than was retrieved.
+    #[error("recall@{cutoff} asked for, but only the top {k} of each query were retrieved")]
+    CutoffExceedsK {
+        /// The cut-off asked for.
+        cutoff: usize,
+        /// Length of each retrieved list.
+        k: usize,
+    },
+    /// A cut-off of zero has no capped-recall denominator.
+    #[error("recall@0 is undefined")]
+    ZeroCutoff,
+    /// There are no queries to average over.
+    #[error("no queries to average recall over")]
+    NoQueries,
+    /// The `TopK` fields disagree with each other (it was built by hand).
+    #[error("malformed TopK: k = {k}, {ids} ids, {scores} scores")]
+    MalformedTopK {
+        /// Its `k`.
+        k: usize,
+        /// Length of its `ids`.
+        ids: usize,
+        /// Length of its `scores`.
+        scores: usize,
+    },
+}
+
+/// Result of the fallible operations of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

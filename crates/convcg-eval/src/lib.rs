@@ -1,0 +1,69 @@
+//! Exact top-k retrieval over the whole pin corpus, recall@K, and the reference baselines of
+//! convcg.
+//!
+//! The crate takes embeddings and ids, never the model: the trainer hands it query and pin
+//! embeddings (row-major `f32`), and it returns each query's best pins and the metrics of the
+//! design's "Evaluation" section. Metrics are never sampled: every query is scored against every
+//! pin.
+//!
+//! # Retrieval
+//!
+//! - [`exact_top_k`] (and [`exact_top_k_arrays`] for ndarray views): exact inner-product top-k.
+//!   The corpus is scanned in cache-sized blocks, one GEMM per (query block, corpus block), with
+//!   a bounded per-query selection fused after each block, parallel over query blocks.
+//! - [`top_k_by`]: top-k under any scorer, e.g. the oracle ranking by true conversion probability.
+//! - [`popularity_top_k`] and [`random_top_k`]: the popularity and random reference points.
+//!
+//! Every list is best first; equal scores are broken by the smaller id, so results are fully
+//! deterministic. A [`TopK`] holds `min(k, n)` ids per query when the corpus has only `n` items,
+//! and results are identical for [`Par::Seq`] and any `Par::Rayon(n)`.
+//!
+//! # Metrics
+//!
+//! For a query with relevant set `R` (deduplicated, never empty) and retrieved list `L`:
+//!
+//! - **recall@K** = `|L[..K] ∩ R| / |R|`. The denominator is the whole relevant set, so a query
+//!   with more than `K` relevant pins cannot reach 1.
+//! - **capped_recall@K** = `|L[..K] ∩ R| / min(K, |R|)`. The denominator is what a perfect list of
+//!   length `K` could hold, so 1 is always reachable.
+//!
+//! Both are macro-averaged: the mean over queries of the per-query ratio, so every query weighs
+//! the same however many relevant pins it has. Queries with no relevant pin have no recall; the
+//! caller skips and counts them, and [`recall_at_k`] rejects them with
+//! [`Error::EmptyRelevant`]. A cut-off larger than the retrieved `k` is an error too, rather
+//! than a silently truncated list. The design's cut-offs are [`RECALL_KS`].
+//!
+//! # Example
+//!
+//! ```
+//! use convcg_eval::{Par, exact_top_k, recall_at_k};
+//!
+//! // Three pins in 2-d and two queries.
+//! let corpus = [1.0, 0.0, 0.0, 1.0, 0.7, 0.7];
+//! let queries = [1.0, 0.1, 0.0, 1.0];
+//! let top = exact_top_k(&queries, &corpus, 2, 2, Par::Seq);
+//! assert_eq!(top.row(0), &[0, 2]);
+//! assert_eq!(top.row(1), &[1, 2]);
+//!
+//! // Query 0 converted on pins 2 and 1, query 1 on pin 0.
+//! let report = recall_at_k(&top, &[vec![2, 1], vec![0]], &[1, 2])?;
+//! assert_eq!(report.recall["recall@2"], (0.5 + 0.0) / 2.0);
+//! assert_eq!(report.capped_recall["capped_recall@1"], 0.0);
+//! # Ok::<(), convcg_eval::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod baselines;
+mod error;
+mod exact;
+mod recall;
+mod select;
+mod topk;
+
+pub use baselines::{popularity_top_k, random_top_k};
+pub use convcg_kernels::Par;
+pub use error::{Error, Result};
+pub use exact::{exact_top_k, exact_top_k_arrays, top_k_by};
+pub use recall::{RECALL_KS, RecallReport, recall_at_k};
+pub use topk::TopK;

@@ -1,0 +1,102 @@
+use std::ops::Range;
+
+use convcg_kernels::Par;
+use rayon::prelude::*;
+
+/// Top-k of each query: `ids[q*k..(q+1)*k]` best first (ties broken by smaller id), scores likewise.
+///
+/// `k` is the length actually retrieved per query, so it is already clamped to the corpus size by
+/// every constructor of this crate. With `k == 0` the lists are empty and [`TopK::num_queries`]
+/// is 0, whatever the number of queries asked about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopK {
+    /// Length of every query's list.
+    pub k: usize,
+    /// Item ids, `k` per query, query-major.
+    pub ids: Vec<u32>,
+    /// Scores of `ids`, in the same layout.
+    pub scores: Vec<f32>,
+}
+
+impl TopK {
+    /// Number of queries held (0 when `k == 0`).
+    pub fn num_queries(&self) -> usize {
+        self.ids.len().checked_div(self.k).unwrap_or(0)
+    }
+
+    /// Ids of query `q`, best first.
+    ///
+    /// # Panics
+    /// If `q >= self.num_queries()`.
+    #[track_caller]
+    pub fn row(&self, q: usize) -> &[u32] {
+        assert!(
+            q < self.num_queries(),
+            "query {q} out of range ({} queries)",
+            self.num_queries()
+        );
+        &self.ids[q * self.k..(q + 1) * self.k]
+    }
+
+    /// Scores of query `q`, best first.
+    ///
+    /// # Panics
+    /// If `q >= self.num_queries()`.
+    #[track_caller]
+    pub fn row_scores(&self, q: usize) -> &[f32] {
+        assert!(
+            q < self.num_queries(),
+            "query {q} out of range ({} queries)",
+            self.num_queries()
+        );
+        &self.scores[q * self.k..(q + 1) * self.k]
+    }
+}
+
+/// Splits the output rows into one contiguous range of queries per worker and runs `work` on each:
+/// `Par::Seq` is one range on the calling thread, `Par::Rayon(n)` at most `n` ranges on the rayon
+/// pool. Ranges are whole multiples of `unit` queries (except the last), so a blocked caller sees
+/// the same blocks whatever the thread count, which keeps results identical across thread counts.
+pub(crate) fn for_each_query_range<F>(
+    n_queries: usize,
+    unit: usize,
+    k: usize,
+    ids: &mut [u32],
+    scores: &mut [f32],
+    par: Par,
+    work: F,
+) where
+    F: Fn(Range<usize>, &mut [u32], &mut [f32]) + Sync,
+{
+    let units = n_queries.div_ceil(unit);
+    let workers = match par {
+        Par::Seq => 1,
+        Par::Rayon(n) => n.get().min(units),
+    };
+    if workers <= 1 {
+        work(0..n_queries, ids, scores);
+        return;
+    }
+    let mut parts = Vec::with_capacity(workers);
+    let (mut ids_rest, mut scores_rest) = (ids, scores);
+    for w in 0..workers {
+        let start = (w * units / workers * unit).min(n_queries);
+        let end = ((w + 1) * units / workers * unit).min(n_queries);
+        let (ids_here, ids_tail) = ids_rest.split_at_mut((end - start) * k);
+        let (scores_here, scores_tail) = scores_rest.split_at_mut((end - start) * k);
+        parts.push((start..end, ids_here, scores_here));
+        (ids_rest, scores_rest) = (ids_tail, scores_tail);
+    }
+    parts
+        .into_par_iter()
+        .for_each(|(range, ids, scores)| work(range, ids, scores));
+}
+
+/// Ids are `u32`, so at most `u32::MAX + 1` items can be ranked.
+#[track_caller]
+pub(crate) fn assert_ids_fit(n_items: usize) {
+    assert!(
+        n_items == 0 || u32::try_from(n_items - 1).is_ok(),
+        "{n_items} items do not fit u32 ids"
+    );
+}

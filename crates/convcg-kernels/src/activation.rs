@@ -1,0 +1,123 @@
+//! ReLU, forward and backward.
+
+use faer::{Accum, Par};
+
+use crate::par::for_rows;
+use crate::shape::check_len;
+
+/// `y = max(x, 0)` elementwise. NaN stays NaN so that a diverging model is not silently masked.
+///
+/// # Panics
+///
+/// If `y.len() != x.len()`.
+#[track_caller]
+pub fn relu_forward(x: &[f32], y: &mut [f32], par: Par) {
+    check_len("relu_forward", "y", y.len(), x.len());
+    for_rows(par, x.len(), y, 1, |first, y| {
+        for (y, &x) in y.iter_mut().zip(&x[first..]) {
+            *y = if x < 0.0 { 0.0 } else { x };
+        }
+    });
+}
+
+/// `dx (=|+= per accum) dy` where `y > 0`, else 0. Takes the forward's OUTPUT `y`, so the input
+/// need not be kept.
+///
+/// # Panics
+///
+/// If `dy` or `dx` is not as long as `y`.
+#[track_caller]
+pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32], accum: Accum, par: Par) {
+    check_len("relu_backward", "dy", dy.len(), y.len());
+    check_len("relu_backward", "dx", dx.len(), y.len());
+    for_rows(par, y.len(), dx, 1, |first, dx| {
+        let (y, dy) = (&y[first..], &dy[first..]);
+        match accum {
+            Accum::Replace => {
+                for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+                    *dx = if y > 0.0 { dy } else { 0.0 };
+                }
+            }
+            Accum::Add => {
+                for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+                    if y > 0.0 {
+                        *dx += dy;
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{
+        ACCUMS, DS, NS, assert_close, destination, dot, fd_check, pars, rng, to_f64, uniform,
+    };
+
+    fn naive_relu(x: &[f64]) -> Vec<f64> {
+        x.iter().map(|&v| v.max(0.0)).collect()
+    }
+
+    #[test]
+    fn forward_and_backward_match_naive() {
+        let mut rng = rng(3);
+        for &n in &NS {
+            for &d in &DS {
+                let x = uniform(&mut rng, n * d);
+                let dy = uniform(&mut rng, n * d);
+                let y_ref = naive_relu(&to_f64(&x));
+                let dx_ref: Vec<f64> = x
+                    .iter()
+                    .zip(&dy)
+                    .map(|(&x, &g)| if x > 0.0 { f64::from(g) } else { 0.0 })
+                    .collect();
+                for par in pars() {
+                    let mut y = vec![f32::NAN; n * d];
+                    relu_forward(&x, &mut y, par);
+                    assert_close(&format!("y n={n} d={d} {par:?}"), &y, &y_ref, 0.0);
+                    for accum in ACCUMS {
+                        let (mut dx, base) = destination(&mut rng, n * d, accum);
+                        relu_backward(&y, &dy, &mut dx, accum, par);
+                        let expected: Vec<f64> =
+                            base.iter().zip(&dx_ref).map(|(a, b)| a + b).collect();
+                        assert_close(
+                            &format!("dx n={n} d={d} {accum:?} {par:?}"),
+                            &dx,
+                            &expected,
+                            1e-7,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn propagates_nan() {
+        let mut y = [0.0; 2];
+        relu_forward(&[f32::NAN, -1.0], &mut y, Par::Seq);
+        assert!(y[0].is_nan());
+        assert_eq!(y[1], 0.0);
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let mut rng = rng(4);
+        // Keep inputs away from the kink at 0, where a central difference is meaningless.
+        let x: Vec<f32> = uniform(&mut rng, 40)
+            .into_iter()
+            .map(|v| v + 0.01f32.copysign(v))
+            .collect();
+        let r = uniform(&mut rng, 40);
+        let mut y = vec![0.0; 40];
+        relu_forward(&x, &mut y, Par::Seq);
+        let mut dx = vec![0.0; 40];
+        relu_backward(&y, &r, &mut dx, Accum::Replace, Par::Seq);
+        let r64 = to_f64(&r);
+        fd_check(&["x"], &[to_f64(&x)], &[&dx], |p| {
+            dot(&r64, &naive_relu(&p[0]))
+        });
+    }
+}

@@ -1,0 +1,89 @@
+//! The hand-written compute of convcg: dense and sparse kernels with their backward passes.
+//!
+//! This crate owns every numeric inner loop of training: matrix products (through faer's GEMM),
+//! affine maps, DCN v2 full-rank cross layers, ReLU, column concatenation, row-wise L2
+//! normalisation, embedding lookups and mean-pooled bags with sparse row gradients, the
+//! in-batch sampled softmax cross-entropy (logQ correction, accidental-hit masking, example
+//! weights), and the Adam and row-wise Adagrad updates. Kernels know nothing of models: they
+//! take slices and sizes, and the caller (convcg-model's tape) decides what to save and when to
+//! run them.
+//!
+//! # Conventions
+//!
+//! - **Layout.** Every matrix is a contiguous **row-major** `&[f32]` with explicit dimensions;
+//!   `n` rows = the batch. A weight of a linear map from `d_in` to `d_out` is stored as
+//!   `[d_in, d_out]`, so that `y = x · w + b`.
+//! - **Accumulation.** Parameter gradients (`dw`, `db`, [`SparseRowGrad`]) always accumulate
+//!   (`+=`), because a parameter can be used several times in one step: zero them (or
+//!   [`SparseRowGrad::clear`]) once per step. Input gradients take an explicit [`Accum`]:
+//!   `Replace` writes (the old contents are never read), `Add` adds. Forward outputs and
+//!   scratch buffers are overwritten.
+//! - **Parallelism.** Every kernel that can run in parallel takes a [`Par`]. Products use
+//!   faer's parallel GEMM through it; row and elementwise loops run on rayon under
+//!   `Par::Rayon(t)`, in at most about `t` blocks of whole rows, and inline under `Par::Seq`.
+//! - **Determinism.** Row loops and reductions split work only at fixed boundaries (whole rows,
+//!   whole columns, fixed blocks of rows), so outside the GEMMs results do not depend on the
+//!   thread count, and the same inputs and `Par` always give bit-identical results.
+//! - **Preconditions.** Kernels panic, reporting the caller's location, when a length does
+//!   not match the stated dimensions (see each `# Panics`); they have no other failure mode,
+//!   so the crate has no error type.
+//! - **Allocation.** Kernels allocate nothing per call beyond a few partial sums; saved
+//!   activations and scratch (`z`, `dz`, `norms`, `dlogits`) are caller-owned, and a
+//!   [`SparseRowGrad`] is meant to be kept and cleared between steps.
+//!
+//! # Example
+//!
+//! A linear layer, ReLU, and their backward pass:
+//!
+//! ```
+//! use convcg_kernels::{Accum, Par, linear_backward, linear_forward, relu_backward, relu_forward};
+//!
+//! let (n, d_in, d_out) = (2, 3, 2);
+//! let x = [1.0, 0.0, 2.0, /* row 2 */ -1.0, 1.0, 0.0];
+//! let w = [1.0, -1.0, /* */ 0.5, 0.5, /* */ 1.0, 0.0];
+//! let b = [0.0, 1.0];
+//! let mut h = [0.0; 4];
+//! linear_forward(&x, &w, Some(&b), &mut h, n, d_in, d_out, Par::Seq);
+//! assert_eq!(h, [3.0, 0.0, -0.5, 2.5]);
+//! let mut y = [0.0; 4];
+//! relu_forward(&h, &mut y, Par::Seq);
+//! assert_eq!(y, [3.0, 0.0, 0.0, 2.5]);
+//!
+//! let dy = [1.0; 4];
+//! let mut dh = [0.0; 4];
+//! relu_backward(&y, &dy, &mut dh, Accum::Replace, Par::Seq);
+//! let (mut dw, mut db) = ([0.0; 6], [0.0; 2]);
+//! linear_backward(&x, &w, &dh, None, Accum::Replace, &mut dw, Some(&mut db), n, d_in, d_out, Par::Seq);
+//! assert_eq!(db, [1.0, 1.0]);
+//! assert_eq!(dw, [1.0, -1.0, 0.0, 1.0, 2.0, 0.0]);
+//! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod activation;
+mod concat;
+mod cross;
+mod embedding;
+mod gemm;
+mod l2norm;
+mod linear;
+mod optim;
+mod par;
+mod shape;
+mod softmax;
+#[cfg(test)]
+mod testing;
+
+pub use activation::{relu_backward, relu_forward};
+pub use concat::{concat_cols_backward, concat_cols_forward};
+pub use cross::{cross_backward, cross_forward};
+pub use embedding::{
+    SparseRowGrad, bag_mean_backward, bag_mean_forward, gather_backward, gather_forward,
+};
+pub use faer::{Accum, Par};
+pub use gemm::{Trans, gemm};
+pub use l2norm::{l2norm_backward, l2norm_forward};
+pub use linear::{linear_backward, linear_forward};
+pub use optim::{AdamParams, adam_update, rowwise_adagrad_update};
+pub use softmax::{softmax_xent_backward, softmax_xent_forward};

@@ -1,0 +1,13 @@
+//! Length checks shared by the kernels' `# Panics` preconditions.
+
+use std::fmt;
+
+/// Panics unless `actual == expected`, naming the kernel and the argument (`Display`, so that
+/// an indexed name costs nothing unless it is printed).
+#[track_caller]
+pub(crate) fn check_len(kernel: &str, arg: impl fmt::Display, actual: usize, expected: usize) {
+    assert!(
+        actual == expected,
+        "{kernel}: `{arg}` has {actual} elements, expected {expected}"
+    );
+}

@@ -1,0 +1,241 @@
+//! The two-tower model and its training losses.
+
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::params::ParamStore;
+use crate::tape::{SoftmaxArgs, Tape, ValueId};
+use crate::tower::{FeatureTables, Tower, TowerConfig, TowerInput, config_error};
+use convcg_kernels::Par;
+
+/// Shape and loss settings of the two-tower model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The query (user) tower.
+    pub query: TowerConfig,
+    /// The pin tower.
+    pub pin: TowerConfig,
+    /// Width of the final, L2-normalised embeddings.
+    pub out_dim: usize,
+    /// Softmax temperature: logits are cosine similarities divided by it.
+    pub temperature: f32,
+    /// Subtract each candidate's log sampling probability from its logit (logQ correction).
+    pub logq_correction: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            query: TowerConfig::default(),
+            pin: TowerConfig::default(),
+            out_dim: 64,
+            temperature: 0.05,
+            logq_correction: true,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Checks every value, naming the key of the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        self.query.validate("model.query")?;
+        self.pin.validate("model.pin")?;
+        if self.out_dim == 0 || self.out_dim > 4096 {
+            return Err(config_error(
+                "model.out_dim".into(),
+                self.out_dim,
+                "an integer in 1..=4096",
+            ));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0 && self.temperature <= 10.0) {
+            return Err(config_error(
+                "model.temperature".into(),
+                self.temperature,
+                "a number in (0, 10]",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One training batch: B positive (query, pin) pairs, row i's positive being pin i.
+#[derive(Clone, Debug)]
+pub struct TrainBatch<'a> {
+    /// Query-tower inputs, B rows.
+    pub query: TowerInput<'a>,
+    /// Pin-tower inputs of the candidates, B rows (the positives).
+    pub pins: TowerInput<'a>,
+    /// Item id of each candidate, for accidental-hit masking.
+    pub pin_ids: &'a [u32],
+    /// Log sampling probability of each candidate.
+    pub log_q: &'a [f32],
+    /// Per-row example weights.
+    pub weights: &'a [f32],
+}
+
+/// The two-tower retrieval model: a query tower and a pin tower whose normalised embeddings
+/// score by inner product.
+#[derive(Clone, Debug)]
+pub struct TwoTowerModel {
+    cfg: ModelConfig,
+    params: ParamStore,
+    query: Tower,
+    pin: Tower,
+}
+
+impl TwoTowerModel {
+    /// Builds a model whose parameters are seeded by `seed`.
+    pub fn new(
+        cfg: &ModelConfig,
+        query_tables: &FeatureTables,
+        pin_tables: &FeatureTables,
+        seed: u64,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut params = ParamStore::new();
+        let query = Tower::new(
+            "query",
+            &cfg.query,
+            query_tables,
+            cfg.out_dim,
+            &mut params,
+            &mut rng,
+        );
+        let pin = Tower::new(
+            "pin",
+            &cfg.pin,
+            pin_tables,
+            cfg.out_dim,
+            &mut params,
+            &mut rng,
+        );
+        Ok(Self {
+            cfg: cfg.clone(),
+            params,
+            query,
+            pin,
+        })
+    }
+
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    /// The parameters, for optimisers.
+    pub fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.params
+    }
+
+    /// The query tower.
+    pub fn query_tower(&self) -> &Tower {
+        &self.query
+    }
+
+    /// The pin tower.
+    pub fn pin_tower(&self) -> &Tower {
+        &self.pin
+    }
+
+    /// Records the forward pass and the in-batch softmax loss of `batch` on `tape`; returns the
+    /// scalar loss value.
+    pub fn loss(&self, tape: &mut Tape, batch: &TrainBatch<'_>) -> Result<ValueId> {
+        self.query.check_input(&batch.query)?;
+        self.pin.check_input(&batch.pins)?;
+        let b = batch.query.n;
+        let mismatch = |what: String| Error::Input { tower: "pin", what };
+        if batch.pins.n != b {
+            return Err(mismatch(format!(
+                "{} candidates for {b} queries",
+                batch.pins.n
+            )));
+        }
+        if batch.pin_ids.len() != b || batch.log_q.len() != b || batch.weights.len() != b {
+            return Err(mismatch(format!(
+                "pin_ids/log_q/weights have {}/{}/{} entries for {b} rows",
+                batch.pin_ids.len(),
+                batch.log_q.len(),
+                batch.weights.len()
+            )));
+        }
+        let u = self.query.forward(tape, &self.params, &batch.query);
+        let p = self.pin.forward(tape, &self.params, &batch.pins);
+        let args = SoftmaxArgs {
+            inv_temp: 1.0 / self.cfg.temperature,
+            log_q: self.cfg.logq_correction.then_some(batch.log_q),
+            cand_ids: batch.pin_ids,
+            weights: Some(batch.weights),
+        };
+        Ok(tape.softmax_xent(u, p, args))
+    }
+
+    /// Query embeddings `[n, out_dim]`, computed in chunks of `chunk` rows.
+    pub fn embed_queries(
+        &self,
+        input: &TowerInput<'_>,
+        chunk: usize,
+        par: Par,
+    ) -> Result<Array2<f32>> {
+        self.embed(&self.query, input, chunk, par)
+    }
+
+    /// Pin embeddings `[n, out_dim]`, computed in chunks of `chunk` rows.
+    pub fn embed_pins(
+        &self,
+        input: &TowerInput<'_>,
+        chunk: usize,
+        par: Par,
+    ) -> Result<Array2<f32>> {
+        self.embed(&self.pin, input, chunk, par)
+    }
+
+    fn embed(
+        &self,
+        tower: &Tower,
+        input: &TowerInput<'_>,
+        chunk: usize,
+        par: Par,
+    ) -> Result<Array2<f32>> {
+        tower.check_input(input)?;
+        let d = self.cfg.out_dim;
+        let chunk = chunk.max(1);
+        let mut out = Vec::with_capacity(input.n * d);
+        let dense_w = tower.tables().dense;
+        for start in (0..input.n).step_by(chunk) {
+            let end = (start + chunk).min(input.n);
+            let rebased: Vec<Vec<usize>> = input
+                .bags
+                .iter()
+                .map(|(_, offs)| offs[start..=end].iter().map(|o| o - offs[start]).collect())
+                .collect();
+            let part = TowerInput {
+                n: end - start,
+                sparse: input.sparse.iter().map(|ids| &ids[start..end]).collect(),
+                bags: input
+                    .bags
+                    .iter()
+                    .zip(&rebased)
+                    .map(|(&(ids, offs), r)| (&ids[offs[start]..offs[end]], r.as_slice()))
+                    .collect(),
+                dense: &input.dense[start * dense_w..end * dense_w],
+            };
+            let mut tape = Tape::new(par);
+            let e = tower.forward(&mut tape, &self.params, &part);
+            out.extend_from_slice(tape.data(e));
+        }
+        Array2::from_shape_vec((input.n, d), out).map_err(|e| Error::Input {
+            tower: tower.name(),
+            what: format!("embedding output has the wrong size: {e}"),
+        })
+    }
+}

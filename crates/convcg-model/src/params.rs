@@ -1,0 +1,195 @@
+//! Parameters: dense weight matrices and embedding tables, with their gradients.
+
+use convcg_kernels::SparseRowGrad;
+use ndarray::ArrayView2;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Handle of a dense parameter in a [`ParamStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamId(pub(crate) usize);
+
+/// Handle of an embedding table in a [`ParamStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TableId(pub(crate) usize);
+
+/// A dense parameter: a `[rows, cols]` row-major matrix (a bias is `[1, cols]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DenseParam {
+    /// Dotted name, e.g. `query.cross.0.w`.
+    pub name: String,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Row-major values.
+    pub value: Vec<f32>,
+}
+
+/// An embedding table: `[rows, dim]` row-major, row 0 being the out-of-vocabulary row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmbeddingTable {
+    /// Dotted name, e.g. `pin.emb.category`.
+    pub name: String,
+    /// Rows, the out-of-vocabulary row included.
+    pub rows: usize,
+    /// Embedding width.
+    pub dim: usize,
+    /// Row-major values.
+    pub value: Vec<f32>,
+}
+
+/// Every trainable parameter of a model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParamStore {
+    dense: Vec<DenseParam>,
+    tables: Vec<EmbeddingTable>,
+}
+
+impl ParamStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a dense parameter initialised U(-bound, bound), PyTorch's `Linear` default when
+    /// `bound = 1/sqrt(fan_in)`.
+    pub fn add_dense(
+        &mut self,
+        name: impl Into<String>,
+        rows: usize,
+        cols: usize,
+        bound: f32,
+        rng: &mut ChaCha8Rng,
+    ) -> ParamId {
+        let value = (0..rows * cols)
+            .map(|_| rng.random_range(-bound..=bound))
+            .collect();
+        self.dense.push(DenseParam {
+            name: name.into(),
+            rows,
+            cols,
+            value,
+        });
+        ParamId(self.dense.len() - 1)
+    }
+
+    /// Adds an embedding table initialised U(-1/sqrt(rows), 1/sqrt(rows)), TorchRec's default.
+    pub fn add_table(
+        &mut self,
+        name: impl Into<String>,
+        rows: usize,
+        dim: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> TableId {
+        let bound = 1.0 / (rows.max(1) as f32).sqrt();
+        let value = (0..rows * dim)
+            .map(|_| rng.random_range(-bound..=bound))
+            .collect();
+        self.tables.push(EmbeddingTable {
+            name: name.into(),
+            rows,
+            dim,
+            value,
+        });
+        TableId(self.tables.len() - 1)
+    }
+
+    /// The dense parameter behind a handle.
+    pub fn dense(&self, id: ParamId) -> &DenseParam {
+        &self.dense[id.0]
+    }
+
+    /// The embedding table behind a handle.
+    pub fn table(&self, id: TableId) -> &EmbeddingTable {
+        &self.tables[id.0]
+    }
+
+    /// All dense parameters, in creation order.
+    pub fn dense_params(&self) -> &[DenseParam] {
+        &self.dense
+    }
+
+    /// All embedding tables, in creation order.
+    pub fn tables(&self) -> &[EmbeddingTable] {
+        &self.tables
+    }
+
+    /// Mutable access for optimisers and checkpoints.
+    pub fn dense_params_mut(&mut self) -> &mut [DenseParam] {
+        &mut self.dense
+    }
+
+    /// Mutable access for optimisers and checkpoints.
+    pub fn tables_mut(&mut self) -> &mut [EmbeddingTable] {
+        &mut self.tables
+    }
+
+    /// A dense parameter as an ndarray view.
+    pub fn dense_view(&self, id: ParamId) -> ArrayView2<'_, f32> {
+        let p = &self.dense[id.0];
+        ArrayView2::from_shape((p.rows, p.cols), &p.value)
+            .unwrap_or_else(|_| unreachable!("a dense parameter always holds rows * cols values"))
+    }
+
+    /// Number of scalar parameters, tables included.
+    pub fn num_scalars(&self) -> usize {
+        self.dense.iter().map(|p| p.value.len()).sum::<usize>()
+            + self.tables.iter().map(|t| t.value.len()).sum::<usize>()
+    }
+
+    /// A zeroed gradient store shaped like this one.
+    pub fn zero_grads(&self) -> Grads {
+        Grads {
+            dense: self
+                .dense
+                .iter()
+                .map(|p| vec![0.0; p.value.len()])
+                .collect(),
+            tables: self
+                .tables
+                .iter()
+                .map(|t| SparseRowGrad::new(t.rows, t.dim))
+                .collect(),
+        }
+    }
+}
+
+/// Gradients of a [`ParamStore`]: dense for weight matrices, sparse (touched rows only) for tables.
+#[derive(Debug)]
+pub struct Grads {
+    pub(crate) dense: Vec<Vec<f32>>,
+    pub(crate) tables: Vec<SparseRowGrad>,
+}
+
+impl Grads {
+    /// Gradient of a dense parameter.
+    pub fn dense(&self, id: ParamId) -> &[f32] {
+        &self.dense[id.0]
+    }
+
+    /// Gradient of an embedding table (touched rows only).
+    pub fn table(&self, id: TableId) -> &SparseRowGrad {
+        &self.tables[id.0]
+    }
+
+    /// All dense gradients, parallel to [`ParamStore::dense_params`].
+    pub fn dense_all(&self) -> &[Vec<f32>] {
+        &self.dense
+    }
+
+    /// All table gradients, parallel to [`ParamStore::tables`].
+    pub fn tables_all(&self) -> &[SparseRowGrad] {
+        &self.tables
+    }
+
+    /// Zeroes every gradient, keeping the buffers.
+    pub fn zero(&mut self) {
+        for g in &mut self.dense {
+            g.fill(0.0);
+        }
+        for t in &mut self.tables {
+            t.clear();
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! Autograd-lite: a tape of the fixed set of ops the towers and losses use.
+//!
+//! Every op appends one node holding its output value and exactly the state its backward needs
+//! (ids for a gather, `z` for a cross layer, row norms for the L2 normalisation, the logits'
+//! gradient for the softmax loss). [`Tape::backward`] walks the nodes in reverse, reading each
+//! node's output gradient and accumulating into its inputs' gradients and the parameters'.
+
+use convcg_kernels::{self as k, Accum, Par};
+
+use crate::params::{Grads, ParamId, ParamStore, TableId};
+
+/// Handle of a value on a [`Tape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ValueId(usize);
+
+/// A `[rows, cols]` row-major value.
+#[derive(Debug)]
+struct Value {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    /// Whether any parameter influences it, so whether its gradient is worth computing.
+    needs_grad: bool,
+}
+
+/// What produced a value, with the state its backward needs.
+#[derive(Debug)]
+enum Op {
+    /// A constant input (dense features); no gradient flows into it.
+    Input,
+    Gather {
+        table: TableId,
+        ids: Vec<u32>,
+    },
+    BagMean {
+        table: TableId,
+        ids: Vec<u32>,
+        offsets: Vec<usize>,
+    },
+    Concat {
+        parts: Vec<ValueId>,
+    },
+    Linear {
+        x: ValueId,
+        w: ParamId,
+        b: Option<ParamId>,
+    },
+    Relu {
+        x: ValueId,
+    },
+    Cross {
+        x0: ValueId,
+        xl: ValueId,
+        w: ParamId,
+        b: ParamId,
+        z: Vec<f32>,
+    },
+    L2Norm {
+        x: ValueId,
+        norms: Vec<f32>,
+    },
+    SoftmaxXent {
+        users: ValueId,
+        cands: ValueId,
+        inv_temp: f32,
+        dlogits: Vec<f32>,
+    },
+    /// Σ_i c_i · s_i over scalar values.
+    WeightedSum {
+        terms: Vec<(ValueId, f32)>,
+    },
+}
+
+/// Arguments of the sampled softmax loss beyond its two embedding inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct SoftmaxArgs<'a> {
+    /// 1 / temperature.
+    pub inv_temp: f32,
+    /// Log sampling probability of each candidate (logQ correction), or none.
+    pub log_q: Option<&'a [f32]>,
+    /// Item id of each candidate; equal ids to a row's positive are masked as accidental hits.
+    pub cand_ids: &'a [u32],
+    /// Per-row example weights, or none for all ones.
+    pub weights: Option<&'a [f32]>,
+}
+
+/// The tape: values in creation order, each with the op that made it.
+#[derive(Debug)]
+pub struct Tape {
+    values: Vec<Value>,
+    ops: Vec<Op>,
+    par: Par,
+}
+
+impl Tape {
+    /// An empty tape whose kernels run with `par`.
+    pub fn new(par: Par) -> Self {
+        Self {
+            values: Vec::new(),
+            ops: Vec::new(),
+            par,
+        }
+    }
+
+    fn push(
+        &mut self,
+        data: Vec<f32>,
+        rows: usize,
+        cols: usize,
+        needs_grad: bool,
+        op: Op,
+    ) -> ValueId {
+        debug_assert_eq!(data.len(), rows * cols);
+        self.values.push(Value {
+            data,
+            rows,
+            cols,
+            needs_grad,
+        });
+        self.ops.push(op);
+        ValueId(self.values.len() - 1)
+    }
+
+    /// A value's data, row-major.
+    pub fn data(&self, v: ValueId) -> &[f32] {
+        &self.values[v.0].data
+    }
+
+    /// A value's shape `(rows, cols)`.
+    pub fn shape(&self, v: ValueId) -> (usize, usize) {
+        let val = &self.values[v.0];
+        (val.rows, val.cols)
+    }
+
+    /// Moves a value's data out (for inference, where the tape is dropped next).
+    pub fn take_data(&mut self, v: ValueId) -> Vec<f32> {
+        std::mem::take(&mut self.values[v.0].data)
+    }
+
+    /// The scalar held by a `[1, 1]` value.
+    ///
+    /// # Panics
+    /// If the value is not a scalar.
+    #[track_caller]
+    pub fn scalar(&self, v: ValueId) -> f32 {
+        let val = &self.values[v.0];
+        assert_eq!((val.rows, val.cols), (1, 1), "value is not a scalar");
+        val.data[0]
+    }
+
+    /// A constant `[rows, cols]` input.
+    ///
+    /// # Panics
+    /// If `data.len() != rows * cols`.
+    #[track_caller]
+    pub fn input(&mut self, data: Vec<f32>, rows: usize, cols: usize) -> ValueId {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "input data does not match its shape"
+        );
+        self.push(data, rows, cols, false, Op::Input)
+    }
+
+    /// Embedding lookup: one row of `table` per id.
+    pub fn gather(&mut self, params: &ParamStore, table: TableId, ids: &[u32]) -> ValueId {
+        let t = params.table(table);
+        let mut out = vec![0.0; ids.len() * t.dim];
+        k::gather_forward(&t.value, t.dim, ids, &mut out, self.par);
+        let op = Op::Gather {
+            table,
+            ids: ids.to_vec(),
+        };
+        self.push(out, ids.len(), t.dim, true, op)
+    }
+
+    /// Mean-pooled embedding bags; `offsets` has one more entry than there are bags.
+    pub fn bag_mean(
+        &mut self,
+        params: &ParamStore,
+        table: TableId,
+        ids: &[u32],
+        offsets: &[usize],
+    ) -> ValueId {
+        let t = params.table(table);
+        let n = offsets.len().saturating_sub(1);
+        let mut out = vec![0.0; n * t.dim];
+        k::bag_mean_forward(&t.value, t.dim, ids, offsets, &mut out, self.par);
+        let op = Op::BagMean {
+            table,
+            ids: ids.to_vec(),
+            offsets: offsets.to_vec(),
+        };
+        self.push(out, n, t.dim, true, op)
+    }
+
+    /// Column concatenation of values with the same number of rows.
+    ///
+    /// # Panics
+    /// If the parts disagree on their row count, repeat a value, or there are none.
+    #[track_caller]
+    pub fn concat(&mut self, parts: &[ValueId]) -> ValueId {
+        assert!(!parts.is_empty(), "concat of nothing");
+        assert!(
+            parts
+                .iter()
+                .enumerate()
+                .all(|(i, p)| !parts[..i].contains(p)),
+            "concat parts must be distinct values"
+        );
+        let n = self.values[parts[0].0].rows;
+        let blocks: Vec<(&[f32], usize)> = parts
+            .iter()
+            .map(|p| {
+                let v = &self.values[p.0];
+                assert_eq!(v.rows, n, "concat parts disagree on rows");
+                (v.data.as_slice(), v.cols)
+            })
+            .collect();
+        let width: usize = blocks.iter().map(|b| b.1).sum();
+        let mut out = vec![0.0; n * width];
+        k::concat_cols_forward(&blocks, &mut out, n);
+        let needs_grad = parts.iter().any(|p| self.values[p.0].needs_grad);
+        let op = Op::Concat {
+            parts: parts.to_vec(),
+        };
+        self.push(out, n, width, needs_grad, op)
+    }
+
+    /// `x · w + b` with `w` of shape `[cols(x), out]`.
+    ///
+    /// # Panics
+    /// If `x`'s width is not `w`'s row count.
+    #[track_caller]
+    pub fn linear(
+        &mut self,
+        params: &ParamStore,
+        x: ValueId,
+        w: ParamId,
+        b: Option<ParamId>,
+    ) -> ValueId {
+        let (n, d_in) = self.shape(x);
+        let wp = params.dense(w);
+        assert_eq!(wp.rows, d_in, "linear {}: input width mismatch", wp.name);
+        let d_out = wp.cols;
+        let mut y = vec![0.0; n * d_out];
+        let bias = b.map(|b| params.dense(b).value.as_slice());
+        k::linear_forward(
+            self.data(x),
+            &wp.value,
+            bias,
+            &mut y,
+            n,
+            d_in,
+            d_out,
+            self.par,
+        );
+        self.push(y, n, d_out, true, Op::Linear { x, w, b })
+    }
+
+    /// Elementwise max(x, 0).
+    pub fn relu(&mut self, x: ValueId) -> ValueId {
+        let (n, d) = self.shape(x);
+        let mut y = vec![0.0; n * d];
+        k::relu_forward(self.data(x), &mut y, self.par);
+        let needs_grad = self.values[x.0].needs_grad;
+        self.push(y, n, d, needs_grad, Op::Relu { x })
+    }
+
+    /// DCN v2 full-rank cross layer `x0 ⊙ (xl · w + b) + xl`.
+    ///
+    /// # Panics
+    /// If `x0` and `xl` differ in shape or `w` is not `[d, d]`.
+    #[track_caller]
+    pub fn cross(
+        &mut self,
+        params: &ParamStore,
+        x0: ValueId,
+        xl: ValueId,
+        w: ParamId,
+        b: ParamId,
+    ) -> ValueId {
+        let (n, d) = self.shape(x0);
+        assert_eq!(self.shape(xl), (n, d), "cross: x0 and xl differ in shape");
+        let wp = params.dense(w);
+        assert_eq!(
+            (wp.rows, wp.cols),
+            (d, d),
+            "cross {}: weight is not [d, d]",
+            wp.name
+        );
+        let mut z = vec![0.0; n * d];
+        let mut out = vec![0.0; n * d];
+        k::cross_forward(
+            self.data(x0),
+            self.data(xl),
+            &wp.value,
+            &params.dense(b).value,
+            &mut z,
+            &mut out,
+            n,
+            d,
+            self.par,
+        );
+        self.push(out, n, d, true, Op::Cross { x0, xl, w, b, z })
+    }
+
+    /// Row-wise L2 normalisation.
+    pub fn l2_normalize(&mut self, x: ValueId) -> ValueId {
+        let (n, d) = self.shape(x);
+        let mut y = vec![0.0; n * d];
+        let mut norms = vec![0.0; n];
+        k::l2norm_forward(self.data(x), &mut y, &mut norms, n, d, 1e-12, self.par);
+        let needs_grad = self.values[x.0].needs_grad;
+        self.push(y, n, d, needs_grad, Op::L2Norm { x, norms })
+    }
+
+    /// Sampled softmax cross-entropy of `users` `[b, d]` against `cands` `[c, d]`, candidate `i`
+    /// being row `i`'s positive; a scalar (the weighted mean loss).
+    ///
+    /// # Panics
+    /// If the widths differ, `c < b`, or the per-candidate/per-row slices have the wrong length.
+    #[track_caller]
+    pub fn softmax_xent(
+        &mut self,
+        users: ValueId,
+        cands: ValueId,
+        args: SoftmaxArgs<'_>,
+    ) -> ValueId {
+        let (b, d) = self.shape(users);
+        let (c, dc) = self.shape(cands);
+        assert_eq!(d, dc, "softmax: users and candidates differ in width");
+        assert!(c >= b, "softmax: fewer candidates than rows");
+        let mut dlogits = vec![0.0; b * c];
+        let loss = k::softmax_xent_forward(
+            self.data(users),
+            self.data(cands),
+            b,
+            c,
+            d,
+            args.inv_temp,
+            args.log_q,
+            args.cand_ids,
+            args.weights,
+            &mut dlogits,
+            self.par,
+        );
+        let op = Op::SoftmaxXent {
+            users,
+            cands,
+            inv_temp: args.inv_temp,
+            dlogits,
+        };
+        self.push(vec![loss], 1, 1, true, op)
+    }
+
+    /// Σ coefficient · scalar, for combining losses.
+    ///
+    /// # Panics
+    /// If a term is not a scalar.
+    #[track_caller]
+    pub fn weighted_sum(&mut self, terms: &[(ValueId, f32)]) -> ValueId {
+        let total = terms.iter().map(|&(v, c)| c * self.scalar(v)).sum();
+        let op = Op::WeightedSum {
+            terms: terms.to_vec(),
+        };
+        self.push(vec![total], 1, 1, true, op)
+    }
+
+    /// Backpropagates from the scalar `loss`, accumulating into `grads`.
+    ///
+    /// # Panics
+    /// If `loss` is not a scalar.
+    #[track_caller]
+    pub fn backward(&self, loss: ValueId, params: &ParamStore, grads: &mut Grads) {
+        assert_eq!(self.shape(loss), (1, 1), "backward from a non-scalar");
+        let mut vgrads: Vec<Option<Vec<f32>>> = (0..self.values.len()).map(|_| None).collect();
+        vgrads[loss.0] = Some(vec![1.0]);
+        for node in (0..=loss.0).rev() {
+            let Some(dy) = vgrads[node].take() else {
+                continue;
+            };
+            self.backward_node(node, &dy, params, grads, &mut vgrads);
+        }
+    }
+
+    /// The gradient buffer of `v`, zero-initialised on first use; `None` if `v` needs none.
+    fn grad_slot<'g>(
+        &self,
+        vgrads: &'g mut [Option<Vec<f32>>],
+        v: ValueId,
+    ) -> Option<&'g mut Vec<f32>> {
+        let val = &self.values[v.0];
+        if !val.needs_grad {
+            return None;
+        }
+        Some(vgrads[v.0].get_or_insert_with(|| vec![0.0; val.rows * val.cols]))
+    }
+
+    fn backward_node(
+        &self,
+        node: usize,
+        dy: &[f32],
+        params: &ParamStore,
+        grads: &mut Grads,
+        vgrads: &mut [Option<Vec<f32>>],
+    ) {
+        let par = self.par;
+        let (n, d) = (self.values[node].rows, self.values[node].cols);
+        match &self.ops[node] {
+            Op::Input => {}
+            Op::Gather { table, ids } => k::gather_backward(ids, dy, &mut grads.tables[table.0]),
+            Op::BagMean {
+                table,
+                ids,
+                offsets,
+            } => k::bag_mean_backward(ids, offsets, dy, &mut grads.tables[table.0]),
+            Op::Concat { parts } => {
+                // Parts that need no gradient still get a buffer: the kernel splits every column.
+                let mut bufs: Vec<Vec<f32>> = parts
+                    .iter()
+                    .map(|p| {
+                        let v = &self.values[p.0];
+                        match vgrads[p.0].take() {
+                            Some(g) => g,
+                            None => vec![0.0; v.rows * v.cols],
+                        }
+                    })
+                    .collect();
+                let mut blocks: Vec<(&mut [f32], usize)> = bufs
+                    .iter_mut()
+                    .zip(parts)
+                    .map(|(g, p)| (g.as_mut_slice(), self.values[p.0].cols))
+                    .collect();
+                k::concat_cols_backward(dy, &mut blocks, n, Accum::Add);
+                for (p, g) in parts.iter().zip(bufs) {
+                    if self.values[p.0].needs_grad {
+                        vgrads[p.0] = Some(g);
+                    }
+                }
+            }
+            Op::Linear { x, w, b } => {
+                let d_in = self.values[x.0].cols;
+                let (dw, db) = dense_pair(grads, *w, *b);
+                let dx = self.grad_slot(vgrads, *x).map(|g| g.as_mut_slice());
+                k::linear_backward(
+                    self.data(*x),
+                    &params.dense(*w).value,
+                    dy,
+                    dx,
+                    Accum::Add,
+                    dw,
+                    db,
+                    n,
+                    d_in,
+                    d,
+                    par,
+                );
+            }
+            Op::Relu { x } => {
+                if let Some(g) = self.grad_slot(vgrads, *x) {
+                    k::relu_backward(&self.values[node].data, dy, g, Accum::Add, par);
+                }
+            }
+            Op::Cross { x0, xl, w, b, z } => {
+                let (dw, db) = dense_pair(grads, *w, Some(*b));
+                let db = db.unwrap_or_else(|| unreachable!("a cross layer always has a bias"));
+                let mut dz = vec![0.0; n * d];
+                // The kernel writes dx0 and dxl separately; the first layer reads x0 twice, so
+                // its two gradients are summed through a temporary.
+                let mut dx0 = vec![0.0; n * d];
+                let mut dxl = vec![0.0; n * d];
+                k::cross_backward(
+                    self.data(*x0),
+                    self.data(*xl),
+                    &params.dense(*w).value,
+                    z,
+                    dy,
+                    &mut dz,
+                    &mut dx0,
+                    &mut dxl,
+                    Accum::Replace,
+                    dw,
+                    db,
+                    n,
+                    d,
+                    par,
+                );
+                for (v, g) in [(*x0, dx0), (*xl, dxl)] {
+                    if let Some(slot) = self.grad_slot(vgrads, v) {
+                        for (s, gi) in slot.iter_mut().zip(&g) {
+                            *s += gi;
+                        }
+                    }
+                }
+            }
+            Op::L2Norm { x, norms } => {
+                if let Some(g) = self.grad_slot(vgrads, *x) {
+                    k::l2norm_backward(
+                        &self.values[node].data,
+                        norms,
+                        dy,
+                        g,
+                        n,
+                        d,
+                        Accum::Add,
+                        par,
+                    );
+                }
+            }
+            Op::SoftmaxXent {
+                users,
+                cands,
+                inv_temp,
+                dlogits,
+            } => {
+                let (b, dim) = self.shape(*users);
+                let c = self.values[cands.0].rows;
+                let scale = dy[0];
+                let scaled: Vec<f32>;
+                let dl = if scale == 1.0 {
+                    dlogits.as_slice()
+                } else {
+                    scaled = dlogits.iter().map(|g| g * scale).collect();
+                    &scaled
+                };
+                let mut du = vec![0.0; b * dim];
+                let mut dc = vec![0.0; c * dim];
+                k::softmax_xent_backward(
+                    self.data(*users),
+                    self.data(*cands),
+                    dl,
+                    b,
+                    c,
+                    dim,
+                    *inv_temp,
+                    &mut du,
+                    Accum::Replace,
+                    &mut dc,
+                    Accum::Replace,
+                    par,
+                );
+                for (v, g) in [(*users, du), (*cands, dc)] {
+                    if let Some(slot) = self.grad_slot(vgrads, v) {
+                        for (s, gi) in slot.iter_mut().zip(&g) {
+                            *s += gi;
+                        }
+                    }
+                }
+            }
+            Op::WeightedSum { terms } => {
+                for &(v, c) in terms {
+                    if let Some(slot) = self.grad_slot(vgrads, v) {
+                        slot[0] += c * dy[0];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Mutable gradients of a weight and its optional bias at once.
+fn dense_pair(
+    grads: &mut Grads,
+    w: ParamId,
+    b: Option<ParamId>,
+) -> (&mut [f32], Option<&mut [f32]>) {
+    match b {
+        None => (grads.dense[w.0].as_mut_slice(), None),
+        Some(b) => {
+            assert_ne!(w.0, b.0, "a weight cannot be its own bias");
+            let (lo, hi) = grads.dense.split_at_mut(w.0.max(b.0));
+            let (first, second) = (&mut lo[w.0.min(b.0)], &mut hi[0]);
+            if w.0 < b.0 {
+                (first.as_mut_slice(), Some(second.as_mut_slice()))
+            } else {
+                (second.as_mut_slice(), Some(first.as_mut_slice()))
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! One tower: embeddings and dense features, a DCN v2 cross network beside (or before) an MLP,
+//! a linear head and L2 normalisation.
+
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::params::{ParamId, ParamStore, TableId};
+use crate::tape::{Tape, ValueId};
+
+/// How the cross network and the MLP are arranged in a tower body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Structure {
+    /// Both read x0; their outputs are concatenated (the seeds' architecture).
+    Parallel,
+    /// The MLP reads the cross network's output (the baseline).
+    Stacked,
+}
+
+/// Shape of one tower.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TowerConfig {
+    /// Width of every embedding table.
+    pub embedding_dim: usize,
+    /// Number of full-rank DCN v2 cross layers.
+    pub cross_layers: usize,
+    /// Widths of the MLP's hidden layers, each followed by a ReLU.
+    pub mlp: Vec<usize>,
+    /// Parallel or stacked body.
+    pub structure: Structure,
+}
+
+impl Default for TowerConfig {
+    fn default() -> Self {
+        Self {
+            embedding_dim: 16,
+            cross_layers: 2,
+            mlp: vec![256, 128],
+            structure: Structure::Parallel,
+        }
+    }
+}
+
+impl TowerConfig {
+    /// Checks every value; `prefix` names the section in messages (e.g. `model.query`).
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        if self.embedding_dim == 0 || self.embedding_dim > 1024 {
+            return Err(config_error(
+                format!("{prefix}.embedding_dim"),
+                self.embedding_dim,
+                "an integer in 1..=1024",
+            ));
+        }
+        if self.cross_layers > 16 {
+            return Err(config_error(
+                format!("{prefix}.cross_layers"),
+                self.cross_layers,
+                "an integer in 0..=16",
+            ));
+        }
+        if let Some(w) = self.mlp.iter().find(|&&w| w == 0 || w > 8192) {
+            return Err(config_error(
+                format!("{prefix}.mlp"),
+                w,
+                "hidden widths in 1..=8192",
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn config_error(key: String, value: impl std::fmt::Display, allowed: &str) -> Error {
+    Error::Config {
+        key,
+        value: value.to_string(),
+        allowed: allowed.to_string(),
+    }
+}
+
+/// A named id table a tower reads: `rows` includes the out-of-vocabulary row 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    /// Feature name.
+    pub name: String,
+    /// Rows, the out-of-vocabulary row included.
+    pub rows: usize,
+}
+
+/// The inputs a tower expects.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureTables {
+    /// One-id-per-example features.
+    pub sparse: Vec<TableDef>,
+    /// Mean-pooled bag features.
+    pub bags: Vec<TableDef>,
+    /// Number of dense floats.
+    pub dense: usize,
+}
+
+/// One batch of tower inputs, borrowed from the caller's arrays.
+#[derive(Clone, Debug)]
+pub struct TowerInput<'a> {
+    /// Rows in the batch.
+    pub n: usize,
+    /// Table rows of each sparse feature, `n` each, in [`FeatureTables::sparse`] order.
+    pub sparse: Vec<&'a [u32]>,
+    /// `(ids, offsets)` of each bag feature; `offsets` has `n + 1` entries.
+    pub bags: Vec<(&'a [u32], &'a [usize])>,
+    /// `[n, dense]` row-major dense features.
+    pub dense: &'a [f32],
+}
+
+/// The parameters of one tower and how to run it.
+#[derive(Clone, Debug)]
+pub struct Tower {
+    name: &'static str,
+    tables: FeatureTables,
+    sparse: Vec<TableId>,
+    bags: Vec<TableId>,
+    cross: Vec<(ParamId, ParamId)>,
+    mlp: Vec<(ParamId, ParamId)>,
+    head: (ParamId, ParamId),
+    structure: Structure,
+}
+
+impl Tower {
+    /// Creates the tower's parameters in `params`.
+    pub fn new(
+        name: &'static str,
+        cfg: &TowerConfig,
+        tables: &FeatureTables,
+        out_dim: usize,
+        params: &mut ParamStore,
+        rng: &mut ChaCha8Rng,
+    ) -> Self {
+        let e = cfg.embedding_dim;
+        let sparse = tables
+            .sparse
+            .iter()
+            .map(|t| params.add_table(format!("{name}.emb.{}", t.name), t.rows, e, rng))
+            .collect();
+        let bags = tables
+            .bags
+            .iter()
+            .map(|t| params.add_table(format!("{name}.bag.{}", t.name), t.rows, e, rng))
+            .collect();
+        let d0 = e * (tables.sparse.len() + tables.bags.len()) + tables.dense;
+        let mut linear = |label: String, d_in: usize, d_out: usize, params: &mut ParamStore| {
+            let bound = 1.0 / (d_in as f32).sqrt();
+            let w = params.add_dense(format!("{label}.w"), d_in, d_out, bound, rng);
+            let b = params.add_dense(format!("{label}.b"), 1, d_out, bound, rng);
+            (w, b)
+        };
+        let cross = (0..cfg.cross_layers)
+            .map(|l| linear(format!("{name}.cross.{l}"), d0, d0, params))
+            .collect();
+        let mut width = d0;
+        let mlp = cfg
+            .mlp
+            .iter()
+            .enumerate()
+            .map(|(l, &w)| {
+                let layer = linear(format!("{name}.mlp.{l}"), width, w, params);
+                width = w;
+                layer
+            })
+            .collect();
+        // A parallel body with neither branch is x0 alone, not x0 beside itself.
+        let body = match cfg.structure {
+            Structure::Parallel if cfg.cross_layers > 0 || !cfg.mlp.is_empty() => d0 + width,
+            _ => width,
+        };
+        let head = linear(format!("{name}.head"), body, out_dim, params);
+        Self {
+            name,
+            tables: tables.clone(),
+            sparse,
+            bags,
+            cross,
+            mlp,
+            head,
+            structure: cfg.structure,
+        }
+    }
+
+    /// `query` or `pin`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The inputs this tower expects.
+    pub fn tables(&self) -> &FeatureTables {
+        &self.tables
+    }
+
+    /// Checks that a batch has the features and lengths this tower expects.
+    pub fn check_input(&self, input: &TowerInput<'_>) -> Result<()> {
+        let err = |what: String| Error::Input {
+            tower: self.name,
+            what,
+        };
+        if input.sparse.len() != self.tables.sparse.len() {
+            return Err(err(format!(
+                "{} sparse features given, {} expected",
+                input.sparse.len(),
+                self.tables.sparse.len()
+            )));
+        }
+        for (ids, t) in input.sparse.iter().zip(&self.tables.sparse) {
+            if ids.len() != input.n {
+                return Err(err(format!(
+                    "feature `{}` has {} ids for {} rows",
+                    t.name,
+                    ids.len(),
+                    input.n
+                )));
+            }
+            if let Some(bad) = ids.iter().find(|&&r| r as usize >= t.rows) {
+                return Err(err(format!(
+                    "feature `{}` row {bad} is outside its {} rows",
+                    t.name, t.rows
+                )));
+            }
+        }
+        if input.bags.len() != self.tables.bags.len() {
+            return Err(err(format!(
+                "{} bag features given, {} expected",
+                input.bags.len(),
+                self.tables.bags.len()
+            )));
+        }
+        for ((ids, offsets), t) in input.bags.iter().zip(&self.tables.bags) {
+            let ok = offsets.len() == input.n + 1
+                && offsets.first() == Some(&0)
+                && offsets.last() == Some(&ids.len())
+                && offsets.windows(2).all(|w| w[0] <= w[1]);
+            if !ok {
+                return Err(err(format!("bag `{}` has malformed offsets", t.name)));
+            }
+            if let Some(bad) = ids.iter().find(|&&r| r as usize >= t.rows) {
+                return Err(err(format!(
+                    "bag `{}` row {bad} is outside its {} rows",
+                    t.name, t.rows
+                )));
+            }
+        }
+        if input.dense.len() != input.n * self.tables.dense {
+            return Err(err(format!(
+                "{} dense values for {} rows of {}",
+                input.dense.len(),
+                input.n,
+                self.tables.dense
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records the tower's forward pass on `tape`; returns the L2-normalised embeddings `[n, out]`.
+    /// The input must have passed [`Tower::check_input`].
+    pub fn forward(&self, tape: &mut Tape, params: &ParamStore, input: &TowerInput<'_>) -> ValueId {
+        let mut parts = Vec::with_capacity(self.sparse.len() + self.bags.len() + 1);
+        for (&table, ids) in self.sparse.iter().zip(&input.sparse) {
+            parts.push(tape.gather(params, table, ids));
+        }
+        for (&table, (ids, offsets)) in self.bags.iter().zip(&input.bags) {
+            parts.push(tape.bag_mean(params, table, ids, offsets));
+        }
+        if self.tables.dense > 0 {
+            parts.push(tape.input(input.dense.to_vec(), input.n, self.tables.dense));
+        }
+        let x0 = tape.concat(&parts);
+        let mut xl = x0;
+        for &(w, b) in &self.cross {
+            xl = tape.cross(params, x0, xl, w, b);
+        }
+        let mut h = match self.structure {
+            Structure::Parallel => x0,
+            Structure::Stacked => xl,
+        };
+        for &(w, b) in &self.mlp {
+            let y = tape.linear(params, h, w, Some(b));
+            h = tape.relu(y);
+        }
+        let body = match self.structure {
+            Structure::Parallel if xl != h => tape.concat(&[xl, h]),
+            _ => h,
+        };
+        let out = tape.linear(params, body, self.head.0, Some(self.head.1));
+        tape.l2_normalize(out)
+    }
+}

@@ -1,0 +1,279 @@
+//! Whole-model checks: a finite-difference gradient check of one full step on a tiny model, and a
+//! toy retrieval problem the model must learn.
+
+use convcg_kernels::Par;
+use convcg_model::{
+    FeatureTables, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape, TowerConfig,
+    TowerInput, TrainBatch, TwoTowerModel,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn tables(sparse: &[usize], bags: &[usize], dense: usize) -> FeatureTables {
+    let def = |(i, &rows): (usize, &usize)| TableDef {
+        name: format!("f{i}"),
+        rows,
+    };
+    FeatureTables {
+        sparse: sparse.iter().enumerate().map(def).collect(),
+        bags: bags.iter().enumerate().map(def).collect(),
+        dense,
+    }
+}
+
+struct Owned {
+    q_sparse: Vec<Vec<u32>>,
+    q_bag: (Vec<u32>, Vec<usize>),
+    q_dense: Vec<f32>,
+    p_sparse: Vec<Vec<u32>>,
+    p_dense: Vec<f32>,
+    pin_ids: Vec<u32>,
+    log_q: Vec<f32>,
+    weights: Vec<f32>,
+}
+
+impl Owned {
+    fn batch(&self) -> TrainBatch<'_> {
+        let n = self.pin_ids.len();
+        TrainBatch {
+            query: TowerInput {
+                n,
+                sparse: self.q_sparse.iter().map(Vec::as_slice).collect(),
+                bags: vec![(&self.q_bag.0, &self.q_bag.1)],
+                dense: &self.q_dense,
+            },
+            pins: TowerInput {
+                n,
+                sparse: self.p_sparse.iter().map(Vec::as_slice).collect(),
+                bags: vec![],
+                dense: &self.p_dense,
+            },
+            pin_ids: &self.pin_ids,
+            log_q: &self.log_q,
+            weights: &self.weights,
+        }
+    }
+}
+
+fn tiny_batch(rng: &mut ChaCha8Rng, n: usize) -> Owned {
+    let mut offsets = vec![0];
+    let mut bag = Vec::new();
+    for i in 0..n {
+        for _ in 0..(i % 3) {
+            bag.push(rng.random_range(0..4));
+        }
+        offsets.push(bag.len());
+    }
+    // Pin ids repeat so that accidental-hit masking is exercised.
+    let pin_ids: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
+    Owned {
+        q_sparse: vec![(0..n).map(|_| rng.random_range(0..5)).collect()],
+        q_bag: (bag, offsets),
+        q_dense: (0..n * 3).map(|_| rng.random_range(-1.0..1.0)).collect(),
+        p_sparse: vec![
+            pin_ids.clone(),
+            (0..n).map(|_| rng.random_range(0..3)).collect(),
+        ],
+        p_dense: (0..n * 2).map(|_| rng.random_range(-1.0..1.0)).collect(),
+        pin_ids,
+        log_q: (0..n).map(|_| rng.random_range(-3.0..-1.0)).collect(),
+        weights: (0..n).map(|i| 0.5 + (i % 2) as f32).collect(),
+    }
+}
+
+fn tiny_config(structure: Structure) -> ModelConfig {
+    let tower = TowerConfig {
+        embedding_dim: 3,
+        cross_layers: 2,
+        mlp: vec![5, 4],
+        structure,
+    };
+    ModelConfig {
+        query: tower.clone(),
+        pin: tower,
+        out_dim: 4,
+        temperature: 0.5,
+        logq_correction: true,
+    }
+}
+
+fn loss_of(model: &TwoTowerModel, data: &Owned) -> f64 {
+    let mut tape = Tape::new(Par::Seq);
+    let l = model.loss(&mut tape, &data.batch()).unwrap();
+    tape.scalar(l) as f64
+}
+
+/// Compares an analytic derivative with central differences, skipping points where the one-sided
+/// differences disagree (a ReLU kink crossed by the step), which central differences cannot judge.
+fn check(analytic: f64, f: &mut dyn FnMut(f64) -> f64, what: &str) -> bool {
+    let h = 1e-3;
+    let (fp, f0, fm) = (f(h), f(0.0), f(-h));
+    let (right, left) = ((fp - f0) / h, (f0 - fm) / h);
+    if (right - left).abs() > 0.05 * (right.abs() + left.abs()) + 2e-3 {
+        return false;
+    }
+    let numeric = (fp - fm) / (2.0 * h);
+    let tol = 3e-3 + 3e-2 * numeric.abs().max(analytic.abs());
+    assert!(
+        (numeric - analytic).abs() <= tol,
+        "{what}: analytic {analytic} vs finite difference {numeric}"
+    );
+    true
+}
+
+fn gradient_check(structure: Structure) {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let qt = tables(&[5], &[4], 3);
+    let pt = tables(&[4, 3], &[], 2);
+    let mut model = TwoTowerModel::new(&tiny_config(structure), &qt, &pt, 11).unwrap();
+    let data = tiny_batch(&mut rng, 7);
+    let mut grads = model.params().zero_grads();
+    let mut tape = Tape::new(Par::Seq);
+    let loss = model.loss(&mut tape, &data.batch()).unwrap();
+    tape.backward(loss, model.params(), &mut grads);
+
+    let (mut checked, mut total) = (0, 0);
+    for p in 0..model.params().dense_params().len() {
+        for j in 0..model.params().dense_params()[p].value.len() {
+            let analytic = grads.dense_all()[p][j] as f64;
+            let name = format!("{}[{j}]", model.params().dense_params()[p].name);
+            let orig = model.params().dense_params()[p].value[j];
+            let mut f = |delta: f64| {
+                model.params_mut().dense_params_mut()[p].value[j] = orig + delta as f32;
+                let l = loss_of(&model, &data);
+                model.params_mut().dense_params_mut()[p].value[j] = orig;
+                l
+            };
+            total += 1;
+            checked += usize::from(check(analytic, &mut f, &name));
+        }
+    }
+    for t in 0..model.params().tables().len() {
+        let (rows, dim) = (
+            model.params().tables()[t].rows,
+            model.params().tables()[t].dim,
+        );
+        let g = &grads.tables_all()[t];
+        for r in 0..rows {
+            for c in 0..dim {
+                let analytic = g
+                    .rows()
+                    .iter()
+                    .position(|&x| x as usize == r)
+                    .map_or(0.0, |slot| g.values()[slot * dim + c] as f64);
+                let name = format!("{}[{r}, {c}]", model.params().tables()[t].name);
+                let orig = model.params().tables()[t].value[r * dim + c];
+                let mut f = |delta: f64| {
+                    model.params_mut().tables_mut()[t].value[r * dim + c] = orig + delta as f32;
+                    let l = loss_of(&model, &data);
+                    model.params_mut().tables_mut()[t].value[r * dim + c] = orig;
+                    l
+                };
+                total += 1;
+                checked += usize::from(check(analytic, &mut f, &name));
+            }
+        }
+    }
+    assert!(
+        checked * 10 >= total * 9,
+        "only {checked} of {total} derivatives were away from kinks"
+    );
+}
+
+#[test]
+fn full_step_gradients_match_finite_differences_parallel() {
+    gradient_check(Structure::Parallel);
+}
+
+#[test]
+fn full_step_gradients_match_finite_differences_stacked() {
+    gradient_check(Structure::Stacked);
+}
+
+/// Users 0..20 each like pin (3u + 1) mod 20; after training, each user's best pin is its own.
+#[test]
+fn learns_a_toy_retrieval_problem() {
+    let n_items = 20u32;
+    let qt = tables(&[n_items as usize], &[], 0);
+    let pt = tables(&[n_items as usize], &[], 0);
+    let cfg = ModelConfig {
+        query: TowerConfig {
+            embedding_dim: 8,
+            cross_layers: 1,
+            mlp: vec![16],
+            structure: Structure::Parallel,
+        },
+        pin: TowerConfig {
+            embedding_dim: 8,
+            cross_layers: 1,
+            mlp: vec![16],
+            structure: Structure::Parallel,
+        },
+        out_dim: 8,
+        temperature: 0.1,
+        logq_correction: false,
+    };
+    let mut model = TwoTowerModel::new(&cfg, &qt, &pt, 5).unwrap();
+    let optim = OptimConfig {
+        adam_lr: 1e-2,
+        adagrad_lr: 0.2,
+        ..OptimConfig::default()
+    };
+    let mut opt = Optimizer::new(&optim, model.params()).unwrap();
+    let mut grads = model.params().zero_grads();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let target = |u: u32| (3 * u + 1) % n_items;
+    let mut first = None;
+    let mut last = 0.0;
+    for _ in 0..300 {
+        let users: Vec<u32> = (0..16).map(|_| rng.random_range(0..n_items)).collect();
+        let pins: Vec<u32> = users.iter().map(|&u| target(u)).collect();
+        let ones = vec![1.0; 16];
+        let zeros = vec![0.0; 16];
+        let batch = TrainBatch {
+            query: TowerInput {
+                n: 16,
+                sparse: vec![&users],
+                bags: vec![],
+                dense: &[],
+            },
+            pins: TowerInput {
+                n: 16,
+                sparse: vec![&pins],
+                bags: vec![],
+                dense: &[],
+            },
+            pin_ids: &pins,
+            log_q: &zeros,
+            weights: &ones,
+        };
+        last = model
+            .train_step(&batch, &mut grads, &mut opt, Par::Seq)
+            .unwrap();
+        first.get_or_insert(last);
+    }
+    assert!(last < 0.5 * first.unwrap(), "loss {first:?} -> {last}");
+    let all: Vec<u32> = (0..n_items).collect();
+    let input = TowerInput {
+        n: n_items as usize,
+        sparse: vec![&all],
+        bags: vec![],
+        dense: &[],
+    };
+    let q = model.embed_queries(&input, 7, Par::Seq).unwrap();
+    let p = model.embed_pins(&input, 7, Par::Seq).unwrap();
+    let scores = q.dot(&p.t());
+    let hits = (0..n_items)
+        .filter(|&u| {
+            let row = scores.row(u as usize);
+            let best = (0..n_items as usize)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap();
+            best as u32 == target(u)
+        })
+        .count();
+    assert!(
+        hits >= 18,
+        "only {hits} of {n_items} users retrieve their pin first"
+    );
+}

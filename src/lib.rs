@@ -1,0 +1,18 @@
+//! convcg: trains and evaluates a two-tower conversion candidate generator for shopping ads.
+//!
+//! This package is the trainer: it composes the layers — `convcg-data` (events, the synthetic
+//! marketplace, examples, batches), `convcg-model` (towers, losses, optimisers) and `convcg-eval`
+//! (exact top-k, recall, reference points) — into runs, and holds the run configuration and the
+//! `convcg` command line. See `docs/architecture.md` for the crate map.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod metrics;
+mod output;
+mod run;
+
+pub use config::{ConfigError, RunConfig, TrainConfig};
+pub use metrics::{EvalSummary, LossPoint, Metrics, RetrieverMetrics, TrainingSummary};
+pub use output::write_atomic;
+pub use run::{Verbosity, default_run_dir, evaluate, feature_tables, train, train_model};

@@ -1,0 +1,374 @@
+//! One training run end to end: marketplace, examples, training, evaluation, outputs.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use convcg_data::{Dataset, EvalQueries, Marketplace, PinFeatures, QueryFeatures, Task};
+use convcg_eval::{
+    RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k, top_k_by,
+};
+use convcg_kernels::Par;
+use convcg_model::{FeatureTables, Optimizer, TableDef, TowerInput, TrainBatch, TwoTowerModel};
+
+use crate::config::RunConfig;
+use crate::metrics::{EvalSummary, LossPoint, Metrics, RetrieverMetrics, TrainingSummary, flatten};
+use crate::output::write_atomic;
+
+/// Whether a run draws progress bars and prints its tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Progress bars on stderr, tables on stdout.
+    Normal,
+    /// Nothing printed (tests, library use).
+    Quiet,
+}
+
+/// Rows per chunk when embedding the corpus and the eval queries.
+const EMBED_CHUNK: usize = 4096;
+
+/// Trains and evaluates on the synthetic marketplace `cfg.synth`; writes `config.toml` and
+/// `metrics.json` into `out_dir` (created if missing) and returns the metrics.
+pub fn train(cfg: &RunConfig, out_dir: &Path, verbosity: Verbosity) -> Result<Metrics> {
+    cfg.validate()?;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
+    write_atomic(&out_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    let threads = cfg.resolved_threads();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("cannot start the worker threads")?;
+    let par = if threads > 1 {
+        Par::rayon(threads)
+    } else {
+        Par::Seq
+    };
+    let metrics = pool.install(|| run(cfg, par, verbosity))?;
+    write_atomic(
+        &out_dir.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics)?.as_bytes(),
+    )?;
+    Ok(metrics)
+}
+
+fn run(cfg: &RunConfig, par: Par, verbosity: Verbosity) -> Result<Metrics> {
+    let loud = verbosity == Verbosity::Normal;
+    let say = |s: String| {
+        if loud {
+            eprintln!("{s}");
+        }
+    };
+
+    let t0 = Instant::now();
+    let bar = progress(loud, 1, "generating marketplace");
+    let market = Marketplace::generate(&cfg.synth, cfg.seed, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .context("cannot generate the synthetic marketplace")?;
+    bar.finish_and_clear();
+    say(format!(
+        "marketplace generated in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    ));
+    if loud {
+        println!("{}", market.realised());
+    }
+
+    let t0 = Instant::now();
+    let data = Dataset::build(&market.log, Some(&market.true_conversions), &cfg.data)
+        .context("cannot build training examples")?;
+    say(format!(
+        "examples built in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    ));
+    if loud {
+        println!("{}", data.stats());
+    }
+
+    let (query_tables, pin_tables) = feature_tables(&data);
+    let mut model = TwoTowerModel::new(&cfg.model, &query_tables, &pin_tables, cfg.seed)?;
+    let t0 = Instant::now();
+    let training = train_model(&mut model, &data, cfg, par, loud)?;
+    say(format!(
+        "trained {} steps in {:.1} s, final loss {:.4}",
+        training.steps,
+        t0.elapsed().as_secs_f64(),
+        training.loss_curve.last().map_or(f64::NAN, |p| p.loss)
+    ));
+
+    let t0 = Instant::now();
+    let mut metrics = evaluate(&model, &data, Some(&market), cfg.seed, par)?;
+    say(format!("evaluated in {:.1} s", t0.elapsed().as_secs_f64()));
+    metrics.training = training;
+    if loud {
+        println!("{}", metrics.table());
+    }
+    Ok(metrics)
+}
+
+fn progress(loud: bool, len: u64, msg: &'static str) -> ProgressBar {
+    if !loud {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} ({eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(msg);
+    bar
+}
+
+/// The towers' inputs as the model sees them, from the dataset's feature schema.
+pub fn feature_tables(data: &Dataset) -> (FeatureTables, FeatureTables) {
+    let defs = |specs: &[convcg_data::TableSpec]| {
+        specs
+            .iter()
+            .map(|s| TableDef {
+                name: s.name.clone(),
+                rows: s.rows,
+            })
+            .collect::<Vec<_>>()
+    };
+    let s = data.schema();
+    (
+        FeatureTables {
+            sparse: defs(&s.query_sparse),
+            bags: defs(&s.query_bags),
+            dense: s.query_dense,
+        },
+        FeatureTables {
+            sparse: defs(&s.pin_sparse),
+            bags: Vec::new(),
+            dense: s.pin_dense,
+        },
+    )
+}
+
+fn dense_slice(a: &ndarray::Array2<f32>) -> Result<&[f32]> {
+    match a.as_slice() {
+        Some(s) => Ok(s),
+        None => bail!("dense features are not in standard row-major layout"),
+    }
+}
+
+fn query_input(q: &QueryFeatures) -> Result<TowerInput<'_>> {
+    Ok(TowerInput {
+        n: q.dense.nrows(),
+        sparse: q.sparse.iter().map(Vec::as_slice).collect(),
+        bags: q
+            .bags
+            .iter()
+            .map(|b| (b.ids.as_slice(), b.offsets.as_slice()))
+            .collect(),
+        dense: dense_slice(&q.dense)?,
+    })
+}
+
+fn pin_input(p: &PinFeatures) -> Result<TowerInput<'_>> {
+    Ok(TowerInput {
+        n: p.len(),
+        sparse: p.sparse.iter().map(Vec::as_slice).collect(),
+        bags: Vec::new(),
+        dense: dense_slice(&p.dense)?,
+    })
+}
+
+/// Trains `model` for `cfg.train.epochs` passes over the training examples.
+pub fn train_model(
+    model: &mut TwoTowerModel,
+    data: &Dataset,
+    cfg: &RunConfig,
+    par: Par,
+    loud: bool,
+) -> Result<TrainingSummary> {
+    let tc = &cfg.train;
+    let n = data.train().len();
+    if n < tc.batch_size {
+        bail!(
+            "only {n} training examples for a batch size of {}: lower train.batch_size or use more data",
+            tc.batch_size
+        );
+    }
+    let mut batcher = convcg_data::Batcher::new(n, tc.batch_size, cfg.seed ^ 0xBA7C4)?;
+    let steps = ((tc.epochs * n as f64) / tc.batch_size as f64).ceil() as usize;
+    let mut optimizer = Optimizer::new(&cfg.optim, model.params())?;
+    let mut grads = model.params().zero_grads();
+    let bar = progress(loud, steps as u64, "training");
+    let mut curve = Vec::new();
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for step in 1..=steps {
+        let batch = data.batch(batcher.next_batch());
+        let pins = data.pin_features().select(&batch.pins);
+        let tb = TrainBatch {
+            query: query_input(&batch.query)?,
+            pins: pin_input(&pins)?,
+            pin_ids: &batch.pins,
+            log_q: &batch.log_q,
+            weights: &batch.weight,
+        };
+        let loss = model.train_step(&tb, &mut grads, &mut optimizer, par)?;
+        if !loss.is_finite() {
+            bail!("training diverged: the loss of step {step} is {loss}");
+        }
+        sum += f64::from(loss);
+        count += 1;
+        if step % tc.log_every == 0 || step == steps {
+            let mean = sum / count as f64;
+            curve.push(LossPoint { step, loss: mean });
+            bar.set_message(format!("loss {mean:.3}"));
+            (sum, count) = (0.0, 0);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(TrainingSummary {
+        steps,
+        batch_size: tc.batch_size,
+        examples: n,
+        loss_curve: curve,
+    })
+}
+
+/// Scores the model and the reference points on the eval queries of both tasks.
+pub fn evaluate(
+    model: &TwoTowerModel,
+    data: &Dataset,
+    market: Option<&Marketplace>,
+    seed: u64,
+    par: Par,
+) -> Result<Metrics> {
+    let k = *RECALL_KS.iter().max().unwrap_or(&1000);
+    let pins = model.embed_pins(&pin_input(data.pin_features())?, EMBED_CHUNK, par)?;
+    let corpus = dense_slice(&pins)?;
+    let n_pins = data.num_pins();
+    let d = pins.ncols();
+    let eval = data.eval();
+    let mut out = Metrics::default();
+    for (task, queries) in [
+        (Task::Conversion, &eval.conversion),
+        (Task::Engagement, &eval.engagement),
+    ] {
+        let nq = queries.keys.len();
+        if nq == 0 {
+            bail!("no {task:?} eval queries: the eval window holds no relevant pin");
+        }
+        let qf = data.query_features(&queries.keys);
+        let qe = model.embed_queries(&query_input(&qf)?, EMBED_CHUNK, par)?;
+        let model_top = exact_top_k(dense_slice(&qe)?, corpus, d, k, par);
+        let mut counts = data.pin_counts(task);
+        let other = data.pin_counts(match task {
+            Task::Conversion => Task::Engagement,
+            Task::Engagement => Task::Conversion,
+        });
+        // Ties among the task's counts (most pins have no conversion) go to the other task's.
+        let tie = 1.0 / (other.iter().copied().fold(0.0f32, f32::max) + 1.0);
+        for (c, o) in counts.iter_mut().zip(&other) {
+            *c += o * tie;
+        }
+        let pop_top = popularity_top_k(&counts, nq, k);
+        let rand_top = random_top_k(n_pins, nq, k, seed ^ 0x5EED);
+        let oracle_top = market.map(|m| {
+            top_k_by(
+                nq,
+                n_pins,
+                k,
+                |q, buf| {
+                    let key = &queries.keys[q];
+                    match task {
+                        Task::Conversion => m.truth.conversion_scores(key.user, key.surface, buf),
+                        Task::Engagement => m.truth.click_scores(key.user, key.surface, buf),
+                    }
+                },
+                par,
+            )
+        });
+        score_into(&mut out.model, task, queries, &model_top)?;
+        score_into(&mut out.popularity, task, queries, &pop_top)?;
+        score_into(&mut out.random, task, queries, &rand_top)?;
+        if let Some(top) = &oracle_top {
+            score_into(
+                out.oracle.get_or_insert_with(RetrieverMetrics::default),
+                task,
+                queries,
+                top,
+            )?;
+        }
+        let name = format!("{task:?}").to_lowercase();
+        out.eval
+            .skipped_without_relevant
+            .insert(name.clone(), queries.skipped_without_relevant);
+        out.eval
+            .subsampled_from
+            .insert(name, queries.subsampled_from);
+        match task {
+            Task::Conversion => out.eval.conversion_queries = nq,
+            Task::Engagement => out.eval.engagement_queries = nq,
+        }
+    }
+    out.eval = EvalSummary {
+        corpus_pins: n_pins,
+        ..out.eval
+    };
+    Ok(out)
+}
+
+/// Scores one retriever's top K on one task's queries; on the conversion task also against the
+/// clean (true) conversions where the queries carry them, counting only queries that have some.
+fn score_into(
+    r: &mut RetrieverMetrics,
+    task: Task,
+    queries: &EvalQueries,
+    top: &TopK,
+) -> Result<()> {
+    let m = flatten(&recall_at_k(top, &queries.relevant, &RECALL_KS)?);
+    match task {
+        Task::Engagement => r.engagement = m,
+        Task::Conversion => r.conversion = m,
+    }
+    let Some(clean) = queries
+        .relevant_clean
+        .as_ref()
+        .filter(|_| task == Task::Conversion)
+    else {
+        return Ok(());
+    };
+    let keep: Vec<usize> = (0..clean.len()).filter(|&q| !clean[q].is_empty()).collect();
+    if keep.is_empty() {
+        return Ok(());
+    }
+    let sub = TopK {
+        k: top.k,
+        ids: keep
+            .iter()
+            .flat_map(|&q| top.row(q).iter().copied())
+            .collect(),
+        scores: keep
+            .iter()
+            .flat_map(|&q| top.row_scores(q).iter().copied())
+            .collect(),
+    };
+    let rel: Vec<Vec<u32>> = keep.iter().map(|&q| clean[q].clone()).collect();
+    r.conversion_clean = Some(flatten(&recall_at_k(&sub, &rel, &RECALL_KS)?));
+    Ok(())
+}
+
+/// A fresh run directory under `runs/`, named by time and seed.
+pub fn default_run_dir(seed: u64) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let base = PathBuf::from("runs").join(format!("train-{secs}-seed{seed}"));
+    let mut dir = base.clone();
+    let mut i = 1;
+    while dir.exists() {
+        dir = PathBuf::from(format!("{}-{i}", base.display()));
+        i += 1;
+    }
+    dir
+}

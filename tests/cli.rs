@@ -1,0 +1,50 @@
+//! The `convcg` binary: its config round trip and its errors.
+
+use std::process::Command;
+
+fn convcg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_convcg"))
+}
+
+#[test]
+fn config_prints_the_defaults_as_parseable_toml() {
+    let out = convcg().arg("config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parsed = convcg::RunConfig::from_toml(&text).unwrap();
+    assert_eq!(parsed, convcg::RunConfig::default());
+}
+
+#[test]
+fn a_bad_config_value_is_reported_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[train]\nbatch_size = 1\n").unwrap();
+    let out = convcg()
+        .args(["train", "--quiet", "--config"])
+        .arg(&path)
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("train.batch_size"), "stderr: {err}");
+    assert!(err.contains("2..=65536"), "stderr: {err}");
+}
+
+#[test]
+fn an_unknown_config_key_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    std::fs::write(&path, "[train]\nbatch_sise = 64\n").unwrap();
+    let out = convcg()
+        .args(["train", "--quiet", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("batch_sise"), "stderr: {err}");
+    assert!(err.contains("typo.toml"), "stderr: {err}");
+}
