@@ -62,18 +62,19 @@ impl ModelConfig {
     }
 }
 
-/// One training batch: B positive (query, pin) pairs, row i's positive being pin i.
+/// One training batch: B positive (query, pin) pairs and C >= B candidates, candidate i < B
+/// being row i's positive and the rest extra negatives (e.g. hard negatives) shared by all rows.
 #[derive(Clone, Debug)]
 pub struct TrainBatch<'a> {
     /// Query-tower inputs, B rows.
     pub query: TowerInput<'a>,
-    /// Pin-tower inputs of the candidates, B rows (the positives).
+    /// Pin-tower inputs of the C candidates: the B positives, then any extra negatives.
     pub pins: TowerInput<'a>,
-    /// Item id of each candidate, for accidental-hit masking.
+    /// Item id of each candidate (C), for accidental-hit masking.
     pub pin_ids: &'a [u32],
-    /// Log sampling probability of each candidate.
+    /// Log sampling probability of each candidate (C).
     pub log_q: &'a [f32],
-    /// Per-row example weights.
+    /// Per-row example weights (B).
     pub weights: &'a [f32],
 }
 
@@ -154,15 +155,13 @@ impl TwoTowerModel {
         self.pin.check_input(&batch.pins)?;
         let b = batch.query.n;
         let mismatch = |what: String| Error::Input { tower: "pin", what };
-        if batch.pins.n != b {
-            return Err(mismatch(format!(
-                "{} candidates for {b} queries",
-                batch.pins.n
-            )));
+        let c = batch.pins.n;
+        if c < b {
+            return Err(mismatch(format!("{c} candidates for {b} queries")));
         }
-        if batch.pin_ids.len() != b || batch.log_q.len() != b || batch.weights.len() != b {
+        if batch.pin_ids.len() != c || batch.log_q.len() != c || batch.weights.len() != b {
             return Err(mismatch(format!(
-                "pin_ids/log_q/weights have {}/{}/{} entries for {b} rows",
+                "pin_ids/log_q/weights have {}/{}/{} entries for {b} rows and {c} candidates",
                 batch.pin_ids.len(),
                 batch.log_q.len(),
                 batch.weights.len()

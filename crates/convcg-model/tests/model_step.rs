@@ -34,7 +34,7 @@ struct Owned {
 
 impl Owned {
     fn batch(&self) -> TrainBatch<'_> {
-        let n = self.pin_ids.len();
+        let n = self.weights.len();
         TrainBatch {
             query: TowerInput {
                 n,
@@ -43,7 +43,7 @@ impl Owned {
                 dense: &self.q_dense,
             },
             pins: TowerInput {
-                n,
+                n: self.pin_ids.len(),
                 sparse: self.p_sparse.iter().map(Vec::as_slice).collect(),
                 bags: vec![],
                 dense: &self.p_dense,
@@ -106,14 +106,15 @@ fn loss_of(model: &TwoTowerModel, data: &Owned) -> f64 {
 /// Compares an analytic derivative with central differences, skipping points where the one-sided
 /// differences disagree (a ReLU kink crossed by the step), which central differences cannot judge.
 fn check(analytic: f64, f: &mut dyn FnMut(f64) -> f64, what: &str) -> bool {
-    let h = 1e-3;
+    // f32 losses: a step of 2e-3 keeps round-off near 1e-4, below the tolerance, and truncation small.
+    let h = 2e-3;
     let (fp, f0, fm) = (f(h), f(0.0), f(-h));
     let (right, left) = ((fp - f0) / h, (f0 - fm) / h);
-    if (right - left).abs() > 0.05 * (right.abs() + left.abs()) + 2e-3 {
+    if (right - left).abs() > 0.05 * (right.abs() + left.abs()) + 5e-4 {
         return false;
     }
     let numeric = (fp - fm) / (2.0 * h);
-    let tol = 3e-3 + 3e-2 * numeric.abs().max(analytic.abs());
+    let tol = 2e-4 + 2e-2 * numeric.abs().max(analytic.abs());
     assert!(
         (numeric - analytic).abs() <= tol,
         "{what}: analytic {analytic} vs finite difference {numeric}"
