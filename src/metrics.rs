@@ -66,7 +66,12 @@ pub struct Metrics {
     pub popularity: RetrieverMetrics,
     /// K uniform random pins per query.
     pub random: RetrieverMetrics,
-    /// The top K by true probability (synthetic marketplace only): what no model can beat.
+    /// The top K by true expected conversions (engagement task: clicks) per request under the
+    /// logging policy, given the query's user, surface and context (synthetic marketplace only):
+    /// the best any model that sees the query's context can do in expectation. The exposure
+    /// probabilities are a closed-form approximation of the incumbent
+    /// (`GroundTruth::expected_conversion_scores`), and recall is measured on one draw of it, so a
+    /// model can edge past it by chance or where that approximation errs.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub oracle: Option<RetrieverMetrics>,
     /// Evaluation sizes.

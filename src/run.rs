@@ -101,7 +101,18 @@ fn run(cfg: &RunConfig, par: Par, verbosity: Verbosity) -> Result<Metrics> {
     ));
 
     let t0 = Instant::now();
+    let spinner = if loud {
+        let s = ProgressBar::new_spinner();
+        s.set_message(
+            "evaluating: exact top-1000 over the whole corpus, model and reference points",
+        );
+        s.enable_steady_tick(std::time::Duration::from_millis(200));
+        s
+    } else {
+        ProgressBar::hidden()
+    };
     let mut metrics = evaluate(&model, &data, Some(&market), cfg.seed, par)?;
+    spinner.finish_and_clear();
     say(format!("evaluated in {:.1} s", t0.elapsed().as_secs_f64()));
     metrics.training = training;
     if loud {
@@ -281,8 +292,8 @@ pub fn evaluate(
                 |q, buf| {
                     let key = &queries.keys[q];
                     match task {
-                        Task::Conversion => m.truth.conversion_scores(key.user, key.surface, buf),
-                        Task::Engagement => m.truth.click_scores(key.user, key.surface, buf),
+                        Task::Conversion => m.truth.expected_conversion_scores(key, buf),
+                        Task::Engagement => m.truth.expected_click_scores(key, buf),
                     }
                 },
                 par,

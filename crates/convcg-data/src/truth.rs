@@ -1,10 +1,22 @@
 //! The synthetic marketplace's ground truth: the true click and conversion
-//! probabilities of every (user, pin, surface), for clean metrics and the oracle.
+//! probabilities of every (user, pin, surface), for clean metrics and the oracle, and the
+//! incumbent's exposure policy, for the policy-aware oracle.
 
 use std::fmt;
 
+use crate::dataset::QueryKey;
 use crate::schema::Surface;
 use crate::synth::SynthConfig;
+use crate::synth::serve::ON_INTEREST;
+use crate::synth::world::QUERY_ID_BASE;
+
+/// Bins of the histogram of candidates' scaled click logits on which the selection threshold is
+/// solved: fine enough (about 0.02 nats at the default temperature) that binning moves no pin's
+/// selection probability by more than a few percent of itself, coarse enough to be cheap per query.
+const THRESHOLD_BINS: usize = 512;
+/// Bisection steps for the threshold: the bracket is about 100 nats wide, so 40 halvings leave
+/// an error far below the bins' width.
+const THRESHOLD_STEPS: usize = 40;
 
 /// Ground truth: indices are positions in `log.users` / `log.pins`.
 ///
@@ -30,7 +42,139 @@ pub struct GroundTruth {
     pub(crate) conv_scale: f32,
     pub(crate) genuine_click_share: f32,
     pub(crate) view_through_rate: f32,
+    pub(crate) exposure: Exposure,
     pub(crate) record: GenerationRecord,
+}
+
+/// What the incumbent draws candidates from (see `synth::serve`), in the closed form the
+/// policy-aware oracle needs: a few floats per pin, per category, per user and per query.
+#[derive(Clone, Debug)]
+pub(crate) struct Exposure {
+    /// Category of each pin.
+    pub(crate) pin_category: Vec<u32>,
+    /// `p_j`: probability that one popularity draw yields pin `j`.
+    pub(crate) pop_share: Vec<f32>,
+    /// `q_j`: probability that one draw from pin `j`'s category yields it.
+    pub(crate) category_share: Vec<f32>,
+    /// `1 - (1 - q_j)^n_cat`: pin `j` is among the `interest_candidates` draws of a request
+    /// whose draws all come from its category (related pins, search).
+    pub(crate) category_inclusion: Vec<f32>,
+    /// `1 - (1 - p_j)^n_pop` for the home feed's popularity draws, precomputed because every
+    /// pin needs it on every query.
+    pub(crate) pop_inclusion_home: Vec<f32>,
+    /// The same for related pins and search, which draw alike.
+    pub(crate) pop_inclusion_context: Vec<f32>,
+    /// Probability that the category sampler (the off-interest contexts) draws each category.
+    pub(crate) category_prior: Vec<f32>,
+    /// Categories without pins: serving replaces a draw from one by a popularity draw.
+    pub(crate) category_empty: Vec<bool>,
+    /// User `u`'s interests are `interests[interest_offsets[u]..interest_offsets[u + 1]]`.
+    pub(crate) interest_offsets: Vec<u32>,
+    /// (category, mixture weight) of every user's interests, weights summing to 1 per user.
+    pub(crate) interests: Vec<(u32, f32)>,
+    /// Category of each search query, by `query_id - QUERY_ID_BASE`.
+    pub(crate) query_category: Vec<u32>,
+    /// Smallest and largest pin click quality: with the surface bias and the click scale they
+    /// bound every click logit, which places the threshold histogram without a pass over the pins.
+    pub(crate) quality_range: (f32, f32),
+}
+
+/// `1 - (1 - x)^n`, accurate for the tiny per-draw probabilities of a large catalog.
+fn inclusion(x: f64, n: usize) -> f64 {
+    -(n as f64 * (-x.min(1.0)).ln_1p()).exp_m1()
+}
+
+impl Exposure {
+    /// From the world's samplers: pin popularity weights, category weights (the category sampler's),
+    /// each user's interests as (category, cumulative weight) and each category's queries.
+    pub(crate) fn new(
+        cfg: &SynthConfig,
+        pin_category: Vec<u32>,
+        popularity: &[f64],
+        category_weight: &[f64],
+        user_interests: &[Vec<(u32, f64)>],
+        category_queries: &[Vec<u32>],
+        pin_quality: &[f32],
+    ) -> Exposure {
+        let nc = category_weight.len();
+        let mut category_total = vec![0f64; nc];
+        for (&c, &w) in pin_category.iter().zip(popularity) {
+            category_total[c as usize] += w;
+        }
+        let total: f64 = popularity.iter().sum();
+        let pop_share: Vec<f64> = popularity.iter().map(|w| w / total).collect();
+        let category_share: Vec<f64> = pin_category
+            .iter()
+            .zip(popularity)
+            .map(|(&c, w)| w / category_total[c as usize])
+            .collect();
+        let per_pin = |v: &[f64], n: usize| -> Vec<f32> {
+            v.iter().map(|&x| inclusion(x, n) as f32).collect()
+        };
+        let weight_total: f64 = category_weight.iter().sum();
+        let mut interest_offsets = Vec::with_capacity(user_interests.len() + 1);
+        let mut interests = Vec::new();
+        interest_offsets.push(0u32);
+        for user in user_interests {
+            let mut prev = 0.0;
+            for &(c, cum) in user {
+                interests.push((c, (cum - prev) as f32));
+                prev = cum;
+            }
+            interest_offsets.push(interests.len() as u32);
+        }
+        let mut query_category = vec![0u32; category_queries.iter().map(Vec::len).sum()];
+        for (c, qs) in category_queries.iter().enumerate() {
+            for &q in qs {
+                query_category[q as usize] = c as u32;
+            }
+        }
+        let quality_range = pin_quality
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &q| {
+                (lo.min(q), hi.max(q))
+            });
+        Exposure {
+            category_inclusion: per_pin(&category_share, cfg.interest_candidates),
+            pop_inclusion_home: per_pin(&pop_share, cfg.popularity_draws(Surface::HomeFeed)),
+            pop_inclusion_context: per_pin(&pop_share, cfg.popularity_draws(Surface::Related)),
+            pop_share: pop_share.iter().map(|&x| x as f32).collect(),
+            category_share: category_share.iter().map(|&x| x as f32).collect(),
+            category_prior: category_weight
+                .iter()
+                .map(|w| (w / weight_total) as f32)
+                .collect(),
+            category_empty: category_total.iter().map(|&t| t <= 0.0).collect(),
+            pin_category,
+            interest_offsets,
+            interests,
+            query_category,
+            quality_range,
+        }
+    }
+
+    fn interests(&self, user: u32) -> &[(u32, f32)] {
+        let u = user as usize;
+        &self.interests[self.interest_offsets[u] as usize..self.interest_offsets[u + 1] as usize]
+    }
+
+    fn pop_inclusion(&self, surface: Surface) -> &[f32] {
+        match surface {
+            Surface::HomeFeed => &self.pop_inclusion_home,
+            Surface::Related | Surface::Search => &self.pop_inclusion_context,
+        }
+    }
+}
+
+/// How a request's `interest_candidates` non-popularity draws pick their category, with the
+/// weight of each category in `Exposure`'s order.
+enum CategoryDraws {
+    /// Every draw picks its own category (the home feed's interest mixture); `popular` is the
+    /// weight of empty categories, whose draws become popularity draws.
+    PerDraw { weights: Vec<f32>, popular: f32 },
+    /// One category for all the request's draws (related pins, search), drawn with these
+    /// weights (one weight 1 when the context is known); `popular` as above.
+    PerRequest { weights: Vec<f32>, popular: f32 },
 }
 
 /// What the generator did beside the log: kept for [`crate::Marketplace::realised`].
@@ -195,4 +339,231 @@ impl GroundTruth {
             *o = sigmoid(bias + self.click_scale * dot(uc, vc) + q);
         }
     }
+    /// Where a request's category draws come from, given its context (see [`CategoryDraws`]).
+    fn category_draws(&self, key: &QueryKey) -> CategoryDraws {
+        let e = &self.exposure;
+        let nc = e.category_prior.len();
+        let mut weights = vec![0f32; nc];
+        let mut popular = 0f32;
+        let mut add = |weights: &mut [f32], c: u32, w: f32| {
+            if e.category_empty[c as usize] {
+                popular += w;
+            } else {
+                weights[c as usize] += w;
+            }
+        };
+        let known = match key.surface {
+            Surface::HomeFeed => {
+                for &(c, w) in e.interests(key.user) {
+                    add(&mut weights, c, w);
+                }
+                return CategoryDraws::PerDraw { weights, popular };
+            }
+            Surface::Related => key
+                .context_pin
+                .and_then(|p| e.pin_category.get(p as usize).copied()),
+            Surface::Search => key
+                .query_id
+                .and_then(|q| usize::try_from(q - QUERY_ID_BASE).ok())
+                .and_then(|q| e.query_category.get(q).copied()),
+        };
+        match known {
+            Some(c) => add(&mut weights, c, 1.0),
+            // Unknown context: the category serving would draw it from (the user's interests
+            // ON_INTEREST of the time, the category sampler otherwise).
+            None => {
+                let on = ON_INTEREST as f32;
+                for &(c, w) in e.interests(key.user) {
+                    add(&mut weights, c, on * w);
+                }
+                for (c, &w) in e.category_prior.iter().enumerate() {
+                    add(&mut weights, c as u32, (1.0 - on) * w);
+                }
+            }
+        }
+        CategoryDraws::PerRequest { weights, popular }
+    }
+
+    /// `out[j] = P(pin j shown | key) * outcome(j, click logit of j)`: the policy-aware oracle's
+    /// expected outcomes per request. See [`GroundTruth::expected_conversion_scores`] for the
+    /// exposure model.
+    fn expected_scores(&self, key: &QueryKey, out: &mut [f32], outcome: impl Fn(u32, f32) -> f32) {
+        let e = &self.exposure;
+        let cfg = &self.record.config;
+        let n_cat = cfg.interest_candidates;
+        let temp = cfg.serving_temperature as f32;
+        let draws = self.category_draws(key);
+        // A context pin is removed from its own request's candidates.
+        let excluded = match key.surface {
+            Surface::Related => key.context_pin,
+            Surface::HomeFeed | Surface::Search => None,
+        };
+        let pop_inclusion = e.pop_inclusion(key.surface);
+        // Bounds of the scaled click logits l/T (affinities of unit vectors lie in [-1, 1]),
+        // widened a little for rounding: the histogram's range.
+        let bias = self.surface_bias[key.surface.index()];
+        let reach = self.click_scale.abs() * 1.01;
+        let (q_lo, q_hi) = e.quality_range;
+        let (s_lo, s_hi) = {
+            let (a, b) = ((bias - reach + q_lo) / temp, (bias + reach + q_hi) / temp);
+            (f64::from(a.min(b)) - 1e-3, f64::from(a.max(b)) + 1e-3)
+        };
+        let width = (s_hi - s_lo) / THRESHOLD_BINS as f64;
+        let per_bin = 1.0 / width;
+        let mut hist = vec![0f64; THRESHOLD_BINS];
+        let mut scaled = vec![0f32; out.len()];
+        for (j, (o, s)) in out.iter_mut().zip(scaled.iter_mut()).enumerate() {
+            let pin = j as u32;
+            let c = e.pin_category[j] as usize;
+            let from_category = match &draws {
+                CategoryDraws::PerDraw { weights, popular } => {
+                    let r = f64::from(weights[c]) * f64::from(e.category_share[j])
+                        + f64::from(*popular) * f64::from(e.pop_share[j]);
+                    if r > 0.0 { inclusion(r, n_cat) } else { 0.0 }
+                }
+                CategoryDraws::PerRequest { weights, popular } => {
+                    let mut b = f64::from(weights[c]) * f64::from(e.category_inclusion[j]);
+                    if *popular > 0.0 {
+                        b += f64::from(*popular) * inclusion(f64::from(e.pop_share[j]), n_cat);
+                    }
+                    b
+                }
+            };
+            let a_pop = f64::from(pop_inclusion[j]);
+            let a = if excluded == Some(pin) {
+                0.0
+            } else {
+                a_pop + (1.0 - a_pop) * from_category.min(1.0)
+            };
+            let logit = self.click_logit(key.user, pin, key.surface);
+            *s = logit / temp;
+            *o = a as f32 * outcome(pin, logit);
+            let bin = ((f64::from(*s) - s_lo) * per_bin).clamp(0.0, (THRESHOLD_BINS - 1) as f64);
+            hist[bin as usize] += a;
+        }
+        let Some(tau) = selection_threshold(
+            &hist,
+            s_lo,
+            width,
+            f64::from(cfg.ads_per_request[key.surface.index()]),
+        ) else {
+            // No more candidates expected than slots: every candidate is shown.
+            return;
+        };
+        // f32 here: this pass runs over every pin of every query, and pi needs no more precision.
+        let tau = tau as f32;
+        for (o, &s) in out.iter_mut().zip(&scaled) {
+            *o *= -(-(s - tau).exp()).exp_m1();
+        }
+    }
+
+    /// Expected conversions that one request of this query yields from each pin under the
+    /// logging policy: `P(pin shown | user, surface, context) x P(conversion | shown)`, with
+    /// `out.len() == num_pins`. Context: the context pin's category (related), the query's
+    /// category (search), the user's interest mixture (home feed), as the serving policy uses them.
+    ///
+    /// Ranking by it is the best any retriever that sees the query's context can do in expectation;
+    /// [`GroundTruth::conversion_scores`] ignores the policy, so pins the incumbent never shows on
+    /// this request rank high there.
+    ///
+    /// # Exposure model
+    ///
+    /// With `l_j` the click logit, `T` the serving temperature, `k` the ads per request of the
+    /// surface, `p_j` a popularity draw's probability of pin `j` and `q_j` a category draw's
+    /// probability of it within its category `c_j`:
+    ///
+    /// `P(shown_j) = a_j * pi_j`, where
+    ///
+    /// * `a_j = 1 - (1 - p_j)^n_pop * (1 - b_j)` is the exact probability that `j` is a candidate:
+    ///   `n_pop` popularity draws (the home feed's `popularity_candidates`, a quarter elsewhere) and
+    ///   `n_cat = interest_candidates` category draws, with `b_j = 1 - (1 - w_u(c_j) q_j)^n_cat`
+    ///   on the home feed (each draw picks an interest category `c` with weight `w_u(c)`) and
+    ///   `b_j = [c_j = c] (1 - (1 - q_j)^n_cat)` on related pins (`c` the context pin's category;
+    ///   the context pin itself gets `a = 0`) and search (`c` the query's category). Unknown context
+    ///   (none, or an id the marketplace never made) mixes over the categories serving would draw
+    ///   it from: `b_j = m(c_j) (1 - (1 - q_j)^n_cat)` with `m = 0.8 w_u + 0.2 * category prior`.
+    ///   A draw from a category without pins is a popularity draw, as in serving (for an unknown
+    ///   related context this approximates the popular context pin's category by popularity draws).
+    /// * `pi_j = 1 - exp(-exp(l_j / T - tau))` approximates `P(selected | candidate)`. Serving keeps
+    ///   the `k` candidates with the largest `l / T + Gumbel`; `j` is kept iff its perturbed score
+    ///   beats the `k`-th best of the others, and replacing that random threshold by a constant
+    ///   `tau` gives `P(G_j > tau - l_j / T)`, the expression above. `tau` (one per query: it sets
+    ///   how the click logit trades against candidate probability, so it changes the ranking) is
+    ///   set so that the expected number shown is `k`: `sum_i a_i pi_i(tau) = k`, solved by
+    ///   bisection on a fine histogram of `l / T` weighted by `a`. If fewer than `k` candidates
+    ///   are expected, `pi = 1`. This mean-field threshold ignores that the candidate set, hence
+    ///   the threshold, varies between requests (and correlates with `j`'s own presence).
+    ///
+    /// `P(conversion | shown)` is [`GroundTruth::p_conversion`]: true conversions, reported or not.
+    ///
+    /// # Panics
+    /// If `out.len() != self.num_pins()` or `key.user` is out of range.
+    #[track_caller]
+    pub fn expected_conversion_scores(&self, key: &QueryKey, out: &mut [f32]) {
+        assert_eq!(
+            out.len(),
+            self.num_pins(),
+            "expected_conversion_scores: out must have one slot per pin"
+        );
+        self.expected_scores(key, out, |pin, logit| {
+            let pc = sigmoid(logit);
+            let g = self.p_conversion_given_genuine_click(key.user, pin);
+            pc * self.genuine_click_share * g + (1.0 - pc) * self.view_through_rate * g
+        });
+    }
+
+    /// Expected clicks that one request of this query yields from each pin under the logging
+    /// policy: `P(pin shown | user, surface, context) x P(click | shown)`, with
+    /// `out.len() == num_pins`; the exposure model is
+    /// [`GroundTruth::expected_conversion_scores`]'s.
+    ///
+    /// # Panics
+    /// If `out.len() != self.num_pins()` or `key.user` is out of range.
+    #[track_caller]
+    pub fn expected_click_scores(&self, key: &QueryKey, out: &mut [f32]) {
+        assert_eq!(
+            out.len(),
+            self.num_pins(),
+            "expected_click_scores: out must have one slot per pin"
+        );
+        self.expected_scores(key, out, |_, logit| sigmoid(logit));
+    }
+
+    /// `P(pin shown | key)` for every pin: [`GroundTruth::expected_conversion_scores`]'s exposure
+    /// model alone, for the tests that hold it against the serving code.
+    #[cfg(test)]
+    pub(crate) fn exposure_probabilities(&self, key: &QueryKey, out: &mut [f32]) {
+        self.expected_scores(key, out, |_, _| 1.0);
+    }
+}
+
+/// The `tau` with `sum_b hist[b] (1 - exp(-exp(t_b - tau))) = k`, `t_b` the centre of bin `b`
+/// (bins of `width` from `lo`); `None` when the candidates expected (`sum hist`) are at most `k`,
+/// so that every candidate is shown.
+fn selection_threshold(hist: &[f64], lo: f64, width: f64, k: f64) -> Option<f64> {
+    let bins: Vec<(f64, f64)> = hist
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| **a > 0.0)
+        .map(|(b, &a)| (lo + (b as f64 + 0.5) * width, a))
+        .collect();
+    if bins.iter().map(|b| b.1).sum::<f64>() <= k {
+        return None;
+    }
+    let shown = |tau: f64| -> f64 {
+        bins.iter()
+            .map(|&(t, a)| -a * (-(t - tau).exp()).exp_m1())
+            .sum()
+    };
+    // 50 nats beyond the logits' range, every candidate (resp. none) is shown: a bracket.
+    let (mut below, mut above) = (lo - 50.0, lo + hist.len() as f64 * width + 50.0);
+    for _ in 0..THRESHOLD_STEPS {
+        let mid = 0.5 * (below + above);
+        if shown(mid) > k {
+            below = mid;
+        } else {
+            above = mid;
+        }
+    }
+    Some(0.5 * (below + above))
 }

@@ -147,7 +147,7 @@ pub(crate) fn exact_top_k_blocked(
 }
 
 /// Top-k by an arbitrary scorer: `scorer(q, out)` fills `out[0..n_items]` with query `q`'s scores
-/// (the oracle uses true conversion probabilities).
+/// (the oracle uses the true expected conversions per request under the logging policy).
 ///
 /// Same output conventions as [`exact_top_k`]: `min(k, n_items)` per query, best first, ties by
 /// smaller id, NaN ranked last. With `Par::Rayon(n)` the queries are split into at most `n`

@@ -11,7 +11,8 @@
 //! - [`exact_top_k`] (and [`exact_top_k_arrays`] for ndarray views): exact inner-product top-k.
 //!   The corpus is scanned in cache-sized blocks, one GEMM per (query block, corpus block), with
 //!   a bounded per-query selection fused after each block, parallel over query blocks.
-//! - [`top_k_by`]: top-k under any scorer, e.g. the oracle ranking by true conversion probability.
+//! - [`top_k_by`]: top-k under any scorer, e.g. the oracle ranking by true expected conversions
+//!   per request under the logging policy.
 //! - [`popularity_top_k`] and [`random_top_k`]: the popularity and random reference points.
 //!
 //! Every list is best first; equal scores are broken by the smaller id, so results are fully

@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, config_error};
+use crate::schema::Surface;
 
 /// Every knob of the synthetic marketplace. [`Default`] is design.md's table: a world
 /// in which conversions are rare, delayed and noisy, so that no result is bought by an easy one.
@@ -207,6 +208,15 @@ fn at_least(key: &'static str, v: usize, min: usize) -> Result<()> {
 }
 
 impl SynthConfig {
+    /// Candidates a request on `surface` draws by popularity: `popularity_candidates` on the home
+    /// feed, a quarter of it (rounded up) where a context pin or a query supplies the rest.
+    pub(crate) fn popularity_draws(&self, surface: Surface) -> usize {
+        match surface {
+            Surface::HomeFeed => self.popularity_candidates,
+            Surface::Related | Surface::Search => self.popularity_candidates.div_ceil(4),
+        }
+    }
+
     /// Checks every key; the error names the bad key and what is allowed.
     pub fn validate(&self) -> Result<()> {
         at_least("num_users", self.num_users, 1)?;

@@ -38,7 +38,7 @@
 
 mod config;
 mod realised;
-mod serve;
+pub(crate) mod serve;
 pub(crate) mod world;
 
 use std::sync::atomic::{AtomicU64, Ordering};

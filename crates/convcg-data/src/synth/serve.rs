@@ -11,7 +11,7 @@ use crate::synth::world::{PIN_ID_BASE, QUERY_ID_BASE, USER_ID_BASE, World};
 
 const DAY_S: f64 = 86_400.0;
 /// Probability that a related-pins context or a search query comes from the user's interests.
-const ON_INTEREST: f64 = 0.8;
+pub(crate) const ON_INTEREST: f64 = 0.8;
 /// Shares of the conversion kinds, in [`ConversionKind::ALL`] order.
 const KIND_SHARES: [f64; 5] = [0.5, 0.12, 0.22, 0.09, 0.07];
 
@@ -112,55 +112,7 @@ impl<'a> Serving<'a> {
             let surface = Surface::ALL[self.traffic_cum.iter().position(|&c| x < c).unwrap_or(2)];
             let request_id = block.requests;
             block.requests += 1;
-            cands.clear();
-            let mut context_pin = None;
-            let mut query_id = None;
-            let pop_n = match surface {
-                Surface::HomeFeed => cfg.popularity_candidates,
-                _ => cfg.popularity_candidates.div_ceil(4),
-            };
-            for _ in 0..pop_n {
-                cands.push(w.popularity.sample(rng) as u32);
-            }
-            match surface {
-                Surface::HomeFeed => {
-                    for _ in 0..cfg.interest_candidates {
-                        let c = w.interest_category(rng, u);
-                        cands.push(w.pin_in_category(rng, c));
-                    }
-                }
-                Surface::Related => {
-                    let c = self.context_category(rng, u);
-                    let ctx = w.pin_in_category(rng, c);
-                    context_pin = Some(ctx);
-                    let cc = w.pin_category[ctx as usize];
-                    for _ in 0..cfg.interest_candidates {
-                        cands.push(w.pin_in_category(rng, cc));
-                    }
-                }
-                Surface::Search => {
-                    let c = self.context_category(rng, u);
-                    let qs = &w.category_queries[c as usize];
-                    query_id = Some(QUERY_ID_BASE + i64::from(qs[rng.random_range(0..qs.len())]));
-                    for _ in 0..cfg.interest_candidates {
-                        cands.push(w.pin_in_category(rng, c));
-                    }
-                }
-            }
-            cands.sort_unstable();
-            cands.dedup();
-            if let Some(ctx) = context_pin {
-                cands.retain(|&p| p != ctx);
-            }
-            // The incumbent: a softmax over click logits, sampled without replacement (Gumbel top-k).
-            keyed.clear();
-            let temp = cfg.serving_temperature as f32;
-            for &p in cands.iter() {
-                let g = -(-(rng.random::<f64>().max(f64::MIN_POSITIVE)).ln()).ln() as f32;
-                keyed.push((w.click_logit(u, p, surface) / temp + g, p));
-            }
-            keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let k = (cfg.ads_per_request[surface.index()] as usize).min(keyed.len());
+            let (context_pin, query_id, k) = self.request(rng, u, surface, cands, keyed);
             for (slot, &(_, p)) in keyed[..k].iter().enumerate() {
                 let imp = Impression {
                     impression_id: block.impressions.len() as i64,
@@ -178,6 +130,70 @@ impl<'a> Serving<'a> {
                 self.outcome(rng, u, p, surface, ts, block);
             }
         }
+    }
+
+    /// Serves one request of user `u` on `surface`: draws the candidates and the context, then
+    /// leaves the incumbent's choice in `keyed[..k]`. Returns (context pin, query id, k). One
+    /// function for generation and for the tests that check [`GroundTruth`]'s exposure model
+    /// against it.
+    ///
+    /// [`GroundTruth`]: crate::GroundTruth
+    pub(crate) fn request(
+        &self,
+        rng: &mut ChaCha8Rng,
+        u: u32,
+        surface: Surface,
+        cands: &mut Vec<u32>,
+        keyed: &mut Vec<(f32, u32)>,
+    ) -> (Option<u32>, Option<i64>, usize) {
+        let w = self.world;
+        let cfg = self.cfg;
+        cands.clear();
+        let mut context_pin = None;
+        let mut query_id = None;
+        for _ in 0..cfg.popularity_draws(surface) {
+            cands.push(w.popularity.sample(rng) as u32);
+        }
+        match surface {
+            Surface::HomeFeed => {
+                for _ in 0..cfg.interest_candidates {
+                    let c = w.interest_category(rng, u);
+                    cands.push(w.pin_in_category(rng, c));
+                }
+            }
+            Surface::Related => {
+                let c = self.context_category(rng, u);
+                let ctx = w.pin_in_category(rng, c);
+                context_pin = Some(ctx);
+                let cc = w.pin_category[ctx as usize];
+                for _ in 0..cfg.interest_candidates {
+                    cands.push(w.pin_in_category(rng, cc));
+                }
+            }
+            Surface::Search => {
+                let c = self.context_category(rng, u);
+                let qs = &w.category_queries[c as usize];
+                query_id = Some(QUERY_ID_BASE + i64::from(qs[rng.random_range(0..qs.len())]));
+                for _ in 0..cfg.interest_candidates {
+                    cands.push(w.pin_in_category(rng, c));
+                }
+            }
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        if let Some(ctx) = context_pin {
+            cands.retain(|&p| p != ctx);
+        }
+        // The incumbent: a softmax over click logits, sampled without replacement (Gumbel top-k).
+        keyed.clear();
+        let temp = cfg.serving_temperature as f32;
+        for &p in cands.iter() {
+            let g = -(-(rng.random::<f64>().max(f64::MIN_POSITIVE)).ln()).ln() as f32;
+            keyed.push((w.click_logit(u, p, surface) / temp + g, p));
+        }
+        keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let k = (cfg.ads_per_request[surface.index()] as usize).min(keyed.len());
+        (context_pin, query_id, k)
     }
 
     fn context_category(&self, rng: &mut ChaCha8Rng, u: u32) -> u32 {
@@ -309,6 +325,127 @@ impl<'a> Serving<'a> {
             pin_id: PIN_ID_BASE + i64::from(p),
             kind,
             value,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::dataset::QueryKey;
+
+    fn pearson(a: &[f64], b: &[f64]) -> f64 {
+        let n = a.len() as f64;
+        let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+        let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+        let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+        let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+        cov / (va * vb).sqrt()
+    }
+
+    /// Shown counts and summed `P(shown)` per pin of one group of requests.
+    struct Group {
+        requests: usize,
+        shown: Vec<f64>,
+        expected: Vec<f64>,
+    }
+
+    /// Serves many requests of a few (user, surface) pairs through `Serving::request`, groups
+    /// them by context category and holds each large group's impressions per pin against the sum
+    /// of the ground truth's `P(shown)` for the same requests.
+    #[test]
+    fn exposure_model_matches_the_serving_code() {
+        let cfg = SynthConfig {
+            num_users: 40,
+            num_pins: 3_000,
+            num_advertisers: 100,
+            num_categories: 20,
+            num_brands: 100,
+            num_queries: 40,
+            impressions: 10_000,
+            ..SynthConfig::default()
+        };
+        let base = ChaCha8Rng::seed_from_u64(5);
+        let mut world_rng = base.clone();
+        world_rng.set_stream(0);
+        let world = World::build(&cfg, &mut world_rng, 5).expect("valid config");
+        let serving = Serving::new(&cfg, &world, &base);
+        let truth = &world.truth;
+        let np = cfg.num_pins;
+        let (mut cands, mut keyed) = (Vec::new(), Vec::new());
+        let mut p = vec![0f32; np];
+        let mut naive = vec![0f32; np];
+        for (user, surface) in [
+            (0u32, Surface::HomeFeed),
+            (1, Surface::HomeFeed),
+            (2, Surface::Related),
+            (3, Surface::Search),
+        ] {
+            let mut rng = base.clone();
+            rng.set_stream(1_000 + u64::from(user));
+            let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
+            for _ in 0..8_000 {
+                let (context_pin, query_id, k) =
+                    serving.request(&mut rng, user, surface, &mut cands, &mut keyed);
+                let key = QueryKey {
+                    user,
+                    ts: 0,
+                    surface,
+                    context_pin,
+                    query_id,
+                };
+                let category = match (context_pin, query_id) {
+                    (Some(c), _) => world.pin_category[c as usize],
+                    (None, Some(q)) => ((q - QUERY_ID_BASE) as usize % cfg.num_categories) as u32,
+                    (None, None) => 0,
+                };
+                truth.exposure_probabilities(&key, &mut p);
+                let g = groups.entry(category).or_insert_with(|| Group {
+                    requests: 0,
+                    shown: vec![0.0; np],
+                    expected: vec![0.0; np],
+                });
+                g.requests += 1;
+                for &(_, pin) in &keyed[..k] {
+                    g.shown[pin as usize] += 1.0;
+                }
+                for (e, &x) in g.expected.iter_mut().zip(&p) {
+                    *e += f64::from(x);
+                }
+            }
+            truth.click_scores(user, surface, &mut naive);
+            let naive: Vec<f64> = naive.iter().map(|&x| f64::from(x)).collect();
+            let (_, g) = groups
+                .iter()
+                .max_by_key(|(_, g)| g.requests)
+                .expect("requests were served");
+            let r = pearson(&g.shown, &g.expected);
+            let r_naive = pearson(&g.shown, &naive);
+            // Share of impressions the closed form misplaces (half the L1 distance of the two
+            // per-pin distributions): sampling noise alone is a few percent here.
+            let total: f64 = g.shown.iter().sum();
+            let misplaced = 0.5
+                * g.shown
+                    .iter()
+                    .zip(&g.expected)
+                    .map(|(s, e)| (s - e).abs())
+                    .sum::<f64>()
+                / total;
+            let expected_total: f64 = g.expected.iter().sum();
+            println!(
+                "{surface:?} user {user}: {} requests, r = {r:.4} (context-free p_click {r_naive:.4}), \
+                 misplaced {misplaced:.4}, expected/shown impressions {:.4}",
+                g.requests,
+                expected_total / total
+            );
+            assert!(r > 0.97, "{surface:?}: correlation {r}");
+            assert!(r > r_naive + 0.2, "{surface:?}: {r} vs naive {r_naive}");
+            assert!(misplaced < 0.12, "{surface:?}: misplaced {misplaced}");
+            assert!((expected_total / total - 1.0).abs() < 0.01);
         }
     }
 }

@@ -9,7 +9,7 @@ use rand_distr::{Beta, Distribution, LogNormal, StandardNormal};
 use crate::error::{Result, config_error};
 use crate::schema::{PinRecord, Surface, UserRecord};
 use crate::synth::SynthConfig;
-use crate::truth::{GenerationRecord, GroundTruth};
+use crate::truth::{Exposure, GenerationRecord, GroundTruth};
 
 pub(crate) const USER_ID_BASE: i64 = 1_000_000;
 pub(crate) const PIN_ID_BASE: i64 = 10_000_000;
@@ -145,7 +145,7 @@ impl World {
                 .map_err(|e| config_error("num_categories", e.to_string()))?;
             (0..nc).map(|_| ln.sample(rng)).collect()
         };
-        let category_sampler = alias(cat_weight, "num_categories")?;
+        let category_sampler = alias(cat_weight.clone(), "num_categories")?;
         let cat_click: Vec<Vec<f32>> = (0..nc).map(|_| unit(rng, d)).collect();
         let cat_conv: Vec<Vec<f32>> = (0..nc).map(|_| unit(rng, d)).collect();
         let cat_log_price: Vec<f64> = (0..nc)
@@ -271,7 +271,8 @@ impl World {
                 Ok(CategoryPins { pins, sampler })
             })
             .collect::<Result<Vec<_>>>()?;
-        let popularity = alias(popularity, "popularity_sigma")?;
+        let popularity_weights = popularity;
+        let popularity = alias(popularity_weights.clone(), "popularity_sigma")?;
 
         // Users: a mixture of 1-3 interest categories plus noise; lognormal activity.
         let activity = LogNormal::new(0.0, cfg.activity_sigma)
@@ -346,6 +347,15 @@ impl World {
             .zip(&pin_quality)
             .flat_map(|(v, &q)| v.iter().copied().chain([q]))
             .collect();
+        let exposure = Exposure::new(
+            cfg,
+            pin_category.clone(),
+            &popularity_weights,
+            &cat_weight,
+            &user_interests,
+            &category_queries,
+            &pin_quality,
+        );
         let truth = GroundTruth {
             dim: d,
             user_click,
@@ -361,6 +371,7 @@ impl World {
             conv_scale: cfg.conversion_affinity_scale as f32,
             genuine_click_share: (1.0 - cfg.accidental_click_share) as f32,
             view_through_rate: cfg.view_through_rate as f32,
+            exposure,
             record: GenerationRecord {
                 config: cfg.clone(),
                 seed,
