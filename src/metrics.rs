@@ -20,6 +20,17 @@ pub struct RetrieverMetrics {
     pub conversion_clean: Option<BTreeMap<String, f64>>,
 }
 
+impl RetrieverMetrics {
+    /// The results table's sections, labelled; clean labels exist only on the synthetic marketplace.
+    fn sections(&self) -> [(&'static str, Option<&BTreeMap<String, f64>>); 3] {
+        [
+            ("conversion", Some(&self.conversion)),
+            ("conversion (clean labels)", self.conversion_clean.as_ref()),
+            ("engagement", Some(&self.engagement)),
+        ]
+    }
+}
+
 /// One point of the training loss curve.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LossPoint {
@@ -101,25 +112,19 @@ impl Metrics {
             rows.push(("oracle", o));
         }
         let mut out = String::new();
-        for (task, pick) in [
-            (
-                "conversion",
-                (|r: &RetrieverMetrics| Some(&r.conversion))
-                    as fn(&RetrieverMetrics) -> Option<&BTreeMap<String, f64>>,
-            ),
-            ("conversion (clean labels)", |r| r.conversion_clean.as_ref()),
-            ("engagement", |r| Some(&r.engagement)),
-        ] {
-            if pick(&self.model).is_none() {
+        for section in 0..3 {
+            let (task, Some(_)) = self.model.sections()[section] else {
                 continue;
-            }
+            };
             let _ = write!(out, "\n{task:<26}");
             for k in ks {
                 let _ = write!(out, "{:>12}", format!("recall@{k}"));
             }
             out.push('\n');
             for (name, r) in &rows {
-                let Some(m) = pick(r) else { continue };
+                let Some(m) = r.sections()[section].1 else {
+                    continue;
+                };
                 let _ = write!(out, "  {name:<24}");
                 for k in ks {
                     let v = m.get(&format!("recall@{k}")).copied().unwrap_or(f64::NAN);
