@@ -95,7 +95,11 @@ impl Step {
 }
 
 fn w1(c: &mut Criterion) {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    // All cores, as W1 fixes; CONVCG_THREADS=1 gives the one-thread figure the peers also report.
+    let threads = std::env::var("CONVCG_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let par = if threads > 1 {
         Par::rayon(threads)
     } else {
