@@ -5,25 +5,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use convcg_kernels::{Accum, Par, softmax_xent_backward, softmax_xent_forward};
 
-const B: usize = 2048;
-const C: usize = 4096;
-const D: usize = 64;
-const INV_TEMP: f32 = 20.0;
-
-/// `n` rows of width `D`, uniform then L2-normalised, as the towers' heads produce them.
-fn unit_rows(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
-    let mut x: Vec<f32> = (0..n * D).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    for row in x.chunks_exact_mut(D) {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|v| *v /= norm);
-    }
-    x
-}
+mod w1_softmax;
+use w1_softmax::{B, C, D, INV_TEMP, Inputs};
 
 fn softmax_xent(c: &mut Criterion) {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -32,15 +18,13 @@ fn softmax_xent(c: &mut Criterion) {
     } else {
         Par::Seq
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let users = unit_rows(&mut rng, B);
-    let cands = unit_rows(&mut rng, C);
-    let log_q: Vec<f32> = (0..C)
-        .map(|_| rng.random_range(1e-6f32..1e-4).ln())
-        .collect();
-    // Few enough distinct ids that some rows have accidental hits.
-    let ids: Vec<u32> = (0..C).map(|_| rng.random_range(0..50_000)).collect();
-    let weights = vec![1.0f32; B];
+    let Inputs {
+        users,
+        cands,
+        log_q,
+        ids,
+        weights,
+    } = Inputs::new(0);
     let mut dlogits = vec![0.0f32; B * C];
     let mut du = vec![0.0f32; B * D];
     let mut dc = vec![0.0f32; C * D];
