@@ -8,7 +8,7 @@ use rand_distr::StandardNormal;
 
 use convcg_kernels::Par;
 use convcg_model::{
-    FeatureTables, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, TowerConfig,
+    FeatureTables, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape, TowerConfig,
     TowerInput, TrainBatch, TwoTowerModel,
 };
 
@@ -132,12 +132,14 @@ fn w1(c: &mut Criterion) {
     };
     let mut opt = Optimizer::new(&optim, model.params()).unwrap();
     let mut grads = model.params().zero_grads();
+    // Kept across steps, as the trainer does, so steps reuse its buffers.
+    let mut tape = Tape::new(par);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let steps: Vec<Step> = (0..23).map(|_| Step::new(&mut rng)).collect();
     // The figure means nothing if the step diverges: check the warm-up steps' losses first.
     for (i, step) in steps.iter().take(3).enumerate() {
         let loss = model
-            .train_step(&step.batch(), &mut grads, &mut opt, par)
+            .train_step_with(&mut tape, &step.batch(), &mut grads, &mut opt, par)
             .unwrap();
         eprintln!("warm-up step {i}: loss {loss}");
         assert!(loss.is_finite(), "W1 step {i} diverged: loss {loss}");
@@ -150,7 +152,7 @@ fn w1(c: &mut Criterion) {
     group.bench_function("train_step", |bench| {
         bench.iter(|| {
             let loss = model
-                .train_step(&steps[next].batch(), &mut grads, &mut opt, par)
+                .train_step_with(&mut tape, &steps[next].batch(), &mut grads, &mut opt, par)
                 .unwrap();
             next = (next + 1) % steps.len();
             loss

@@ -11,7 +11,9 @@ use convcg_eval::{
     RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k, top_k_by,
 };
 use convcg_kernels::Par;
-use convcg_model::{FeatureTables, Optimizer, TableDef, TowerInput, TrainBatch, TwoTowerModel};
+use convcg_model::{
+    FeatureTables, Optimizer, TableDef, Tape, TowerInput, TrainBatch, TwoTowerModel,
+};
 
 use crate::config::RunConfig;
 use crate::metrics::{EvalSummary, LossPoint, Metrics, RetrieverMetrics, TrainingSummary, flatten};
@@ -210,6 +212,8 @@ pub fn train_model(
     let steps = ((tc.epochs * n as f64) / tc.batch_size as f64).ceil() as usize;
     let mut optimizer = Optimizer::new(&cfg.optim, model.params())?;
     let mut grads = model.params().zero_grads();
+    // One tape for the whole run: its buffers are reused by every step.
+    let mut tape = Tape::new(par);
     let bar = progress(loud, steps as u64, "training");
     let mut curve = Vec::new();
     let (mut sum, mut count) = (0.0f64, 0usize);
@@ -223,7 +227,7 @@ pub fn train_model(
             log_q: &batch.log_q,
             weights: &batch.weight,
         };
-        let loss = model.train_step(&tb, &mut grads, &mut optimizer, par)?;
+        let loss = model.train_step_with(&mut tape, &tb, &mut grads, &mut optimizer, par)?;
         if !loss.is_finite() {
             bail!("training diverged: the loss of step {step} is {loss}");
         }

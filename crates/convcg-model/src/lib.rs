@@ -42,6 +42,9 @@ pub use tower::{FeatureTables, Structure, TableDef, Tower, TowerConfig, TowerInp
 impl TwoTowerModel {
     /// One optimisation step on `batch`: forward, backward into `grads` (zeroed first), then the
     /// optimiser update. Returns the batch loss.
+    ///
+    /// Allocates a fresh tape; a training loop should keep one and call
+    /// [`TwoTowerModel::train_step_with`] instead.
     pub fn train_step(
         &mut self,
         batch: &TrainBatch<'_>,
@@ -49,8 +52,23 @@ impl TwoTowerModel {
         optimizer: &mut Optimizer,
         par: convcg_kernels::Par,
     ) -> Result<f32> {
-        let mut tape = Tape::new(par);
-        let loss = self.loss(&mut tape, batch)?;
+        self.train_step_with(&mut Tape::new(par), batch, grads, optimizer, par)
+    }
+
+    /// [`TwoTowerModel::train_step`] recording on `tape`, which is [reset](Tape::reset) first, so
+    /// a tape kept across steps reuses its buffers: steps of the same shapes allocate nothing
+    /// after the first. The result is bit-identical to a step on a fresh tape. On return the tape
+    /// still holds this step's values, until the next reset.
+    pub fn train_step_with(
+        &mut self,
+        tape: &mut Tape,
+        batch: &TrainBatch<'_>,
+        grads: &mut Grads,
+        optimizer: &mut Optimizer,
+        par: convcg_kernels::Par,
+    ) -> Result<f32> {
+        tape.reset(par);
+        let loss = self.loss(tape, batch)?;
         grads.zero();
         tape.backward(loss, self.params(), grads);
         optimizer.step(self.params_mut(), grads, par);

@@ -210,6 +210,7 @@ impl TwoTowerModel {
         let chunk = chunk.max(1);
         let mut out = Vec::with_capacity(input.n * d);
         let dense_w = tower.tables().dense;
+        let mut tape = Tape::new(par);
         for start in (0..input.n).step_by(chunk) {
             let end = (start + chunk).min(input.n);
             let rebased: Vec<Vec<usize>> = input
@@ -228,7 +229,7 @@ impl TwoTowerModel {
                     .collect(),
                 dense: &input.dense[start * dense_w..end * dense_w],
             };
-            let mut tape = Tape::new(par);
+            tape.reset(par);
             let e = tower.forward(&mut tape, &self.params, &part);
             out.extend_from_slice(tape.data(e));
         }

@@ -4,6 +4,12 @@
 //! (ids for a gather, `z` for a cross layer, row norms for the L2 normalisation, the logits'
 //! gradient for the softmax loss). [`Tape::backward`] walks the nodes in reverse, reading each
 //! node's output gradient and accumulating into its inputs' gradients and the parameters'.
+//!
+//! A tape can be reused across steps: [`Tape::reset`] keeps every buffer it allocated (values,
+//! saved state, gradients, scratch) in a pool, and later ops take from that pool, so a training
+//! loop whose steps have the same shapes allocates no data buffer after its first step.
+
+use std::sync::{Mutex, PoisonError};
 
 use convcg_kernels::{self as k, Accum, Par};
 
@@ -84,12 +90,79 @@ pub struct SoftmaxArgs<'a> {
     pub weights: Option<&'a [f32]>,
 }
 
+/// Spare buffers kept for reuse. Steps repeat the same shapes, so a best fit by capacity finds
+/// the buffer of exactly the size a previous step used at that point.
+#[derive(Debug, Default)]
+struct Pool<T> {
+    free: Vec<Vec<T>>,
+}
+
+impl<T: Copy + Default> Pool<T> {
+    /// A buffer of `len` default (zero) elements, reusing the smallest spare one that fits, or
+    /// else growing the largest spare one, so the pool never holds more buffers than a step had
+    /// alive at once.
+    fn take(&mut self, len: usize) -> Vec<T> {
+        let fit = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len)
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i);
+        let largest = || {
+            self.free
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, v)| v.capacity())
+                .map(|(i, _)| i)
+        };
+        match fit.or_else(largest) {
+            Some(i) => {
+                let mut v = self.free.swap_remove(i);
+                v.clear();
+                v.resize(len, T::default());
+                v
+            }
+            None => vec![T::default(); len],
+        }
+    }
+
+    /// A copy of `src` in a reused buffer.
+    fn copy_of(&mut self, src: &[T]) -> Vec<T> {
+        let mut v = self.take(src.len());
+        v.copy_from_slice(src);
+        v
+    }
+
+    fn give(&mut self, v: Vec<T>) {
+        if v.capacity() > 0 {
+            self.free.push(v);
+        }
+    }
+}
+
+/// The pools of a tape, one per element type it stores.
+#[derive(Debug, Default)]
+struct Pools {
+    f32s: Pool<f32>,
+    ids: Pool<u32>,
+    offsets: Pool<usize>,
+}
+
 /// The tape: values in creation order, each with the op that made it.
+///
+/// # Reuse
+/// A tape may record one step, be [`reset`](Tape::reset), and record the next: reset forgets
+/// every value (their [`ValueId`]s become invalid) but keeps their buffers for the next step's
+/// ops. Results are the same as with a fresh tape: every reused buffer is zeroed exactly as a
+/// fresh one would be.
 #[derive(Debug)]
 pub struct Tape {
     values: Vec<Value>,
     ops: Vec<Op>,
     par: Par,
+    /// Behind a lock because [`Tape::backward`] borrows the tape shared.
+    pools: Mutex<Pools>,
 }
 
 impl Tape {
@@ -99,7 +172,49 @@ impl Tape {
             values: Vec::new(),
             ops: Vec::new(),
             par,
+            pools: Mutex::new(Pools::default()),
         }
+    }
+
+    /// Forgets every recorded value, keeping their buffers for reuse by later ops, and runs
+    /// later kernels with `par`. Every [`ValueId`] issued so far becomes invalid.
+    pub fn reset(&mut self, par: Par) {
+        self.par = par;
+        let pools = self.pools.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for v in self.values.drain(..) {
+            pools.f32s.give(v.data);
+        }
+        for op in self.ops.drain(..) {
+            match op {
+                Op::Gather { ids, .. } => pools.ids.give(ids),
+                Op::BagMean { ids, offsets, .. } => {
+                    pools.ids.give(ids);
+                    pools.offsets.give(offsets);
+                }
+                Op::Cross { z, .. } => pools.f32s.give(z),
+                Op::L2Norm { norms, .. } => pools.f32s.give(norms),
+                Op::SoftmaxXent { dlogits, .. } => pools.f32s.give(dlogits),
+                Op::Input
+                | Op::Concat { .. }
+                | Op::Linear { .. }
+                | Op::Relu { .. }
+                | Op::WeightedSum { .. } => {}
+            }
+        }
+    }
+
+    fn pools(&self) -> std::sync::MutexGuard<'_, Pools> {
+        self.pools.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A zeroed `f32` buffer of `len` elements, reused where possible.
+    fn zeros(&self, len: usize) -> Vec<f32> {
+        self.pools().f32s.take(len)
+    }
+
+    /// Returns a buffer to the pool.
+    fn recycle(&self, v: Vec<f32>) {
+        self.pools().f32s.give(v);
     }
 
     fn push(
@@ -162,14 +277,29 @@ impl Tape {
         self.push(data, rows, cols, false, Op::Input)
     }
 
+    /// A constant `[rows, cols]` input copied from `data` into a reused buffer.
+    ///
+    /// # Panics
+    /// If `data.len() != rows * cols`.
+    #[track_caller]
+    pub fn input_from_slice(&mut self, data: &[f32], rows: usize, cols: usize) -> ValueId {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "input data does not match its shape"
+        );
+        let data = self.pools().f32s.copy_of(data);
+        self.push(data, rows, cols, false, Op::Input)
+    }
+
     /// Embedding lookup: one row of `table` per id.
     pub fn gather(&mut self, params: &ParamStore, table: TableId, ids: &[u32]) -> ValueId {
         let t = params.table(table);
-        let mut out = vec![0.0; ids.len() * t.dim];
+        let mut out = self.zeros(ids.len() * t.dim);
         k::gather_forward(&t.value, t.dim, ids, &mut out, self.par);
         let op = Op::Gather {
             table,
-            ids: ids.to_vec(),
+            ids: self.pools().ids.copy_of(ids),
         };
         self.push(out, ids.len(), t.dim, true, op)
     }
@@ -184,13 +314,15 @@ impl Tape {
     ) -> ValueId {
         let t = params.table(table);
         let n = offsets.len().saturating_sub(1);
-        let mut out = vec![0.0; n * t.dim];
+        let mut out = self.zeros(n * t.dim);
         k::bag_mean_forward(&t.value, t.dim, ids, offsets, &mut out, self.par);
+        let mut pools = self.pools();
         let op = Op::BagMean {
             table,
-            ids: ids.to_vec(),
-            offsets: offsets.to_vec(),
+            ids: pools.ids.copy_of(ids),
+            offsets: pools.offsets.copy_of(offsets),
         };
+        drop(pools);
         self.push(out, n, t.dim, true, op)
     }
 
@@ -218,7 +350,7 @@ impl Tape {
             })
             .collect();
         let width: usize = blocks.iter().map(|b| b.1).sum();
-        let mut out = vec![0.0; n * width];
+        let mut out = self.zeros(n * width);
         k::concat_cols_forward(&blocks, &mut out, n);
         let needs_grad = parts.iter().any(|p| self.values[p.0].needs_grad);
         let op = Op::Concat {
@@ -243,7 +375,7 @@ impl Tape {
         let wp = params.dense(w);
         assert_eq!(wp.rows, d_in, "linear {}: input width mismatch", wp.name);
         let d_out = wp.cols;
-        let mut y = vec![0.0; n * d_out];
+        let mut y = self.zeros(n * d_out);
         let bias = b.map(|b| params.dense(b).value.as_slice());
         k::linear_forward(
             self.data(x),
@@ -261,7 +393,7 @@ impl Tape {
     /// Elementwise max(x, 0).
     pub fn relu(&mut self, x: ValueId) -> ValueId {
         let (n, d) = self.shape(x);
-        let mut y = vec![0.0; n * d];
+        let mut y = self.zeros(n * d);
         k::relu_forward(self.data(x), &mut y, self.par);
         let needs_grad = self.values[x.0].needs_grad;
         self.push(y, n, d, needs_grad, Op::Relu { x })
@@ -289,8 +421,8 @@ impl Tape {
             "cross {}: weight is not [d, d]",
             wp.name
         );
-        let mut z = vec![0.0; n * d];
-        let mut out = vec![0.0; n * d];
+        let mut z = self.zeros(n * d);
+        let mut out = self.zeros(n * d);
         k::cross_forward(
             self.data(x0),
             self.data(xl),
@@ -308,8 +440,8 @@ impl Tape {
     /// Row-wise L2 normalisation.
     pub fn l2_normalize(&mut self, x: ValueId) -> ValueId {
         let (n, d) = self.shape(x);
-        let mut y = vec![0.0; n * d];
-        let mut norms = vec![0.0; n];
+        let mut y = self.zeros(n * d);
+        let mut norms = self.zeros(n);
         k::l2norm_forward(self.data(x), &mut y, &mut norms, n, d, 1e-12, self.par);
         let needs_grad = self.values[x.0].needs_grad;
         self.push(y, n, d, needs_grad, Op::L2Norm { x, norms })
@@ -331,7 +463,7 @@ impl Tape {
         let (c, dc) = self.shape(cands);
         assert_eq!(d, dc, "softmax: users and candidates differ in width");
         assert!(c >= b, "softmax: fewer candidates than rows");
-        let mut dlogits = vec![0.0; b * c];
+        let mut dlogits = self.zeros(b * c);
         let loss = k::softmax_xent_forward(
             self.data(users),
             self.data(cands),
@@ -351,7 +483,9 @@ impl Tape {
             inv_temp: args.inv_temp,
             dlogits,
         };
-        self.push(vec![loss], 1, 1, true, op)
+        let mut out = self.zeros(1);
+        out[0] = loss;
+        self.push(out, 1, 1, true, op)
     }
 
     /// Σ coefficient · scalar, for combining losses.
@@ -364,7 +498,9 @@ impl Tape {
         let op = Op::WeightedSum {
             terms: terms.to_vec(),
         };
-        self.push(vec![total], 1, 1, true, op)
+        let mut out = self.zeros(1);
+        out[0] = total;
+        self.push(out, 1, 1, true, op)
     }
 
     /// Backpropagates from the scalar `loss`, accumulating into `grads`.
@@ -375,12 +511,19 @@ impl Tape {
     pub fn backward(&self, loss: ValueId, params: &ParamStore, grads: &mut Grads) {
         assert_eq!(self.shape(loss), (1, 1), "backward from a non-scalar");
         let mut vgrads: Vec<Option<Vec<f32>>> = (0..self.values.len()).map(|_| None).collect();
-        vgrads[loss.0] = Some(vec![1.0]);
+        let mut seed = self.zeros(1);
+        seed[0] = 1.0;
+        vgrads[loss.0] = Some(seed);
         for node in (0..=loss.0).rev() {
             let Some(dy) = vgrads[node].take() else {
                 continue;
             };
             self.backward_node(node, &dy, params, grads, &mut vgrads);
+            self.recycle(dy);
+        }
+        let mut pools = self.pools();
+        for g in vgrads.into_iter().flatten() {
+            pools.f32s.give(g);
         }
     }
 
@@ -394,7 +537,7 @@ impl Tape {
         if !val.needs_grad {
             return None;
         }
-        Some(vgrads[v.0].get_or_insert_with(|| vec![0.0; val.rows * val.cols]))
+        Some(vgrads[v.0].get_or_insert_with(|| self.zeros(val.rows * val.cols)))
     }
 
     fn backward_node(
@@ -423,7 +566,7 @@ impl Tape {
                         let v = &self.values[p.0];
                         match vgrads[p.0].take() {
                             Some(g) => g,
-                            None => vec![0.0; v.rows * v.cols],
+                            None => self.zeros(v.rows * v.cols),
                         }
                     })
                     .collect();
@@ -436,6 +579,8 @@ impl Tape {
                 for (p, g) in parts.iter().zip(bufs) {
                     if self.values[p.0].needs_grad {
                         vgrads[p.0] = Some(g);
+                    } else {
+                        self.recycle(g);
                     }
                 }
             }
@@ -465,11 +610,11 @@ impl Tape {
             Op::Cross { x0, xl, w, b, z } => {
                 let (dw, db) = dense_pair(grads, *w, Some(*b));
                 let db = db.unwrap_or_else(|| unreachable!("a cross layer always has a bias"));
-                let mut dz = vec![0.0; n * d];
+                let mut dz = self.zeros(n * d);
                 // The kernel writes dx0 and dxl separately; the first layer reads x0 twice, so
                 // its two gradients are summed through a temporary.
-                let mut dx0 = vec![0.0; n * d];
-                let mut dxl = vec![0.0; n * d];
+                let mut dx0 = self.zeros(n * d);
+                let mut dxl = self.zeros(n * d);
                 k::cross_backward(
                     self.data(*x0),
                     self.data(*xl),
@@ -492,7 +637,9 @@ impl Tape {
                             *s += gi;
                         }
                     }
+                    self.recycle(g);
                 }
+                self.recycle(dz);
             }
             Op::L2Norm { x, norms } => {
                 if let Some(g) = self.grad_slot(vgrads, *x) {
@@ -517,15 +664,18 @@ impl Tape {
                 let (b, dim) = self.shape(*users);
                 let c = self.values[cands.0].rows;
                 let scale = dy[0];
-                let scaled: Vec<f32>;
+                let mut scaled = Vec::new();
                 let dl = if scale == 1.0 {
                     dlogits.as_slice()
                 } else {
-                    scaled = dlogits.iter().map(|g| g * scale).collect();
+                    scaled = self.zeros(dlogits.len());
+                    for (s, g) in scaled.iter_mut().zip(dlogits) {
+                        *s = g * scale;
+                    }
                     &scaled
                 };
-                let mut du = vec![0.0; b * dim];
-                let mut dc = vec![0.0; c * dim];
+                let mut du = self.zeros(b * dim);
+                let mut dc = self.zeros(c * dim);
                 k::softmax_xent_backward(
                     self.data(*users),
                     self.data(*cands),
@@ -546,7 +696,9 @@ impl Tape {
                             *s += gi;
                         }
                     }
+                    self.recycle(g);
                 }
+                self.recycle(scaled);
             }
             Op::WeightedSum { terms } => {
                 for &(v, c) in terms {
