@@ -1,0 +1,227 @@
+//! The dense and sparse kernels at the W1 shapes of shared/reference-workload.md: the pin
+//! tower's 4096 rows (2048 positives plus 2048 hard negatives) through a 128-wide DCN v2 cross
+//! layer and the MLP and head linears, the embedding lookups, and the optimiser updates. The
+//! softmax cross-entropy has its own benchmark (`softmax`).
+//!
+//! Throughput counts rows, ids or parameters, so the figures compare across shapes.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use convcg_kernels::{
+    Accum, AdamParams, Par, SparseRowGrad, adam_update, bag_mean_backward, bag_mean_forward,
+    cross_backward, cross_forward, gather_backward, gather_forward, linear_backward,
+    linear_forward, rowwise_adagrad_update,
+};
+
+/// Rows through one tower: B positives plus H = 1 hard negative each.
+const N: usize = 4096;
+/// Tower input width, and the cross layers' width.
+const D: usize = 128;
+/// Embedding width of every table.
+const DIM: usize = 16;
+/// Examples in a batch, each with one bag.
+const BAGS: usize = 2048;
+/// Ids per bag of the bagged user feature.
+const BAG_LEN: usize = 20;
+/// Rows of the bagged table.
+const BAG_TABLE_ROWS: usize = 10_000;
+/// Rows of the largest table.
+const BIG_TABLE_ROWS: usize = 1_000_000;
+/// Dense parameters of one tower: 3 cross layers, MLP 128 -> 256 -> 128, head 256 -> 64.
+const TOWER_PARAMS: usize = 3 * (D * D + D) + (D * 256 + 256) + (256 * D + D) + (256 * 64 + 64);
+
+fn par() -> Par {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads > 1 {
+        Par::rayon(threads)
+    } else {
+        Par::Seq
+    }
+}
+
+fn uniform(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn ids(rng: &mut ChaCha8Rng, len: usize, rows: usize) -> Vec<u32> {
+    (0..len).map(|_| rng.random_range(0..rows as u32)).collect()
+}
+
+fn cross(c: &mut Criterion) {
+    let par = par();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let x0 = uniform(&mut rng, N * D);
+    let xl = uniform(&mut rng, N * D);
+    let w = uniform(&mut rng, D * D);
+    let b = uniform(&mut rng, D);
+    let dout = uniform(&mut rng, N * D);
+    let mut z = vec![0.0f32; N * D];
+    let mut out = vec![0.0f32; N * D];
+    let (mut dz, mut dx0, mut dxl) = (
+        vec![0.0f32; N * D],
+        vec![0.0f32; N * D],
+        vec![0.0f32; N * D],
+    );
+    let (mut dw, mut db) = (vec![0.0f32; D * D], vec![0.0f32; D]);
+    cross_forward(&x0, &xl, &w, &b, &mut z, &mut out, N, D, par);
+
+    let mut group = c.benchmark_group("cross");
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("forward", |bench| {
+        bench.iter(|| {
+            cross_forward(&x0, &xl, &w, &b, &mut z, &mut out, N, D, par);
+            black_box(&out);
+        })
+    });
+    group.bench_function("backward", |bench| {
+        bench.iter(|| {
+            cross_backward(
+                &x0,
+                &xl,
+                &w,
+                &z,
+                &dout,
+                &mut dz,
+                &mut dx0,
+                &mut dxl,
+                Accum::Replace,
+                &mut dw,
+                &mut db,
+                N,
+                D,
+                par,
+            );
+            black_box(&dxl);
+        })
+    });
+    group.finish();
+}
+
+fn linear(c: &mut Criterion) {
+    let par = par();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let mut group = c.benchmark_group("linear");
+    group.throughput(Throughput::Elements(N as u64));
+    for (d_in, d_out) in [(D, 256), (256, 64)] {
+        let x = uniform(&mut rng, N * d_in);
+        let w = uniform(&mut rng, d_in * d_out);
+        let b = uniform(&mut rng, d_out);
+        let dy = uniform(&mut rng, N * d_out);
+        let mut y = vec![0.0f32; N * d_out];
+        let mut dx = vec![0.0f32; N * d_in];
+        let (mut dw, mut db) = (vec![0.0f32; d_in * d_out], vec![0.0f32; d_out]);
+        group.bench_function(format!("forward/{d_in}x{d_out}"), |bench| {
+            bench.iter(|| {
+                linear_forward(&x, &w, Some(&b), &mut y, N, d_in, d_out, par);
+                black_box(&y);
+            })
+        });
+        group.bench_function(format!("backward/{d_in}x{d_out}"), |bench| {
+            bench.iter(|| {
+                linear_backward(
+                    &x,
+                    &w,
+                    &dy,
+                    Some(&mut dx),
+                    Accum::Replace,
+                    &mut dw,
+                    Some(&mut db),
+                    N,
+                    d_in,
+                    d_out,
+                    par,
+                );
+                black_box(&dx);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn embedding(c: &mut Criterion) {
+    let par = par();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let bag_table = uniform(&mut rng, BAG_TABLE_ROWS * DIM);
+    let bag_ids = ids(&mut rng, BAGS * BAG_LEN, BAG_TABLE_ROWS);
+    let offsets: Vec<usize> = (0..=BAGS).map(|i| i * BAG_LEN).collect();
+    let bag_dout = uniform(&mut rng, BAGS * DIM);
+    let mut bag_out = vec![0.0f32; BAGS * DIM];
+    let mut bag_grad = SparseRowGrad::new(BAG_TABLE_ROWS, DIM);
+
+    let big_table = uniform(&mut rng, BIG_TABLE_ROWS * DIM);
+    let big_ids = ids(&mut rng, N, BIG_TABLE_ROWS);
+    let gather_dout = uniform(&mut rng, N * DIM);
+    let mut gather_out = vec![0.0f32; N * DIM];
+    let mut gather_grad = SparseRowGrad::new(BIG_TABLE_ROWS, DIM);
+
+    let mut group = c.benchmark_group("embedding");
+    group.throughput(Throughput::Elements((BAGS * BAG_LEN) as u64));
+    group.bench_function("bag_mean_forward", |bench| {
+        bench.iter(|| {
+            bag_mean_forward(&bag_table, DIM, &bag_ids, &offsets, &mut bag_out, par);
+            black_box(&bag_out);
+        })
+    });
+    group.bench_function("bag_mean_backward", |bench| {
+        bench.iter(|| {
+            bag_grad.clear();
+            bag_mean_backward(&bag_ids, &offsets, &bag_dout, &mut bag_grad);
+            black_box(bag_grad.values());
+        })
+    });
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("gather_forward", |bench| {
+        bench.iter(|| {
+            gather_forward(&big_table, DIM, &big_ids, &mut gather_out, par);
+            black_box(&gather_out);
+        })
+    });
+    group.bench_function("gather_backward", |bench| {
+        bench.iter(|| {
+            gather_grad.clear();
+            gather_backward(&big_ids, &gather_dout, &mut gather_grad);
+            black_box(gather_grad.values());
+        })
+    });
+    group.finish();
+}
+
+fn optim(c: &mut Criterion) {
+    let par = par();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut w = uniform(&mut rng, TOWER_PARAMS);
+    let g = uniform(&mut rng, TOWER_PARAMS);
+    let (mut m, mut v) = (vec![0.0f32; TOWER_PARAMS], vec![0.0f32; TOWER_PARAMS]);
+
+    let mut table = uniform(&mut rng, BIG_TABLE_ROWS * DIM);
+    let mut state = vec![0.0f32; BIG_TABLE_ROWS];
+    let mut grad = SparseRowGrad::new(BIG_TABLE_ROWS, DIM);
+    let touched = ids(&mut rng, N, BIG_TABLE_ROWS);
+    let dout = uniform(&mut rng, N * DIM);
+    gather_backward(&touched, &dout, &mut grad);
+
+    let mut group = c.benchmark_group("optim");
+    group.throughput(Throughput::Elements(TOWER_PARAMS as u64));
+    group.bench_function("adam", |bench| {
+        // A fixed step keeps the bias correction, and so the work, the same every iteration.
+        bench.iter(|| {
+            adam_update(&mut w, &g, &mut m, &mut v, 10, AdamParams::default(), par);
+            black_box(&w);
+        })
+    });
+    group.throughput(Throughput::Elements((grad.len() * DIM) as u64));
+    group.bench_function("rowwise_adagrad", |bench| {
+        bench.iter(|| {
+            rowwise_adagrad_update(&mut table, &mut state, &grad, 0.05, 1e-8, par);
+            black_box(&table);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cross, linear, embedding, optim);
+criterion_main!(benches);
