@@ -103,16 +103,10 @@ fn run(cfg: &RunConfig, par: Par, verbosity: Verbosity) -> Result<Metrics> {
     ));
 
     let t0 = Instant::now();
-    let spinner = if loud {
-        let s = ProgressBar::new_spinner();
-        s.set_message(
-            "evaluating: exact top-1000 over the whole corpus, model and reference points",
-        );
-        s.enable_steady_tick(std::time::Duration::from_millis(200));
-        s
-    } else {
-        ProgressBar::hidden()
-    };
+    let spinner = spinner(
+        loud,
+        "evaluating: exact top-1000 over the whole corpus, model and reference points",
+    );
     let mut metrics = evaluate(&model, &data, Some(&market), cfg.seed, par)?;
     spinner.finish_and_clear();
     say(format!("evaluated in {:.1} s", t0.elapsed().as_secs_f64()));
@@ -123,6 +117,18 @@ fn run(cfg: &RunConfig, par: Par, verbosity: Verbosity) -> Result<Metrics> {
     Ok(metrics)
 }
 
+/// A ticking spinner for work of unknown length, hidden when quiet.
+fn spinner(loud: bool, msg: &'static str) -> ProgressBar {
+    if !loud {
+        return ProgressBar::hidden();
+    }
+    let s = ProgressBar::new_spinner();
+    s.set_message(msg);
+    s.enable_steady_tick(std::time::Duration::from_millis(200));
+    s
+}
+
+/// A progress bar of `len` steps, hidden when quiet.
 fn progress(loud: bool, len: u64, msg: &'static str) -> ProgressBar {
     if !loud {
         return ProgressBar::hidden();

@@ -6,7 +6,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::params::ParamStore;
+use crate::optim::Optimizer;
+use crate::params::{Grads, ParamStore};
 use crate::tape::{SoftmaxArgs, Tape, ValueId};
 use crate::tower::{FeatureTables, Tower, TowerConfig, TowerInput, config_error};
 use convcg_kernels::Par;
@@ -237,5 +238,42 @@ impl TwoTowerModel {
             tower: tower.name(),
             what: format!("embedding output has the wrong size: {e}"),
         })
+    }
+}
+
+impl TwoTowerModel {
+    /// One optimisation step on `batch`: forward, backward into `grads` (zeroed first), then the
+    /// optimiser update. Returns the batch loss.
+    ///
+    /// Allocates a fresh tape; a training loop should keep one and call
+    /// [`TwoTowerModel::train_step_with`] instead.
+    pub fn train_step(
+        &mut self,
+        batch: &TrainBatch<'_>,
+        grads: &mut Grads,
+        optimizer: &mut Optimizer,
+        par: Par,
+    ) -> Result<f32> {
+        self.train_step_with(&mut Tape::new(par), batch, grads, optimizer, par)
+    }
+
+    /// [`TwoTowerModel::train_step`] recording on `tape`, which is [reset](Tape::reset) first, so
+    /// a tape kept across steps reuses its buffers: steps of the same shapes allocate nothing
+    /// after the first. The result is bit-identical to a step on a fresh tape. On return the tape
+    /// still holds this step's values, until the next reset.
+    pub fn train_step_with(
+        &mut self,
+        tape: &mut Tape,
+        batch: &TrainBatch<'_>,
+        grads: &mut Grads,
+        optimizer: &mut Optimizer,
+        par: Par,
+    ) -> Result<f32> {
+        tape.reset(par);
+        let loss = self.loss(tape, batch)?;
+        grads.zero();
+        tape.backward(loss, self.params(), grads);
+        optimizer.step(self.params_mut(), grads, par);
+        Ok(tape.scalar(loss))
     }
 }

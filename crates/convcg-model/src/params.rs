@@ -1,7 +1,6 @@
 //! Parameters: dense weight matrices and embedding tables, with their gradients.
 
 use convcg_kernels::SparseRowGrad;
-use ndarray::ArrayView2;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -123,19 +122,6 @@ impl ParamStore {
     /// Mutable access for optimisers and checkpoints.
     pub fn tables_mut(&mut self) -> &mut [EmbeddingTable] {
         &mut self.tables
-    }
-
-    /// A dense parameter as an ndarray view.
-    pub fn dense_view(&self, id: ParamId) -> ArrayView2<'_, f32> {
-        let p = &self.dense[id.0];
-        ArrayView2::from_shape((p.rows, p.cols), &p.value)
-            .unwrap_or_else(|_| unreachable!("a dense parameter always holds rows * cols values"))
-    }
-
-    /// Number of scalar parameters, tables included.
-    pub fn num_scalars(&self) -> usize {
-        self.dense.iter().map(|p| p.value.len()).sum::<usize>()
-            + self.tables.iter().map(|t| t.value.len()).sum::<usize>()
     }
 
     /// A zeroed gradient store shaped like this one.

@@ -247,11 +247,6 @@ impl Tape {
         (val.rows, val.cols)
     }
 
-    /// Moves a value's data out (for inference, where the tape is dropped next).
-    pub fn take_data(&mut self, v: ValueId) -> Vec<f32> {
-        std::mem::take(&mut self.values[v.0].data)
-    }
-
     /// The scalar held by a `[1, 1]` value.
     ///
     /// # Panics
@@ -263,26 +258,12 @@ impl Tape {
         val.data[0]
     }
 
-    /// A constant `[rows, cols]` input.
-    ///
-    /// # Panics
-    /// If `data.len() != rows * cols`.
-    #[track_caller]
-    pub fn input(&mut self, data: Vec<f32>, rows: usize, cols: usize) -> ValueId {
-        assert_eq!(
-            data.len(),
-            rows * cols,
-            "input data does not match its shape"
-        );
-        self.push(data, rows, cols, false, Op::Input)
-    }
-
     /// A constant `[rows, cols]` input copied from `data` into a reused buffer.
     ///
     /// # Panics
     /// If `data.len() != rows * cols`.
     #[track_caller]
-    pub fn input_from_slice(&mut self, data: &[f32], rows: usize, cols: usize) -> ValueId {
+    pub fn input(&mut self, data: &[f32], rows: usize, cols: usize) -> ValueId {
         assert_eq!(
             data.len(),
             rows * cols,
@@ -540,6 +521,17 @@ impl Tape {
         Some(vgrads[v.0].get_or_insert_with(|| self.zeros(val.rows * val.cols)))
     }
 
+    /// Adds a temporary gradient `g` of `v` into `v`'s gradient slot (if `v` needs one) and
+    /// returns the temporary to the pool.
+    fn accumulate(&self, vgrads: &mut [Option<Vec<f32>>], v: ValueId, g: Vec<f32>) {
+        if let Some(slot) = self.grad_slot(vgrads, v) {
+            for (s, gi) in slot.iter_mut().zip(&g) {
+                *s += gi;
+            }
+        }
+        self.recycle(g);
+    }
+
     fn backward_node(
         &self,
         node: usize,
@@ -631,14 +623,8 @@ impl Tape {
                     d,
                     par,
                 );
-                for (v, g) in [(*x0, dx0), (*xl, dxl)] {
-                    if let Some(slot) = self.grad_slot(vgrads, v) {
-                        for (s, gi) in slot.iter_mut().zip(&g) {
-                            *s += gi;
-                        }
-                    }
-                    self.recycle(g);
-                }
+                self.accumulate(vgrads, *x0, dx0);
+                self.accumulate(vgrads, *xl, dxl);
                 self.recycle(dz);
             }
             Op::L2Norm { x, norms } => {
@@ -690,14 +676,8 @@ impl Tape {
                     Accum::Replace,
                     par,
                 );
-                for (v, g) in [(*users, du), (*cands, dc)] {
-                    if let Some(slot) = self.grad_slot(vgrads, v) {
-                        for (s, gi) in slot.iter_mut().zip(&g) {
-                            *s += gi;
-                        }
-                    }
-                    self.recycle(g);
-                }
+                self.accumulate(vgrads, *users, du);
+                self.accumulate(vgrads, *cands, dc);
                 self.recycle(scaled);
             }
             Op::WeightedSum { terms } => {

@@ -268,7 +268,7 @@ impl Tower {
             parts.push(tape.bag_mean(params, table, ids, offsets));
         }
         if self.tables.dense > 0 {
-            parts.push(tape.input_from_slice(input.dense, input.n, self.tables.dense));
+            parts.push(tape.input(input.dense, input.n, self.tables.dense));
         }
         let x0 = tape.concat(&parts);
         let mut xl = x0;
