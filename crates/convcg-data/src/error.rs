@@ -1,4 +1,5 @@
 use std::fmt;
+use std::path::PathBuf;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,23 @@ pub enum Error {
         /// The table.
         table: &'static str,
     },
+    /// A file of an event log (or a source file being imported) is malformed or holds a bad value.
+    #[error("{at}: {message}")]
+    BadInput {
+        /// Where: the file, and the row and column where known.
+        at: Location,
+        /// What is wrong, and what was expected.
+        message: String,
+    },
+    /// An operating-system error on a path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A string is not one of an enumeration's names.
     #[error("unknown {what} `{value}` (expected one of: {expected})")]
     UnknownName {
@@ -48,6 +66,58 @@ pub enum Error {
         /// The accepted names.
         expected: ExpectedNames,
     },
+}
+
+/// A place in an input file: the file, and the row and column where known. Rows count data
+/// rows from 1 (a CSV header is not a row); they count across a Parquet file's row groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The file.
+    pub file: PathBuf,
+    /// The data row, from 1.
+    pub row: Option<u64>,
+    /// The column's name.
+    pub column: Option<String>,
+}
+
+impl Location {
+    /// The whole file.
+    pub fn file(file: impl Into<PathBuf>) -> Location {
+        Location {
+            file: file.into(),
+            row: None,
+            column: None,
+        }
+    }
+
+    /// A column of the file.
+    pub fn column(file: impl Into<PathBuf>, column: impl Into<String>) -> Location {
+        Location {
+            column: Some(column.into()),
+            ..Location::file(file)
+        }
+    }
+
+    /// One cell of the file.
+    pub fn cell(file: impl Into<PathBuf>, row: u64, column: impl Into<String>) -> Location {
+        Location {
+            row: Some(row),
+            ..Location::column(file, column)
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(row) = self.row {
+            write!(f, ", row {row}")?;
+        }
+        if let Some(column) = &self.column {
+            write!(f, ", column `{column}`")?;
+        }
+        Ok(())
+    }
 }
 
 /// The accepted names of an enumeration, for [`Error::UnknownName`].

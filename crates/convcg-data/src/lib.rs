@@ -51,11 +51,11 @@ pub use batcher::Batcher;
 pub use dataset::{
     Batch, Dataset, DatasetConfig, DatasetStats, EvalQueries, EvalSet, Example, QueryKey, Task,
 };
-pub use error::{Error, ExpectedNames, Result};
+pub use error::{Error, ExpectedNames, Location, Result};
 pub use features::{Bag, FeatureSchema, PinFeatures, QueryFeatures, TableSpec};
 pub use schema::{
-    Conversion, ConversionKind, Engagement, EngagementKind, EventLog, Impression, PinRecord,
-    Surface, UserRecord,
+    CategoricalColumn, Conversion, ConversionKind, Engagement, EngagementKind, EventLog,
+    Impression, Impressions, PinRecord, Surface, UserRecord, stable_string_id,
 };
 pub use synth::{Marketplace, RealisedProperties, SynthConfig, spearman};
 pub use truth::GroundTruth;

@@ -194,6 +194,8 @@ pub struct PinRecord {
 pub struct UserRecord {
     /// The user's id.
     pub user_id: i64,
+    /// The `c_*` categorical columns, in [`EventLog::user_categorical_names`] order.
+    pub categorical: Vec<i64>,
     /// The `f_*` dense columns, in [`EventLog::user_dense_names`] order.
     pub dense: Vec<f32>,
 }
@@ -219,6 +221,184 @@ pub struct Impression {
     pub context_pin_id: Option<i64>,
     /// The search query (search only).
     pub query_id: Option<i64>,
+}
+
+
+/// A categorical `c_*` column: its name (with the prefix) and one id per row.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CategoricalColumn {
+    /// The column's name, `c_` prefix included.
+    pub name: String,
+    /// One value per row; strings in a file are mapped to ids by [`stable_string_id`].
+    pub values: Vec<i64>,
+}
+
+/// The `impressions` table, column by column (it is by far the largest table: a column store keeps
+/// it at about 45 bytes a row and lets a reader fill it straight from Parquet column chunks).
+///
+/// The required columns all have [`Impressions::len`] rows. Each optional column (`position`,
+/// `context_pin_id`, `query_id`) is either empty, meaning absent from the log (every row `None`),
+/// or of full length; [`Impressions::check_lengths`] verifies that.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Impressions {
+    /// Unique id of each impression.
+    pub impression_id: Vec<i64>,
+    /// The request (page load) it was served in; several ads share one.
+    pub request_id: Vec<i64>,
+    /// Unix seconds.
+    pub ts: Vec<i64>,
+    /// Who saw it.
+    pub user_id: Vec<i64>,
+    /// The ad pin shown.
+    pub pin_id: Vec<i64>,
+    /// Where it was shown.
+    pub surface: Vec<Surface>,
+    /// Slot in the request, 1-based, where known; empty when the log has no such column.
+    pub position: Vec<Option<u32>>,
+    /// The pin being viewed (related pins); empty when the log has no such column.
+    pub context_pin_id: Vec<Option<i64>>,
+    /// The search query (search); empty when the log has no such column.
+    pub query_id: Vec<Option<i64>>,
+    /// The `c_*` context columns (device, platform, ...), each of full length.
+    pub categorical: Vec<CategoricalColumn>,
+}
+
+fn optional<T: Copy>(column: &[Option<T>], i: usize) -> Option<T> {
+    column.get(i).copied().flatten()
+}
+
+impl Impressions {
+    /// An empty table with room for `n` rows in the required and optional columns.
+    pub fn with_capacity(n: usize) -> Impressions {
+        Impressions {
+            impression_id: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            ts: Vec::with_capacity(n),
+            user_id: Vec::with_capacity(n),
+            pin_id: Vec::with_capacity(n),
+            surface: Vec::with_capacity(n),
+            position: Vec::with_capacity(n),
+            context_pin_id: Vec::with_capacity(n),
+            query_id: Vec::with_capacity(n),
+            categorical: Vec::new(),
+        }
+    }
+
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.impression_id.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.impression_id.is_empty()
+    }
+
+    /// Appends a row to the required and optional columns (which must not be absent, unless
+    /// the table is empty). `c_*` columns are the caller's to extend.
+    pub fn push(&mut self, imp: Impression) {
+        self.impression_id.push(imp.impression_id);
+        self.request_id.push(imp.request_id);
+        self.ts.push(imp.ts);
+        self.user_id.push(imp.user_id);
+        self.pin_id.push(imp.pin_id);
+        self.surface.push(imp.surface);
+        self.position.push(imp.position);
+        self.context_pin_id.push(imp.context_pin_id);
+        self.query_id.push(imp.query_id);
+    }
+
+    /// Row `i` (without its `c_*` columns).
+    ///
+    /// # Panics
+    /// If `i >= self.len()`.
+    #[track_caller]
+    pub fn get(&self, i: usize) -> Impression {
+        Impression {
+            impression_id: self.impression_id[i],
+            request_id: self.request_id[i],
+            ts: self.ts[i],
+            user_id: self.user_id[i],
+            pin_id: self.pin_id[i],
+            surface: self.surface[i],
+            position: optional(&self.position, i),
+            context_pin_id: optional(&self.context_pin_id, i),
+            query_id: optional(&self.query_id, i),
+        }
+    }
+
+    /// The context pin of row `i`, if any.
+    pub fn context_pin(&self, i: usize) -> Option<i64> {
+        optional(&self.context_pin_id, i)
+    }
+
+    /// The search query of row `i`, if any.
+    pub fn query(&self, i: usize) -> Option<i64> {
+        optional(&self.query_id, i)
+    }
+
+    /// Every row in order (without `c_*` columns).
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Impression> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Checks that every required and `c_*` column has [`Impressions::len`] rows and every
+    /// optional one has that many or none.
+    pub fn check_lengths(&self) -> Result<()> {
+        let n = self.len();
+        let required = [
+            ("request_id", self.request_id.len()),
+            ("ts", self.ts.len()),
+            ("user_id", self.user_id.len()),
+            ("pin_id", self.pin_id.len()),
+            ("surface", self.surface.len()),
+        ];
+        let optional = [
+            ("position", self.position.len()),
+            ("context_pin_id", self.context_pin_id.len()),
+            ("query_id", self.query_id.len()),
+        ];
+        let bad = required
+            .iter()
+            .map(|&(c, len)| (c.to_owned(), len))
+            .chain(self.categorical.iter().map(|c| (c.name.clone(), c.values.len())))
+            .find(|&(_, len)| len != n)
+            .or_else(|| {
+                optional
+                    .iter()
+                    .find(|&&(_, len)| len != n && len != 0)
+                    .map(|&(c, len)| (c.to_owned(), len))
+            });
+        match bad {
+            None => Ok(()),
+            Some((column, len)) => Err(Error::InvalidArgument {
+                name: "impressions",
+                message: format!("column `{column}` has {len} rows, impression_id has {n}"),
+            }),
+        }
+    }
+}
+
+impl FromIterator<Impression> for Impressions {
+    fn from_iter<I: IntoIterator<Item = Impression>>(iter: I) -> Impressions {
+        let iter = iter.into_iter();
+        let mut t = Impressions::with_capacity(iter.size_hint().0);
+        for imp in iter {
+            t.push(imp);
+        }
+        t
+    }
+}
+
+/// A stable 64-bit id for a string (FNV-1a), for `c_*` columns written as text: the same string
+/// always gets the same id, on every machine and in every version.
+pub fn stable_string_id(s: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
 }
 
 /// One row of the `engagements` table: a click or save of an impression.
@@ -257,7 +437,7 @@ pub struct EventLog {
     /// The users.
     pub users: Vec<UserRecord>,
     /// Ads shown.
-    pub impressions: Vec<Impression>,
+    pub impressions: Impressions,
     /// Clicks and saves.
     pub engagements: Vec<Engagement>,
     /// Reported conversions.
@@ -266,6 +446,8 @@ pub struct EventLog {
     pub pin_dense_names: Vec<String>,
     /// Names of the users' `f_*` columns.
     pub user_dense_names: Vec<String>,
+    /// Names of the users' `c_*` columns.
+    pub user_categorical_names: Vec<String>,
 }
 
 impl EventLog {

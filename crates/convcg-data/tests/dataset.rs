@@ -103,18 +103,21 @@ fn tiny_log() -> EventLog {
         users: vec![
             UserRecord {
                 user_id: 1000,
+                categorical: Vec::new(),
                 dense: vec![0.0],
             },
             UserRecord {
                 user_id: 1001,
+                categorical: Vec::new(),
                 dense: vec![1.0],
             },
             UserRecord {
                 user_id: 1002,
+                categorical: Vec::new(),
                 dense: vec![2.0],
             },
         ],
-        impressions,
+        impressions: impressions.into_iter().collect(),
         engagements: vec![
             eng(2, 2 * DAY + 10, EngagementKind::Click),
             eng(3, 3 * DAY + 10, EngagementKind::Click),
@@ -143,6 +146,7 @@ fn tiny_log() -> EventLog {
         ],
         pin_dense_names: vec!["f_0".into()],
         user_dense_names: vec!["f_0".into()],
+        user_categorical_names: Vec::new(),
     }
 }
 
@@ -405,7 +409,7 @@ fn eval_queries_beyond_the_cap_are_subsampled_and_counted() {
 #[test]
 fn bad_logs_and_configs_are_errors() {
     let mut log = tiny_log();
-    log.impressions[0].user_id = 4242;
+    log.impressions.user_id[0] = 4242;
     let err = Dataset::build(&log, None, &DatasetConfig::default())
         .err()
         .expect("unknown user");
@@ -419,7 +423,7 @@ fn bad_logs_and_configs_are_errors() {
     );
 
     let mut log = tiny_log();
-    log.impressions[1].impression_id = log.impressions[0].impression_id;
+    log.impressions.impression_id[1] = log.impressions.impression_id[0];
     assert!(
         Dataset::build(&log, None, &DatasetConfig::default()).is_err(),
         "duplicate impression id"

@@ -145,7 +145,7 @@ fn the_log_is_well_formed() {
     for e in &log.engagements {
         assert!(ids.contains(&e.impression_id));
     }
-    for i in &log.impressions {
+    for i in log.impressions.iter() {
         assert_eq!(i.context_pin_id.is_some(), i.surface == Surface::Related);
         assert_eq!(i.query_id.is_some(), i.surface == Surface::Search);
     }
@@ -183,7 +183,7 @@ fn ground_truth_is_what_the_generator_draws_from() {
         .collect();
     // Expected clicks and conversions under the truth match the realised counts.
     let (mut clicks, mut convs) = (0.0f64, 0.0f64);
-    for i in &m.log.impressions {
+    for i in m.log.impressions.iter() {
         let (u, p) = (user_index[&i.user_id], pin_index[&i.pin_id]);
         clicks += f64::from(t.p_click(u, p, i.surface));
         convs += f64::from(t.p_conversion(u, p, i.surface));

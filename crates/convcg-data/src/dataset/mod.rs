@@ -348,17 +348,13 @@ impl Dataset {
     ) -> Result<Dataset> {
         cfg.validate()?;
         let r = Resolved::new(log)?;
-        let window_end = log.impressions.iter().map(|i| i.ts).max().unwrap_or(0);
+        let window_end = log.impressions.ts.iter().copied().max().unwrap_or(0);
         let window_start = window_end - window_s(cfg.eval_window_days);
         let (click_w, view_w) = (
             window_s(cfg.click_window_days),
             window_s(cfg.view_window_days),
         );
-        let train_mask: Vec<bool> = log
-            .impressions
-            .iter()
-            .map(|i| i.ts < window_start)
-            .collect();
+        let train_mask: Vec<bool> = log.impressions.ts.iter().map(|&t| t < window_start).collect();
 
         let (vocab, pins) = Vocab::build(log, &r, &train_mask);
         let user_dense = standardise(log.users.len(), log.user_dense_names.len(), |i, j| {
@@ -367,7 +363,7 @@ impl Dataset {
         let schema = vocab.schema(log.user_dense_names.len(), log.pin_dense_names.len());
 
         let key_of = |i: usize| {
-            let imp = &log.impressions[i];
+            let imp = log.impressions.get(i);
             QueryKey {
                 user: r.imp_user[i],
                 ts: imp.ts,
@@ -457,7 +453,7 @@ impl Dataset {
 
         let mut pairs_in_window: Vec<(u32, Surface)> = (0..log.impressions.len())
             .filter(|&i| !train_mask[i])
-            .map(|i| (r.imp_user[i], log.impressions[i].surface))
+            .map(|i| (r.imp_user[i], log.impressions.surface[i]))
             .collect();
         pairs_in_window.sort_unstable();
         pairs_in_window.dedup();
@@ -649,7 +645,7 @@ impl Dataset {
 }
 
 fn hit(log: &EventLog, r: &Resolved, i: usize) -> Hit {
-    let imp = &log.impressions[i];
+    let imp = log.impressions.get(i);
     Hit {
         user: r.imp_user[i],
         surface: imp.surface,
@@ -675,7 +671,7 @@ fn clean_relevant(
     for &((u, p), ts) in truths {
         for &(t, _, i) in touches.impressions((u, p)) {
             if t >= window_start && t <= ts && ts <= t.saturating_add(click_window) {
-                triples.push((u, log.impressions[i as usize].surface, p));
+                triples.push((u, log.impressions.surface[i as usize], p));
             }
         }
     }

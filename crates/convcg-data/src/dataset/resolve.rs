@@ -85,16 +85,15 @@ struct ImpressionLookup {
 impl ImpressionLookup {
     fn new(log: &EventLog) -> Result<ImpressionLookup> {
         let imps = &log.impressions;
-        let strictly_sorted = imps
-            .windows(2)
-            .all(|w| w[0].impression_id < w[1].impression_id);
+        let strictly_sorted = imps.impression_id.windows(2).all(|w| w[0] < w[1]);
         if strictly_sorted {
             return Ok(ImpressionLookup { sorted: None });
         }
         let mut ids: Vec<(i64, u32)> = imps
+            .impression_id
             .iter()
             .enumerate()
-            .map(|(i, imp)| (imp.impression_id, i as u32))
+            .map(|(i, &id)| (id, i as u32))
             .collect();
         ids.par_sort_unstable();
         if let Some(w) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
@@ -112,7 +111,8 @@ impl ImpressionLookup {
         match &self.sorted {
             None => log
                 .impressions
-                .binary_search_by_key(&id, |i| i.impression_id)
+                .impression_id
+                .binary_search(&id)
                 .ok()
                 .map(|i| i as u32),
             Some(ids) => ids
@@ -157,11 +157,12 @@ impl Resolved {
         let pin_index = id_index(&log.pins, "pins", "pin_id", |p| p.pin_id)?;
         let user_index = id_index(&log.users, "users", "user_id", |u| u.user_id)?;
 
-        let resolved: Vec<(u32, u32, Option<u32>)> = log
-            .impressions
-            .par_iter()
-            .enumerate()
-            .map(|(i, imp)| {
+        let imps = &log.impressions;
+        imps.check_lengths()?;
+        let resolved: Vec<(u32, u32, Option<u32>)> = (0..imps.len())
+            .into_par_iter()
+            .map(|i| {
+                let imp = imps.get(i);
                 let unknown = |column: &'static str, table: &str, id: i64| Error::InvalidLog {
                     table: "impressions",
                     row: i,
@@ -264,7 +265,7 @@ impl Touches {
             if views.contains_key(&key) {
                 clicks.entry(key).or_default().push((
                     ts,
-                    log.impressions[i as usize].impression_id,
+                    log.impressions.impression_id[i as usize],
                     i,
                 ));
             }

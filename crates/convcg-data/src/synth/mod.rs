@@ -51,7 +51,7 @@ pub use config::SynthConfig;
 pub use realised::{RealisedProperties, spearman};
 
 use crate::error::Result;
-use crate::schema::{Conversion, EventLog};
+use crate::schema::{Conversion, EventLog, Impressions};
 use crate::truth::GroundTruth;
 use serve::{Block, Serving};
 use world::{PIN_ID_BASE, World};
@@ -104,7 +104,7 @@ impl Marketplace {
 
         let n_imp: usize = blocks.iter().map(|b| b.impressions.len()).sum();
         let n_eng: usize = blocks.iter().map(|b| b.engagements.len()).sum();
-        let mut impressions = Vec::with_capacity(n_imp);
+        let mut impressions = Impressions::with_capacity(n_imp);
         let mut engagements = Vec::with_capacity(n_eng);
         let mut true_conversions = Vec::new();
         let mut reported = Vec::new();
@@ -115,11 +115,11 @@ impl Marketplace {
         for block in blocks {
             // Ids start at 1, in block order, so they do not depend on the thread count.
             let imp_base = impressions.len() as i64 + 1;
-            impressions.extend(block.impressions.into_iter().map(|mut i| {
+            for mut i in block.impressions {
                 i.impression_id += imp_base;
                 i.request_id += request_base + 1;
-                i
-            }));
+                impressions.push(i);
+            }
             engagements.extend(block.engagements.into_iter().map(|mut e| {
                 e.impression_id += imp_base;
                 e
@@ -158,6 +158,7 @@ impl Marketplace {
                 conversions,
                 pin_dense_names: world.pin_dense_names,
                 user_dense_names: world.user_dense_names,
+                user_categorical_names: Vec::new(),
             },
             truth: world.truth,
             true_conversions,
@@ -171,7 +172,7 @@ fn fraud(
     cfg: &SynthConfig,
     world: &World,
     base: &ChaCha8Rng,
-    impressions: &[crate::schema::Impression],
+    impressions: &Impressions,
     user_offsets: &[usize],
     reported: &[Conversion],
 ) -> Vec<Conversion> {
@@ -192,9 +193,7 @@ fn fraud(
             let u = rng.random_range(0..cfg.num_users);
             let p = adv[rng.random_range(0..adv.len())];
             let pin_id = PIN_ID_BASE + i64::from(p);
-            let seen = impressions[user_offsets[u]..user_offsets[u + 1]]
-                .iter()
-                .any(|i| i.pin_id == pin_id);
+            let seen = impressions.pin_id[user_offsets[u]..user_offsets[u + 1]].contains(&pin_id);
             if !seen {
                 let ts = cfg.start_ts + rng.random_range(0..span);
                 out.push(serving.conversion_event(&mut rng, u as u32, p, ts));

@@ -154,8 +154,8 @@ impl Marketplace {
             .enumerate()
             .map(|(i, p)| (p.pin_id, i))
             .collect();
-        for imp in &log.impressions {
-            if let Some(&i) = pin_index.get(&imp.pin_id) {
+        for pin_id in &log.impressions.pin_id {
+            if let Some(&i) = pin_index.get(pin_id) {
                 per_pin[i] += 1;
             }
         }

@@ -320,6 +320,7 @@ impl World {
             user_activity.push(act);
             users.push(UserRecord {
                 user_id: USER_ID_BASE + u as i64,
+                categorical: Vec::new(),
                 dense,
             });
         }
