@@ -1,7 +1,18 @@
 //! General matrix product on row-major slices, through faer.
+//!
+//! Under `Par::Rayon(t)` a product big enough to pay for it is split here into `t` independent
+//! sequential faer products, one per thread, instead of handing the threads to faer: faer's own
+//! parallel kernel synchronises its threads at barriers many times per product, which on W1's
+//! small shapes cost about a sixth of a training step. Tall products split by rows of the result;
+//! products with a long inner dimension and a small result (weight gradients,
+//! `[128 x 2048] x [2048 x 128]`) split the inner dimension, each part into its own buffer, and
+//! add the parts in a fixed order.
+
+use std::cell::Cell;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
 
 use crate::shape::check_len;
 
@@ -48,15 +59,115 @@ pub fn gemm(
     check_len("gemm", "dst", dst.len(), m * n);
     check_len("gemm", "a", a.len(), m * k);
     check_len("gemm", "b", b.len(), k * n);
-    let dst = MatMut::from_row_major_slice_mut(dst, m, n);
-    matmul(
-        dst,
-        accum,
-        view(a, m, k, a_t),
-        view(b, k, n, b_t),
-        alpha,
-        par,
-    );
+    let (a, b) = (view(a, m, k, a_t), view(b, k, n, b_t));
+    gemm_views(dst, m, n, k, accum, a, b, alpha, par, MIN_SPLIT_FLOPS);
+}
+
+/// Below this many multiply-adds a product runs on one thread: splitting costs more than it saves.
+const MIN_SPLIT_FLOPS: usize = 1 << 20;
+/// Fewest rows of the result (or of the inner dimension) a part of a split product gets.
+const MIN_PART: usize = 16;
+
+/// How [`gemm`] shares a product among threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Split {
+    /// One faer call with the requested parallelism.
+    Whole,
+    /// This many parts by rows of the result.
+    Rows(usize),
+    /// This many parts of the inner dimension.
+    Depth(usize),
+}
+
+fn split(par: Par, m: usize, n: usize, k: usize, min_flops: usize) -> Split {
+    let Par::Rayon(threads) = par else {
+        return Split::Whole;
+    };
+    let t = threads.get();
+    if t < 2 || m.saturating_mul(n).saturating_mul(k) < min_flops {
+        return Split::Whole;
+    }
+    if k >= t * MIN_PART && k >= 4 * m.max(n) {
+        Split::Depth(t)
+    } else if m >= t * MIN_PART {
+        Split::Rows(t)
+    } else {
+        Split::Whole
+    }
+}
+
+thread_local! {
+    /// Partial products of a depth split, kept by the calling thread across calls so that the
+    /// steady state allocates nothing. Taken out while in use, so a nested call on the same
+    /// thread (rayon may run another task while this one waits) just allocates its own.
+    static PARTIALS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Bounds of part `i` of `parts` near-equal parts of `len`.
+fn part(len: usize, parts: usize, i: usize) -> (usize, usize) {
+    (len * i / parts, len * (i + 1) / parts)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_views(
+    dst: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    accum: Accum,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    alpha: f32,
+    par: Par,
+    min_flops: usize,
+) {
+    match split(par, m, n, k, min_flops) {
+        Split::Whole => matmul(
+            MatMut::from_row_major_slice_mut(dst, m, n),
+            accum,
+            a,
+            b,
+            alpha,
+            par,
+        ),
+        Split::Rows(t) => {
+            let mut pieces = Vec::with_capacity(t);
+            let mut rest = dst;
+            for i in 0..t {
+                let (r0, r1) = part(m, t, i);
+                let (head, tail) = rest.split_at_mut((r1 - r0) * n);
+                pieces.push((r0, r1, head));
+                rest = tail;
+            }
+            pieces.into_par_iter().for_each(|(r0, r1, d)| {
+                let d = MatMut::from_row_major_slice_mut(d, r1 - r0, n);
+                matmul(d, accum, a.subrows(r0, r1 - r0), b, alpha, Par::Seq);
+            });
+        }
+        Split::Depth(t) => {
+            let mut partials = PARTIALS.with(Cell::take);
+            partials.clear();
+            partials.resize((t - 1) * m * n, 0.0);
+            let mut outs: Vec<(usize, Accum, &mut [f32])> = Vec::with_capacity(t);
+            outs.push((0, accum, &mut *dst));
+            outs.extend(
+                partials
+                    .chunks_exact_mut(m * n)
+                    .enumerate()
+                    .map(|(i, p)| (i + 1, Accum::Replace, p)),
+            );
+            outs.into_par_iter().for_each(|(i, acc, d)| {
+                let (k0, k1) = part(k, t, i);
+                let d = MatMut::from_row_major_slice_mut(d, m, n);
+                let (a_i, b_i) = (a.subcols(k0, k1 - k0), b.subrows(k0, k1 - k0));
+                matmul(d, acc, a_i, b_i, alpha, Par::Seq);
+            });
+            for p in partials.chunks_exact(m * n) {
+                dst.iter_mut().zip(p).for_each(|(d, x)| *d += x);
+            }
+            PARTIALS.with(|cell| cell.set(partials));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +206,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every split of [`gemm_views`] (forced with a zero threshold) against the naive product.
+    #[test]
+    fn splits_match_naive() {
+        let mut rng = rng(5);
+        for (m, n, k) in [
+            (33, 7, 5),
+            (5, 9, 200),
+            (64, 64, 64),
+            (17, 3, 129),
+            (200, 1, 1),
+        ] {
+            let a = uniform(&mut rng, m * k);
+            let b = uniform(&mut rng, k * n);
+            let product = naive_matmul(&to_f64(&a), &to_f64(&b), m, k, n);
+            for threads in [2, 3] {
+                let par = Par::rayon(threads);
+                for accum in ACCUMS {
+                    let (mut dst, base) = destination(&mut rng, m * n, accum);
+                    let (av, bv) = (view(&a, m, k, Trans::No), view(&b, k, n, Trans::No));
+                    gemm_views(&mut dst, m, n, k, accum, av, bv, 1.0, par, 0);
+                    let expected: Vec<f64> =
+                        base.iter().zip(&product).map(|(x, y)| x + y).collect();
+                    let what = format!(
+                        "split {:?} m={m} n={n} k={k} {accum:?}",
+                        split(par, m, n, k, 0)
+                    );
+                    assert_close(&what, &dst, &expected, 1e-5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_choice_follows_the_shape() {
+        let two = Par::rayon(2);
+        assert_eq!(split(Par::Seq, 4096, 128, 128, 0), Split::Whole);
+        assert_eq!(split(two, 4, 4, 4, MIN_SPLIT_FLOPS), Split::Whole);
+        assert_eq!(split(two, 2048, 128, 128, MIN_SPLIT_FLOPS), Split::Rows(2));
+        assert_eq!(split(two, 128, 128, 2048, MIN_SPLIT_FLOPS), Split::Depth(2));
+        assert_eq!(split(two, 2048, 4096, 64, MIN_SPLIT_FLOPS), Split::Rows(2));
+        assert_eq!(split(two, 4096, 64, 2048, MIN_SPLIT_FLOPS), Split::Rows(2));
+        assert_eq!(split(two, 8, 4096, 2048, MIN_SPLIT_FLOPS), Split::Whole);
     }
 
     #[test]
