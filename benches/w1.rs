@@ -1,161 +1,24 @@
 //! W1 of shared/reference-workload.md: one training step of the two-tower model, batch 2048
 //! positive pairs plus 2048 hard negatives, through the real model, loss and optimiser code.
 
+mod w1_setup;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 
-use convcg_kernels::Par;
-use convcg_model::{
-    FeatureTables, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape, TowerConfig,
-    TowerInput, TrainBatch, TwoTowerModel,
-};
-
-const B: usize = 2048;
-const H: usize = 2048;
-const BAG: usize = 20;
-const DENSE: usize = 32;
-const USER_ROWS: [usize; 5] = [1_000_000, 100_000, 1_000, 100, 3];
-const USER_BAG_ROWS: usize = 10_000;
-const PIN_ROWS: [usize; 6] = [1_000_000, 50_000, 20_000, 5_000, 100, 3];
-
-fn defs(prefix: &str, rows: &[usize]) -> Vec<TableDef> {
-    rows.iter()
-        .enumerate()
-        .map(|(i, &rows)| TableDef {
-            name: format!("{prefix}{i}"),
-            rows,
-        })
-        .collect()
-}
-
-fn tables(sparse: &[usize], bags: &[usize]) -> FeatureTables {
-    FeatureTables {
-        sparse: defs("f", sparse),
-        bags: defs("bag", bags),
-        dense: DENSE,
-    }
-}
-
-/// One step's inputs, owned; made before timing from one seeded generator.
-struct Step {
-    user_ids: Vec<Vec<u32>>,
-    bag_ids: Vec<u32>,
-    bag_offsets: Vec<usize>,
-    user_dense: Vec<f32>,
-    pin_ids: Vec<Vec<u32>>,
-    pin_dense: Vec<f32>,
-    log_q: Vec<f32>,
-    weights: Vec<f32>,
-}
-
-impl Step {
-    fn new(rng: &mut ChaCha8Rng) -> Self {
-        let c = B + H;
-        let ids = |rng: &mut ChaCha8Rng, rows: usize, n: usize| -> Vec<u32> {
-            (0..n).map(|_| rng.random_range(0..rows as u32)).collect()
-        };
-        let normal = |rng: &mut ChaCha8Rng, n: usize| -> Vec<f32> {
-            (0..n).map(|_| rng.sample(StandardNormal)).collect()
-        };
-        Self {
-            user_ids: USER_ROWS.iter().map(|&r| ids(rng, r, B)).collect(),
-            bag_ids: ids(rng, USER_BAG_ROWS, B * BAG),
-            bag_offsets: (0..=B).map(|i| i * BAG).collect(),
-            user_dense: normal(rng, B * DENSE),
-            pin_ids: PIN_ROWS.iter().map(|&r| ids(rng, r, c)).collect(),
-            pin_dense: normal(rng, c * DENSE),
-            log_q: (0..c)
-                .map(|_| rng.random_range(1e-6f32..1e-4).ln())
-                .collect(),
-            weights: vec![1.0; B],
-        }
-    }
-
-    fn batch(&self) -> TrainBatch<'_> {
-        TrainBatch {
-            query: TowerInput {
-                n: B,
-                sparse: self.user_ids.iter().map(Vec::as_slice).collect(),
-                bags: vec![(&self.bag_ids, &self.bag_offsets)],
-                dense: &self.user_dense,
-            },
-            pins: TowerInput {
-                n: B + H,
-                sparse: self.pin_ids.iter().map(Vec::as_slice).collect(),
-                bags: vec![],
-                dense: &self.pin_dense,
-            },
-            pin_ids: &self.pin_ids[0],
-            log_q: &self.log_q,
-            weights: &self.weights,
-        }
-    }
-}
+use w1_setup::{B, W1, threads};
 
 fn w1(c: &mut Criterion) {
-    // All cores, as W1 fixes; CONVCG_THREADS=1 gives the one-thread figure the peers also report.
-    let threads = std::env::var("CONVCG_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let par = if threads > 1 {
-        Par::rayon(threads)
-    } else {
-        Par::Seq
-    };
-    let tower = TowerConfig {
-        embedding_dim: 16,
-        cross_layers: 3,
-        mlp: vec![256, 128],
-        structure: Structure::Parallel,
-    };
-    let cfg = ModelConfig {
-        query: tower.clone(),
-        pin: tower,
-        out_dim: 64,
-        temperature: 0.05,
-        logq_correction: true,
-    };
-    let mut model = TwoTowerModel::new(
-        &cfg,
-        &tables(&USER_ROWS, &[USER_BAG_ROWS]),
-        &tables(&PIN_ROWS, &[]),
-        0,
-    )
-    .unwrap();
-    let optim = OptimConfig {
-        adam_lr: 1e-3,
-        adagrad_lr: 0.05,
-        ..OptimConfig::default()
-    };
-    let mut opt = Optimizer::new(&optim, model.params()).unwrap();
-    let mut grads = model.params().zero_grads();
-    // Kept across steps, as the trainer does, so steps reuse its buffers.
-    let mut tape = Tape::new(par);
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let steps: Vec<Step> = (0..23).map(|_| Step::new(&mut rng)).collect();
-    // The figure means nothing if the step diverges: check the warm-up steps' losses first.
-    for (i, step) in steps.iter().take(3).enumerate() {
-        let loss = model
-            .train_step_with(&mut tape, &step.batch(), &mut grads, &mut opt, par)
-            .unwrap();
-        eprintln!("warm-up step {i}: loss {loss}");
-        assert!(loss.is_finite(), "W1 step {i} diverged: loss {loss}");
-    }
-    let mut next = 3;
-
+    let mut w = W1::new(threads());
     let mut group = c.benchmark_group("w1");
     group.throughput(Throughput::Elements(B as u64));
     group.sample_size(10);
     group.bench_function("train_step", |bench| {
         bench.iter(|| {
-            let loss = model
-                .train_step_with(&mut tape, &steps[next].batch(), &mut grads, &mut opt, par)
-                .unwrap();
-            next = (next + 1) % steps.len();
-            loss
+            let i = w.take_step();
+            let batch = w.steps[i].batch();
+            w.model
+                .train_step_with(&mut w.tape, &batch, &mut w.grads, &mut w.opt, w.par)
+                .unwrap()
         })
     });
     group.finish();

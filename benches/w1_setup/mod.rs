@@ -1,0 +1,191 @@
+//! W1's model, optimiser and seeded batches (shared/reference-workload.md), shared by the
+//! criterion benchmark `benches/w1.rs` and the phase breakdown `examples/w1_phases.rs`.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+use convcg_kernels::Par;
+use convcg_model::{
+    FeatureTables, Grads, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape,
+    TowerConfig, TowerInput, TrainBatch, TwoTowerModel,
+};
+
+/// Positive pairs per step.
+pub const B: usize = 2048;
+const H: usize = 2048;
+const BAG: usize = 20;
+const DENSE: usize = 32;
+const USER_ROWS: [usize; 5] = [1_000_000, 100_000, 1_000, 100, 3];
+const USER_BAG_ROWS: usize = 10_000;
+const PIN_ROWS: [usize; 6] = [1_000_000, 50_000, 20_000, 5_000, 100, 3];
+
+fn defs(prefix: &str, rows: &[usize]) -> Vec<TableDef> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, &rows)| TableDef {
+            name: format!("{prefix}{i}"),
+            rows,
+        })
+        .collect()
+}
+
+fn tables(sparse: &[usize], bags: &[usize]) -> FeatureTables {
+    FeatureTables {
+        sparse: defs("f", sparse),
+        bags: defs("bag", bags),
+        dense: DENSE,
+    }
+}
+
+/// One step's inputs, owned; made before timing from one seeded generator.
+pub struct Step {
+    user_ids: Vec<Vec<u32>>,
+    bag_ids: Vec<u32>,
+    bag_offsets: Vec<usize>,
+    user_dense: Vec<f32>,
+    pin_ids: Vec<Vec<u32>>,
+    pin_dense: Vec<f32>,
+    log_q: Vec<f32>,
+    weights: Vec<f32>,
+}
+
+impl Step {
+    fn new(rng: &mut ChaCha8Rng) -> Self {
+        let c = B + H;
+        let ids = |rng: &mut ChaCha8Rng, rows: usize, n: usize| -> Vec<u32> {
+            (0..n).map(|_| rng.random_range(0..rows as u32)).collect()
+        };
+        let normal = |rng: &mut ChaCha8Rng, n: usize| -> Vec<f32> {
+            (0..n).map(|_| rng.sample(StandardNormal)).collect()
+        };
+        Self {
+            user_ids: USER_ROWS.iter().map(|&r| ids(rng, r, B)).collect(),
+            bag_ids: ids(rng, USER_BAG_ROWS, B * BAG),
+            bag_offsets: (0..=B).map(|i| i * BAG).collect(),
+            user_dense: normal(rng, B * DENSE),
+            pin_ids: PIN_ROWS.iter().map(|&r| ids(rng, r, c)).collect(),
+            pin_dense: normal(rng, c * DENSE),
+            log_q: (0..c)
+                .map(|_| rng.random_range(1e-6f32..1e-4).ln())
+                .collect(),
+            weights: vec![1.0; B],
+        }
+    }
+
+    /// The step as the model takes it.
+    pub fn batch(&self) -> TrainBatch<'_> {
+        TrainBatch {
+            query: TowerInput {
+                n: B,
+                sparse: self.user_ids.iter().map(Vec::as_slice).collect(),
+                bags: vec![(&self.bag_ids, &self.bag_offsets)],
+                dense: &self.user_dense,
+            },
+            pins: TowerInput {
+                n: B + H,
+                sparse: self.pin_ids.iter().map(Vec::as_slice).collect(),
+                bags: vec![],
+                dense: &self.pin_dense,
+            },
+            pin_ids: &self.pin_ids[0],
+            log_q: &self.log_q,
+            weights: &self.weights,
+        }
+    }
+}
+
+/// The thread count: `CONVCG_THREADS`, else all cores (W1 fixes all cores; 1 gives the
+/// one-thread figure the peers also report).
+pub fn threads() -> usize {
+    std::env::var("CONVCG_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// W1's model, optimiser, gradient store, a tape kept across steps (as the trainer keeps one),
+/// and 23 seeded steps, after 3 warm-up steps whose losses are checked to be finite.
+pub struct W1 {
+    /// The model.
+    pub model: TwoTowerModel,
+    /// Adam and row-wise Adagrad.
+    pub opt: Optimizer,
+    /// The gradient store.
+    pub grads: Grads,
+    /// The tape.
+    pub tape: Tape,
+    /// The pre-made steps.
+    pub steps: Vec<Step>,
+    /// The parallelism of every step.
+    pub par: Par,
+    /// The next step to run (the warm-up steps came first).
+    pub next: usize,
+}
+
+impl W1 {
+    /// Builds everything and runs the warm-up steps.
+    pub fn new(threads: usize) -> W1 {
+        let par = if threads > 1 {
+            Par::rayon(threads)
+        } else {
+            Par::Seq
+        };
+        let tower = TowerConfig {
+            embedding_dim: 16,
+            cross_layers: 3,
+            mlp: vec![256, 128],
+            structure: Structure::Parallel,
+        };
+        let cfg = ModelConfig {
+            query: tower.clone(),
+            pin: tower,
+            out_dim: 64,
+            temperature: 0.05,
+            logq_correction: true,
+        };
+        let mut model = TwoTowerModel::new(
+            &cfg,
+            &tables(&USER_ROWS, &[USER_BAG_ROWS]),
+            &tables(&PIN_ROWS, &[]),
+            0,
+        )
+        .unwrap();
+        let optim = OptimConfig {
+            adam_lr: 1e-3,
+            adagrad_lr: 0.05,
+            ..OptimConfig::default()
+        };
+        let mut opt = Optimizer::new(&optim, model.params()).unwrap();
+        let mut grads = model.params().zero_grads();
+        // Kept across steps, as the trainer does, so steps reuse its buffers.
+        let mut tape = Tape::new(par);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let steps: Vec<Step> = (0..23).map(|_| Step::new(&mut rng)).collect();
+        // The figure means nothing if the step diverges: check the warm-up steps' losses first.
+        for (i, step) in steps.iter().take(3).enumerate() {
+            let loss = model
+                .train_step_with(&mut tape, &step.batch(), &mut grads, &mut opt, par)
+                .unwrap();
+            eprintln!("warm-up step {i}: loss {loss}");
+            assert!(loss.is_finite(), "W1 step {i} diverged: loss {loss}");
+        }
+        W1 {
+            model,
+            opt,
+            grads,
+            tape,
+            steps,
+            par,
+            next: 3,
+        }
+    }
+
+    /// The next pre-made step, cycling.
+    pub fn take_step(&mut self) -> usize {
+        let i = self.next;
+        self.next = (self.next + 1) % self.steps.len();
+        i
+    }
+}
