@@ -73,6 +73,19 @@ impl Step {
         }
     }
 
+    /// Bytes of the step's inputs.
+    pub fn bytes(&self) -> usize {
+        let ids: usize = self
+            .user_ids
+            .iter()
+            .chain(&self.pin_ids)
+            .map(Vec::len)
+            .sum();
+        let floats = self.user_dense.len() + self.pin_dense.len() + self.log_q.len();
+        4 * (ids + self.bag_ids.len() + floats + self.weights.len())
+            + std::mem::size_of::<usize>() * self.bag_offsets.len()
+    }
+
     /// The step as the model takes it.
     pub fn batch(&self) -> TrainBatch<'_> {
         TrainBatch {

@@ -223,7 +223,6 @@ pub struct Impression {
     pub query_id: Option<i64>,
 }
 
-
 /// A categorical `c_*` column: its name (with the prefix) and one id per row.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CategoricalColumn {
@@ -361,7 +360,11 @@ impl Impressions {
         let bad = required
             .iter()
             .map(|&(c, len)| (c.to_owned(), len))
-            .chain(self.categorical.iter().map(|c| (c.name.clone(), c.values.len())))
+            .chain(
+                self.categorical
+                    .iter()
+                    .map(|c| (c.name.clone(), c.values.len())),
+            )
             .find(|&(_, len)| len != n)
             .or_else(|| {
                 optional

@@ -155,6 +155,11 @@ impl SparseRowGrad {
         }
     }
 
+    /// Bytes held: the slot index (4 per table row) and the touched rows' ids and gradients.
+    pub fn held_bytes(&self) -> usize {
+        4 * (self.slot.capacity() + self.rows.capacity() + self.values.capacity())
+    }
+
     /// The width of a gradient row.
     pub fn dim(&self) -> usize {
         self.dim

@@ -75,6 +75,17 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
+    /// Bytes of optimiser state: Adam's two moments per dense weight and row-wise Adagrad's one
+    /// accumulator per embedding row.
+    pub fn state_bytes(&self) -> usize {
+        let floats: usize = [&self.m, &self.v, &self.row_state]
+            .iter()
+            .flat_map(|s| s.iter())
+            .map(Vec::len)
+            .sum();
+        floats * std::mem::size_of::<f32>()
+    }
+
     /// Zero state shaped like `params`.
     pub fn new(cfg: &OptimConfig, params: &ParamStore) -> Result<Self> {
         cfg.validate()?;

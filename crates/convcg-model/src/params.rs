@@ -46,6 +46,13 @@ pub struct ParamStore {
 }
 
 impl ParamStore {
+    /// Bytes of parameter values: dense weights and embedding tables.
+    pub fn bytes(&self) -> usize {
+        let dense: usize = self.dense_params().iter().map(|p| p.value.len()).sum();
+        let tables: usize = self.tables().iter().map(|t| t.value.len()).sum();
+        (dense + tables) * std::mem::size_of::<f32>()
+    }
+
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
@@ -149,6 +156,17 @@ pub struct Grads {
 }
 
 impl Grads {
+    /// Bytes held: dense gradients and the sparse row gradients with their slot indices.
+    pub fn held_bytes(&self) -> usize {
+        let dense: usize = self.dense_all().iter().map(|g| g.capacity() * 4).sum();
+        dense
+            + self
+                .tables_all()
+                .iter()
+                .map(SparseRowGrad::held_bytes)
+                .sum::<usize>()
+    }
+
     /// Gradient of a dense parameter.
     pub fn dense(&self, id: ParamId) -> &[f32] {
         &self.dense[id.0]

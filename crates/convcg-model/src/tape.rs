@@ -203,6 +203,38 @@ impl Tape {
         }
     }
 
+    /// Bytes of data the tape holds: recorded values, the state ops saved for the backward pass
+    /// (ids, offsets, cross-layer pre-activations, norms, softmax logit gradients) and the spare
+    /// buffers of its pool. Read after a step (before the next reset), it is the memory one
+    /// step's activations take.
+    pub fn held_bytes(&self) -> usize {
+        fn bytes<T>(v: &Vec<T>) -> usize {
+            v.capacity() * std::mem::size_of::<T>()
+        }
+        let values: usize = self.values.iter().map(|v| bytes(&v.data)).sum();
+        let saved: usize = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Gather { ids, .. } => bytes(ids),
+                Op::BagMean { ids, offsets, .. } => bytes(ids) + bytes(offsets),
+                Op::Cross { z, .. } => bytes(z),
+                Op::L2Norm { norms, .. } => bytes(norms),
+                Op::SoftmaxXent { dlogits, .. } => bytes(dlogits),
+                Op::Input
+                | Op::Concat { .. }
+                | Op::Linear { .. }
+                | Op::Relu { .. }
+                | Op::WeightedSum { .. } => 0,
+            })
+            .sum();
+        let pools = self.pools();
+        let spare = pools.f32s.free.iter().map(bytes).sum::<usize>()
+            + pools.ids.free.iter().map(bytes).sum::<usize>()
+            + pools.offsets.free.iter().map(bytes).sum::<usize>();
+        values + saved + spare
+    }
+
     fn pools(&self) -> std::sync::MutexGuard<'_, Pools> {
         self.pools.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -354,7 +354,12 @@ impl Dataset {
             window_s(cfg.click_window_days),
             window_s(cfg.view_window_days),
         );
-        let train_mask: Vec<bool> = log.impressions.ts.iter().map(|&t| t < window_start).collect();
+        let train_mask: Vec<bool> = log
+            .impressions
+            .ts
+            .iter()
+            .map(|&t| t < window_start)
+            .collect();
 
         let (vocab, pins) = Vocab::build(log, &r, &train_mask);
         let user_dense = standardise(log.users.len(), log.user_dense_names.len(), |i, j| {
