@@ -74,6 +74,7 @@ impl Step {
     }
 
     /// Bytes of the step's inputs.
+    #[allow(dead_code)] // the phase example uses it; the benchmark does not
     pub fn bytes(&self) -> usize {
         let ids: usize = self
             .user_ids
