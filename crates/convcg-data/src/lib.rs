@@ -12,6 +12,8 @@
 //!   [`Dataset::query_features`] make the towers' inputs, with history bags that only hold
 //!   engagements strictly before each query's time.
 //! * [`Batcher`] yields seeded, shuffled, full batches of example indices.
+//! * [`import::import`] turns the real public logs (taobao, tmall, trivago) into an [`EventLog`];
+//!   [`shared`] finds the shared real-data folder for tests.
 //!
 //! ```
 //! use convcg_data::{Batcher, Dataset, DatasetConfig, Marketplace, SynthConfig, Task};
@@ -43,7 +45,9 @@ mod dataset;
 mod error;
 mod features;
 mod hash;
+pub mod import;
 mod schema;
+pub mod shared;
 mod synth;
 mod truth;
 

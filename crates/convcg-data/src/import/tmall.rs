@@ -1,0 +1,208 @@
+//! Tmall user log: user_id, item_id, cat_id, merchant_id, brand_id, month, day, action,
+//! age_range, gender, province.
+
+use std::path::Path;
+
+use super::builder::{Columns, Finished, LogBuilder, Tally, finish};
+use super::config::{DataSection, EvalProtocol, Measured};
+use super::csv::{Parsed, for_each_row, int, midnight_utc};
+use super::{Imported, Source, TMALL_YEAR};
+use crate::error::{Location, Result};
+use crate::schema::{
+    Conversion, ConversionKind, Engagement, EngagementKind, Impression, PinRecord, Surface,
+};
+
+const COLUMNS: [&str; 11] = [
+    "user_id",
+    "item_id",
+    "cat_id",
+    "merchant_id",
+    "brand_id",
+    "month",
+    "day",
+    "action",
+    "age_range",
+    "gender",
+    "province",
+];
+const DAY_S: i64 = 86_400;
+
+/// What an action adds to the row's impression.
+#[derive(Clone, Copy)]
+enum Action {
+    Engage(EngagementKind),
+    Buy,
+}
+
+fn action(code: i64) -> Parsed<Action> {
+    match code {
+        0 => Ok(Action::Engage(EngagementKind::Click)),
+        1 | 3 => Ok(Action::Engage(EngagementKind::Save)),
+        2 => Ok(Action::Buy),
+        other => Err(format!(
+            "action {other} is not one of 0 (click), 1 (cart), 2 (buy), 3 (fav)"
+        )),
+    }
+}
+
+struct Row {
+    user: i64,
+    item: i64,
+    category: i64,
+    merchant: i64,
+    brand: Option<i64>,
+    ts: i64,
+    action: Action,
+}
+
+fn parse(fields: &[&[u8]]) -> std::result::Result<Row, (usize, String)> {
+    let at = |column: usize| move |message: String| (column, message);
+    let user = int(fields[0]).map_err(at(0))?;
+    let item = int(fields[1]).map_err(at(1))?;
+    let category = int(fields[2]).map_err(at(2))?;
+    let merchant = int(fields[3]).map_err(at(3))?;
+    let brand = match fields[4].trim_ascii() {
+        b"" => None,
+        f => Some(int(f).map_err(at(4))?),
+    };
+    let month = int(fields[5]).map_err(at(5))?;
+    if !(1..=12).contains(&month) {
+        return Err((5, format!("month {month} is not in 1..=12")));
+    }
+    let day = int(fields[6]).map_err(at(6))?;
+    let ts = u32::try_from(day)
+        .ok()
+        .and_then(|d| midnight_utc(TMALL_YEAR, month as u32, d))
+        .ok_or_else(|| (6, format!("{TMALL_YEAR}-{month:02}-{day:02} is not a date")))?;
+    let action = int(fields[7]).and_then(action).map_err(at(7))?;
+    Ok(Row {
+        user,
+        item,
+        category,
+        merchant,
+        brand,
+        ts,
+        action,
+    })
+}
+
+pub(super) fn import(file: &Path) -> Result<Imported> {
+    let mut log = LogBuilder::new(Columns {
+        position: false,
+        query: false,
+        categorical: &[],
+    });
+    let mut tally = Tally::default();
+    for_each_row(
+        file,
+        COLUMNS.len(),
+        &mut tally,
+        |number, fields, tally| match parse(fields) {
+            Ok(row) => {
+                add(&mut log, number as i64, row);
+                true
+            }
+            Err((column, message)) => {
+                tally.skip(Location::cell(file, number, COLUMNS[column]), message);
+                false
+            }
+        },
+    )?;
+    let measured = Measured::of(log.log(), 0);
+    let data = section(&measured);
+    let notes = vec![
+        format!(
+            "ts is midnight UTC of month/day in {TMALL_YEAR} (the Tmall log's year; the file has none): day-level only"
+        ),
+        "order inside a day is file order: impression_id = request_id = source row, and conversions are in file order".into(),
+        "age_range, gender and province are not read (noise, see the data's README)".into(),
+        "no hard negatives: every row is a click, cart, fav or buy, so every impression is engaged or bought".into(),
+    ];
+    finish(
+        file,
+        Finished {
+            source: Source::Tmall,
+            builder: log,
+            tally,
+            dictionaries: Vec::new(),
+            data,
+            notes,
+        },
+    )
+}
+
+fn add(log: &mut LogBuilder, row_number: i64, row: Row) {
+    log.pin(PinRecord {
+        pin_id: row.item,
+        advertiser_id: row.merchant,
+        category_id: row.category,
+        brand_id: row.brand,
+        price: None,
+        dense: Vec::new(),
+    });
+    log.impression(
+        Impression {
+            impression_id: row_number,
+            request_id: row_number,
+            ts: row.ts,
+            user_id: row.user,
+            pin_id: row.item,
+            surface: Surface::HomeFeed,
+            position: None,
+            context_pin_id: None,
+            query_id: None,
+        },
+        &[],
+    );
+    match row.action {
+        Action::Engage(kind) => log.engagement(Engagement {
+            impression_id: row_number,
+            ts: row.ts,
+            kind,
+            duration_s: None,
+        }),
+        Action::Buy => log.conversion(Conversion {
+            ts: row.ts,
+            user_id: row.user,
+            pin_id: row.item,
+            kind: ConversionKind::Purchase,
+            value: None,
+        }),
+    }
+}
+
+fn section(m: &Measured) -> DataSection {
+    let days = m.span_s / DAY_S + 1;
+    DataSection {
+        source: Source::Tmall,
+        eval_protocol: (
+            EvalProtocol::LastConversion,
+            format!(
+                "The log's timestamps are days and it covers {days} day{}, so it cannot be split by\n\
+                 time: each buyer's last buy in file order is held out as an eval query, with the\n\
+                 user's earlier events (in file order: impression_id) as history.",
+                if days == 1 { "" } else { "s" }
+            ),
+        ),
+        eval_window_s: (
+            days * DAY_S,
+            "Not used by last_conversion; set to the log's span in days so that it stays valid."
+                .into(),
+        ),
+        click_window_s: (
+            0,
+            format!(
+                "Events of one day share one timestamp, so a buy is credited to a click of the same\n\
+                 day (the same second) and nothing wider has a meaning at this resolution.\n{}",
+                m.click_share()
+            ),
+        ),
+        view_window_s: (
+            0,
+            "Every buy row is also its own impression at the same timestamp, so a buy without a\n\
+             click is credited view-through to that record."
+                .into(),
+        ),
+        history_len: m.history_len(),
+    }
+}
