@@ -43,6 +43,7 @@ mod dataset;
 mod error;
 mod features;
 mod hash;
+pub mod io;
 mod schema;
 mod synth;
 mod truth;
