@@ -11,8 +11,10 @@ mod config;
 mod metrics;
 mod output;
 mod run;
+mod synth;
 
 pub use config::{ConfigError, RunConfig, TrainConfig};
 pub use metrics::{EvalSummary, LossPoint, Metrics, RetrieverMetrics, TrainingSummary};
 pub use output::write_atomic;
 pub use run::{Verbosity, default_run_dir, evaluate, feature_tables, train, train_model};
+pub use synth::{MANIFEST_FILE, SynthManifest, SynthRequest, SynthSummary, scale_to_events, synth};

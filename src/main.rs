@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use convcg::{RunConfig, Verbosity};
+use convcg::{RunConfig, SynthRequest, Verbosity};
+use convcg_data::SynthConfig;
+use convcg_data::io::Format;
 
 /// Train and evaluate a two-tower conversion candidate generator.
 #[derive(Parser)]
@@ -34,11 +36,70 @@ enum Command {
     },
     /// Print the default configuration as TOML.
     Config,
+    /// Generate the synthetic marketplace scaled to about N events and write it as an event log
+    /// (with synth.toml, which regenerates it and its ground truth).
+    Synth {
+        /// Dataset directory for the tables and synth.toml (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// About how many events (impressions + engagements + conversions) to write.
+        #[arg(long)]
+        events: u64,
+        /// Seed of the marketplace.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Table format: parquet or csv.
+        #[arg(long, default_value_t = Format::Parquet)]
+        format: Format,
+        /// TOML file of synthetic-marketplace keys overriding the defaults (`[synth]` of
+        /// `convcg config`, without the header); `impressions` is set from --events.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Parquet files per table (more than 1: a folder of part files per table).
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+        /// Print nothing but errors.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Config => print!("{}", RunConfig::default().to_toml()?),
+        Command::Synth {
+            out,
+            events,
+            seed,
+            format,
+            config,
+            shards,
+            quiet,
+        } => {
+            let config = match &config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    toml::from_str::<SynthConfig>(&text)
+                        .with_context(|| format!("in {}", path.display()))?
+                }
+                None => SynthConfig::default(),
+            };
+            let request = SynthRequest {
+                out,
+                events,
+                seed,
+                config,
+                format,
+                shards,
+            };
+            let verbosity = if quiet {
+                Verbosity::Quiet
+            } else {
+                Verbosity::Normal
+            };
+            convcg::synth(&request, verbosity)?;
+        }
         Command::Train {
             config,
             seed,

@@ -46,6 +46,7 @@ mod error;
 mod features;
 mod hash;
 pub mod import;
+pub mod io;
 mod schema;
 pub mod shared;
 mod synth;
