@@ -1,36 +1,86 @@
 use std::borrow::Cow;
+use std::sync::{Mutex, PoisonError};
 
 use convcg_kernels::{Accum, Par, Trans, gemm};
 use ndarray::ArrayView2;
 
+use crate::quantized::exact_top_k_quantized;
 use crate::select::Selector;
+use crate::simd::{Fma256, LANES};
 use crate::topk::{TopK, assert_ids_fit, for_each_query_range};
 
-/// Queries scored together by one GEMM; also the unit of parallel work.
+/// Portable path: queries scored together by one GEMM; also the unit of parallel work.
 const QUERY_BLOCK: usize = 128;
-/// Corpus rows per GEMM: the block (256 KiB at d = 64) and the `QUERY_BLOCK x CORPUS_BLOCK`
-/// scratch (512 KiB) stay in cache while the selection reads the scores back.
+/// Portable path: corpus rows per GEMM. The block (256 KiB at d = 64) and the
+/// `QUERY_BLOCK x CORPUS_BLOCK` scratch (512 KiB) stay in cache while the selection reads the
+/// scores back.
 const CORPUS_BLOCK: usize = 1024;
+/// Fused path: queries per unit of parallel work. Each chunk reads the whole corpus from memory
+/// once (256 MiB at W2), so chunks are large enough for that to be cheap beside the scoring, and
+/// small enough that the workers finish close together.
+const SCAN_CHUNK: usize = 256;
+/// Fused path: corpus rows per block. Every query panel of a worker sweeps one block before the
+/// next is touched, so the block (128 KiB at d = 64) is read from memory once per chunk of
+/// queries and from L2 by each panel.
+const SCAN_BLOCK: usize = 512;
+
+/// Fewest queries for which the int16 first pass pays for quantising the corpus (one pass over
+/// it, about as long as scoring a few dozen queries against it).
+const QUANTIZED_MIN_QUERIES: usize = 64;
 
 /// Exact inner-product top-k: `queries` `[nq, d]` and `corpus` `[n, d]`, both row-major.
 ///
 /// Returns `min(k, n)` items per query (`TopK.k = min(k, n)`), best first, ties broken by smaller
-/// id. The corpus is scanned in cache-sized blocks; each block of queries times each corpus block
-/// is scored by one GEMM into a reused scratch, and every query keeps a bounded selection whose
-/// threshold (the current k-th best) rejects most scores with one comparison, so no full row of
-/// scores is ever materialised. With `Par::Rayon(n)` the query blocks are split over at most `n`
-/// rayon workers (inner GEMMs sequential); block boundaries do not depend on the thread count, so
-/// `Par::Seq` and any `Par::Rayon(n)` give bit-identical results.
+/// id. No full row of scores is ever materialised: every query keeps a bounded selection whose
+/// threshold (the current k-th best) rejects almost every score with one comparison.
 ///
-/// Scores are f32 GEMM results: candidates whose exact scores differ by less than the f32
-/// rounding error may come out in either order.
+/// The engine is chosen at run time:
+/// - on x86_64 CPUs with AVX2 and FMA, a register-blocked f32 kernel scores 16 queries against 6
+///   corpus rows at a time and compares the scores with the 16 thresholds before they leave the
+///   registers; the corpus is swept in blocks that stay in L2 while every query panel passes;
+/// - there, from 64 queries up, a first pass in int16 (queries and corpus quantised, exact
+///   integer dot products, 6 queries x 16 rows at a time) keeps every row that a proven bound on
+///   the quantisation and f32 rounding errors cannot rule out, and only those are scored in f32:
+///   the result is the f32 kernel's, ids and scores bit for bit (inputs the bound does not
+///   cover, such as non-finite values, go to the f32 kernel);
+/// - elsewhere, one GEMM per block of queries and block of corpus rows into a reused scratch,
+///   then the selection reads it back.
+///
+/// With `Par::Rayon(n)` at most `n` rayon workers share the queries (the AVX2 engines hand out
+/// chunks of 256 queries as workers come free; the portable one splits the queries into at most
+/// `n` contiguous ranges). A score depends only on its query and corpus row, never on the
+/// blocking, the schedule or the thread count, so `Par::Seq` and any `Par::Rayon(n)` give
+/// bit-identical results.
+///
+/// Scores are f32: with AVX2 and FMA each is one FMA chain over the components in order, else a
+/// GEMM result. Candidates whose exact scores differ by less than the f32 rounding error may
+/// come out in either order, and the order may differ between CPUs with and without AVX2.
 ///
 /// # Panics
 /// If `d == 0`, if `queries.len()` or `corpus.len()` is not a multiple of `d`, or if the corpus
 /// has more than `u32::MAX + 1` rows (ids are `u32`).
 #[track_caller]
 pub fn exact_top_k(queries: &[f32], corpus: &[f32], d: usize, k: usize, par: Par) -> TopK {
-    exact_top_k_blocked(queries, corpus, d, k, par, QUERY_BLOCK, CORPUS_BLOCK)
+    let Some(simd) = Fma256::detect() else {
+        return exact_top_k_blocked(queries, corpus, d, k, par, QUERY_BLOCK, CORPUS_BLOCK);
+    };
+    let (nq, n) = shapes(queries, corpus, d);
+    if nq >= QUANTIZED_MIN_QUERIES && k.min(n) > 0 {
+        let quantized = exact_top_k_quantized(
+            queries,
+            corpus,
+            d,
+            k.min(n),
+            par,
+            simd,
+            SCAN_CHUNK,
+            SCAN_BLOCK,
+        );
+        if let Some(top) = quantized {
+            return top;
+        }
+    }
+    exact_top_k_fused(queries, corpus, d, k, par, simd, SCAN_CHUNK, SCAN_BLOCK)
 }
 
 /// [`exact_top_k`] on ndarray views `[nq, d]` and `[n, d]`, as the model hands embeddings over.
@@ -65,16 +115,9 @@ fn row_major(a: ArrayView2<'_, f32>) -> Cow<'_, [f32]> {
     }
 }
 
+/// Query and corpus rows, after checking the shapes as [`exact_top_k`] documents.
 #[track_caller]
-pub(crate) fn exact_top_k_blocked(
-    queries: &[f32],
-    corpus: &[f32],
-    d: usize,
-    k: usize,
-    par: Par,
-    query_block: usize,
-    corpus_block: usize,
-) -> TopK {
+fn shapes(queries: &[f32], corpus: &[f32], d: usize) -> (usize, usize) {
     assert!(d > 0, "embedding dimension must be positive");
     assert!(
         queries.len().is_multiple_of(d),
@@ -86,8 +129,170 @@ pub(crate) fn exact_top_k_blocked(
         "corpus length {} is not a multiple of d = {d}",
         corpus.len()
     );
-    let (nq, n) = (queries.len() / d, corpus.len() / d);
+    let n = corpus.len() / d;
     assert_ids_fit(n);
+    (queries.len() / d, n)
+}
+
+/// The AVX2 + FMA engine of [`exact_top_k`]: chunks of `query_chunk` queries, handed out to
+/// the workers on demand, each sweeping the corpus in blocks of `corpus_block` rows.
+///
+/// Chunks go to whichever worker is free, so a worker slowed down by other processes on the
+/// machine holds up the others by one chunk at most; which worker scores a query does not change
+/// its scores, so the results do not depend on the schedule.
+#[track_caller]
+pub(crate) fn exact_top_k_fused(
+    queries: &[f32],
+    corpus: &[f32],
+    d: usize,
+    k: usize,
+    par: Par,
+    simd: Fma256,
+    query_chunk: usize,
+    corpus_block: usize,
+) -> TopK {
+    let (nq, n) = shapes(queries, corpus, d);
+    let k = k.min(n);
+    let mut ids = vec![0u32; nq * k];
+    let mut scores = vec![0f32; nq * k];
+    if k == 0 || nq == 0 {
+        return TopK { k, ids, scores };
+    }
+    let query_chunk = query_chunk.max(1);
+    let n_chunks = nq.div_ceil(query_chunk);
+    let chunks = Mutex::new(
+        queries
+            .chunks(query_chunk * d)
+            .zip(ids.chunks_mut(query_chunk * k))
+            .zip(scores.chunks_mut(query_chunk * k)),
+    );
+    let work = || {
+        let mut scan = FusedScan::new(simd, d, k, corpus_block);
+        loop {
+            // A panic in another worker poisons the lock; it is re-raised by the scope anyway.
+            let next = chunks.lock().unwrap_or_else(PoisonError::into_inner).next();
+            let Some(((queries, ids), scores)) = next else {
+                break;
+            };
+            scan.run(queries, corpus, ids, scores);
+        }
+    };
+    match par {
+        Par::Rayon(threads) if threads.get() > 1 && n_chunks > 1 => rayon::scope(|s| {
+            for _ in 0..threads.get().min(n_chunks) {
+                s.spawn(|_| work());
+            }
+        }),
+        _ => work(),
+    }
+    TopK { k, ids, scores }
+}
+
+/// One worker's state for the fused engine, reused from chunk to chunk.
+struct FusedScan {
+    simd: Fma256,
+    d: usize,
+    k: usize,
+    corpus_block: usize,
+    /// Panels of [`LANES`] queries, transposed: `panels[p * d + j][lane]` is component `j` of
+    /// the chunk's query `p * LANES + lane`; lanes past the chunk's last query are zero.
+    panels: Vec<[f32; LANES]>,
+    /// The kernel's filter per lane, see [`Selector::filter_threshold`]; `+inf` (nothing but NaN
+    /// passes) on lanes without a query.
+    thresholds: Vec<[f32; LANES]>,
+    selectors: Vec<Selector>,
+}
+
+impl FusedScan {
+    fn new(simd: Fma256, d: usize, k: usize, corpus_block: usize) -> Self {
+        Self {
+            simd,
+            d,
+            k,
+            corpus_block: corpus_block.max(1),
+            panels: Vec::new(),
+            thresholds: Vec::new(),
+            selectors: Vec::new(),
+        }
+    }
+
+    /// Top-k of each query of `queries` (`[m, d]`) over the whole `corpus` into `ids` and
+    /// `scores` (`m * k` each).
+    fn run(&mut self, queries: &[f32], corpus: &[f32], ids: &mut [u32], scores: &mut [f32]) {
+        let (d, k) = (self.d, self.k);
+        let (m, n) = (queries.len() / d, corpus.len() / d);
+        let n_panels = m.div_ceil(LANES);
+        self.panels.clear();
+        self.panels.resize(n_panels * d, [0.0; LANES]);
+        for (i, q) in queries.chunks_exact(d).enumerate() {
+            let (p, lane) = (i / LANES, i % LANES);
+            for (j, &x) in q.iter().enumerate() {
+                self.panels[p * d + j][lane] = x;
+            }
+        }
+        self.thresholds.clear();
+        self.thresholds.extend((0..n_panels).map(|p| {
+            std::array::from_fn(|lane| {
+                if p * LANES + lane < m {
+                    f32::NAN
+                } else {
+                    f32::INFINITY
+                }
+            })
+        }));
+        self.selectors.resize_with(m, || Selector::new(k));
+        self.selectors.iter_mut().for_each(Selector::reset);
+        let selectors = &mut self.selectors[..m];
+        let mut c0 = 0;
+        while c0 < n {
+            let cb = self.corpus_block.min(n - c0);
+            let block = &corpus[c0 * d..(c0 + cb) * d];
+            for ((panel, panel_thresholds), panel_selectors) in self
+                .panels
+                .chunks_exact(d)
+                .zip(&mut self.thresholds)
+                .zip(selectors.chunks_mut(LANES))
+            {
+                self.simd
+                    .scan(panel, block, panel_thresholds, |row, s, mask, t| {
+                        // `c0 + row < n`, which fits u32 (checked by `shapes`).
+                        let id = (c0 + row) as u32;
+                        let mut bits = mask;
+                        while bits != 0 {
+                            let lane = bits.trailing_zeros() as usize;
+                            bits &= bits - 1;
+                            if let Some(sel) = panel_selectors.get_mut(lane) {
+                                sel.offer_one(s[lane], id);
+                                t[lane] = sel.filter_threshold();
+                            }
+                        }
+                    });
+            }
+            c0 += cb;
+        }
+        for ((sel, ids), scores) in selectors
+            .iter_mut()
+            .zip(ids.chunks_exact_mut(k))
+            .zip(scores.chunks_exact_mut(k))
+        {
+            sel.finish(ids, scores);
+        }
+    }
+}
+
+/// The portable GEMM engine of [`exact_top_k`]: blocks of `query_block` queries times blocks of
+/// `corpus_block` corpus rows.
+#[track_caller]
+pub(crate) fn exact_top_k_blocked(
+    queries: &[f32],
+    corpus: &[f32],
+    d: usize,
+    k: usize,
+    par: Par,
+    query_block: usize,
+    corpus_block: usize,
+) -> TopK {
+    let (nq, n) = shapes(queries, corpus, d);
     let k = k.min(n);
     let mut ids = vec![0u32; nq * k];
     let mut scores = vec![0f32; nq * k];
@@ -201,6 +406,7 @@ mod tests {
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use rand_distr::StandardNormal;
 
     fn uniform(len: usize, seed: u64) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -242,7 +448,14 @@ mod tests {
 
     /// Checks `top` against the f64 ranking, allowing swaps only between candidates whose f64
     /// scores are within f32 rounding of each other.
-    fn assert_close_to_naive(queries: &[f32], corpus: &[f32], d: usize, k: usize, top: &TopK) {
+    fn assert_close_to_naive(
+        queries: &[f32],
+        corpus: &[f32],
+        d: usize,
+        k: usize,
+        naive_ranking: &[Vec<(f64, u32)>],
+        top: &TopK,
+    ) {
         let n = corpus.len() / d;
         let nq = queries.len() / d;
         let kk = k.min(n);
@@ -250,11 +463,7 @@ mod tests {
         assert_eq!((top.ids.len(), top.scores.len()), (nq * kk, nq * kk));
         let norm = |v: &[f32]| dot64(v, v).sqrt();
         let c_norms: Vec<f64> = corpus.chunks_exact(d).map(norm).collect();
-        for (q, (qv, reference)) in queries
-            .chunks_exact(d)
-            .zip(naive(queries, corpus, d))
-            .enumerate()
-        {
+        for (q, (qv, reference)) in queries.chunks_exact(d).zip(naive_ranking).enumerate() {
             let tol = |id: u32| 1e-5 * norm(qv) * c_norms[id as usize] + 1e-12;
             let exact: Vec<f64> = {
                 let mut by_id = vec![0.0; n];
@@ -301,13 +510,150 @@ mod tests {
 
     /// With exact integer data the answer is unique: the first `min(k, n)` of the f64 ranking.
     fn assert_equals_naive(queries: &[f32], corpus: &[f32], d: usize, k: usize, top: &TopK) {
-        let kk = k.min(corpus.len() / d);
+        assert_equals_ranking(&naive(queries, corpus, d), corpus.len() / d, k, top);
+    }
+
+    /// [`assert_equals_naive`] with the f64 ranking (over `n` items) computed once by the caller.
+    fn assert_equals_ranking(naive_ranking: &[Vec<(f64, u32)>], n: usize, k: usize, top: &TopK) {
+        let kk = k.min(n);
         assert_eq!(top.k, kk);
-        for (q, reference) in naive(queries, corpus, d).into_iter().enumerate() {
+        for (q, reference) in naive_ranking.iter().enumerate() {
             let want_ids: Vec<u32> = reference[..kk].iter().map(|p| p.1).collect();
             let want_scores: Vec<f32> = reference[..kk].iter().map(|p| p.0 as f32).collect();
             assert_eq!(top.row(q), want_ids, "query {q}");
             assert_eq!(top.row_scores(q), want_scores, "query {q}");
+        }
+    }
+
+    /// Every engine [`exact_top_k`] can take on this machine, with small blocks and chunks so
+    /// that their edges fall everywhere: `(name, result)` for each.
+    fn engines(
+        queries: &[f32],
+        corpus: &[f32],
+        d: usize,
+        k: usize,
+        par: Par,
+    ) -> Vec<(String, TopK)> {
+        let mut out = vec![
+            (
+                "public".to_string(),
+                exact_top_k(queries, corpus, d, k, par),
+            ),
+            (
+                "blocked".to_string(),
+                exact_top_k_blocked(queries, corpus, d, k, par, QUERY_BLOCK, CORPUS_BLOCK),
+            ),
+        ];
+        if let Some(simd) = Fma256::detect() {
+            for (chunk, block) in [(SCAN_CHUNK, SCAN_BLOCK), (17, 100), (1, 7)] {
+                out.push((
+                    format!("fused chunk {chunk} block {block}"),
+                    exact_top_k_fused(queries, corpus, d, k, par, simd, chunk, block),
+                ));
+                let (nq, n) = (queries.len() / d, corpus.len() / d);
+                if nq > 0 && k.min(n) > 0 {
+                    let kk = k.min(n);
+                    let quantized =
+                        exact_top_k_quantized(queries, corpus, d, kk, par, simd, chunk, block);
+                    // Absent only for inputs it leaves to the f32 engine (non-finite, zeros).
+                    if let Some(top) = quantized {
+                        out.push((format!("quantized chunk {chunk} block {block}"), top));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `rows` vectors of dim `d`, standard normal entries scaled to unit L2 norm (W2's data).
+    fn unit_normal(rows: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut data: Vec<f32> = (0..rows * d).map(|_| rng.sample(StandardNormal)).collect();
+        for row in data.chunks_exact_mut(d) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+        data
+    }
+
+    /// W2's correctness rule: every query has the f64 reference's ids, except that candidates
+    /// whose f64 scores are within `1e-6` of the reference's k-th score may trade places. So
+    /// every returned id scores at least `kth - 1e-6` and every id scoring above `kth + 1e-6` is
+    /// returned; also no id twice, and best first by (score, id).
+    fn assert_w2_rule(queries: &[f32], corpus: &[f32], d: usize, k: usize, top: &TopK) {
+        let kk = k.min(corpus.len() / d);
+        assert_eq!(top.k, kk);
+        for (q, reference) in naive(queries, corpus, d).into_iter().enumerate() {
+            let kth = reference[kk - 1].0;
+            let mut exact = vec![0.0; reference.len()];
+            reference.iter().for_each(|&(s, id)| exact[id as usize] = s);
+            let (ids, scores) = (top.row(q), top.row_scores(q));
+            let mut seen = vec![false; reference.len()];
+            for (i, &id) in ids.iter().enumerate() {
+                assert!(
+                    !std::mem::replace(&mut seen[id as usize], true),
+                    "query {q}: {id} twice"
+                );
+                assert!(
+                    exact[id as usize] >= kth - 1e-6,
+                    "query {q}: {id} is not in the top {kk}"
+                );
+                if i > 0 {
+                    let prev = (scores[i - 1], ids[i - 1]);
+                    assert!(
+                        prev.0 > scores[i] || prev.0 == scores[i] && prev.1 < id,
+                        "query {q}: order"
+                    );
+                }
+            }
+            for &(s, id) in reference.iter().take_while(|&&(s, _)| s > kth + 1e-6) {
+                assert!(
+                    seen[id as usize],
+                    "query {q}: {id} (score {s}, k-th {kth}) missing"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn w2_shaped_data_meets_the_w2_rule_on_every_engine() {
+        let (nq, n, d, k) = (64, 20_000, 64, 100);
+        let queries = unit_normal(nq, d, 21);
+        let mut corpus = unit_normal(n, d, 22);
+        // Exact duplicates: equal scores on every engine, to be broken by the smaller id.
+        corpus.copy_within(0..500 * d, 15_000 * d);
+        let seq = exact_top_k(&queries, &corpus, d, k, Par::Seq);
+        for (name, top) in engines(&queries, &corpus, d, k, Par::Seq)
+            .into_iter()
+            .chain(engines(&queries, &corpus, d, k, Par::rayon(2)))
+        {
+            assert_w2_rule(&queries, &corpus, d, k, &top);
+            for q in 0..nq {
+                let row = top.row(q);
+                for (&id, &s) in row.iter().zip(top.row_scores(q)) {
+                    // A duplicate pair splits only one way: the smaller id kept.
+                    let twin = match id {
+                        0..500 => id + 15_000,
+                        15_000..15_500 => id - 15_000,
+                        _ => continue,
+                    };
+                    if let Some(at) = row.iter().position(|&t| t == twin) {
+                        assert_eq!(
+                            top.row_scores(q)[at],
+                            s,
+                            "{name}: query {q} twins {id} {twin}"
+                        );
+                    } else {
+                        assert!(
+                            id < twin,
+                            "{name}: query {q} kept {id} over its twin {twin}"
+                        );
+                    }
+                }
+            }
+            if name.starts_with("fused") || name.starts_with("quantized") || name == "public" {
+                assert_eq!(top, seq, "{name}: results depend on blocking or threads");
+            }
         }
     }
 
@@ -318,11 +664,14 @@ mod tests {
             for d in [1, 3, 64] {
                 let queries = uniform(nq * d, 1);
                 let corpus = uniform(n * d, 2);
+                let ranking = naive(&queries, &corpus, d);
                 for k in [1, 10, 100, n, n + 3] {
-                    let seq = exact_top_k(&queries, &corpus, d, k, Par::Seq);
-                    assert_close_to_naive(&queries, &corpus, d, k, &seq);
-                    let par = exact_top_k(&queries, &corpus, d, k, Par::rayon(2));
-                    assert_eq!(seq, par, "n {n} d {d} k {k}");
+                    let seq = engines(&queries, &corpus, d, k, Par::Seq);
+                    let par = engines(&queries, &corpus, d, k, Par::rayon(2));
+                    for ((name, seq), (_, par)) in seq.iter().zip(&par) {
+                        assert_close_to_naive(&queries, &corpus, d, k, &ranking, seq);
+                        assert_eq!(seq, par, "{name}: n {n} d {d} k {k}");
+                    }
                 }
             }
         }
@@ -335,10 +684,13 @@ mod tests {
             for d in [1, 3] {
                 let queries = small_ints(nq * d, 3);
                 let corpus = small_ints(n * d, 4);
+                let ranking = naive(&queries, &corpus, d);
                 for k in [1, 10, 100, n, n + 3] {
-                    let seq = exact_top_k(&queries, &corpus, d, k, Par::Seq);
-                    assert_equals_naive(&queries, &corpus, d, k, &seq);
-                    assert_eq!(seq, exact_top_k(&queries, &corpus, d, k, Par::rayon(2)));
+                    for par in [Par::Seq, Par::rayon(2)] {
+                        for (_, top) in engines(&queries, &corpus, d, k, par) {
+                            assert_equals_ranking(&ranking, n, k, &top);
+                        }
+                    }
                 }
             }
         }
@@ -356,6 +708,12 @@ mod tests {
                 for par in [Par::Seq, Par::rayon(3)] {
                     let got = exact_top_k_blocked(&queries, &corpus, d, k, par, qb, cb);
                     assert_eq!(got, want, "query block {qb}, corpus block {cb}");
+                    if let Some(simd) = Fma256::detect() {
+                        let got = exact_top_k_fused(&queries, &corpus, d, k, par, simd, qb, cb);
+                        assert_eq!(got, want, "fused: query chunk {qb}, corpus block {cb}");
+                        let got = exact_top_k_quantized(&queries, &corpus, d, k, par, simd, qb, cb);
+                        assert_eq!(got, Some(want.clone()), "quantized: chunk {qb}, block {cb}");
+                    }
                 }
             }
         }
@@ -425,6 +783,43 @@ mod tests {
     }
 
     #[test]
+    fn nan_and_infinite_inputs_rank_alike_on_every_engine() {
+        let (nq, n, d) = (19, 300, 3);
+        let queries = small_ints(nq * d, 12);
+        let mut corpus = small_ints(n * d, 13);
+        corpus[7 * d] = f32::NAN;
+        corpus[40 * d + 1] = f32::INFINITY;
+        corpus[41 * d + 2] = f32::NEG_INFINITY;
+        corpus[42 * d..43 * d].copy_from_slice(&[f32::INFINITY, f32::NEG_INFINITY, 1.0]);
+        for k in [1, 5, 299, 300] {
+            let all = engines(&queries, &corpus, d, k, Par::rayon(2));
+            for (name, top) in &all {
+                // NaN != NaN, so `TopK`'s `==` cannot compare these; zeros may differ in sign.
+                let alike = |x: f32, y: f32| x == y || x.is_nan() && y.is_nan();
+                assert_eq!(top.ids, all[1].1.ids, "{name}, k {k}");
+                assert!(
+                    top.scores
+                        .iter()
+                        .zip(&all[1].1.scores)
+                        .all(|(&x, &y)| alike(x, y)),
+                    "{name}, k {k}"
+                );
+            }
+            if k == 300 {
+                // Row 7 scores NaN for every query: ranked last, or before other NaN rows by id.
+                for q in 0..nq {
+                    let at = all[0].1.row(q).iter().position(|&id| id == 7);
+                    assert!(
+                        at.is_some_and(|at| all[0].1.row_scores(q)[at..]
+                            .iter()
+                            .all(|s| s.is_nan()))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn empty_inputs() {
         let q = [1.0, 2.0];
         let empty = exact_top_k(&q, &[], 2, 10, Par::Seq);
@@ -479,6 +874,20 @@ mod tests {
             prop_assert_eq!(top.ids.len(), nq * k.min(n));
             if nq > 0 && k.min(n) > 0 {
                 assert_equals_naive(&queries, &corpus, d, k, &top);
+            }
+            if let Some(simd) = Fma256::detect() {
+                let fused = exact_top_k_fused(&queries, &corpus, d, k, Par::rayon(2), simd, qb, cb);
+                prop_assert_eq!(&fused, &top);
+                if nq > 0 && k.min(n) > 0 {
+                    let quantized =
+                        exact_top_k_quantized(&queries, &corpus, d, k.min(n), Par::rayon(2), simd, qb, cb);
+                    // All-zero corpora are left to the f32 engine.
+                    if corpus.iter().any(|&x| x != 0.0) {
+                        prop_assert_eq!(quantized, Some(top));
+                    } else {
+                        prop_assert_eq!(quantized, None);
+                    }
+                }
             }
         }
     }

@@ -66,6 +66,25 @@ impl Selector {
         }
     }
 
+    /// Offers `score` as item `id`; `id` must exceed every id offered before.
+    #[inline]
+    pub(crate) fn offer_one(&mut self, score: f32, id: u32) {
+        if self.open || score > self.threshold {
+            self.buf.push((score, id));
+            if self.buf.len() == self.cap {
+                self.compact();
+            }
+        }
+    }
+
+    /// A value `t` such that every score this selector would accept satisfies `!(s <= t)`: NaN
+    /// while it accepts everything, else the current threshold. For pre-filters; the selector
+    /// still decides.
+    #[inline]
+    pub(crate) fn filter_threshold(&self) -> f32 {
+        if self.open { f32::NAN } else { self.threshold }
+    }
+
     fn compact(&mut self) {
         if self.buf.len() > self.k {
             self.buf.select_nth_unstable_by(self.k - 1, best_first);
