@@ -8,12 +8,14 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod import;
 mod metrics;
 mod output;
 mod run;
 mod synth;
 
 pub use config::{ConfigError, RunConfig, TrainConfig};
+pub use import::{DATASET_CONFIG_FILE, import_dataset};
 pub use metrics::{EvalSummary, LossPoint, Metrics, RetrieverMetrics, TrainingSummary};
 pub use output::write_atomic;
 pub use run::{Verbosity, default_run_dir, evaluate, feature_tables, train, train_model};

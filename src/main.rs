@@ -36,6 +36,20 @@ enum Command {
     },
     /// Print the default configuration as TOML.
     Config,
+    /// Convert a real slice of shared/data/ (taobao, tmall or trivago) into a canonical-schema
+    /// dataset directory, with dataset.toml and the id dictionaries beside the tables.
+    Import {
+        /// Which slice: taobao, tmall or trivago.
+        source: convcg_data::import::Source,
+        /// The slice's folder or file.
+        src: PathBuf,
+        /// Dataset directory to write (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Table format: parquet or csv.
+        #[arg(long, default_value_t = Format::Parquet)]
+        format: Format,
+    },
     /// Generate the synthetic marketplace scaled to about N events and write it as an event log
     /// (with synth.toml, which regenerates it and its ground truth).
     Synth {
@@ -67,6 +81,16 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Config => print!("{}", RunConfig::default().to_toml()?),
+        Command::Import {
+            source,
+            src,
+            out,
+            format,
+        } => {
+            let imported = convcg::import_dataset(source, &src, &out, format)?;
+            print!("{}", imported.report);
+            println!("wrote {}", out.display());
+        }
         Command::Synth {
             out,
             events,
