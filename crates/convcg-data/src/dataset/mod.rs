@@ -15,8 +15,9 @@ use crate::error::{Error, Result, config_error};
 use crate::features::{Bag, FeatureSchema, PinFeatures, QueryFeatures};
 use crate::hash::IdSet;
 use crate::labels::{
-    CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, Labelled, LogQMode,
-    MAX_HARD_NEGATIVES, StreamingConfig, StreamingFrequency, ValueWeighting, label, non_negative,
+    CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats, Labelled,
+    LogQMode, MAX_HARD_NEGATIVES, StreamingConfig, StreamingFrequency, ValueWeighting, label,
+    non_negative,
 };
 use crate::schema::{Conversion, EventLog, Surface};
 use eval::{Hit, build_queries};
@@ -594,99 +595,18 @@ impl Dataset {
         )?;
         let train = examples(log, &r, &labelled, cfg)?;
 
-        let ls = &labelled.stats;
-        let mut stats = DatasetStats {
-            impressions: imps.len(),
-            train_impressions: ls.in_scope_impressions,
-            eval_impressions: imps.len() - ls.in_scope_impressions,
-            orphan_engagements: ls.orphan_engagements,
-            train_positives: ls.positives,
-            train_engagement_examples: ls.engagement_positives,
-            train_conversion_examples: ls.conversion_positives,
-            masked_conversion_labels: ls.masked_conversion_labels,
-            conversions: ls.conversions,
-            attributed_click_through: ls.attributed_click_through,
-            attributed_view_through: ls.attributed_view_through,
-            unattributed: ls.unattributed,
-            attributed_to_immature: ls.attributed_to_immature,
-            hard_negatives_from_request: ls.hard_negatives_from_request,
-            hard_negatives_from_same_day: ls.hard_negatives_from_same_day,
-            positives_without_hard_negative: ls.positives_without_hard_negative,
-            user_vocab: vocab.users,
-            pin_vocab: vocab.pins,
-            advertiser_vocab: vocab.advertisers,
-            category_vocab: vocab.categories,
-            brand_vocab: vocab.brands,
-            query_vocab: vocab.queries,
-            ..DatasetStats::default()
-        };
-
-        let mut conv_hits = Vec::new();
-        for (c, conversion) in log.conversions.iter().enumerate() {
-            match labelled.attribution.get(c) {
-                None => {
-                    if r.pair(conversion.user_id, conversion.pin_id).is_none() {
-                        stats.unknown_id_conversions += 1;
-                    }
-                }
-                Some((imp, _)) if train_mask[imp as usize] => {
-                    if conversion.ts >= window_start {
-                        stats.straddling_conversions += 1;
-                    }
-                }
-                Some((imp, _)) => conv_hits.push(hit(log, &r, imp as usize)),
-            }
-        }
-
-        let mut pairs_in_window: Vec<(u32, Surface)> = (0..imps.len())
-            .filter(|&i| !train_mask[i])
-            .map(|i| (r.imp_user[i], imps.surface[i]))
-            .collect();
-        pairs_in_window.sort_unstable();
-        pairs_in_window.dedup();
-        let eng_hits: Vec<Hit> = (0..imps.len())
-            .filter(|&i| !train_mask[i] && r.engaged[i])
-            .map(|i| hit(log, &r, i))
-            .collect();
-        let max = cfg.max_eval_queries;
-        let engagement = build_queries(
-            eng_hits,
-            window_start,
-            pairs_in_window.len(),
-            max,
-            cfg.eval_seed,
-            0,
+        let mut stats = DatasetStats::new(&labelled.stats, &vocab);
+        let eval = eval_set(
+            log,
+            &r,
+            &labelled,
+            &train_mask,
+            (window_start, window_end),
+            true_conversions,
+            cfg,
+            &mut stats,
         );
-        let mut conversion = build_queries(
-            conv_hits,
-            window_start,
-            pairs_in_window.len(),
-            max,
-            cfg.eval_seed,
-            1,
-        );
-        if let Some(truths) = true_conversions {
-            conversion.relevant_clean = Some(clean_relevant(
-                log,
-                &r,
-                truths,
-                &conversion.keys,
-                window_start,
-                label_cfg.click_window_s,
-            ));
-        }
-        stats.eval_conversion_queries = conversion.keys.len();
-        stats.eval_engagement_queries = engagement.keys.len();
-
-        let mut pin_counts = [vec![0f32; log.pins.len()], vec![0f32; log.pins.len()]];
-        for e in &train {
-            if e.label_engagement {
-                pin_counts[Task::Engagement.index()][e.pin as usize] += 1.0;
-            }
-            if e.label_conversion == CONVERTED_LABEL {
-                pin_counts[Task::Conversion.index()][e.pin as usize] += 1.0;
-            }
-        }
+        let pin_counts = task_counts(log.pins.len(), &train);
         let log_q = log_shares(log.pins.len(), train.iter().map(|e| e.pin));
         let hard_negative_log_q = log_shares(
             log.pins.len(),
@@ -699,12 +619,7 @@ impl Dataset {
             schema,
             pins,
             train,
-            eval: EvalSet {
-                conversion,
-                engagement,
-                window_start,
-                window_end,
-            },
+            eval,
             stats,
             history: History::new(log.users.len(), r.engagement_events),
             history_len: cfg.history_len,
@@ -966,6 +881,130 @@ fn examples(
             })
         })
         .collect()
+}
+
+impl DatasetStats {
+    /// The counts of the training part's labels and of the dictionaries; the eval counts are
+    /// filled in by [`eval_set`].
+    fn new(ls: &LabelStats, vocab: &Vocab) -> DatasetStats {
+        DatasetStats {
+            impressions: ls.impressions,
+            train_impressions: ls.in_scope_impressions,
+            eval_impressions: ls.impressions - ls.in_scope_impressions,
+            orphan_engagements: ls.orphan_engagements,
+            train_positives: ls.positives,
+            train_engagement_examples: ls.engagement_positives,
+            train_conversion_examples: ls.conversion_positives,
+            masked_conversion_labels: ls.masked_conversion_labels,
+            conversions: ls.conversions,
+            attributed_click_through: ls.attributed_click_through,
+            attributed_view_through: ls.attributed_view_through,
+            unattributed: ls.unattributed,
+            attributed_to_immature: ls.attributed_to_immature,
+            hard_negatives_from_request: ls.hard_negatives_from_request,
+            hard_negatives_from_same_day: ls.hard_negatives_from_same_day,
+            positives_without_hard_negative: ls.positives_without_hard_negative,
+            user_vocab: vocab.users,
+            pin_vocab: vocab.pins,
+            advertiser_vocab: vocab.advertisers,
+            category_vocab: vocab.categories,
+            brand_vocab: vocab.brands,
+            query_vocab: vocab.queries,
+            ..DatasetStats::default()
+        }
+    }
+}
+
+/// The eval queries of the window `[start, end]`: conversion ones from the conversions credited
+/// to impressions in the window, engagement ones from the window's clicks and saves. Counts the
+/// unknown-id and straddling conversions and the queries into `stats`.
+fn eval_set(
+    log: &EventLog,
+    r: &Resolved,
+    labelled: &Labelled,
+    train_mask: &[bool],
+    (window_start, window_end): (i64, i64),
+    true_conversions: Option<&[Conversion]>,
+    cfg: &DatasetConfig,
+    stats: &mut DatasetStats,
+) -> EvalSet {
+    let imps = &log.impressions;
+    let mut conv_hits = Vec::new();
+    for (c, conversion) in log.conversions.iter().enumerate() {
+        match labelled.attribution.get(c) {
+            None => {
+                if r.pair(conversion.user_id, conversion.pin_id).is_none() {
+                    stats.unknown_id_conversions += 1;
+                }
+            }
+            Some((imp, _)) if train_mask[imp as usize] => {
+                if conversion.ts >= window_start {
+                    stats.straddling_conversions += 1;
+                }
+            }
+            Some((imp, _)) => conv_hits.push(hit(log, r, imp as usize)),
+        }
+    }
+
+    let mut pairs_in_window: Vec<(u32, Surface)> = (0..imps.len())
+        .filter(|&i| !train_mask[i])
+        .map(|i| (r.imp_user[i], imps.surface[i]))
+        .collect();
+    pairs_in_window.sort_unstable();
+    pairs_in_window.dedup();
+    let eng_hits: Vec<Hit> = (0..imps.len())
+        .filter(|&i| !train_mask[i] && r.engaged[i])
+        .map(|i| hit(log, r, i))
+        .collect();
+    let max = cfg.max_eval_queries;
+    let engagement = build_queries(
+        eng_hits,
+        window_start,
+        pairs_in_window.len(),
+        max,
+        cfg.eval_seed,
+        0,
+    );
+    let mut conversion = build_queries(
+        conv_hits,
+        window_start,
+        pairs_in_window.len(),
+        max,
+        cfg.eval_seed,
+        1,
+    );
+    if let Some(truths) = true_conversions {
+        conversion.relevant_clean = Some(clean_relevant(
+            log,
+            r,
+            truths,
+            &conversion.keys,
+            window_start,
+            window_s(cfg.click_window_days),
+        ));
+    }
+    stats.eval_conversion_queries = conversion.keys.len();
+    stats.eval_engagement_queries = engagement.keys.len();
+    EvalSet {
+        conversion,
+        engagement,
+        window_start,
+        window_end,
+    }
+}
+
+/// Per task, per catalog pin, the training examples with label 1.
+fn task_counts(num_pins: usize, train: &[Example]) -> [Vec<f32>; 2] {
+    let mut counts = [vec![0f32; num_pins], vec![0f32; num_pins]];
+    for e in train {
+        if e.label_engagement {
+            counts[Task::Engagement.index()][e.pin as usize] += 1.0;
+        }
+        if e.label_conversion == CONVERTED_LABEL {
+            counts[Task::Conversion.index()][e.pin as usize] += 1.0;
+        }
+    }
+    counts
 }
 
 fn hit(log: &EventLog, r: &Resolved, i: usize) -> Hit {

@@ -374,119 +374,23 @@ pub fn label(
     scope: Option<&[bool]>,
 ) -> Result<Labelled> {
     cfg.validate()?;
+    check_inputs(log, eng_impression, scope)?;
     let imps = &log.impressions;
-    imps.check_lengths()?;
-    check_rows(imps.len())?;
-    if eng_impression.len() != log.engagements.len() {
-        return Err(Error::InvalidArgument {
-            name: "eng_impression",
-            message: format!(
-                "{} entries for {} engagements",
-                eng_impression.len(),
-                log.engagements.len()
-            ),
-        });
-    }
-    if let Some(bad) = eng_impression
-        .iter()
-        .find(|&&i| i != NONE && i as usize >= imps.len())
-    {
-        return Err(Error::InvalidArgument {
-            name: "eng_impression",
-            message: format!("row {bad} is past the {} impressions", imps.len()),
-        });
-    }
-    if let Some(s) = scope.filter(|s| s.len() != imps.len()) {
-        return Err(Error::InvalidArgument {
-            name: "scope",
-            message: format!("{} entries for {} impressions", s.len(), imps.len()),
-        });
-    }
-    let in_scope = |i: usize| scope.is_none_or(|s| s[i]);
-    let mature = |i: usize| imps.ts[i].saturating_add(cfg.click_window_s) <= cutoff;
-
+    let rows = Rows {
+        ts: &imps.ts,
+        scope,
+        click_window: cfg.click_window_s,
+        cutoff,
+    };
     let attribution =
         attribution::attribute(log, eng_impression, cfg.click_window_s, cfg.view_window_s);
     let (sig, orphan_engagements) = signals(log, eng_impression, &attribution, cfg);
-    let flags = &sig.flags;
-    let is_positive = |i: usize| {
-        in_scope(i)
-            && (flags[i] & (CLICKED | SAVED) != 0 || (flags[i] & CONVERTED != 0 && mature(i)))
-    };
-    // Only flagged rows can be positives: a pass over the flags alone, in blocks.
-    const BLOCK: usize = 1 << 16;
-    let impression: Vec<u32> = flags
-        .par_chunks(BLOCK)
-        .enumerate()
-        .flat_map_iter(|(b, block)| {
-            block
-                .iter()
-                .enumerate()
-                .filter(|&(_, &f)| f != 0)
-                .map(move |(j, _)| b * BLOCK + j)
-                .filter(|&i| is_positive(i))
-                .map(|i| i as u32)
-        })
-        .collect();
-
-    let user_id: Vec<i64> = impression
-        .par_iter()
-        .map(|&i| imps.user_id[i as usize])
-        .collect();
-    let pin_id: Vec<i64> = impression
-        .par_iter()
-        .map(|&i| imps.pin_id[i as usize])
-        .collect();
-    let surface: Vec<Surface> = impression
-        .par_iter()
-        .map(|&i| imps.surface[i as usize])
-        .collect();
-    let columns: Vec<(u8, i8, f32, f32)> = impression
-        .par_iter()
-        .with_min_len(1 << 12)
-        .map(|&i| {
-            let i = i as usize;
-            let f = flags[i];
-            let clicked = f & CLICKED != 0;
-            let saved = f & SAVED != 0;
-            let converted = f & CONVERTED != 0;
-            let label_conversion = match (mature(i), converted) {
-                (false, _) => MASKED_LABEL,
-                (true, true) => CONVERTED_LABEL,
-                (true, false) => NOT_CONVERTED_LABEL,
-            };
-            let click_w = if clicked {
-                weight_of(&sig.click_weight, i as u32)
-            } else {
-                0.0
-            };
-            let save_w = if saved { cfg.save_weight } else { 0.0 };
-            let conv_w = if label_conversion == CONVERTED_LABEL {
-                weight_of(&sig.conversion_weight, i as u32)
-            } else {
-                0.0
-            };
-            (
-                u8::from(clicked || saved),
-                label_conversion,
-                click_w.max(save_w),
-                conv_w,
-            )
-        })
-        .collect();
-    let mut label_engagement = Vec::with_capacity(columns.len());
-    let mut label_conversion = Vec::with_capacity(columns.len());
-    let mut weight_engagement = Vec::with_capacity(columns.len());
-    let mut weight_conversion = Vec::with_capacity(columns.len());
-    for (le, lc, we, wc) in columns {
-        label_engagement.push(le);
-        label_conversion.push(lc);
-        weight_engagement.push(we);
-        weight_conversion.push(wc);
-    }
+    let impression = positives(&sig.flags, &rows);
+    let columns = Columns::new(&impression, &sig, cfg, &rows);
 
     let h = cfg.hard_negatives_per_positive;
-    let is_candidate = |i: usize| in_scope(i) && flags[i] == 0;
+    let flags = &sig.flags;
+    let is_candidate = |i: usize| rows.in_scope(i) && flags[i] == 0;
     let drawn = negatives::Pool {
         imps,
         is_candidate: &is_candidate,
@@ -495,15 +399,13 @@ pub fn label(
     }
     .draw(&impression);
 
+    let pin_id = gather(&impression, &imps.pin_id);
     let hard_negative_pin_id: Vec<i64> = drawn
         .impressions
         .par_iter()
-        .map(|&i| {
-            if i == NONE {
-                -1
-            } else {
-                imps.pin_id[i as usize]
-            }
+        .map(|&i| match i {
+            NONE => -1,
+            i => imps.pin_id[i as usize],
         })
         .collect();
     let mut log_q = vec![0.0f32; impression.len()];
@@ -533,31 +435,17 @@ pub fn label(
         in_scope_impressions: scope.map_or(imps.len(), |s| s.iter().filter(|&&b| b).count()),
         orphan_engagements,
         positives: impression.len(),
-        engagement_positives: label_engagement.iter().filter(|&&l| l == 1).count(),
-        conversion_positives: label_conversion
-            .iter()
-            .filter(|&&l| l == CONVERTED_LABEL)
-            .count(),
-        masked_conversion_labels: label_conversion
-            .iter()
-            .filter(|&&l| l == MASKED_LABEL)
-            .count(),
+        engagement_positives: count(&columns.label_engagement, 1),
+        conversion_positives: count(&columns.label_conversion, CONVERTED_LABEL),
+        masked_conversion_labels: count(&columns.label_conversion, MASKED_LABEL),
         conversions: log.conversions.len(),
-        attributed_click_through: attribution
-            .touch
-            .iter()
-            .filter(|t| **t == Some(Touch::Click))
-            .count(),
-        attributed_view_through: attribution
-            .touch
-            .iter()
-            .filter(|t| **t == Some(Touch::View))
-            .count(),
-        unattributed: attribution.touch.iter().filter(|t| t.is_none()).count(),
+        attributed_click_through: count(&attribution.touch, Some(Touch::Click)),
+        attributed_view_through: count(&attribution.touch, Some(Touch::View)),
+        unattributed: count(&attribution.touch, None),
         attributed_to_immature: attribution
             .impression
             .iter()
-            .filter(|&&i| i != NONE && in_scope(i as usize) && !mature(i as usize))
+            .filter(|&&i| i != NONE && rows.in_scope(i as usize) && !rows.mature(i as usize))
             .count(),
         hard_negatives_from_request: drawn.from_request,
         hard_negatives_from_same_day: drawn.from_same_day,
@@ -569,14 +457,14 @@ pub fn label(
     };
     Ok(Labelled {
         cutoff,
+        user_id: gather(&impression, &imps.user_id),
+        surface: gather(&impression, &imps.surface),
         impression,
-        user_id,
         pin_id,
-        surface,
-        label_engagement,
-        label_conversion,
-        weight_engagement,
-        weight_conversion,
+        label_engagement: columns.label_engagement,
+        label_conversion: columns.label_conversion,
+        weight_engagement: columns.weight_engagement,
+        weight_conversion: columns.weight_conversion,
         log_q,
         hard_negatives_per_positive: h,
         hard_negative: drawn.impressions,
@@ -585,4 +473,146 @@ pub fn label(
         attribution,
         stats,
     })
+}
+
+/// Checks that the engagement rows and the scope fit the log.
+fn check_inputs(log: &EventLog, eng_impression: &[u32], scope: Option<&[bool]>) -> Result<()> {
+    let imps = &log.impressions;
+    imps.check_lengths()?;
+    check_rows(imps.len())?;
+    let bad = |name, message| Err(Error::InvalidArgument { name, message });
+    if eng_impression.len() != log.engagements.len() {
+        return bad(
+            "eng_impression",
+            format!(
+                "{} entries for {} engagements",
+                eng_impression.len(),
+                log.engagements.len()
+            ),
+        );
+    }
+    if let Some(i) = eng_impression
+        .iter()
+        .find(|&&i| i != NONE && i as usize >= imps.len())
+    {
+        return bad(
+            "eng_impression",
+            format!("row {i} is past the {} impressions", imps.len()),
+        );
+    }
+    if let Some(s) = scope.filter(|s| s.len() != imps.len()) {
+        return bad(
+            "scope",
+            format!("{} entries for {} impressions", s.len(), imps.len()),
+        );
+    }
+    Ok(())
+}
+
+/// What the rules need to know of each impression row beyond its signals.
+struct Rows<'a> {
+    ts: &'a [i64],
+    scope: Option<&'a [bool]>,
+    click_window: i64,
+    cutoff: i64,
+}
+
+impl Rows<'_> {
+    fn in_scope(&self, i: usize) -> bool {
+        self.scope.is_none_or(|s| s[i])
+    }
+
+    /// Whether row `i`'s conversion label is known at the cutoff.
+    fn mature(&self, i: usize) -> bool {
+        self.ts[i].saturating_add(self.click_window) <= self.cutoff
+    }
+}
+
+/// The positive rows, in increasing order: in scope, and clicked, saved, or mature and converted.
+fn positives(flags: &[u8], rows: &Rows<'_>) -> Vec<u32> {
+    let is_positive = |i: usize| {
+        rows.in_scope(i)
+            && (flags[i] & (CLICKED | SAVED) != 0 || (flags[i] & CONVERTED != 0 && rows.mature(i)))
+    };
+    // Only flagged rows can be positives: a pass over the flags alone, in blocks.
+    const BLOCK: usize = 1 << 16;
+    flags
+        .par_chunks(BLOCK)
+        .enumerate()
+        .flat_map_iter(|(b, block)| {
+            block
+                .iter()
+                .enumerate()
+                .filter(|&(_, &f)| f != 0)
+                .map(move |(j, _)| b * BLOCK + j)
+                .filter(|&i| is_positive(i))
+                .map(|i| i as u32)
+        })
+        .collect()
+}
+
+/// `col[i]` for each row `i`, in order.
+fn gather<T: Copy + Send + Sync>(rows: &[u32], col: &[T]) -> Vec<T> {
+    rows.par_iter().map(|&i| col[i as usize]).collect()
+}
+
+fn count<T: PartialEq>(values: &[T], value: T) -> usize {
+    values.iter().filter(|&v| *v == value).count()
+}
+
+/// The label and weight columns of the positives.
+struct Columns {
+    label_engagement: Vec<u8>,
+    label_conversion: Vec<i8>,
+    weight_engagement: Vec<f32>,
+    weight_conversion: Vec<f32>,
+}
+
+impl Columns {
+    fn new(impression: &[u32], sig: &Signals, cfg: &LabelConfig, rows: &Rows<'_>) -> Columns {
+        let one = |i: u32| {
+            let f = sig.flags[i as usize];
+            let (clicked, saved) = (f & CLICKED != 0, f & SAVED != 0);
+            let label_conversion = match (rows.mature(i as usize), f & CONVERTED != 0) {
+                (false, _) => MASKED_LABEL,
+                (true, true) => CONVERTED_LABEL,
+                (true, false) => NOT_CONVERTED_LABEL,
+            };
+            let click_w = if clicked {
+                weight_of(&sig.click_weight, i)
+            } else {
+                0.0
+            };
+            let save_w = if saved { cfg.save_weight } else { 0.0 };
+            let conv_w = if label_conversion == CONVERTED_LABEL {
+                weight_of(&sig.conversion_weight, i)
+            } else {
+                0.0
+            };
+            (
+                u8::from(clicked || saved),
+                label_conversion,
+                click_w.max(save_w),
+                conv_w,
+            )
+        };
+        let all: Vec<(u8, i8, f32, f32)> = impression
+            .par_iter()
+            .with_min_len(1 << 12)
+            .map(|&i| one(i))
+            .collect();
+        let mut c = Columns {
+            label_engagement: Vec::with_capacity(all.len()),
+            label_conversion: Vec::with_capacity(all.len()),
+            weight_engagement: Vec::with_capacity(all.len()),
+            weight_conversion: Vec::with_capacity(all.len()),
+        };
+        for (le, lc, we, wc) in all {
+            c.label_engagement.push(le);
+            c.label_conversion.push(lc);
+            c.weight_engagement.push(we);
+            c.weight_conversion.push(wc);
+        }
+        c
+    }
 }
