@@ -215,6 +215,7 @@ pub fn train_model(
         );
     }
     let mut batcher = convcg_data::Batcher::new(n, tc.batch_size, cfg.seed ^ 0xBA7C4)?;
+    let mut log_q = data.log_q_estimator()?;
     let steps = ((tc.epochs * n as f64) / tc.batch_size as f64).ceil() as usize;
     let mut optimizer = Optimizer::new(&cfg.optim, model.params())?;
     let mut grads = model.params().zero_grads();
@@ -224,13 +225,17 @@ pub fn train_model(
     let mut curve = Vec::new();
     let (mut sum, mut count) = (0.0f64, 0usize);
     for step in 1..=steps {
-        let batch = data.batch(batcher.next_batch());
-        let pins = data.pin_features().select(&batch.pins);
+        let batch = data.batch(batcher.next_batch(), &mut log_q);
+        // The softmax sees the B positives then the B x H hard negatives; an empty slot has
+        // log q = +inf, which removes it from the loss.
+        let candidates = batch.candidate_pins();
+        let candidate_log_q = batch.candidate_log_q();
+        let pins = data.pin_features().select(&candidates);
         let tb = TrainBatch {
             query: query_input(&batch.query)?,
             pins: pin_input(&pins)?,
-            pin_ids: &batch.pins,
-            log_q: &batch.log_q,
+            pin_ids: &candidates,
+            log_q: &candidate_log_q,
             weights: &batch.weight,
         };
         let loss = model.train_step_with(&mut tape, &tb, &mut grads, &mut optimizer, par)?;

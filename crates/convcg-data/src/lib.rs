@@ -7,10 +7,14 @@
 //!   [`GroundTruth`] behind it (true click and conversion probabilities) and every true
 //!   conversion; [`Marketplace::realised`] measures it against design.md's table.
 //! * [`Dataset::build`] turns any [`EventLog`] into dictionaries (built from the training window
-//!   only, row 0 for anything unseen), pin features, labelled [`Example`]s (engagement positives and
-//!   last-touch attributed conversions), a time split and [`EvalQueries`]; [`Dataset::batch`] and
+//!   only, row 0 for anything unseen), pin features, labelled [`Example`]s (engaged or converted
+//!   training impressions with both task labels, weights and hard negatives), a time split and
+//!   [`EvalQueries`]; [`Dataset::batch`] and
 //!   [`Dataset::query_features`] make the towers' inputs, with history bags that only hold
 //!   engagements strictly before each query's time.
+//! * [`label`] runs the training-data rules (attribution, maturity, dual labels and weights,
+//!   hard negatives, log q) on any log with a cutoff; [`batches`] shuffles its positives into
+//!   columnar batches.
 //! * [`Batcher`] yields seeded, shuffled, full batches of example indices.
 //! * [`import::import`] turns the real public logs (taobao, tmall, trivago) into an [`EventLog`];
 //!   [`shared`] finds the shared real-data folder for tests.
@@ -31,8 +35,9 @@
 //! let market = Marketplace::generate(&cfg, 7, &|_, _| {})?;
 //! let data = Dataset::build(&market.log, Some(&market.true_conversions), &DatasetConfig::default())?;
 //! let mut batcher = Batcher::new(data.train().len(), 64, 1)?;
-//! let batch = data.batch(batcher.next_batch());
+//! let batch = data.batch(batcher.next_batch(), &mut data.log_q_estimator()?);
 //! assert_eq!(batch.pins.len(), 64);
+//! assert_eq!(batch.hard_negatives.len(), 64 * data.hard_negatives_per_positive());
 //! assert_eq!(batch.query.sparse.len(), data.schema().query_sparse.len());
 //! assert!(data.pin_counts(Task::Engagement).iter().sum::<f32>() > 0.0);
 //! # Ok::<(), convcg_data::Error>(())
@@ -47,6 +52,7 @@ mod features;
 mod hash;
 pub mod import;
 pub mod io;
+mod labels;
 mod schema;
 pub mod shared;
 mod synth;
@@ -54,10 +60,17 @@ mod truth;
 
 pub use batcher::Batcher;
 pub use dataset::{
-    Batch, Dataset, DatasetConfig, DatasetStats, EvalQueries, EvalSet, Example, QueryKey, Task,
+    Batch, Dataset, DatasetConfig, DatasetStats, EvalQueries, EvalSet, Example, HardNegatives,
+    LogQEstimator, QueryKey, Task,
 };
 pub use error::{Error, ExpectedNames, Location, Result};
 pub use features::{Bag, FeatureSchema, PinFeatures, QueryFeatures, TableSpec};
+pub use labels::{
+    Attribution, CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats,
+    Labelled, LabelledBatch, LogQMode, MASKED_LABEL, MAX_HARD_NEGATIVES, NONE, NOT_CONVERTED_LABEL,
+    StreamingConfig, StreamingFrequency, Touch, ValueWeighting, batches, engagement_impressions,
+    label, pick_hash,
+};
 pub use schema::{
     CategoricalColumn, Conversion, ConversionKind, Engagement, EngagementKind, EventLog,
     Impression, Impressions, PinRecord, Surface, UserRecord, stable_string_id,

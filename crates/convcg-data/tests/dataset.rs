@@ -177,54 +177,244 @@ fn attribution_click_beats_view_last_touch_wins_outside_window_dropped() {
     assert_eq!(s.unknown_id_conversions, 1, "{s}");
     assert_eq!(s.straddling_conversions, 1, "{s}");
     assert_eq!(s.orphan_engagements, 1, "{s}");
-    let convs: Vec<_> = d
+    let mut convs: Vec<_> = d
         .train()
         .iter()
-        .filter(|e| e.task == Task::Conversion)
+        .filter(|e| e.label_conversion == 1)
         .collect();
-    assert_eq!(convs.len(), 2);
+    convs.sort_by_key(|e| e.key.ts);
+    assert_eq!(convs.len(), 3);
     // The last click (impression 3, home feed at day 3), not the later unclicked related impression 7.
     assert_eq!(convs[0].pin, P0);
     assert_eq!(convs[0].key.ts, 3 * DAY);
     assert_eq!(convs[0].key.surface, Surface::HomeFeed);
     assert_eq!(convs[0].key.context_pin, None);
-    // View-through: impression 4, related with context P0.
+    // View-through: impression 4, related with context P0; a conversion-only positive.
     assert_eq!(convs[1].pin, P1);
     assert_eq!(convs[1].key.ts, 4 * DAY);
     assert_eq!(convs[1].key.context_pin, Some(P0));
+    assert!(!convs[1].label_engagement);
+    // The conversion at the window start credits impression 6's click (day 6, mature exactly at
+    // the cutoff): conversions are not filtered by the cutoff.
+    assert_eq!((convs[2].pin, convs[2].key.ts), (P1, 6 * DAY));
+    assert!(convs[2].label_engagement);
+}
+
+/// The click weight of the tiny log's 10 s clicks.
+fn w10() -> f32 {
+    (11f64.ln() / 31f64.ln()) as f32
 }
 
 #[test]
-fn engagement_examples_are_engaged_train_impressions() {
+fn examples_are_engaged_or_converted_train_impressions_with_both_labels() {
     let d = build();
-    let mut engaged: Vec<(u32, i64)> = d
+    let mut rows: Vec<(u32, i64, bool, i8, f32, f32, f32)> = d
         .train()
         .iter()
-        .filter(|e| e.task == Task::Engagement)
-        .map(|e| (e.pin, e.key.ts))
+        .map(|e| {
+            (
+                e.pin,
+                e.key.ts,
+                e.label_engagement,
+                e.label_conversion,
+                e.weight_engagement,
+                e.weight_conversion,
+                e.weight,
+            )
+        })
         .collect();
-    engaged.sort_unstable();
+    rows.sort_by_key(|r| (r.0, r.1));
+    let w = w10();
     assert_eq!(
-        engaged,
-        vec![(P0, 2 * DAY), (P0, 3 * DAY), (P1, 6 * DAY), (P2, 5 * DAY)]
+        rows,
+        vec![
+            (P0, 2 * DAY, true, 0, w, 0.0, w),
+            (P0, 3 * DAY, true, 1, w, 1.0, w + 1.0),
+            (P1, 4 * DAY, false, 1, 0.0, 1.0, 1.0),
+            (P1, 6 * DAY, true, 1, w, 1.0, w + 1.0),
+            (P2, 5 * DAY, true, 0, 1.0, 0.0, 1.0),
+        ]
+    );
+    let s = d.stats();
+    assert_eq!(
+        (
+            s.train_positives,
+            s.train_engagement_examples,
+            s.train_conversion_examples,
+            s.masked_conversion_labels
+        ),
+        (5, 4, 3, 0)
     );
     assert_eq!(d.pin_counts(Task::Engagement), vec![2.0, 1.0, 1.0, 0.0]);
-    assert_eq!(d.pin_counts(Task::Conversion), vec![1.0, 1.0, 0.0, 0.0]);
-    let batch = d.batch(&(0..d.train().len()).collect::<Vec<_>>());
-    for (p, lq) in batch.pins.iter().zip(&batch.log_q) {
-        let total = d.pin_counts(Task::Engagement)[*p as usize]
-            + d.pin_counts(Task::Conversion)[*p as usize];
-        assert!((lq - (total / 6.0).ln()).abs() < 1e-6);
+    assert_eq!(d.pin_counts(Task::Conversion), vec![1.0, 2.0, 0.0, 0.0]);
+
+    // Task scales enter the row weight: engagement_weight x we + conversion_weight x wc.
+    let scaled = Dataset::build(
+        &tiny_log(),
+        None,
+        &DatasetConfig {
+            engagement_weight: 0.5,
+            conversion_weight: 3.0,
+            ..DatasetConfig::default()
+        },
+    )
+    .expect("valid");
+    for e in scaled.train() {
+        let want = 0.5 * e.weight_engagement + 3.0 * e.weight_conversion;
+        assert!((e.weight - want).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn hard_negatives_and_log_q_in_batches() {
+    let d = build();
+    // Every request holds one impression, so hard negatives come from the same user's day:
+    // only day 3 of U0 has a candidate, impression 7 (P0, unclicked, unconverted).
+    let s = d.stats();
+    assert_eq!(
+        (
+            s.hard_negatives_from_request,
+            s.hard_negatives_from_same_day,
+            s.positives_without_hard_negative
+        ),
+        (0, 1, 4)
+    );
+    let with_hn: Vec<_> = d
+        .train()
+        .iter()
+        .filter(|e| !e.hard_negatives.is_empty())
+        .collect();
+    assert_eq!(with_hn.len(), 1);
+    assert_eq!(
+        (with_hn[0].key.ts, with_hn[0].hard_negatives.as_slice()),
+        (3 * DAY, &[P0][..])
+    );
+
+    let all: Vec<usize> = (0..d.train().len()).collect();
+    let mut exact = d.log_q_estimator().expect("valid");
+    assert!(!exact.is_streaming());
+    let batch = d.batch(&all, &mut exact);
+    assert_eq!(batch.hard_negatives_per_positive, 1);
+    assert_eq!(batch.hard_negatives.len(), 5);
+    let shares = [2.0f32 / 5.0, 2.0 / 5.0, 1.0 / 5.0];
+    for (k, e) in d.train().iter().enumerate() {
+        assert!((batch.log_q[k] - shares[e.pin as usize].ln()).abs() < 1e-6);
+        let valid = !e.hard_negatives.is_empty();
+        assert_eq!(batch.hard_negative_valid[k], valid);
+        if valid {
+            assert_eq!(batch.hard_negatives[k], P0);
+            assert_eq!(batch.hard_negative_log_q[k], 0.0, "ln(1 / 1)");
+        } else {
+            assert_eq!(
+                batch.hard_negatives[k], e.pin,
+                "an empty slot holds the row's pin"
+            );
+            assert_eq!(batch.hard_negative_log_q[k], 0.0);
+        }
+    }
+    let cands = batch.candidate_pins();
+    let q = batch.candidate_log_q();
+    assert_eq!((cands.len(), q.len()), (10, 10));
+    assert_eq!(&cands[..5], &batch.pins[..]);
+    for k in 0..5 {
+        assert_eq!(q[5 + k].is_infinite(), !batch.hard_negative_valid[k]);
+        assert!(q[5 + k] > 0.0 || batch.hard_negative_valid[k]);
     }
     assert_eq!(
-        batch
-            .task
-            .iter()
-            .filter(|t| **t == Task::Conversion)
-            .count(),
-        2
+        batch.label_conversion.iter().filter(|&&l| l == 1).count(),
+        3
     );
-    assert!(batch.weight.iter().all(|&w| w == 1.0));
+    assert_eq!(d.hard_negative_log_q()[P0 as usize], 0.0);
+    assert_eq!(d.hard_negative_log_q()[P1 as usize], f32::NEG_INFINITY);
+
+    // Streaming log q: finite, at most 0, for positives and drawn hard negatives.
+    let streaming = Dataset::build(
+        &tiny_log(),
+        None,
+        &DatasetConfig {
+            log_q: convcg_data::LogQMode::Streaming,
+            ..DatasetConfig::default()
+        },
+    )
+    .expect("valid");
+    let mut est = streaming.log_q_estimator().expect("valid");
+    assert!(est.is_streaming());
+    for _ in 0..3 {
+        let b = streaming.batch(&all, &mut est);
+        assert!(b.log_q.iter().all(|q| q.is_finite() && *q <= 0.0));
+        let drawn: Vec<f32> = (0..5)
+            .filter(|&k| b.hard_negative_valid[k])
+            .map(|k| b.hard_negative_log_q[k])
+            .collect();
+        assert_eq!(drawn, vec![0.0], "the only drawn pin is all of its stream");
+    }
+
+    // No hard negatives: the candidates are the positives.
+    let off = Dataset::build(
+        &tiny_log(),
+        None,
+        &DatasetConfig {
+            hard_negatives_per_positive: 0,
+            ..DatasetConfig::default()
+        },
+    )
+    .expect("valid");
+    let b = off.batch(&all, &mut off.log_q_estimator().expect("valid"));
+    assert!(b.hard_negatives.is_empty() && b.hard_negative_log_q.is_empty());
+    assert_eq!(b.candidate_pins(), b.pins);
+    assert_eq!(off.stats().positives_without_hard_negative, 0);
+}
+
+#[test]
+fn user_features_ignore_events_at_or_after_the_example() {
+    // For each training example, the same log plus engaged impressions of its user at its very
+    // second and later, on P2 (seen in training, so the dictionaries do not move): the example's
+    // query features, as a batch sees them, must not change.
+    let base = tiny_log();
+    let cfg = DatasetConfig::default();
+    let a = Dataset::build(&base, None, &cfg).expect("valid");
+    let mut exact = a.log_q_estimator().expect("valid");
+    for (k, e) in a.train().iter().enumerate() {
+        let mut more = base.clone();
+        let user_id = 1000 + i64::from(e.key.user);
+        for (n, after) in [0, 1, 3600, 2 * DAY].into_iter().enumerate() {
+            let id = 100 + n as i64;
+            let ts = e.key.ts + after;
+            more.impressions.push(Impression {
+                impression_id: id,
+                request_id: id,
+                ts,
+                user_id,
+                pin_id: 102,
+                surface: e.key.surface,
+                position: Some(1),
+                context_pin_id: None,
+                query_id: None,
+            });
+            more.engagements.push(eng(id, ts, EngagementKind::Click));
+            more.engagements.push(eng(id, ts, EngagementKind::Save));
+        }
+        let b = Dataset::build(&more, None, &cfg).expect("valid");
+        assert_eq!(a.schema(), b.schema());
+        let twin = b
+            .train()
+            .iter()
+            .position(|x| x.key == e.key && x.pin == e.pin)
+            .expect("still an example");
+        let mut exact_b = b.log_q_estimator().expect("valid");
+        assert_eq!(
+            a.batch(&[k], &mut exact).query,
+            b.batch(&[twin], &mut exact_b).query,
+            "features of the example at {} s",
+            e.key.ts
+        );
+        // The added engagements are there for a later query.
+        let later = convcg_data::QueryKey {
+            ts: e.key.ts + 3 * DAY,
+            ..e.key
+        };
+        assert_ne!(a.query_features(&[later]), b.query_features(&[later]));
+    }
 }
 
 #[test]
@@ -442,8 +632,71 @@ fn bad_logs_and_configs_are_errors() {
     };
     let err = bad.validate().expect_err("negative window");
     assert!(err.to_string().contains("eval_window_days"), "{err}");
+    for (text, key) in [
+        (
+            "hard_negatives_per_positive = 9",
+            "hard_negatives_per_positive",
+        ),
+        (
+            "[click_weight]\nreference_s = 0.0",
+            "click_weight.reference_s",
+        ),
+        (
+            "[conversion_kind_weights]\nlead = -1.0",
+            "conversion_kind_weights.lead",
+        ),
+        ("[streaming_log_q]\nhashes = 0", "streaming_log_q.hashes"),
+        (
+            "[streaming_log_q]\nlearning_rate = 1.5",
+            "streaming_log_q.learning_rate",
+        ),
+        ("save_weight = inf", "save_weight"),
+    ] {
+        let cfg: DatasetConfig = toml::from_str(text).expect(text);
+        let err = cfg.validate().expect_err(text);
+        assert!(err.to_string().contains(key), "{text}: {err}");
+    }
+    for text in [
+        "log_q = \"sampled\"",
+        "value_weighting = \"linear\"",
+        "[conversion_kind_weights]\nrefund = 1.0",
+        "[click_weight]\nscale = 1.0",
+    ] {
+        assert!(toml::from_str::<DatasetConfig>(text).is_err(), "{text}");
+    }
 
     assert!(Dataset::build(&EventLog::default(), None, &DatasetConfig::default()).is_err());
+}
+
+#[test]
+fn config_keys_parse_from_toml() {
+    let text = r#"
+        hard_negatives_per_positive = 2
+        hard_negative_seed = 9
+        value_weighting = "log"
+        log_q = "streaming"
+        save_weight = 0.8
+        [click_weight]
+        reference_s = 60.0
+        [conversion_kind_weights]
+        checkout = 0.9
+        [streaming_log_q]
+        buckets = 4096
+    "#;
+    let cfg: DatasetConfig = toml::from_str(text).expect("valid");
+    cfg.validate().expect("valid");
+    let l = cfg.label_config();
+    assert_eq!(l.hard_negatives_per_positive, 2);
+    assert_eq!(l.seed, 9);
+    assert_eq!(l.value_weighting, convcg_data::ValueWeighting::Log);
+    assert_eq!(l.click_weight.reference_s, 60.0);
+    assert_eq!(l.click_weight.max, 3.0);
+    assert_eq!(l.conversion_kind_weights.checkout, 0.9);
+    assert_eq!(l.conversion_kind_weights.add_to_cart, 0.4);
+    assert_eq!(l.save_weight, 0.8);
+    assert_eq!(cfg.log_q, convcg_data::LogQMode::Streaming);
+    assert_eq!(cfg.streaming_log_q.buckets, 4096);
+    assert_eq!(l.click_window_s, 7 * DAY);
 }
 
 #[test]

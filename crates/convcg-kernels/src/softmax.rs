@@ -17,6 +17,10 @@ const LOSS_BLOCK_ROWS: usize = 32;
 /// `logits[i, j] = -inf` (an accidental hit, masked) when `j != i` and
 /// `cand_ids[j] == cand_ids[i]`. Row loss is `-log softmax(logits_i)[i]`.
 ///
+/// `log_q[j] = +inf` removes candidate `j` exactly (an absent hard negative): its logit is
+/// `-inf`, its exponential exactly 0, its gradient column exactly 0. A positive's own `log_q`
+/// must be finite.
+///
 /// Returns the weighted mean loss `Σ w_i loss_i / Σ w_i` (`weights: None` means all 1; rows of
 /// weight 0 are allowed; if `Σ w = 0` the loss and the gradient are 0). Writes into `dlogits`
 /// (`[b, c]`, caller-owned scratch, overwritten) the gradient of the returned loss with respect
@@ -520,6 +524,79 @@ mod tests {
         assert_eq!(dlogits[2], 0.0);
         assert_eq!(dlogits[2 * 4], 0.0);
         assert!(dlogits[4 + 2] > 0.0);
+    }
+
+    #[test]
+    fn infinite_log_q_removes_a_candidate_exactly() {
+        // Candidates 5 and 7 of 9 carry log q = +inf (absent hard negatives): loss and gradient
+        // must equal those of the same case without them, with exact zeros in their columns.
+        let mut rng = rng(19);
+        let (b, c, d) = (5, 9, 6);
+        let mut full = case(&mut rng, b, c, d, true, true);
+        full.ids = (0..c as u32).collect();
+        let absent = [5usize, 7];
+        let kept: Vec<usize> = (0..c).filter(|j| !absent.contains(j)).collect();
+        let q = full.log_q.as_mut().expect("log q");
+        for &j in &absent {
+            q[j] = f32::INFINITY;
+        }
+        let reduced = Case {
+            b,
+            c: kept.len(),
+            d,
+            users: full.users.clone(),
+            cands: kept
+                .iter()
+                .flat_map(|&j| full.cands[j * d..(j + 1) * d].iter().copied())
+                .collect(),
+            log_q: Some(kept.iter().map(|&j| q[j]).collect()),
+            ids: kept.iter().map(|&j| full.ids[j]).collect(),
+            weights: full.weights.clone(),
+        };
+        for par in pars() {
+            let mut dl_full = vec![f32::NAN; b * c];
+            let mut dl_reduced = vec![f32::NAN; b * kept.len()];
+            let l_full = forward(&full, &mut dl_full, par);
+            let l_reduced = forward(&reduced, &mut dl_reduced, par);
+            assert!(l_full.is_finite());
+            assert_close("loss", &[l_full], &[f64::from(l_reduced)], 1e-6);
+            for i in 0..b {
+                for &j in &absent {
+                    assert_eq!(
+                        dl_full[i * c + j].to_bits(),
+                        0.0f32.to_bits(),
+                        "row {i} col {j}"
+                    );
+                }
+                for (r, &j) in kept.iter().enumerate() {
+                    let (x, y) = (dl_full[i * c + j], dl_reduced[i * kept.len() + r]);
+                    assert!(
+                        (x - y).abs() <= 1e-7 + 1e-6 * y.abs(),
+                        "row {i} col {j}: {x} vs {y}"
+                    );
+                }
+            }
+            let mut du = vec![0.0; b * d];
+            let mut dc = vec![f32::NAN; c * d];
+            softmax_xent_backward(
+                &full.users,
+                &full.cands,
+                &dl_full,
+                b,
+                c,
+                d,
+                INV_TEMP,
+                &mut du,
+                Accum::Replace,
+                &mut dc,
+                Accum::Replace,
+                par,
+            );
+            assert!(du.iter().chain(&dc).all(|v| v.is_finite()));
+            for &j in &absent {
+                assert!(dc[j * d..(j + 1) * d].iter().all(|&v| v == 0.0));
+            }
+        }
     }
 
     #[test]

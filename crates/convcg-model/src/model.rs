@@ -25,6 +25,7 @@ pub struct ModelConfig {
     /// Softmax temperature: logits are cosine similarities divided by it.
     pub temperature: f32,
     /// Subtract each candidate's log sampling probability from its logit (logQ correction).
+    /// An infinite log q (an absent candidate) removes the candidate either way.
     pub logq_correction: bool,
 }
 
@@ -73,7 +74,9 @@ pub struct TrainBatch<'a> {
     pub pins: TowerInput<'a>,
     /// Item id of each candidate (C), for accidental-hit masking.
     pub pin_ids: &'a [u32],
-    /// Log sampling probability of each candidate (C).
+    /// Log sampling probability of each candidate (C). `+inf` marks a candidate that must not
+    /// count (an empty hard-negative slot): its logit is `-inf`, so it takes no probability mass
+    /// and gets no gradient, whether or not the logQ correction is on.
     pub log_q: &'a [f32],
     /// Per-row example weights (B).
     pub weights: &'a [f32],
@@ -168,11 +171,33 @@ impl TwoTowerModel {
                 batch.weights.len()
             )));
         }
+        if let Some(j) = (0..c).find(|&j| {
+            let q = batch.log_q[j];
+            q.is_nan() || (j < b && q.is_infinite())
+        }) {
+            return Err(mismatch(format!(
+                "log_q[{j}] = {} (NaN, or infinite for a positive)",
+                batch.log_q[j]
+            )));
+        }
         let u = self.query.forward(tape, &self.params, &batch.query);
         let p = self.pin.forward(tape, &self.params, &batch.pins);
+        // Without the correction, only the `+inf` marks of absent candidates are kept.
+        let masks_only: Option<Vec<f32>> =
+            (!self.cfg.logq_correction && batch.log_q.contains(&f32::INFINITY)).then(|| {
+                batch
+                    .log_q
+                    .iter()
+                    .map(|&q| if q == f32::INFINITY { q } else { 0.0 })
+                    .collect()
+            });
+        let log_q = match &masks_only {
+            Some(m) => Some(m.as_slice()),
+            None => self.cfg.logq_correction.then_some(batch.log_q),
+        };
         let args = SoftmaxArgs {
             inv_temp: 1.0 / self.cfg.temperature,
-            log_q: self.cfg.logq_correction.then_some(batch.log_q),
+            log_q,
             cand_ids: batch.pin_ids,
             weights: Some(batch.weights),
         };

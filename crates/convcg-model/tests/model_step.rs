@@ -336,3 +336,115 @@ fn reused_tape_matches_fresh_tapes_parallel() {
 fn reused_tape_matches_fresh_tapes_stacked() {
     reused_tape_matches_fresh(Structure::Stacked);
 }
+
+/// `data` plus `extra` candidates (pin ids 10.., random features) with these log q.
+fn with_extra_candidates(rng: &mut ChaCha8Rng, data: &Owned, log_q: &[f32]) -> Owned {
+    let mut out = Owned {
+        q_sparse: data.q_sparse.clone(),
+        q_bag: data.q_bag.clone(),
+        q_dense: data.q_dense.clone(),
+        p_sparse: data.p_sparse.clone(),
+        p_dense: data.p_dense.clone(),
+        pin_ids: data.pin_ids.clone(),
+        log_q: data.log_q.clone(),
+        weights: data.weights.clone(),
+    };
+    for (k, &q) in log_q.iter().enumerate() {
+        out.p_sparse[0].push(rng.random_range(0..4));
+        out.p_sparse[1].push(rng.random_range(0..3));
+        out.p_dense
+            .extend((0..2).map(|_| rng.random_range(-1.0f32..1.0)));
+        out.pin_ids.push(10 + k as u32);
+        out.log_q.push(q);
+    }
+    out
+}
+
+#[test]
+fn candidates_with_infinite_log_q_do_not_count() {
+    // Two real extra negatives, or the same two plus one absent (log q = +inf) between them:
+    // the loss and every gradient must be the same, with or without the logQ correction.
+    let qt = tables(&[5], &[4], 3);
+    let pt = tables(&[4, 3], &[], 2);
+    for correction in [true, false] {
+        let cfg = ModelConfig {
+            logq_correction: correction,
+            ..tiny_config(Structure::Parallel)
+        };
+        let model = TwoTowerModel::new(&cfg, &qt, &pt, 5).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let data = tiny_batch(&mut rng, 5);
+        let with_absent = with_extra_candidates(&mut rng, &data, &[-2.0, f32::INFINITY, -1.5]);
+        let present = with_absent.clone_without(6);
+        assert_eq!(present.pin_ids.len(), 7);
+        let run = |d: &Owned| {
+            let mut tape = Tape::new(Par::Seq);
+            let mut grads = model.params().zero_grads();
+            let l = model.loss(&mut tape, &d.batch()).unwrap();
+            tape.backward(l, model.params(), &mut grads);
+            (
+                tape.scalar(l),
+                grads
+                    .dense_all()
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect::<Vec<f32>>(),
+            )
+        };
+        let (l_absent, g_absent) = run(&with_absent);
+        let (l_present, g_present) = run(&present);
+        assert!(l_absent.is_finite());
+        assert!(
+            (l_absent - l_present).abs() <= 1e-6 * l_present.abs(),
+            "{l_absent} vs {l_present}"
+        );
+        for (a, b) in g_absent.iter().zip(&g_present) {
+            assert!((a - b).abs() <= 1e-6 + 1e-5 * b.abs(), "{a} vs {b}");
+        }
+    }
+
+    // A positive's log q must be finite, and none may be NaN.
+    let model = TwoTowerModel::new(&tiny_config(Structure::Parallel), &qt, &pt, 5).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut data = tiny_batch(&mut rng, 4);
+    data.log_q[1] = f32::INFINITY;
+    assert!(model.loss(&mut Tape::new(Par::Seq), &data.batch()).is_err());
+    data.log_q[1] = f32::NAN;
+    assert!(model.loss(&mut Tape::new(Par::Seq), &data.batch()).is_err());
+}
+
+impl Owned {
+    /// A copy without candidate `j` (an extra one, `j >= n`).
+    fn clone_without(&self, j: usize) -> Owned {
+        let drop = |v: &Vec<u32>| {
+            v.iter()
+                .enumerate()
+                .filter(|&(k, _)| k != j)
+                .map(|(_, &x)| x)
+                .collect::<Vec<u32>>()
+        };
+        Owned {
+            q_sparse: self.q_sparse.clone(),
+            q_bag: self.q_bag.clone(),
+            q_dense: self.q_dense.clone(),
+            p_sparse: self.p_sparse.iter().map(drop).collect(),
+            p_dense: self
+                .p_dense
+                .chunks(2)
+                .enumerate()
+                .filter(|&(k, _)| k != j)
+                .flat_map(|(_, c)| c.iter().copied())
+                .collect(),
+            pin_ids: drop(&self.pin_ids),
+            log_q: self
+                .log_q
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| k != j)
+                .map(|(_, &q)| q)
+                .collect(),
+            weights: self.weights.clone(),
+        }
+    }
+}

@@ -8,20 +8,27 @@ mod vocab;
 use std::fmt;
 
 use ndarray::Array2;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, config_error};
+use crate::error::{Error, Result, config_error};
 use crate::features::{Bag, FeatureSchema, PinFeatures, QueryFeatures};
 use crate::hash::IdSet;
+use crate::labels::{
+    CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats, Labelled,
+    LogQMode, MAX_HARD_NEGATIVES, StreamingConfig, StreamingFrequency, ValueWeighting, label,
+    non_negative,
+};
 use crate::schema::{Conversion, EventLog, Surface};
 use eval::{Hit, build_queries};
 use history::History;
-use resolve::{CLICKED, Resolved, SAVED, Touch, Touches};
+use resolve::{PairImpressions, Resolved};
 use vocab::{Vocab, standardise};
 
 const DAY_S: f64 = 86_400.0;
 
-/// Which objective an example trains.
+/// A training objective. Every example carries a label of each; eval queries and the
+/// popularity baseline's counts are kept per task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Task {
     /// A click or save.
@@ -58,35 +65,109 @@ pub struct QueryKey {
     pub query_id: Option<i64>,
 }
 
-/// One labelled positive (user, pin) pair. `pin` is the index of the pin in log.pins; `user` in log.users.
+/// Up to [`MAX_HARD_NEGATIVES`] catalog pin indices, stored inline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardNegatives {
+    pins: [u32; MAX_HARD_NEGATIVES],
+    len: u8,
+}
+
+impl HardNegatives {
+    /// These pins.
+    ///
+    /// # Errors
+    /// If there are more than [`MAX_HARD_NEGATIVES`].
+    pub fn new(pins: &[u32]) -> Result<HardNegatives> {
+        if pins.len() > MAX_HARD_NEGATIVES {
+            return Err(Error::InvalidArgument {
+                name: "pins",
+                message: format!(
+                    "{} hard negatives; at most {MAX_HARD_NEGATIVES} fit",
+                    pins.len()
+                ),
+            });
+        }
+        let mut out = HardNegatives {
+            pins: [0; MAX_HARD_NEGATIVES],
+            len: pins.len() as u8,
+        };
+        out.pins[..pins.len()].copy_from_slice(pins);
+        Ok(out)
+    }
+
+    /// The pins, in draw order.
+    pub fn as_slice(&self) -> &[u32] {
+        &self.pins[..usize::from(self.len)]
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One labelled positive: an impression of the training part that was clicked or saved, or
+/// that is mature and converted. `pin` indexes `log.pins`; the key's `user` indexes `log.users`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Example {
-    /// The query side.
+    /// The query side (the impression's user, time, surface and context).
     pub key: QueryKey,
     /// Index of the positive pin in `log.pins`.
     pub pin: u32,
-    /// The task it trains.
-    pub task: Task,
-    /// Its loss weight.
+    /// Clicked or saved.
+    pub label_engagement: bool,
+    /// [`CONVERTED_LABEL`](crate::CONVERTED_LABEL) (1), [`NOT_CONVERTED_LABEL`](crate::NOT_CONVERTED_LABEL)
+    /// (0), or [`MASKED_LABEL`](crate::MASKED_LABEL) (-1: the impression is too recent to know).
+    pub label_conversion: i8,
+    /// Engagement weight (click weight or save weight; 0 for a conversion-only positive).
+    pub weight_engagement: f32,
+    /// Conversion weight (0 unless the conversion label is 1).
+    pub weight_conversion: f32,
+    /// The row's loss weight: `engagement_weight x weight_engagement + conversion_weight x
+    /// weight_conversion` (the single softmax of a unified head adds both tasks' losses).
     pub weight: f32,
+    /// Catalog pins of its hard negatives (up to `hard_negatives_per_positive`).
+    pub hard_negatives: HardNegatives,
 }
 
-/// How examples and eval queries are cut from a log.
+/// How examples and eval queries are cut from a log (the run config's `[data]` section).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatasetConfig {
-    /// The last days of impressions form the eval window; train is before.
+    /// The last days of impressions form the eval window; train is before, and the window's
+    /// start is the cutoff of conversion-label maturity.
     pub eval_window_days: f64,
-    /// Click-through attribution window, days.
+    /// Click-through attribution window, days; also the maturity window of conversion labels.
     pub click_window_days: f64,
     /// View-through attribution window, days.
     pub view_window_days: f64,
     /// Length of the recent-engagement bags.
     pub history_len: usize,
-    /// Weight of an engagement example.
+    /// Scale of the engagement task in a row's weight.
     pub engagement_weight: f32,
-    /// Weight of a conversion example.
+    /// Scale of the conversion task in a row's weight.
     pub conversion_weight: f32,
+    /// Click weight from the landing-page duration.
+    pub click_weight: ClickWeight,
+    /// Engagement weight of a save.
+    pub save_weight: f32,
+    /// Conversion weight by kind; several conversions on one impression take the largest.
+    pub conversion_kind_weights: ConversionKindWeights,
+    /// `"none"` or `"log"`: scale a conversion's weight by `1 + ln(1 + value)`.
+    pub value_weighting: ValueWeighting,
+    /// Hard negatives per positive, `0..=8` (0: in-batch negatives only).
+    pub hard_negatives_per_positive: usize,
+    /// Seed of the hard-negative draw.
+    pub hard_negative_seed: u64,
+    /// `"exact"` or `"streaming"` sampling probabilities for the logQ correction.
+    pub log_q: LogQMode,
+    /// Settings of the streaming estimate.
+    pub streaming_log_q: StreamingConfig,
     /// Eval queries kept per task; a seeded subsample beyond this, counted.
     pub max_eval_queries: usize,
     /// Seed of that subsample.
@@ -95,6 +176,7 @@ pub struct DatasetConfig {
 
 impl Default for DatasetConfig {
     fn default() -> Self {
+        let labels = LabelConfig::default();
         DatasetConfig {
             eval_window_days: 7.0,
             click_window_days: 7.0,
@@ -102,50 +184,73 @@ impl Default for DatasetConfig {
             history_len: 20,
             engagement_weight: 1.0,
             conversion_weight: 1.0,
+            click_weight: labels.click_weight,
+            save_weight: labels.save_weight,
+            conversion_kind_weights: labels.conversion_kind_weights,
+            value_weighting: labels.value_weighting,
+            hard_negatives_per_positive: labels.hard_negatives_per_positive,
+            hard_negative_seed: labels.seed,
+            log_q: LogQMode::Exact,
+            streaming_log_q: StreamingConfig::default(),
             max_eval_queries: 20_000,
             eval_seed: 0,
         }
     }
 }
 
+/// Longest window accepted, days: far beyond any use, and safely inside i64 seconds.
+const MAX_WINDOW_DAYS: f64 = 36_500.0;
+
 impl DatasetConfig {
-    /// Checks every key; the error names the bad key and what is allowed.
+    /// Checks every key; the error names the bad key, its value and what is allowed.
     pub fn validate(&self) -> Result<()> {
-        if !(self.eval_window_days.is_finite() && self.eval_window_days > 0.0) {
+        if !(self.eval_window_days.is_finite()
+            && self.eval_window_days > 0.0
+            && self.eval_window_days <= MAX_WINDOW_DAYS)
+        {
             return Err(config_error(
                 "eval_window_days",
-                format!("must be a finite number > 0, got {}", self.eval_window_days),
+                format!(
+                    "must be a number in (0, {MAX_WINDOW_DAYS}], got {}",
+                    self.eval_window_days
+                ),
             ));
         }
         for (key, v) in [
             ("click_window_days", self.click_window_days),
             ("view_window_days", self.view_window_days),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
+            if !(v.is_finite() && (0.0..=MAX_WINDOW_DAYS).contains(&v)) {
                 return Err(config_error(
                     key,
-                    format!("must be a finite number >= 0, got {v}"),
+                    format!("must be a number in [0, {MAX_WINDOW_DAYS}], got {v}"),
                 ));
             }
         }
-        for (key, v) in [
-            ("engagement_weight", self.engagement_weight),
-            ("conversion_weight", self.conversion_weight),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(config_error(
-                    key,
-                    format!("must be a finite number >= 0, got {v}"),
-                ));
-            }
-        }
+        non_negative("engagement_weight", self.engagement_weight)?;
+        non_negative("conversion_weight", self.conversion_weight)?;
         if self.max_eval_queries == 0 {
             return Err(config_error(
                 "max_eval_queries",
                 "must be at least 1, got 0",
             ));
         }
-        Ok(())
+        self.label_config().validate()?;
+        self.streaming_log_q.validate()
+    }
+
+    /// The labelling rules' settings these keys describe.
+    pub fn label_config(&self) -> LabelConfig {
+        LabelConfig {
+            click_window_s: window_s(self.click_window_days),
+            view_window_s: window_s(self.view_window_days),
+            click_weight: self.click_weight,
+            save_weight: self.save_weight,
+            conversion_kind_weights: self.conversion_kind_weights,
+            value_weighting: self.value_weighting,
+            hard_negatives_per_positive: self.hard_negatives_per_positive,
+            seed: self.hard_negative_seed,
+        }
     }
 }
 
@@ -199,10 +304,15 @@ pub struct DatasetStats {
     pub eval_impressions: usize,
     /// Engagements whose impression is not in the log (dropped).
     pub orphan_engagements: usize,
-    /// Engagement training examples.
+    /// Training positives (examples).
+    pub train_positives: usize,
+    /// Of them, with engagement label 1.
     pub train_engagement_examples: usize,
-    /// Conversion training examples.
+    /// Of them, with conversion label 1.
     pub train_conversion_examples: usize,
+    /// Of them, with a masked conversion label (impressions within the click window of the
+    /// cutoff).
+    pub masked_conversion_labels: usize,
     /// Reported conversions in the log.
     pub conversions: usize,
     /// Attributed to a click.
@@ -213,9 +323,17 @@ pub struct DatasetStats {
     pub unattributed: usize,
     /// Of the unattributed, those naming a user or pin missing from the log's tables.
     pub unknown_id_conversions: usize,
-    /// Attributed conversions at or after the window start whose impression was before it:
-    /// neither train nor eval.
+    /// Attributed to an immature training impression: no positive comes of them.
+    pub attributed_to_immature: usize,
+    /// Attributed conversions at or after the window start whose impression was before it.
+    /// Conversions are not filtered by the cutoff: they label the impression if it is mature.
     pub straddling_conversions: usize,
+    /// Hard negatives drawn from the positive's request.
+    pub hard_negatives_from_request: usize,
+    /// Hard negatives drawn from the same user's impressions of the same UTC day.
+    pub hard_negatives_from_same_day: usize,
+    /// Training positives without any hard negative (when some were asked for).
+    pub positives_without_hard_negative: usize,
     /// Conversion eval queries kept.
     pub eval_conversion_queries: usize,
     /// Engagement eval queries kept.
@@ -236,7 +354,7 @@ pub struct DatasetStats {
 
 impl fmt::Display for DatasetStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, String); 13] = [
+        let rows: [(&str, String); 15] = [
             (
                 "impressions (train / eval)",
                 format!(
@@ -246,12 +364,14 @@ impl fmt::Display for DatasetStats {
             ),
             ("orphan engagements", self.orphan_engagements.to_string()),
             (
-                "train examples: engagement",
-                self.train_engagement_examples.to_string(),
-            ),
-            (
-                "train examples: conversion",
-                self.train_conversion_examples.to_string(),
+                "train positives: engagement / conversion / masked",
+                format!(
+                    "{}: {} / {} / {}",
+                    self.train_positives,
+                    self.train_engagement_examples,
+                    self.train_conversion_examples,
+                    self.masked_conversion_labels
+                ),
             ),
             ("reported conversions", self.conversions.to_string()),
             (
@@ -266,8 +386,23 @@ impl fmt::Display for DatasetStats {
                 format!("{} ({})", self.unattributed, self.unknown_id_conversions),
             ),
             (
-                "straddling the split (dropped)",
+                "attributed to immature train impressions",
+                self.attributed_to_immature.to_string(),
+            ),
+            (
+                "straddling the split",
                 self.straddling_conversions.to_string(),
+            ),
+            (
+                "hard negatives: request / same day",
+                format!(
+                    "{} / {}",
+                    self.hard_negatives_from_request, self.hard_negatives_from_same_day
+                ),
+            ),
+            (
+                "positives without a hard negative",
+                self.positives_without_hard_negative.to_string(),
             ),
             (
                 "eval queries: conversion",
@@ -298,19 +433,88 @@ impl fmt::Display for DatasetStats {
     }
 }
 
-/// A training batch.
+/// A training batch: B positives, each with `H` hard-negative slots.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
-    /// Query-tower inputs, one row per example.
+    /// Query-tower inputs, one row per positive.
     pub query: QueryFeatures,
-    /// Catalog pin index of each positive.
+    /// Catalog pin index of each positive (B).
     pub pins: Vec<u32>,
-    /// Task of each row.
-    pub task: Vec<Task>,
-    /// Weight of each row.
-    pub weight: Vec<f32>,
-    /// ln of the pin's share of all training positives (both tasks).
+    /// Hard-negative slots per positive (`H`).
+    pub hard_negatives_per_positive: usize,
+    /// `B x H` catalog pins, row-major; an empty slot holds the row's own positive pin (a
+    /// valid index whose candidate must be masked, see [`Batch::candidate_log_q`]).
+    pub hard_negatives: Vec<u32>,
+    /// `B x H`: whether each slot holds a drawn hard negative.
+    pub hard_negative_valid: Vec<bool>,
+    /// Log sampling probability of each positive's pin (B), from the dataset's estimator.
     pub log_q: Vec<f32>,
+    /// `B x H`: log sampling probability of each hard negative's pin, 0 for an empty slot.
+    pub hard_negative_log_q: Vec<f32>,
+    /// Loss weight of each row: engagement_weight x weight_engagement + conversion_weight x
+    /// weight_conversion.
+    pub weight: Vec<f32>,
+    /// Engagement label of each row (0 or 1).
+    pub label_engagement: Vec<u8>,
+    /// Conversion label of each row (1, 0, or -1 masked).
+    pub label_conversion: Vec<i8>,
+    /// Engagement weight of each row.
+    pub weight_engagement: Vec<f32>,
+    /// Conversion weight of each row.
+    pub weight_conversion: Vec<f32>,
+}
+
+impl Batch {
+    /// The softmax's candidates: the B positives, then the `B x H` hard-negative slots.
+    pub fn candidate_pins(&self) -> Vec<u32> {
+        let mut c = Vec::with_capacity(self.pins.len() + self.hard_negatives.len());
+        c.extend_from_slice(&self.pins);
+        c.extend_from_slice(&self.hard_negatives);
+        c
+    }
+
+    /// Log q of each of [`Batch::candidate_pins`]: an empty slot gets `+inf`, so that its logit
+    /// `s - log q` is `-inf` and it takes no probability mass and no gradient.
+    pub fn candidate_log_q(&self) -> Vec<f32> {
+        let mut q = Vec::with_capacity(self.pins.len() + self.hard_negatives.len());
+        q.extend_from_slice(&self.log_q);
+        q.extend(
+            self.hard_negative_log_q
+                .iter()
+                .zip(&self.hard_negative_valid)
+                .map(|(&q, &valid)| if valid { q } else { f32::INFINITY }),
+        );
+        q
+    }
+}
+
+/// Where [`Dataset::batch`] takes its log q from: the exact training-set frequencies, or
+/// streaming estimates updated batch by batch (one stream for positives, one for hard negatives).
+#[derive(Clone, Debug)]
+pub struct LogQEstimator {
+    streaming: Option<[StreamingFrequency; 2]>,
+}
+
+impl LogQEstimator {
+    /// Exact frequencies.
+    pub fn exact() -> LogQEstimator {
+        LogQEstimator { streaming: None }
+    }
+
+    /// Streaming estimates with these settings, starting empty.
+    ///
+    /// # Errors
+    /// If `cfg` is invalid.
+    pub fn streaming(cfg: &StreamingConfig) -> Result<LogQEstimator> {
+        Ok(LogQEstimator {
+            streaming: Some([StreamingFrequency::new(cfg)?, StreamingFrequency::new(cfg)?]),
+        })
+    }
+
+    /// Whether this is the streaming estimate.
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.is_some()
+    }
 }
 
 /// Features, training examples and eval queries of one event log.
@@ -320,7 +524,7 @@ pub struct Dataset {
     pub schema: FeatureSchema,
     /// Features of every catalog pin; row = position in `log.pins`.
     pub pins: PinFeatures,
-    /// Training examples: engagement ones in impression order, then conversion ones.
+    /// Training examples, in impression-row order.
     pub train: Vec<Example>,
     /// Eval queries.
     pub eval: EvalSet,
@@ -332,14 +536,36 @@ pub struct Dataset {
     user_dense: Array2<f32>,
     pin_counts: [Vec<f32>; 2],
     log_q: Vec<f32>,
+    hard_negative_log_q: Vec<f32>,
+    hard_negatives_per_positive: usize,
+    log_q_mode: LogQMode,
+    streaming_log_q: StreamingConfig,
 }
 
 fn window_s(days: f64) -> i64 {
     (days * DAY_S).round() as i64
 }
 
+/// Per catalog pin, ln of its share of `pins` (`-inf` for a pin not among them).
+fn log_shares(num_pins: usize, pins: impl Iterator<Item = u32>) -> Vec<f32> {
+    let mut counts = vec![0u64; num_pins];
+    let mut total = 0u64;
+    for p in pins {
+        counts[p as usize] += 1;
+        total += 1;
+    }
+    let total = total.max(1) as f64;
+    counts
+        .iter()
+        .map(|&c| (c as f64 / total).ln() as f32)
+        .collect()
+}
+
 impl Dataset {
-    /// Builds the dataset. `true_conversions` (synthetic only) fills
+    /// Builds the dataset: the last `eval_window_days` of impressions are the eval window;
+    /// [`label`](crate::label) runs on the impressions before it, with the window's start as the
+    /// maturity cutoff, to make the training examples and their hard negatives (drawn from
+    /// training impressions only). `true_conversions` (synthetic only) fills
     /// [`EvalQueries::relevant_clean`] for the conversion task.
     pub fn build(
         log: &EventLog,
@@ -348,18 +574,11 @@ impl Dataset {
     ) -> Result<Dataset> {
         cfg.validate()?;
         let r = Resolved::new(log)?;
-        let window_end = log.impressions.ts.iter().copied().max().unwrap_or(0);
+        let imps = &log.impressions;
+        let window_end = imps.ts.iter().copied().max().unwrap_or(0);
         let window_start = window_end - window_s(cfg.eval_window_days);
-        let (click_w, view_w) = (
-            window_s(cfg.click_window_days),
-            window_s(cfg.view_window_days),
-        );
-        let train_mask: Vec<bool> = log
-            .impressions
-            .ts
-            .iter()
-            .map(|&t| t < window_start)
-            .collect();
+        let label_cfg = cfg.label_config();
+        let train_mask: Vec<bool> = imps.ts.iter().map(|&t| t < window_start).collect();
 
         let (vocab, pins) = Vocab::build(log, &r, &train_mask);
         let user_dense = standardise(log.users.len(), log.user_dense_names.len(), |i, j| {
@@ -367,163 +586,51 @@ impl Dataset {
         });
         let schema = vocab.schema(log.user_dense_names.len(), log.pin_dense_names.len());
 
-        let key_of = |i: usize| {
-            let imp = log.impressions.get(i);
-            QueryKey {
-                user: r.imp_user[i],
-                ts: imp.ts,
-                surface: imp.surface,
-                context_pin: r.imp_context[i],
-                query_id: imp.query_id,
-            }
-        };
-
-        let mut stats = DatasetStats {
-            impressions: log.impressions.len(),
-            train_impressions: train_mask.iter().filter(|&&t| t).count(),
-            orphan_engagements: r.orphan_engagements,
-            conversions: log.conversions.len(),
-            user_vocab: vocab.users,
-            pin_vocab: vocab.pins,
-            advertiser_vocab: vocab.advertisers,
-            category_vocab: vocab.categories,
-            brand_vocab: vocab.brands,
-            query_vocab: vocab.queries,
-            ..DatasetStats::default()
-        };
-        stats.eval_impressions = stats.impressions - stats.train_impressions;
-
-        let mut train: Vec<Example> = (0..log.impressions.len())
-            .filter(|&i| train_mask[i] && r.engaged[i] & (CLICKED | SAVED) != 0)
-            .map(|i| Example {
-                key: key_of(i),
-                pin: r.imp_pin[i],
-                task: Task::Engagement,
-                weight: cfg.engagement_weight,
-            })
-            .collect();
-        stats.train_engagement_examples = train.len();
-
-        // Attribution of reported conversions (and of true ones, for the clean relevance).
-        let reported: Vec<Option<(u32, u32)>> = log
-            .conversions
-            .iter()
-            .map(|c| r.pair(c.user_id, c.pin_id))
-            .collect();
-        let truths: Vec<((u32, u32), i64)> = true_conversions
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|c| Some((r.pair(c.user_id, c.pin_id)?, c.ts)))
-            .collect();
-        let pairs: IdSet<(u32, u32)> = reported
-            .iter()
-            .flatten()
-            .copied()
-            .chain(truths.iter().map(|t| t.0))
-            .collect();
-        let touches = Touches::new(log, &r, &pairs);
-
-        let mut conv_hits = Vec::new();
-        for (c, pair) in log.conversions.iter().zip(&reported) {
-            let Some(pair) = *pair else {
-                stats.unattributed += 1;
-                stats.unknown_id_conversions += 1;
-                continue;
-            };
-            let Some((imp, touch)) = touches.attribute(pair, c.ts, click_w, view_w) else {
-                stats.unattributed += 1;
-                continue;
-            };
-            match touch {
-                Touch::Click => stats.attributed_click_through += 1,
-                Touch::View => stats.attributed_view_through += 1,
-            }
-            let imp = imp as usize;
-            if train_mask[imp] {
-                if c.ts < window_start {
-                    train.push(Example {
-                        key: key_of(imp),
-                        pin: pair.1,
-                        task: Task::Conversion,
-                        weight: cfg.conversion_weight,
-                    });
-                    stats.train_conversion_examples += 1;
-                } else {
-                    stats.straddling_conversions += 1;
-                }
-            } else {
-                conv_hits.push(hit(log, &r, imp));
-            }
-        }
-
-        let mut pairs_in_window: Vec<(u32, Surface)> = (0..log.impressions.len())
-            .filter(|&i| !train_mask[i])
-            .map(|i| (r.imp_user[i], log.impressions.surface[i]))
-            .collect();
-        pairs_in_window.sort_unstable();
-        pairs_in_window.dedup();
-        let eng_hits: Vec<Hit> = (0..log.impressions.len())
-            .filter(|&i| !train_mask[i] && r.engaged[i] != 0)
-            .map(|i| hit(log, &r, i))
-            .collect();
-        let max = cfg.max_eval_queries;
-        let engagement = build_queries(
-            eng_hits,
+        let labelled = label(
+            log,
+            &r.eng_impression,
+            &label_cfg,
             window_start,
-            pairs_in_window.len(),
-            max,
-            cfg.eval_seed,
-            0,
-        );
-        let mut conversion = build_queries(
-            conv_hits,
-            window_start,
-            pairs_in_window.len(),
-            max,
-            cfg.eval_seed,
-            1,
-        );
-        if true_conversions.is_some() {
-            conversion.relevant_clean = Some(clean_relevant(
-                log,
-                &touches,
-                &truths,
-                &conversion.keys,
-                window_start,
-                click_w,
-            ));
-        }
-        stats.eval_conversion_queries = conversion.keys.len();
-        stats.eval_engagement_queries = engagement.keys.len();
+            Some(&train_mask),
+        )?;
+        let train = examples(log, &r, &labelled, cfg)?;
 
-        let mut counts = [vec![0f32; log.pins.len()], vec![0f32; log.pins.len()]];
-        for e in &train {
-            counts[e.task.index()][e.pin as usize] += 1.0;
-        }
-        let total = train.len().max(1) as f32;
-        let log_q = counts[0]
-            .iter()
-            .zip(&counts[1])
-            .map(|(a, b)| ((a + b) / total).ln())
-            .collect();
+        let mut stats = DatasetStats::new(&labelled.stats, &vocab);
+        let eval = eval_set(
+            log,
+            &r,
+            &labelled,
+            &train_mask,
+            (window_start, window_end),
+            true_conversions,
+            cfg,
+            &mut stats,
+        );
+        let pin_counts = task_counts(log.pins.len(), &train);
+        let log_q = log_shares(log.pins.len(), train.iter().map(|e| e.pin));
+        let hard_negative_log_q = log_shares(
+            log.pins.len(),
+            train
+                .iter()
+                .flat_map(|e| e.hard_negatives.as_slice().iter().copied()),
+        );
 
         Ok(Dataset {
             schema,
             pins,
             train,
-            eval: EvalSet {
-                conversion,
-                engagement,
-                window_start,
-                window_end,
-            },
+            eval,
             stats,
             history: History::new(log.users.len(), r.engagement_events),
             history_len: cfg.history_len,
             vocab,
             user_dense,
-            pin_counts: counts,
+            pin_counts,
             log_q,
+            hard_negative_log_q,
+            hard_negatives_per_positive: cfg.hard_negatives_per_positive,
+            log_q_mode: cfg.log_q,
+            streaming_log_q: cfg.streaming_log_q,
         })
     }
 
@@ -562,15 +669,38 @@ impl Dataset {
         self.user_dense.nrows()
     }
 
-    /// Training-window positive counts per catalog pin for one task (for the popularity baseline).
+    /// Hard-negative slots per example in a batch (`hard_negatives_per_positive`).
+    pub fn hard_negatives_per_positive(&self) -> usize {
+        self.hard_negatives_per_positive
+    }
+
+    /// Per catalog pin, the training positives with label 1 for one task (for the popularity
+    /// baseline).
     pub fn pin_counts(&self, task: Task) -> Vec<f32> {
         self.pin_counts[task.index()].clone()
     }
 
-    /// Per catalog pin, ln of its share of all training positives (`-inf` for a pin without any):
-    /// the sampling log-probability of in-batch candidates.
+    /// Per catalog pin, ln of its share of all training positives (`-inf` for a pin without
+    /// any): the exact sampling log-probability of in-batch candidates.
     pub fn log_q(&self) -> &[f32] {
         &self.log_q
+    }
+
+    /// Per catalog pin, ln of its share of all drawn hard negatives (`-inf` for a pin never
+    /// drawn): the exact sampling log-probability of hard-negative candidates.
+    pub fn hard_negative_log_q(&self) -> &[f32] {
+        &self.hard_negative_log_q
+    }
+
+    /// A fresh estimator of the configured kind (`[data] log_q`), for [`Dataset::batch`].
+    ///
+    /// # Errors
+    /// If the streaming settings are invalid (they were validated when the dataset was built).
+    pub fn log_q_estimator(&self) -> Result<LogQEstimator> {
+        match self.log_q_mode {
+            LogQMode::Exact => Ok(LogQEstimator::exact()),
+            LogQMode::Streaming => LogQEstimator::streaming(&self.streaming_log_q),
+        }
     }
 
     /// Query-tower features for these keys (history bags from events strictly before each key's ts).
@@ -631,34 +761,262 @@ impl Dataset {
         }
     }
 
-    /// A training batch made of these example indices.
+    /// A training batch of these example indices, with `hard_negatives_per_positive` slots per
+    /// row and log q from `estimator`: exact training-set frequencies, or the streaming
+    /// estimates after this batch's pins are observed (positives and drawn hard negatives in
+    /// their own streams, each item's share of its stream's occurrences in this batch).
     ///
     /// # Panics
     /// If an index is out of range of [`Dataset::train`].
     #[track_caller]
-    pub fn batch(&self, examples: &[usize]) -> Batch {
+    pub fn batch(&self, examples: &[usize], estimator: &mut LogQEstimator) -> Batch {
+        let h = self.hard_negatives_per_positive;
         let rows: Vec<&Example> = examples.iter().map(|&i| &self.train[i]).collect();
         let keys: Vec<QueryKey> = rows.iter().map(|e| e.key).collect();
+        let pins: Vec<u32> = rows.iter().map(|e| e.pin).collect();
+        let mut hard_negatives = Vec::with_capacity(rows.len() * h);
+        let mut hard_negative_valid = Vec::with_capacity(rows.len() * h);
+        for e in &rows {
+            let drawn = e.hard_negatives.as_slice();
+            for k in 0..h {
+                hard_negatives.push(drawn.get(k).copied().unwrap_or(e.pin));
+                hard_negative_valid.push(k < drawn.len());
+            }
+        }
+        let valid_pins = || {
+            hard_negatives
+                .iter()
+                .zip(&hard_negative_valid)
+                .filter(|(_, v)| **v)
+                .map(|(&p, _)| p)
+        };
+        let (log_q, hard_negative_log_q): (Vec<f32>, Vec<f32>) = match &mut estimator.streaming {
+            None => (
+                pins.iter().map(|&p| self.log_q[p as usize]).collect(),
+                hard_negatives
+                    .iter()
+                    .zip(&hard_negative_valid)
+                    .map(|(&p, &v)| {
+                        if v {
+                            self.hard_negative_log_q[p as usize]
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect(),
+            ),
+            Some([positives, negatives]) => {
+                positives.observe(pins.iter().map(|&p| u64::from(p)));
+                negatives.observe(valid_pins().map(u64::from));
+                let drawn = valid_pins().count();
+                (
+                    pins.iter()
+                        .map(|&p| positives.log_q(u64::from(p), pins.len()))
+                        .collect(),
+                    hard_negatives
+                        .iter()
+                        .zip(&hard_negative_valid)
+                        .map(|(&p, &v)| {
+                            if v {
+                                negatives.log_q(u64::from(p), drawn)
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect(),
+                )
+            }
+        };
         Batch {
             query: self.query_features(&keys),
-            pins: rows.iter().map(|e| e.pin).collect(),
-            task: rows.iter().map(|e| e.task).collect(),
+            pins,
+            hard_negatives_per_positive: h,
+            hard_negatives,
+            hard_negative_valid,
+            log_q,
+            hard_negative_log_q,
             weight: rows.iter().map(|e| e.weight).collect(),
-            log_q: rows.iter().map(|e| self.log_q[e.pin as usize]).collect(),
+            label_engagement: rows.iter().map(|e| u8::from(e.label_engagement)).collect(),
+            label_conversion: rows.iter().map(|e| e.label_conversion).collect(),
+            weight_engagement: rows.iter().map(|e| e.weight_engagement).collect(),
+            weight_conversion: rows.iter().map(|e| e.weight_conversion).collect(),
         }
     }
 }
 
+/// The labelled positives as examples: query keys and catalog pins from the resolved log.
+fn examples(
+    log: &EventLog,
+    r: &Resolved,
+    labelled: &Labelled,
+    cfg: &DatasetConfig,
+) -> Result<Vec<Example>> {
+    let imps = &log.impressions;
+    (0..labelled.len())
+        .into_par_iter()
+        .with_min_len(1 << 12)
+        .map(|k| {
+            let i = labelled.impression[k] as usize;
+            let mut hn = [0u32; MAX_HARD_NEGATIVES];
+            let drawn = labelled.hard_negatives(k);
+            for (slot, &j) in hn.iter_mut().zip(drawn) {
+                *slot = r.imp_pin[j as usize];
+            }
+            let (we, wc) = (labelled.weight_engagement[k], labelled.weight_conversion[k]);
+            Ok(Example {
+                key: QueryKey {
+                    user: r.imp_user[i],
+                    ts: imps.ts[i],
+                    surface: imps.surface[i],
+                    context_pin: r.imp_context[i],
+                    query_id: imps.query(i),
+                },
+                pin: r.imp_pin[i],
+                label_engagement: labelled.label_engagement[k] == 1,
+                label_conversion: labelled.label_conversion[k],
+                weight_engagement: we,
+                weight_conversion: wc,
+                weight: cfg.engagement_weight * we + cfg.conversion_weight * wc,
+                hard_negatives: HardNegatives::new(&hn[..drawn.len()])?,
+            })
+        })
+        .collect()
+}
+
+impl DatasetStats {
+    /// The counts of the training part's labels and of the dictionaries; the eval counts are
+    /// filled in by [`eval_set`].
+    fn new(ls: &LabelStats, vocab: &Vocab) -> DatasetStats {
+        DatasetStats {
+            impressions: ls.impressions,
+            train_impressions: ls.in_scope_impressions,
+            eval_impressions: ls.impressions - ls.in_scope_impressions,
+            orphan_engagements: ls.orphan_engagements,
+            train_positives: ls.positives,
+            train_engagement_examples: ls.engagement_positives,
+            train_conversion_examples: ls.conversion_positives,
+            masked_conversion_labels: ls.masked_conversion_labels,
+            conversions: ls.conversions,
+            attributed_click_through: ls.attributed_click_through,
+            attributed_view_through: ls.attributed_view_through,
+            unattributed: ls.unattributed,
+            attributed_to_immature: ls.attributed_to_immature,
+            hard_negatives_from_request: ls.hard_negatives_from_request,
+            hard_negatives_from_same_day: ls.hard_negatives_from_same_day,
+            positives_without_hard_negative: ls.positives_without_hard_negative,
+            user_vocab: vocab.users,
+            pin_vocab: vocab.pins,
+            advertiser_vocab: vocab.advertisers,
+            category_vocab: vocab.categories,
+            brand_vocab: vocab.brands,
+            query_vocab: vocab.queries,
+            ..DatasetStats::default()
+        }
+    }
+}
+
+/// The eval queries of the window `[start, end]`: conversion ones from the conversions credited
+/// to impressions in the window, engagement ones from the window's clicks and saves. Counts the
+/// unknown-id and straddling conversions and the queries into `stats`.
+fn eval_set(
+    log: &EventLog,
+    r: &Resolved,
+    labelled: &Labelled,
+    train_mask: &[bool],
+    (window_start, window_end): (i64, i64),
+    true_conversions: Option<&[Conversion]>,
+    cfg: &DatasetConfig,
+    stats: &mut DatasetStats,
+) -> EvalSet {
+    let imps = &log.impressions;
+    let mut conv_hits = Vec::new();
+    for (c, conversion) in log.conversions.iter().enumerate() {
+        match labelled.attribution.get(c) {
+            None => {
+                if r.pair(conversion.user_id, conversion.pin_id).is_none() {
+                    stats.unknown_id_conversions += 1;
+                }
+            }
+            Some((imp, _)) if train_mask[imp as usize] => {
+                if conversion.ts >= window_start {
+                    stats.straddling_conversions += 1;
+                }
+            }
+            Some((imp, _)) => conv_hits.push(hit(log, r, imp as usize)),
+        }
+    }
+
+    let mut pairs_in_window: Vec<(u32, Surface)> = (0..imps.len())
+        .filter(|&i| !train_mask[i])
+        .map(|i| (r.imp_user[i], imps.surface[i]))
+        .collect();
+    pairs_in_window.sort_unstable();
+    pairs_in_window.dedup();
+    let eng_hits: Vec<Hit> = (0..imps.len())
+        .filter(|&i| !train_mask[i] && r.engaged[i])
+        .map(|i| hit(log, r, i))
+        .collect();
+    let max = cfg.max_eval_queries;
+    let engagement = build_queries(
+        eng_hits,
+        window_start,
+        pairs_in_window.len(),
+        max,
+        cfg.eval_seed,
+        0,
+    );
+    let mut conversion = build_queries(
+        conv_hits,
+        window_start,
+        pairs_in_window.len(),
+        max,
+        cfg.eval_seed,
+        1,
+    );
+    if let Some(truths) = true_conversions {
+        conversion.relevant_clean = Some(clean_relevant(
+            log,
+            r,
+            truths,
+            &conversion.keys,
+            window_start,
+            window_s(cfg.click_window_days),
+        ));
+    }
+    stats.eval_conversion_queries = conversion.keys.len();
+    stats.eval_engagement_queries = engagement.keys.len();
+    EvalSet {
+        conversion,
+        engagement,
+        window_start,
+        window_end,
+    }
+}
+
+/// Per task, per catalog pin, the training examples with label 1.
+fn task_counts(num_pins: usize, train: &[Example]) -> [Vec<f32>; 2] {
+    let mut counts = [vec![0f32; num_pins], vec![0f32; num_pins]];
+    for e in train {
+        if e.label_engagement {
+            counts[Task::Engagement.index()][e.pin as usize] += 1.0;
+        }
+        if e.label_conversion == CONVERTED_LABEL {
+            counts[Task::Conversion.index()][e.pin as usize] += 1.0;
+        }
+    }
+    counts
+}
+
 fn hit(log: &EventLog, r: &Resolved, i: usize) -> Hit {
-    let imp = log.impressions.get(i);
+    let imps = &log.impressions;
     Hit {
         user: r.imp_user[i],
-        surface: imp.surface,
-        ts: imp.ts,
-        impression_id: imp.impression_id,
+        surface: imps.surface[i],
+        ts: imps.ts[i],
+        impression_id: imps.impression_id[i],
         pin: r.imp_pin[i],
         context_pin: r.imp_context[i],
-        query_id: imp.query_id,
+        query_id: imps.query(i),
     }
 }
 
@@ -666,15 +1024,21 @@ fn hit(log: &EventLog, r: &Resolved, i: usize) -> Hit {
 /// that pin in the window on its surface, within the click window.
 fn clean_relevant(
     log: &EventLog,
-    touches: &Touches,
-    truths: &[((u32, u32), i64)],
+    r: &Resolved,
+    true_conversions: &[Conversion],
     keys: &[QueryKey],
     window_start: i64,
     click_window: i64,
 ) -> Vec<Vec<u32>> {
+    let truths: Vec<((u32, u32), i64)> = true_conversions
+        .iter()
+        .filter_map(|c| Some((r.pair(c.user_id, c.pin_id)?, c.ts)))
+        .collect();
+    let pairs: IdSet<(u32, u32)> = truths.iter().map(|t| t.0).collect();
+    let views = PairImpressions::new(log, r, &pairs);
     let mut triples: Vec<(u32, Surface, u32)> = Vec::new();
-    for &((u, p), ts) in truths {
-        for &(t, _, i) in touches.impressions((u, p)) {
+    for &((u, p), ts) in &truths {
+        for &(t, i) in views.of((u, p)) {
             if t >= window_start && t <= ts && ts <= t.saturating_add(click_window) {
                 triples.push((u, log.impressions.surface[i as usize], p));
             }

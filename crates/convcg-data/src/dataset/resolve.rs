@@ -1,13 +1,11 @@
-//! Ids to catalog indices, engagements to impressions, and last-touch attribution.
+//! Ids to catalog indices, engagements to impressions, and the impressions of converting pairs.
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::hash::{IdMap, IdSet};
-use crate::schema::{EngagementKind, EventLog};
-
-pub(crate) const CLICKED: u8 = 1;
-pub(crate) const SAVED: u8 = 2;
+use crate::labels::{NONE, engagement_impressions};
+use crate::schema::EventLog;
 
 /// The log with every id resolved to an index.
 pub(crate) struct Resolved {
@@ -17,13 +15,12 @@ pub(crate) struct Resolved {
     pub(crate) imp_pin: Vec<u32>,
     /// Context pin of each impression; a context pin outside the catalog is `None`.
     pub(crate) imp_context: Vec<Option<u32>>,
-    /// [`CLICKED`] | [`SAVED`] per impression.
-    pub(crate) engaged: Vec<u8>,
-    /// (impression, click ts) of every click.
-    pub(crate) clicks: Vec<(u32, i64)>,
+    /// Impression row of each engagement, [`NONE`] for an orphan.
+    pub(crate) eng_impression: Vec<u32>,
+    /// Whether each impression was clicked or saved.
+    pub(crate) engaged: Vec<bool>,
     /// (user, ts, pin) of every click and save, for the history bags.
     pub(crate) engagement_events: Vec<(u32, i64, u32)>,
-    pub(crate) orphan_engagements: usize,
 }
 
 fn id_index<T>(
@@ -76,53 +73,6 @@ fn check_dense<'a>(
     Ok(())
 }
 
-/// Finds an impression's index by its id.
-struct ImpressionLookup {
-    /// (id, index) sorted by id; `None` when the impressions are already sorted by id.
-    sorted: Option<Vec<(i64, u32)>>,
-}
-
-impl ImpressionLookup {
-    fn new(log: &EventLog) -> Result<ImpressionLookup> {
-        let imps = &log.impressions;
-        let strictly_sorted = imps.impression_id.windows(2).all(|w| w[0] < w[1]);
-        if strictly_sorted {
-            return Ok(ImpressionLookup { sorted: None });
-        }
-        let mut ids: Vec<(i64, u32)> = imps
-            .impression_id
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| (id, i as u32))
-            .collect();
-        ids.par_sort_unstable();
-        if let Some(w) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(Error::InvalidLog {
-                table: "impressions",
-                row: w[1].1 as usize,
-                column: "impression_id",
-                message: format!("duplicate impression_id {}", w[1].0),
-            });
-        }
-        Ok(ImpressionLookup { sorted: Some(ids) })
-    }
-
-    fn find(&self, log: &EventLog, id: i64) -> Option<u32> {
-        match &self.sorted {
-            None => log
-                .impressions
-                .impression_id
-                .binary_search(&id)
-                .ok()
-                .map(|i| i as u32),
-            Some(ids) => ids
-                .binary_search_by_key(&id, |x| x.0)
-                .ok()
-                .map(|i| ids[i].1),
-        }
-    }
-}
-
 impl Resolved {
     pub(crate) fn new(log: &EventLog) -> Result<Resolved> {
         if log.pins.is_empty() {
@@ -133,15 +83,10 @@ impl Resolved {
                 table: "impressions",
             });
         }
-        if log.pins.len() > u32::MAX as usize
-            || log.users.len() > u32::MAX as usize
-            || log.impressions.len() > u32::MAX as usize
-        {
-            return Err(Error::InvalidLog {
-                table: "impressions",
-                row: 0,
-                column: "impression_id",
-                message: "more than 2^32 rows in a table".into(),
+        if log.pins.len() >= NONE as usize || log.users.len() >= NONE as usize {
+            return Err(Error::InvalidArgument {
+                name: "log",
+                message: "2^32 - 1 or more pins or users".into(),
             });
         }
         check_dense(
@@ -159,23 +104,24 @@ impl Resolved {
 
         let imps = &log.impressions;
         imps.check_lengths()?;
+        let eng_impression = engagement_impressions(log)?;
         let resolved: Vec<(u32, u32, Option<u32>)> = (0..imps.len())
             .into_par_iter()
             .map(|i| {
-                let imp = imps.get(i);
                 let unknown = |column: &'static str, table: &str, id: i64| Error::InvalidLog {
                     table: "impressions",
                     row: i,
                     column,
                     message: format!("{column} {id} is not in the {table} table"),
                 };
+                let (user_id, pin_id) = (imps.user_id[i], imps.pin_id[i]);
                 let u = *user_index
-                    .get(&imp.user_id)
-                    .ok_or_else(|| unknown("user_id", "users", imp.user_id))?;
+                    .get(&user_id)
+                    .ok_or_else(|| unknown("user_id", "users", user_id))?;
                 let p = *pin_index
-                    .get(&imp.pin_id)
-                    .ok_or_else(|| unknown("pin_id", "pins", imp.pin_id))?;
-                let ctx = imp.context_pin_id.and_then(|c| pin_index.get(&c).copied());
+                    .get(&pin_id)
+                    .ok_or_else(|| unknown("pin_id", "pins", pin_id))?;
+                let ctx = imps.context_pin(i).and_then(|c| pin_index.get(&c).copied());
                 Ok((u, p, ctx))
             })
             .collect::<Result<_>>()?;
@@ -188,23 +134,13 @@ impl Resolved {
             imp_context.push(c);
         }
 
-        let lookup = ImpressionLookup::new(log)?;
-        let mut engaged = vec![0u8; log.impressions.len()];
-        let mut clicks = Vec::new();
+        let mut engaged = vec![false; imps.len()];
         let mut engagement_events = Vec::with_capacity(log.engagements.len());
-        let mut orphan_engagements = 0;
-        for e in &log.engagements {
-            let Some(i) = lookup.find(log, e.impression_id) else {
-                orphan_engagements += 1;
+        for (e, &i) in log.engagements.iter().zip(&eng_impression) {
+            if i == NONE {
                 continue;
-            };
-            match e.kind {
-                EngagementKind::Click => {
-                    engaged[i as usize] |= CLICKED;
-                    clicks.push((i, e.ts));
-                }
-                EngagementKind::Save => engaged[i as usize] |= SAVED,
             }
+            engaged[i as usize] = true;
             engagement_events.push((imp_user[i as usize], e.ts, imp_pin[i as usize]));
         }
         Ok(Resolved {
@@ -213,10 +149,9 @@ impl Resolved {
             imp_user,
             imp_pin,
             imp_context,
+            eng_impression,
             engaged,
-            clicks,
             engagement_events,
-            orphan_engagements,
         })
     }
 
@@ -229,74 +164,29 @@ impl Resolved {
     }
 }
 
-/// How a conversion was attributed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Touch {
-    Click,
-    View,
+/// The impressions of some (user, pin) pairs: (impression ts, impression row) per pair.
+pub(crate) struct PairImpressions {
+    views: IdMap<(u32, u32), Vec<(i64, u32)>>,
 }
 
-/// Per (user, pin): (time, impression id, impression index) of each touch.
-type TouchMap = IdMap<(u32, u32), Vec<(i64, i64, u32)>>;
-
-/// Clicks and impressions of the (user, pin) pairs that have conversions.
-pub(crate) struct Touches {
-    /// (click ts, impression id, impression index) per pair.
-    clicks: TouchMap,
-    /// (impression ts, impression id, impression index) per pair.
-    views: TouchMap,
-}
-
-impl Touches {
-    pub(crate) fn new(log: &EventLog, r: &Resolved, pairs: &IdSet<(u32, u32)>) -> Touches {
-        let mut views: TouchMap = IdMap::default();
-        for (i, imp) in log.impressions.iter().enumerate() {
+impl PairImpressions {
+    /// Only the synthetic eval's true conversions use this: a few thousand pairs.
+    pub(crate) fn new(log: &EventLog, r: &Resolved, pairs: &IdSet<(u32, u32)>) -> PairImpressions {
+        let mut views: IdMap<(u32, u32), Vec<(i64, u32)>> = IdMap::default();
+        if pairs.is_empty() {
+            return PairImpressions { views };
+        }
+        for (i, &ts) in log.impressions.ts.iter().enumerate() {
             let key = (r.imp_user[i], r.imp_pin[i]);
             if pairs.contains(&key) {
-                views
-                    .entry(key)
-                    .or_default()
-                    .push((imp.ts, imp.impression_id, i as u32));
+                views.entry(key).or_default().push((ts, i as u32));
             }
         }
-        let mut clicks: TouchMap = IdMap::default();
-        for &(i, ts) in &r.clicks {
-            let key = (r.imp_user[i as usize], r.imp_pin[i as usize]);
-            if views.contains_key(&key) {
-                clicks.entry(key).or_default().push((
-                    ts,
-                    log.impressions.impression_id[i as usize],
-                    i,
-                ));
-            }
-        }
-        Touches { clicks, views }
+        PairImpressions { views }
     }
 
-    /// Last touch: the user's last click on the pin with `click.ts <= ts <= click.ts + click_window`,
-    /// else the last impression with `imp.ts <= ts <= imp.ts + view_window`. Ties on time go to
-    /// the larger impression id.
-    pub(crate) fn attribute(
-        &self,
-        pair: (u32, u32),
-        ts: i64,
-        click_window: i64,
-        view_window: i64,
-    ) -> Option<(u32, Touch)> {
-        let last = |list: Option<&Vec<(i64, i64, u32)>>, window: i64| {
-            list?
-                .iter()
-                .filter(|&&(t, _, _)| t <= ts && ts <= t.saturating_add(window))
-                .max_by_key(|&&(t, id, _)| (t, id))
-                .map(|&(_, _, i)| i)
-        };
-        last(self.clicks.get(&pair), click_window)
-            .map(|i| (i, Touch::Click))
-            .or_else(|| last(self.views.get(&pair), view_window).map(|i| (i, Touch::View)))
-    }
-
-    /// Impressions of the pair: (ts, impression id, impression index).
-    pub(crate) fn impressions(&self, pair: (u32, u32)) -> &[(i64, i64, u32)] {
+    /// Impressions of the pair: (ts, impression row).
+    pub(crate) fn of(&self, pair: (u32, u32)) -> &[(i64, u32)] {
         self.views.get(&pair).map_or(&[], Vec::as_slice)
     }
 }
