@@ -43,6 +43,15 @@ pub enum Error {
         /// Length of its `scores`.
         scores: usize,
     },
+    /// An item id (retrieved or relevant) is not below the number of items the metric was told
+    /// about, e.g. a pin without an advertiser.
+    #[error("item id {id} is out of range: the metric knows {items} items")]
+    UnknownItem {
+        /// The offending id.
+        id: u32,
+        /// Number of items known.
+        items: usize,
+    },
 }
 
 /// Result of the fallible operations of this crate.

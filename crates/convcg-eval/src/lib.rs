@@ -34,7 +34,14 @@
 //! - **capped_recall@K** = `|L[..K] ∩ R| / min(K, |R|)`. The denominator is what a perfect list of
 //!   length `K` could hold, so 1 is always reachable.
 //!
-//! Both are macro-averaged: the mean over queries of the per-query ratio, so every query weighs
+//! - **ndcg@K** ([`ndcg_at_k`]): binary-relevance DCG of the first `K` ranks (gain
+//!   `1 / log2(rank + 2)`, ranks from 0) over that of a perfect list, `min(K, |R|)` hits first.
+//! - **advertiser recall@K** ([`advertiser_recall_at_k`]): recall over the advertisers of `R`, one
+//!   counting as found when any of its pins is in the first `K`.
+//! - **coverage@K** ([`coverage_at_k`]): the share of all pins and of all advertisers served in
+//!   some query's first `K`, and the [`gini`] coefficient of how often each is served.
+//!
+//! The per-query metrics are macro-averaged: the mean over queries of the per-query ratio, so every query weighs
 //! the same however many relevant pins it has. Queries with no relevant pin have no recall; the
 //! caller skips and counts them, and [`recall_at_k`] rejects them with
 //! [`Error::EmptyRelevant`]. A cut-off larger than the retrieved `k` is an error too, rather
@@ -66,6 +73,7 @@ mod baselines;
 mod error;
 mod exact;
 mod quantized;
+mod ranking;
 mod recall;
 mod select;
 mod simd;
@@ -75,5 +83,6 @@ pub use baselines::{popularity_top_k, random_top_k};
 pub use convcg_kernels::Par;
 pub use error::{Error, Result};
 pub use exact::{exact_top_k, exact_top_k_arrays, top_k_by};
+pub use ranking::{Coverage, advertiser_recall_at_k, coverage_at_k, gini, ndcg_at_k};
 pub use recall::{RECALL_KS, RecallReport, recall_at_k};
 pub use topk::TopK;

@@ -36,31 +36,7 @@ pub struct RecallReport {
 /// - [`Error::ZeroCutoff`] / [`Error::CutoffExceedsK`] for a `K` of 0 or larger than `topk.k`;
 /// - [`Error::MalformedTopK`] when `topk`'s fields disagree.
 pub fn recall_at_k(topk: &TopK, relevant: &[Vec<u32>], ks: &[usize]) -> Result<RecallReport> {
-    let k = topk.k;
-    // `is_multiple_of(0)` holds only for 0, so k = 0 with ids left over is caught too.
-    if !topk.ids.len().is_multiple_of(k) || topk.ids.len() != topk.scores.len() {
-        return Err(Error::MalformedTopK {
-            k,
-            ids: topk.ids.len(),
-            scores: topk.scores.len(),
-        });
-    }
-    if let Some(&cutoff) = ks.iter().find(|&&c| c > k) {
-        return Err(Error::CutoffExceedsK { cutoff, k });
-    }
-    if ks.contains(&0) {
-        return Err(Error::ZeroCutoff);
-    }
-    let n_queries = topk.num_queries();
-    if relevant.len() != n_queries {
-        return Err(Error::QueryCountMismatch {
-            topk: n_queries,
-            relevant: relevant.len(),
-        });
-    }
-    if n_queries == 0 {
-        return Err(Error::NoQueries);
-    }
+    let n_queries = check_request(topk, relevant.len(), ks)?;
     let depth = ks.iter().copied().max().unwrap_or(0);
     let mut recall_sum = vec![0f64; ks.len()];
     let mut capped_sum = vec![0f64; ks.len()];
@@ -108,6 +84,37 @@ pub fn recall_at_k(topk: &TopK, relevant: &[Vec<u32>], ks: &[usize]) -> Result<R
             .map(|(c, &s)| (format!("capped_recall@{c}"), mean(s)))
             .collect(),
     })
+}
+
+/// Checks a metric request against the errors [`recall_at_k`] documents (all but
+/// [`Error::EmptyRelevant`], which needs the sets themselves) and returns the number of queries.
+pub(crate) fn check_request(topk: &TopK, relevant_sets: usize, ks: &[usize]) -> Result<usize> {
+    let k = topk.k;
+    // `is_multiple_of(0)` holds only for 0, so k = 0 with ids left over is caught too.
+    if !topk.ids.len().is_multiple_of(k) || topk.ids.len() != topk.scores.len() {
+        return Err(Error::MalformedTopK {
+            k,
+            ids: topk.ids.len(),
+            scores: topk.scores.len(),
+        });
+    }
+    if let Some(&cutoff) = ks.iter().find(|&&c| c > k) {
+        return Err(Error::CutoffExceedsK { cutoff, k });
+    }
+    if ks.contains(&0) {
+        return Err(Error::ZeroCutoff);
+    }
+    let n_queries = topk.num_queries();
+    if relevant_sets != n_queries {
+        return Err(Error::QueryCountMismatch {
+            topk: n_queries,
+            relevant: relevant_sets,
+        });
+    }
+    if n_queries == 0 {
+        return Err(Error::NoQueries);
+    }
+    Ok(n_queries)
 }
 
 #[cfg(test)]

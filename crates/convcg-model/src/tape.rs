@@ -102,6 +102,15 @@ impl<T: Copy + Default> Pool<T> {
     /// else growing the largest spare one, so the pool never holds more buffers than a step had
     /// alive at once.
     fn take(&mut self, len: usize) -> Vec<T> {
+        let mut v = self.take_stale(len);
+        v.fill(T::default());
+        v
+    }
+
+    /// A buffer of `len` elements whose contents are whatever a previous step left there (zeros
+    /// where it grew): only for outputs that a kernel overwrites entirely before anything reads
+    /// them, which saves clearing the buffer first.
+    fn take_stale(&mut self, len: usize) -> Vec<T> {
         let fit = self
             .free
             .iter()
@@ -119,7 +128,7 @@ impl<T: Copy + Default> Pool<T> {
         match fit.or_else(largest) {
             Some(i) => {
                 let mut v = self.free.swap_remove(i);
-                v.clear();
+                v.truncate(len);
                 v.resize(len, T::default());
                 v
             }
@@ -129,7 +138,7 @@ impl<T: Copy + Default> Pool<T> {
 
     /// A copy of `src` in a reused buffer.
     fn copy_of(&mut self, src: &[T]) -> Vec<T> {
-        let mut v = self.take(src.len());
+        let mut v = self.take_stale(src.len());
         v.copy_from_slice(src);
         v
     }
@@ -154,8 +163,9 @@ struct Pools {
 /// # Reuse
 /// A tape may record one step, be [`reset`](Tape::reset), and record the next: reset forgets
 /// every value (their [`ValueId`]s become invalid) but keeps their buffers for the next step's
-/// ops. Results are the same as with a fresh tape: every reused buffer is zeroed exactly as a
-/// fresh one would be.
+/// ops. Results are the same as with a fresh tape: a reused buffer is zeroed exactly as a fresh
+/// one would be, except where the kernel that fills it overwrites every element (the forward
+/// outputs, and the backward temporaries written with `Accum::Replace`), which skips the clear.
 #[derive(Debug)]
 pub struct Tape {
     values: Vec<Value>,
@@ -244,6 +254,13 @@ impl Tape {
         self.pools().f32s.take(len)
     }
 
+    /// An `f32` buffer of `len` elements with stale contents, reused where possible, for a
+    /// kernel output that is overwritten entirely (`Accum::Replace`, or a forward kernel whose
+    /// contract says so).
+    fn scratch(&self, len: usize) -> Vec<f32> {
+        self.pools().f32s.take_stale(len)
+    }
+
     /// Returns a buffer to the pool.
     fn recycle(&self, v: Vec<f32>) {
         self.pools().f32s.give(v);
@@ -308,7 +325,7 @@ impl Tape {
     /// Embedding lookup: one row of `table` per id.
     pub fn gather(&mut self, params: &ParamStore, table: TableId, ids: &[u32]) -> ValueId {
         let t = params.table(table);
-        let mut out = self.zeros(ids.len() * t.dim);
+        let mut out = self.scratch(ids.len() * t.dim);
         k::gather_forward(&t.value, t.dim, ids, &mut out, self.par);
         let op = Op::Gather {
             table,
@@ -327,7 +344,7 @@ impl Tape {
     ) -> ValueId {
         let t = params.table(table);
         let n = offsets.len().saturating_sub(1);
-        let mut out = self.zeros(n * t.dim);
+        let mut out = self.scratch(n * t.dim);
         k::bag_mean_forward(&t.value, t.dim, ids, offsets, &mut out, self.par);
         let mut pools = self.pools();
         let op = Op::BagMean {
@@ -363,7 +380,7 @@ impl Tape {
             })
             .collect();
         let width: usize = blocks.iter().map(|b| b.1).sum();
-        let mut out = self.zeros(n * width);
+        let mut out = self.scratch(n * width);
         k::concat_cols_forward(&blocks, &mut out, n);
         let needs_grad = parts.iter().any(|p| self.values[p.0].needs_grad);
         let op = Op::Concat {
@@ -388,7 +405,7 @@ impl Tape {
         let wp = params.dense(w);
         assert_eq!(wp.rows, d_in, "linear {}: input width mismatch", wp.name);
         let d_out = wp.cols;
-        let mut y = self.zeros(n * d_out);
+        let mut y = self.scratch(n * d_out);
         let bias = b.map(|b| params.dense(b).value.as_slice());
         k::linear_forward(
             self.data(x),
@@ -406,7 +423,7 @@ impl Tape {
     /// Elementwise max(x, 0).
     pub fn relu(&mut self, x: ValueId) -> ValueId {
         let (n, d) = self.shape(x);
-        let mut y = self.zeros(n * d);
+        let mut y = self.scratch(n * d);
         k::relu_forward(self.data(x), &mut y, self.par);
         let needs_grad = self.values[x.0].needs_grad;
         self.push(y, n, d, needs_grad, Op::Relu { x })
@@ -434,8 +451,8 @@ impl Tape {
             "cross {}: weight is not [d, d]",
             wp.name
         );
-        let mut z = self.zeros(n * d);
-        let mut out = self.zeros(n * d);
+        let mut z = self.scratch(n * d);
+        let mut out = self.scratch(n * d);
         k::cross_forward(
             self.data(x0),
             self.data(xl),
@@ -453,8 +470,8 @@ impl Tape {
     /// Row-wise L2 normalisation.
     pub fn l2_normalize(&mut self, x: ValueId) -> ValueId {
         let (n, d) = self.shape(x);
-        let mut y = self.zeros(n * d);
-        let mut norms = self.zeros(n);
+        let mut y = self.scratch(n * d);
+        let mut norms = self.scratch(n);
         k::l2norm_forward(self.data(x), &mut y, &mut norms, n, d, 1e-12, self.par);
         let needs_grad = self.values[x.0].needs_grad;
         self.push(y, n, d, needs_grad, Op::L2Norm { x, norms })
@@ -476,7 +493,7 @@ impl Tape {
         let (c, dc) = self.shape(cands);
         assert_eq!(d, dc, "softmax: users and candidates differ in width");
         assert!(c >= b, "softmax: fewer candidates than rows");
-        let mut dlogits = self.zeros(b * c);
+        let mut dlogits = self.scratch(b * c);
         let loss = k::softmax_xent_forward(
             self.data(users),
             self.data(cands),
@@ -555,13 +572,44 @@ impl Tape {
 
     /// Adds a temporary gradient `g` of `v` into `v`'s gradient slot (if `v` needs one) and
     /// returns the temporary to the pool.
+    /// The first contribution becomes the slot itself, without a pass over it.
     fn accumulate(&self, vgrads: &mut [Option<Vec<f32>>], v: ValueId, g: Vec<f32>) {
-        if let Some(slot) = self.grad_slot(vgrads, v) {
-            for (s, gi) in slot.iter_mut().zip(&g) {
-                *s += gi;
-            }
+        if !self.values[v.0].needs_grad {
+            self.recycle(g);
+            return;
         }
-        self.recycle(g);
+        match &mut vgrads[v.0] {
+            Some(slot) => {
+                for (s, gi) in slot.iter_mut().zip(&g) {
+                    *s += gi;
+                }
+                self.recycle(g);
+            }
+            empty => *empty = Some(g),
+        }
+    }
+
+    /// Where a kernel puts its contribution to `v`'s gradient, and how: the existing slot with
+    /// `Accum::Add`, or, for the first contribution, a fresh slot with `Accum::Replace` (which
+    /// saves zeroing it); `None` if `v` needs no gradient.
+    fn grad_out<'g>(
+        &self,
+        vgrads: &'g mut [Option<Vec<f32>>],
+        v: ValueId,
+    ) -> Option<(&'g mut [f32], Accum)> {
+        let val = &self.values[v.0];
+        if !val.needs_grad {
+            return None;
+        }
+        Some(match &mut vgrads[v.0] {
+            Some(slot) => (slot.as_mut_slice(), Accum::Add),
+            empty => (
+                empty
+                    .insert(self.scratch(val.rows * val.cols))
+                    .as_mut_slice(),
+                Accum::Replace,
+            ),
+        })
     }
 
     fn backward_node(
@@ -611,13 +659,16 @@ impl Tape {
             Op::Linear { x, w, b } => {
                 let d_in = self.values[x.0].cols;
                 let (dw, db) = dense_pair(grads, *w, *b);
-                let dx = self.grad_slot(vgrads, *x).map(|g| g.as_mut_slice());
+                let (dx, accum) = match self.grad_out(vgrads, *x) {
+                    Some((g, accum)) => (Some(g), accum),
+                    None => (None, Accum::Add),
+                };
                 k::linear_backward(
                     self.data(*x),
                     &params.dense(*w).value,
                     dy,
                     dx,
-                    Accum::Add,
+                    accum,
                     dw,
                     db,
                     n,
@@ -627,18 +678,19 @@ impl Tape {
                 );
             }
             Op::Relu { x } => {
-                if let Some(g) = self.grad_slot(vgrads, *x) {
-                    k::relu_backward(&self.values[node].data, dy, g, Accum::Add, par);
+                if let Some((g, accum)) = self.grad_out(vgrads, *x) {
+                    k::relu_backward(&self.values[node].data, dy, g, accum, par);
                 }
             }
             Op::Cross { x0, xl, w, b, z } => {
                 let (dw, db) = dense_pair(grads, *w, Some(*b));
                 let db = db.unwrap_or_else(|| unreachable!("a cross layer always has a bias"));
-                let mut dz = self.zeros(n * d);
+                let mut dz = self.scratch(n * d);
                 // The kernel writes dx0 and dxl separately; the first layer reads x0 twice, so
                 // its two gradients are summed through a temporary.
+                // The kernel adds into dx0 and writes dxl.
                 let mut dx0 = self.zeros(n * d);
-                let mut dxl = self.zeros(n * d);
+                let mut dxl = self.scratch(n * d);
                 k::cross_backward(
                     self.data(*x0),
                     self.data(*xl),
@@ -660,17 +712,8 @@ impl Tape {
                 self.recycle(dz);
             }
             Op::L2Norm { x, norms } => {
-                if let Some(g) = self.grad_slot(vgrads, *x) {
-                    k::l2norm_backward(
-                        &self.values[node].data,
-                        norms,
-                        dy,
-                        g,
-                        n,
-                        d,
-                        Accum::Add,
-                        par,
-                    );
+                if let Some((g, accum)) = self.grad_out(vgrads, *x) {
+                    k::l2norm_backward(&self.values[node].data, norms, dy, g, n, d, accum, par);
                 }
             }
             Op::SoftmaxXent {
@@ -686,14 +729,14 @@ impl Tape {
                 let dl = if scale == 1.0 {
                     dlogits.as_slice()
                 } else {
-                    scaled = self.zeros(dlogits.len());
+                    scaled = self.scratch(dlogits.len());
                     for (s, g) in scaled.iter_mut().zip(dlogits) {
                         *s = g * scale;
                     }
                     &scaled
                 };
-                let mut du = self.zeros(b * dim);
-                let mut dc = self.zeros(c * dim);
+                let mut du = self.scratch(b * dim);
+                let mut dc = self.scratch(c * dim);
                 k::softmax_xent_backward(
                     self.data(*users),
                     self.data(*cands),
