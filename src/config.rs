@@ -77,6 +77,75 @@ impl RunConfig {
         Ok(toml::from_str(text)?)
     }
 
+    /// The configuration of a run on a dataset directory: the defaults, overridden by the
+    /// dataset's `dataset.toml` (`[data]` only), overridden by the user's config file. The two
+    /// `[data]` tables are merged key by key (recursively for sub-tables such as
+    /// `[data.click_weight]`) before deserialising, so that a key the user sets wins and the rest
+    /// come from `dataset.toml`. Unknown keys, in either file, are errors naming the key.
+    ///
+    /// # Errors
+    /// If either text is not TOML, `dataset.toml` has anything but a `[data]` table, or the
+    /// merged table does not deserialise.
+    pub fn for_dataset(
+        dataset_toml: Option<&str>,
+        user_toml: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut merged = match user_toml {
+            Some(text) => toml::from_str::<toml::Table>(text)?,
+            None => toml::Table::new(),
+        };
+        if let Some(text) = dataset_toml {
+            let mut dataset = toml::from_str::<toml::Table>(text)
+                .map_err(|e| anyhow::anyhow!("in dataset.toml: {e}"))?;
+            if let Some(key) = dataset.keys().find(|k| k.as_str() != "data") {
+                anyhow::bail!(
+                    "dataset.toml may only hold a [data] table, but it sets `{key}` (put run settings in the --config file)"
+                );
+            }
+            let data = match dataset.remove("data") {
+                Some(toml::Value::Table(t)) => t,
+                Some(_) => anyhow::bail!("dataset.toml: `data` must be a table"),
+                None => toml::Table::new(),
+            };
+            let user_data = match merged.remove("data") {
+                Some(toml::Value::Table(t)) => t,
+                Some(_) => anyhow::bail!("`data` must be a table"),
+                None => toml::Table::new(),
+            };
+            merged.insert("data".into(), toml::Value::Table(overlay(data, user_data)));
+        }
+        Ok(toml::from_str(&toml::to_string(&merged)?)?)
+    }
+
+    /// [`RunConfig::for_dataset`] with `data_dir/dataset.toml` (if present) and the user's
+    /// config file (if given).
+    ///
+    /// # Errors
+    /// If a file cannot be read, or [`RunConfig::for_dataset`] fails (the error names the file).
+    pub fn for_dataset_dir(
+        data_dir: &std::path::Path,
+        user_config: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let dataset_path = data_dir.join(crate::DATASET_CONFIG_FILE);
+        let dataset = if dataset_path.is_file() {
+            Some(read(&dataset_path)?)
+        } else {
+            None
+        };
+        let user = user_config.map(read).transpose()?;
+        Self::for_dataset(dataset.as_deref(), user.as_deref()).with_context(|| {
+            let mut files = vec![dataset_path.display().to_string()];
+            if let Some(p) = user_config {
+                files.push(p.display().to_string());
+            }
+            format!("in the configuration from {}", files.join(" and "))
+        })
+    }
+
     /// The full configuration as TOML.
     pub fn to_toml(&self) -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(self)?)
@@ -132,4 +201,19 @@ impl RunConfig {
             std::thread::available_parallelism().map_or(1, usize::from)
         }
     }
+}
+
+/// `base` with every key of `top` set over it; where both hold a table, the tables merge the
+/// same way.
+fn overlay(mut base: toml::Table, top: toml::Table) -> toml::Table {
+    for (key, value) in top {
+        let merged = match (base.remove(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => {
+                toml::Value::Table(overlay(b, t))
+            }
+            (_, v) => v,
+        };
+        base.insert(key, merged);
+    }
+    base
 }

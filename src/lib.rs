@@ -16,7 +16,13 @@ mod synth;
 
 pub use config::{ConfigError, RunConfig, TrainConfig};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};
-pub use metrics::{EvalSummary, LossPoint, Metrics, RetrieverMetrics, TrainingSummary};
+pub use metrics::{
+    BootstrapInterval, EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics,
+    TrainingSummary, paired_bootstrap,
+};
 pub use output::write_atomic;
-pub use run::{Verbosity, default_run_dir, evaluate, feature_tables, train, train_model};
+pub use run::{
+    Evaluation, RunOutput, Verbosity, default_run_dir, evaluate, feature_tables, train, train_data,
+    train_model,
+};
 pub use synth::{MANIFEST_FILE, SynthManifest, SynthRequest, SynthSummary, scale_to_events, synth};

@@ -19,8 +19,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate the synthetic marketplace, train, evaluate, and print the results table.
+    /// Train and evaluate on the synthetic marketplace (or, with --data, on an event log in the
+    /// canonical schema), and print the results table.
     Train {
+        /// Canonical-schema dataset directory to train on; its dataset.toml sets `[data]` keys,
+        /// which --config's `[data]` overrides key by key.
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// TOML file overriding any subset of the default config (`convcg config` prints it).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -125,18 +130,20 @@ fn main() -> Result<()> {
             convcg::synth(&request, verbosity)?;
         }
         Command::Train {
+            data,
             config,
             seed,
             out,
             quiet,
         } => {
-            let mut cfg = match &config {
-                Some(path) => {
+            let mut cfg = match (&data, &config) {
+                (Some(dir), _) => RunConfig::for_dataset_dir(dir, config.as_deref())?,
+                (None, Some(path)) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
                     RunConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
                 }
-                None => RunConfig::default(),
+                (None, None) => RunConfig::default(),
             };
             if let Some(seed) = seed {
                 cfg.seed = seed;
@@ -147,7 +154,14 @@ fn main() -> Result<()> {
             } else {
                 Verbosity::Normal
             };
-            convcg::train(&cfg, &dir, verbosity)?;
+            match &data {
+                Some(data_dir) => {
+                    convcg::train_data(data_dir, &cfg, &dir, verbosity)?;
+                }
+                None => {
+                    convcg::train(&cfg, &dir, verbosity)?;
+                }
+            }
             if !quiet {
                 println!(
                     "wrote {} and {}",

@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use convcg_eval::RecallReport;
+use convcg_data::Task;
+use convcg_eval::{RecallReport, TopK};
 
 /// Recall figures of one retriever (the model or a reference point) per task.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -75,6 +78,10 @@ pub struct Metrics {
     pub model: RetrieverMetrics,
     /// The same top K (most training positives of the task) for every query.
     pub popularity: RetrieverMetrics,
+    /// Per query, the pins the user had impressions of before the query's moment, most recent
+    /// first, then popularity's list (`Dataset::recently_seen`).
+    #[serde(default)]
+    pub recently_seen: RetrieverMetrics,
     /// K uniform random pins per query.
     pub random: RetrieverMetrics,
     /// The top K by true expected conversions (engagement task: clicks) per request under the
@@ -106,6 +113,7 @@ impl Metrics {
         let mut rows: Vec<(&str, &RetrieverMetrics)> = vec![
             ("model", &self.model),
             ("popularity", &self.popularity),
+            ("recently seen", &self.recently_seen),
             ("random", &self.random),
         ];
         if let Some(o) = &self.oracle {
@@ -154,5 +162,159 @@ impl Metrics {
             self.eval.conversion_queries, self.eval.engagement_queries, self.eval.corpus_pins
         );
         out
+    }
+}
+
+/// Every eval query's recall@K of each retriever, per task and K (in query order): what a
+/// paired comparison of two retrievers resamples.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryRecalls {
+    recall: BTreeMap<(String, usize, usize), Vec<f64>>,
+}
+
+impl QueryRecalls {
+    /// Records `retriever`'s recall@K for every K in [`convcg_eval::RECALL_KS`] up to `top.k`:
+    /// per query, `|top K ∩ relevant| / |relevant|` (relevant pins and listed pins counted once
+    /// each; a query without relevant pins gets 0).
+    pub(crate) fn insert(
+        &mut self,
+        retriever: &str,
+        task: Task,
+        top: &TopK,
+        relevant: &[Vec<u32>],
+    ) {
+        for &k in convcg_eval::RECALL_KS.iter().filter(|&&k| k <= top.k) {
+            let values = relevant
+                .iter()
+                .enumerate()
+                .map(|(q, rel)| {
+                    let mut rel = rel.clone();
+                    rel.sort_unstable();
+                    rel.dedup();
+                    if rel.is_empty() {
+                        return 0.0;
+                    }
+                    let mut listed: Vec<u32> = top.row(q)[..k].to_vec();
+                    listed.sort_unstable();
+                    listed.dedup();
+                    let hits = listed
+                        .iter()
+                        .filter(|p| rel.binary_search(p).is_ok())
+                        .count();
+                    hits as f64 / rel.len() as f64
+                })
+                .collect();
+            self.recall
+                .insert((retriever.to_owned(), task.index(), k), values);
+        }
+    }
+
+    /// `retriever`'s ("model", "popularity", "recently_seen", "random", "oracle") recall@`k`
+    /// of each `task` query, if it was measured.
+    pub fn get(&self, retriever: &str, task: Task, k: usize) -> Option<&[f64]> {
+        self.recall
+            .get(&(retriever.to_owned(), task.index(), k))
+            .map(Vec::as_slice)
+    }
+}
+
+/// A paired bootstrap's estimate of `mean(a - b)` and its percentile interval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BootstrapInterval {
+    /// `mean(a - b)` over all pairs.
+    pub mean: f64,
+    /// The lower percentile of the resampled means.
+    pub low: f64,
+    /// The upper percentile of the resampled means.
+    pub high: f64,
+}
+
+/// The paired bootstrap of `mean(a[i] - b[i])`: `resamples` draws of `n` indices with
+/// replacement (ChaCha8 seeded with `seed`), and the `(1 - level) / 2` and `(1 + level) / 2`
+/// percentiles (nearest rank) of the resampled means.
+///
+/// # Errors
+/// If `a` and `b` differ in length or are empty, `resamples` is 0, or `level` is not in (0, 1).
+pub fn paired_bootstrap(
+    a: &[f64],
+    b: &[f64],
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> anyhow::Result<BootstrapInterval> {
+    if a.len() != b.len() || a.is_empty() {
+        anyhow::bail!("paired bootstrap of {} and {} values", a.len(), b.len());
+    }
+    if resamples == 0 || !(level > 0.0 && level < 1.0) {
+        anyhow::bail!("paired bootstrap with {resamples} resamples at level {level}");
+    }
+    let diff: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let n = diff.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut means: Vec<f64> = (0..resamples)
+        .map(|_| (0..n).map(|_| diff[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_unstable_by(f64::total_cmp);
+    let at = |p: f64| means[((p * resamples as f64).ceil() as usize).clamp(1, resamples) - 1];
+    Ok(BootstrapInterval {
+        mean: diff.iter().sum::<f64>() / n as f64,
+        low: at((1.0 - level) / 2.0),
+        high: at((1.0 + level) / 2.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_interval_brackets_the_mean_and_separates_a_clear_difference() {
+        // 997 pairs (an awkward size), a - b = 0.1 + noise in [-0.05, 0.05].
+        let b: Vec<f64> = (0..997).map(|i| f64::from(i % 7) / 7.0).collect();
+        let a: Vec<f64> = b
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x + 0.1 + (f64::from(i as u32 % 11) - 5.0) / 100.0)
+            .collect();
+        let ci = paired_bootstrap(&a, &b, 1000, 0.95, 3).unwrap();
+        assert!(ci.low <= ci.mean && ci.mean <= ci.high, "{ci:?}");
+        assert!(ci.low > 0.09 && ci.high < 0.11, "{ci:?}");
+        assert_eq!(ci, paired_bootstrap(&a, &b, 1000, 0.95, 3).unwrap());
+    }
+
+    #[test]
+    fn bootstrap_interval_of_pure_noise_covers_zero() {
+        let a: Vec<f64> = (0..501).map(|i| f64::from(i % 2)).collect();
+        let b: Vec<f64> = (0..501).map(|i| f64::from((i + 1) % 2)).collect();
+        let ci = paired_bootstrap(&a, &b, 1000, 0.95, 9).unwrap();
+        assert!(ci.low < 0.0 && ci.high > 0.0, "{ci:?}");
+    }
+
+    #[test]
+    fn bootstrap_rejects_bad_input() {
+        assert!(paired_bootstrap(&[1.0], &[1.0, 2.0], 10, 0.95, 0).is_err());
+        assert!(paired_bootstrap(&[], &[], 10, 0.95, 0).is_err());
+        assert!(paired_bootstrap(&[1.0], &[0.0], 0, 0.95, 0).is_err());
+        assert!(paired_bootstrap(&[1.0], &[0.0], 10, 1.0, 0).is_err());
+    }
+
+    #[test]
+    fn per_query_recall_matches_the_definition() {
+        let top = TopK {
+            k: 1000,
+            ids: (0..2000u32).map(|i| i % 1000).collect(),
+            scores: vec![0.0; 2000],
+        };
+        let mut r = QueryRecalls::default();
+        r.insert(
+            "x",
+            Task::Conversion,
+            &top,
+            &[vec![3, 3, 70], vec![999, 5000]],
+        );
+        assert_eq!(r.get("x", Task::Conversion, 50).unwrap(), &[0.5, 0.0]);
+        assert_eq!(r.get("x", Task::Conversion, 100).unwrap(), &[1.0, 0.0]);
+        assert_eq!(r.get("x", Task::Conversion, 1000).unwrap(), &[1.0, 0.5]);
+        assert!(r.get("x", Task::Engagement, 100).is_none());
     }
 }

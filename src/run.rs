@@ -1,4 +1,6 @@
-//! One training run end to end: marketplace, examples, training, evaluation, outputs.
+//! One training run end to end: an event log (the synthetic marketplace, or a canonical-schema
+//! directory), examples, training, evaluation, outputs. Both sources share everything after the
+//! log is in hand.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -6,7 +8,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use convcg_data::{Dataset, EvalQueries, Marketplace, PinFeatures, QueryFeatures, Task};
+use convcg_data::io::{ReadOptions, ReadReport, read_log};
+use convcg_data::{
+    Dataset, EvalQueries, EventLog, Marketplace, PinFeatures, QueryFeatures, QueryKey, Task,
+};
 use convcg_eval::{
     RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k, top_k_by,
 };
@@ -16,8 +21,11 @@ use convcg_model::{
 };
 
 use crate::config::RunConfig;
-use crate::metrics::{EvalSummary, LossPoint, Metrics, RetrieverMetrics, TrainingSummary, flatten};
+use crate::metrics::{
+    EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics, TrainingSummary, flatten,
+};
 use crate::output::write_atomic;
+use crate::synth::{MANIFEST_FILE, SynthManifest};
 
 /// Whether a run draws progress bars and prints its tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,9 +39,59 @@ pub enum Verbosity {
 /// Rows per chunk when embedding the corpus and the eval queries.
 const EMBED_CHUNK: usize = 4096;
 
+/// Where a run's event log comes from.
+#[derive(Clone, Copy, Debug)]
+enum LogSource<'a> {
+    /// The synthetic marketplace of the run config's `[synth]`.
+    Synthetic,
+    /// A canonical-schema directory, read with `read_log`.
+    Directory(&'a Path),
+}
+
+/// What a run produced: its metrics (as written to `metrics.json`), every eval query's recall
+/// per retriever (for paired comparisons), and, for a run on a directory, what was read.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    /// The metrics written to `metrics.json`.
+    pub metrics: Metrics,
+    /// Per eval query recall@K of every retriever.
+    pub per_query: QueryRecalls,
+    /// The reader's report (rows read and skipped per table) of a run on a directory.
+    pub read_report: Option<ReadReport>,
+}
+
 /// Trains and evaluates on the synthetic marketplace `cfg.synth`; writes `config.toml` and
 /// `metrics.json` into `out_dir` (created if missing) and returns the metrics.
 pub fn train(cfg: &RunConfig, out_dir: &Path, verbosity: Verbosity) -> Result<Metrics> {
+    Ok(execute(cfg, LogSource::Synthetic, out_dir, verbosity)?.metrics)
+}
+
+/// Trains and evaluates on the canonical-schema event log in `data_dir` (read with
+/// `cfg.data.on_bad_row`; skipped rows are counted in the returned report and printed unless
+/// quiet). If the directory holds `synth.toml` (written by `convcg synth`), the marketplace is
+/// regenerated from it so that the clean-label and oracle metrics use its ground truth, as in
+/// [`train`]; otherwise they are absent, as for any real log. Writes `config.toml` (`cfg`, see
+/// [`RunConfig::for_dataset_dir`] for how a dataset's own settings get into it) and
+/// `metrics.json` into `out_dir`.
+///
+/// # Errors
+/// If the log cannot be read (the error names the file, row and column), `synth.toml` does not
+/// describe the tables beside it, or training or evaluation fails.
+pub fn train_data(
+    data_dir: &Path,
+    cfg: &RunConfig,
+    out_dir: &Path,
+    verbosity: Verbosity,
+) -> Result<RunOutput> {
+    execute(cfg, LogSource::Directory(data_dir), out_dir, verbosity)
+}
+
+fn execute(
+    cfg: &RunConfig,
+    source: LogSource<'_>,
+    out_dir: &Path,
+    verbosity: Verbosity,
+) -> Result<RunOutput> {
     cfg.validate()?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
@@ -48,22 +106,21 @@ pub fn train(cfg: &RunConfig, out_dir: &Path, verbosity: Verbosity) -> Result<Me
     } else {
         Par::Seq
     };
-    let metrics = pool.install(|| run(cfg, par, verbosity))?;
+    let output = pool.install(|| run(cfg, source, par, verbosity))?;
     write_atomic(
         &out_dir.join("metrics.json"),
-        serde_json::to_string_pretty(&metrics)?.as_bytes(),
+        serde_json::to_string_pretty(&output.metrics)?.as_bytes(),
     )?;
-    Ok(metrics)
+    Ok(output)
 }
 
-fn run(cfg: &RunConfig, par: Par, verbosity: Verbosity) -> Result<Metrics> {
-    let loud = verbosity == Verbosity::Normal;
-    let say = |s: String| {
-        if loud {
-            eprintln!("{s}");
-        }
-    };
+fn say(loud: bool, s: String) {
+    if loud {
+        eprintln!("{s}");
+    }
+}
 
+fn generate(cfg: &RunConfig, loud: bool) -> Result<Marketplace> {
     let t0 = Instant::now();
     let bar = progress(loud, 1, "generating marketplace");
     let market = Marketplace::generate(&cfg.synth, cfg.seed, &|done, total| {
@@ -72,21 +129,99 @@ fn run(cfg: &RunConfig, par: Par, verbosity: Verbosity) -> Result<Metrics> {
     })
     .context("cannot generate the synthetic marketplace")?;
     bar.finish_and_clear();
-    say(format!(
-        "marketplace generated in {:.1} s",
-        t0.elapsed().as_secs_f64()
-    ));
+    say(
+        loud,
+        format!(
+            "marketplace generated in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        ),
+    );
     if loud {
         println!("{}", market.realised());
     }
+    Ok(market)
+}
 
+/// The log in `dir` and, where `synth.toml` says it was generated, its marketplace.
+fn load(
+    dir: &Path,
+    cfg: &RunConfig,
+    loud: bool,
+) -> Result<(EventLog, Option<Marketplace>, ReadReport)> {
     let t0 = Instant::now();
-    let data = Dataset::build(&market.log, Some(&market.true_conversions), &cfg.data)
-        .context("cannot build training examples")?;
-    say(format!(
-        "examples built in {:.1} s",
-        t0.elapsed().as_secs_f64()
-    ));
+    let spinner = spinner(loud, "reading the event log");
+    let opts = ReadOptions {
+        on_bad_row: cfg.data.on_bad_row,
+        ..ReadOptions::default()
+    };
+    let (log, report) = read_log(dir, &opts)
+        .with_context(|| format!("cannot read the event log in {}", dir.display()))?;
+    spinner.finish_and_clear();
+    say(
+        loud,
+        format!("event log read in {:.1} s", t0.elapsed().as_secs_f64()),
+    );
+    if loud {
+        println!("{report}");
+    }
+    let market = if dir.join(MANIFEST_FILE).is_file() {
+        let market = SynthManifest::read(dir)?.regenerate()?;
+        let sizes = |l: &EventLog| (l.pins.len(), l.users.len(), l.impressions.len());
+        if sizes(&market.log) != sizes(&log) {
+            bail!(
+                "{} regenerates a marketplace of (pins, users, impressions) = {:?}, but the tables hold {:?}",
+                dir.join(MANIFEST_FILE).display(),
+                sizes(&market.log),
+                sizes(&log)
+            );
+        }
+        Some(market)
+    } else {
+        None
+    };
+    Ok((log, market, report))
+}
+
+fn run(
+    cfg: &RunConfig,
+    source: LogSource<'_>,
+    par: Par,
+    verbosity: Verbosity,
+) -> Result<RunOutput> {
+    let loud = verbosity == Verbosity::Normal;
+    match source {
+        LogSource::Synthetic => {
+            let market = generate(cfg, loud)?;
+            train_and_evaluate(cfg, &market.log, Some(&market), par, loud)
+        }
+        LogSource::Directory(dir) => {
+            let (log, market, report) = load(dir, cfg, loud)?;
+            let mut out = train_and_evaluate(cfg, &log, market.as_ref(), par, loud)?;
+            let skipped = report.skipped.total();
+            if loud && skipped > 0 {
+                println!("{skipped} bad rows skipped while reading (on_bad_row = \"skip\")");
+            }
+            out.read_report = Some(report);
+            Ok(out)
+        }
+    }
+}
+
+/// Everything after the log is in hand: examples, training, evaluation, the results table.
+fn train_and_evaluate(
+    cfg: &RunConfig,
+    log: &EventLog,
+    market: Option<&Marketplace>,
+    par: Par,
+    loud: bool,
+) -> Result<RunOutput> {
+    let t0 = Instant::now();
+    let truths = market.map(|m| m.true_conversions.as_slice());
+    let data = Dataset::build(log, truths, &cfg.data).context("cannot build training examples")?;
+    say(
+        loud,
+        format!("examples built in {:.1} s", t0.elapsed().as_secs_f64()),
+    );
     if loud {
         println!("{}", data.stats());
     }
@@ -95,26 +230,39 @@ fn run(cfg: &RunConfig, par: Par, verbosity: Verbosity) -> Result<Metrics> {
     let mut model = TwoTowerModel::new(&cfg.model, &query_tables, &pin_tables, cfg.seed)?;
     let t0 = Instant::now();
     let training = train_model(&mut model, &data, cfg, par, loud)?;
-    say(format!(
-        "trained {} steps in {:.1} s, final loss {:.4}",
-        training.steps,
-        t0.elapsed().as_secs_f64(),
-        training.loss_curve.last().map_or(f64::NAN, |p| p.loss)
-    ));
+    say(
+        loud,
+        format!(
+            "trained {} steps in {:.1} s, final loss {:.4}",
+            training.steps,
+            t0.elapsed().as_secs_f64(),
+            training.loss_curve.last().map_or(f64::NAN, |p| p.loss)
+        ),
+    );
 
     let t0 = Instant::now();
     let spinner = spinner(
         loud,
         "evaluating: exact top-1000 over the whole corpus, model and reference points",
     );
-    let mut metrics = evaluate(&model, &data, Some(&market), cfg.seed, par)?;
+    let Evaluation {
+        mut metrics,
+        per_query,
+    } = evaluate(&model, &data, market, cfg.seed, par)?;
     spinner.finish_and_clear();
-    say(format!("evaluated in {:.1} s", t0.elapsed().as_secs_f64()));
+    say(
+        loud,
+        format!("evaluated in {:.1} s", t0.elapsed().as_secs_f64()),
+    );
     metrics.training = training;
     if loud {
         println!("{}", metrics.table());
     }
-    Ok(metrics)
+    Ok(RunOutput {
+        metrics,
+        per_query,
+        read_report: None,
+    })
 }
 
 /// A ticking spinner for work of unknown length, hidden when quiet.
@@ -261,14 +409,24 @@ pub fn train_model(
     })
 }
 
-/// Scores the model and the reference points on the eval queries of both tasks.
+/// What [`evaluate`] measured: the metrics and every query's recall.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// The metrics (`training` left empty).
+    pub metrics: Metrics,
+    /// Per eval query recall@K of every retriever.
+    pub per_query: QueryRecalls,
+}
+
+/// Scores the model and the reference points (popularity, recently seen, random, and with a
+/// marketplace the oracle) on the eval queries of both tasks.
 pub fn evaluate(
     model: &TwoTowerModel,
     data: &Dataset,
     market: Option<&Marketplace>,
     seed: u64,
     par: Par,
-) -> Result<Metrics> {
+) -> Result<Evaluation> {
     let k = *RECALL_KS.iter().max().unwrap_or(&1000);
     let pins = model.embed_pins(&pin_input(data.pin_features())?, EMBED_CHUNK, par)?;
     let corpus = dense_slice(&pins)?;
@@ -276,6 +434,7 @@ pub fn evaluate(
     let d = pins.ncols();
     let eval = data.eval();
     let mut out = Metrics::default();
+    let mut per_query = QueryRecalls::default();
     for (task, queries) in [
         (Task::Conversion, &eval.conversion),
         (Task::Engagement, &eval.engagement),
@@ -298,6 +457,7 @@ pub fn evaluate(
             *c += o * tie;
         }
         let pop_top = popularity_top_k(&counts, nq, k);
+        let seen_top = recently_seen_top_k(data, &queries.keys, &pop_top)?;
         let rand_top = random_top_k(n_pins, nq, k, seed ^ 0x5EED);
         let oracle_top = market.map(|m| {
             top_k_by(
@@ -314,9 +474,15 @@ pub fn evaluate(
                 par,
             )
         });
-        score_into(&mut out.model, task, queries, &model_top)?;
-        score_into(&mut out.popularity, task, queries, &pop_top)?;
-        score_into(&mut out.random, task, queries, &rand_top)?;
+        for (name, r, top) in [
+            ("model", &mut out.model, &model_top),
+            ("popularity", &mut out.popularity, &pop_top),
+            ("recently_seen", &mut out.recently_seen, &seen_top),
+            ("random", &mut out.random, &rand_top),
+        ] {
+            score_into(r, task, queries, top)?;
+            per_query.insert(name, task, top, &queries.relevant);
+        }
         if let Some(top) = &oracle_top {
             score_into(
                 out.oracle.get_or_insert_with(RetrieverMetrics::default),
@@ -324,6 +490,7 @@ pub fn evaluate(
                 queries,
                 top,
             )?;
+            per_query.insert("oracle", task, top, &queries.relevant);
         }
         let name = format!("{task:?}").to_lowercase();
         out.eval
@@ -341,7 +508,43 @@ pub fn evaluate(
         corpus_pins: n_pins,
         ..out.eval
     };
-    Ok(out)
+    Ok(Evaluation {
+        metrics: out,
+        per_query,
+    })
+}
+
+/// The recently-seen baseline: per query, the pins of the user's impressions strictly before
+/// the query's moment, most recent first ([`Dataset::recently_seen`]), then popularity's list
+/// (`popularity`, one row per query) for the rest of the K slots, skipping pins already listed.
+fn recently_seen_top_k(data: &Dataset, keys: &[QueryKey], popularity: &TopK) -> Result<TopK> {
+    let k = popularity.k;
+    if popularity.num_queries() != keys.len() {
+        bail!(
+            "{} popularity lists for {} queries",
+            popularity.num_queries(),
+            keys.len()
+        );
+    }
+    let mut ids = Vec::with_capacity(keys.len() * k);
+    for (q, key) in keys.iter().enumerate() {
+        let mut list = data.recently_seen(key, k);
+        let mut listed: std::collections::HashSet<u32> = list.iter().copied().collect();
+        for &p in popularity.row(q) {
+            if list.len() == k {
+                break;
+            }
+            if listed.insert(p) {
+                list.push(p);
+            }
+        }
+        ids.extend_from_slice(&list);
+    }
+    // Rank scores, decreasing: the lists carry no other score.
+    let scores = (0..keys.len())
+        .flat_map(|_| (0..k).map(|r| (k - r) as f32))
+        .collect();
+    Ok(TopK { k, ids, scores })
 }
 
 /// Scores one retriever's top K on one task's queries; on the conversion task also against the

@@ -60,8 +60,8 @@ mod truth;
 
 pub use batcher::Batcher;
 pub use dataset::{
-    Batch, Dataset, DatasetConfig, DatasetStats, EvalQueries, EvalSet, Example, HardNegatives,
-    LogQEstimator, QueryKey, Task,
+    Batch, Dataset, DatasetConfig, DatasetStats, EvalProtocol, EvalQueries, EvalSet, Example,
+    HardNegatives, LogQEstimator, QueryKey, Task,
 };
 pub use error::{Error, ExpectedNames, Location, Result};
 pub use features::{Bag, FeatureSchema, PinFeatures, QueryFeatures, TableSpec};

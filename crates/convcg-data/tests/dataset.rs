@@ -425,6 +425,7 @@ fn history_bags_only_hold_engagements_strictly_before_ts() {
     let key = |ts| convcg_data::QueryKey {
         user: U0,
         ts,
+        seq: i64::MIN,
         surface: Surface::HomeFeed,
         context_pin: None,
         query_id: None,
@@ -506,6 +507,7 @@ fn ids_unseen_in_training_map_to_row_zero() {
     let key = |user, surface, context_pin, query_id| convcg_data::QueryKey {
         user,
         ts: 13 * DAY,
+        seq: i64::MIN,
         surface,
         context_pin,
         query_id,

@@ -210,7 +210,7 @@ fn taobao_slice() {
     assert!(imported.dictionaries.is_empty());
 
     let (_, protocol) = dataset_config(&imported);
-    assert_eq!(protocol, "time");
+    assert_eq!(protocol, "last_conversion");
     let data = build_dataset(&imported);
     assert!(data.stats().train_conversion_examples > 0);
     assert!(data.stats().eval_conversion_queries > 0);

@@ -44,6 +44,7 @@ pub(crate) fn build_queries(
         keys.push(QueryKey {
             user: first.user,
             ts: window_start,
+            seq: i64::MIN,
             surface: first.surface,
             context_pin: first.context_pin,
             query_id: first.query_id,
@@ -51,6 +52,19 @@ pub(crate) fn build_queries(
         relevant.push(pins);
         start = end;
     }
+    let skipped = pairs_in_window.saturating_sub(keys.len());
+    subsample(keys, relevant, skipped, max, (seed, stream))
+}
+
+/// The queries with their relevant pins, or beyond `max` of them a seeded subsample (ChaCha8
+/// `seed`, stream `stream`) kept in query order; `skipped_without_relevant` is recorded as given.
+pub(crate) fn subsample(
+    mut keys: Vec<QueryKey>,
+    mut relevant: Vec<Vec<u32>>,
+    skipped_without_relevant: usize,
+    max: usize,
+    (seed, stream): (u64, u64),
+) -> EvalQueries {
     let subsampled_from = keys.len();
     if keys.len() > max {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -67,7 +81,7 @@ pub(crate) fn build_queries(
         keys,
         relevant,
         relevant_clean: None,
-        skipped_without_relevant: pairs_in_window.saturating_sub(subsampled_from),
+        skipped_without_relevant,
         subsampled_from,
     }
 }

@@ -3,6 +3,7 @@
 mod eval;
 mod history;
 mod resolve;
+mod split;
 mod vocab;
 
 use std::fmt;
@@ -14,15 +15,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result, config_error};
 use crate::features::{Bag, FeatureSchema, PinFeatures, QueryFeatures};
 use crate::hash::IdSet;
+use crate::io::OnBadRow;
 use crate::labels::{
     CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats, Labelled,
     LogQMode, MAX_HARD_NEGATIVES, StreamingConfig, StreamingFrequency, ValueWeighting, label,
     non_negative,
 };
 use crate::schema::{Conversion, EventLog, Surface};
-use eval::{Hit, build_queries};
+use eval::{Hit, build_queries, subsample};
 use history::History;
 use resolve::{PairImpressions, Resolved};
+use split::{HeldOut, UserQueries};
 use vocab::{Vocab, standardise};
 
 const DAY_S: f64 = 86_400.0;
@@ -50,13 +53,20 @@ impl Task {
     }
 }
 
-/// What a query tower sees: who, when (features use only events strictly before ts), where, and the context.
+/// What a query tower sees: who, when (features use only events strictly before the moment
+/// `(ts, seq)`), where, and the context.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QueryKey {
     /// Index of the user in `log.users`.
     pub user: u32,
-    /// Unix seconds; the history bags hold only engagements strictly before it.
+    /// Unix seconds; the history bags hold only engagements strictly before `(ts, seq)`.
     pub ts: i64,
+    /// Place in file order within the second `ts`: an engagement at `(t, impression id of its
+    /// impression)` is in the history iff it is lexicographically before `(ts, seq)`.
+    /// `i64::MIN` (the time protocol's keys) keeps only earlier seconds; the `last_conversion`
+    /// protocol uses impression ids, because a log of whole-day timestamps would otherwise leave
+    /// every history empty.
+    pub seq: i64,
     /// The surface.
     pub surface: Surface,
     /// Index in `log.pins` of the context pin (related pins), if any.
@@ -135,12 +145,40 @@ pub struct Example {
     pub hard_negatives: HardNegatives,
 }
 
+/// How the eval queries are chosen (`[data] eval_protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalProtocol {
+    /// `"time"`: the last `eval_window_days` of impressions are the eval window; queries are
+    /// (user, surface) pairs with a relevant pin in it, asked as of the window's start; the
+    /// impressions before the window train, with its start as the maturity cutoff.
+    #[default]
+    Time,
+    /// `"last_conversion"`: for logs too short (or too coarse in time) to split by time. Each
+    /// converting user's last conversion (by time, then file order: the impression id of the
+    /// conversion's own record, then conversion row) is a conversion query and each engaged
+    /// user's last engagement an engagement query, each with one relevant pin and asked at that
+    /// event's moment, so the user's earlier events are its history. A user's impressions and
+    /// conversions from the first of their query points on are held out: neither examples, nor
+    /// hard negatives, nor labels (training on a user's events after the query would show the
+    /// model that query's future). Everything else trains, every label counted as mature (these
+    /// logs record conversions as they happen). History bags break ties within a second by
+    /// impression id (see [`QueryKey::seq`]).
+    LastConversion,
+}
+
 /// How examples and eval queries are cut from a log (the run config's `[data]` section).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatasetConfig {
-    /// The last days of impressions form the eval window; train is before, and the window's
-    /// start is the cutoff of conversion-label maturity.
+    /// `"time"` or `"last_conversion"`: how eval queries are held out ([`EvalProtocol`]).
+    pub eval_protocol: EvalProtocol,
+    /// `"error"` (default) or `"skip"`: what reading a log from disk does with a bad row
+    /// (passed to [`read_log`](crate::io::read_log); skipped rows are counted in its report).
+    pub on_bad_row: OnBadRow,
+    /// Time protocol: the last days of impressions form the eval window; train is before, and
+    /// the window's start is the cutoff of conversion-label maturity. Unused by
+    /// `last_conversion` (but still validated).
     pub eval_window_days: f64,
     /// Click-through attribution window, days; also the maturity window of conversion labels.
     pub click_window_days: f64,
@@ -178,6 +216,8 @@ impl Default for DatasetConfig {
     fn default() -> Self {
         let labels = LabelConfig::default();
         DatasetConfig {
+            eval_protocol: EvalProtocol::Time,
+            on_bad_row: OnBadRow::Error,
             eval_window_days: 7.0,
             click_window_days: 7.0,
             view_window_days: 1.0,
@@ -277,7 +317,8 @@ pub struct EvalSet {
     pub conversion: EvalQueries,
     /// Engagement task.
     pub engagement: EvalQueries,
-    /// First second of the eval window (queries' `ts`).
+    /// First second of the eval window (queries' `ts`); under `last_conversion`, the earliest
+    /// query's second.
     pub window_start: i64,
     /// The largest impression ts.
     pub window_end: i64,
@@ -334,6 +375,9 @@ pub struct DatasetStats {
     pub hard_negatives_from_same_day: usize,
     /// Training positives without any hard negative (when some were asked for).
     pub positives_without_hard_negative: usize,
+    /// Conversions held out of labelling by the `last_conversion` protocol (each query's own
+    /// and the user's later ones); 0 under the time protocol.
+    pub held_out_conversions: usize,
     /// Conversion eval queries kept.
     pub eval_conversion_queries: usize,
     /// Engagement eval queries kept.
@@ -354,7 +398,7 @@ pub struct DatasetStats {
 
 impl fmt::Display for DatasetStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, String); 15] = [
+        let rows: [(&str, String); 16] = [
             (
                 "impressions (train / eval)",
                 format!(
@@ -392,6 +436,10 @@ impl fmt::Display for DatasetStats {
             (
                 "straddling the split",
                 self.straddling_conversions.to_string(),
+            ),
+            (
+                "held out of labels (last_conversion)",
+                self.held_out_conversions.to_string(),
             ),
             (
                 "hard negatives: request / same day",
@@ -532,6 +580,8 @@ pub struct Dataset {
     pub stats: DatasetStats,
     history: History,
     history_len: usize,
+    /// Impressions of the users with eval queries, for [`Dataset::recently_seen`].
+    seen: History,
     vocab: Vocab,
     user_dense: Array2<f32>,
     pin_counts: [Vec<f32>; 2],
@@ -561,11 +611,65 @@ fn log_shares(num_pins: usize, pins: impl Iterator<Item = u32>) -> Vec<f32> {
         .collect()
 }
 
+/// What the protocol decided: which impressions train, which log labels them, at what cutoff.
+struct Split {
+    train_mask: Vec<bool>,
+    /// The log without held-out conversions (`None`: the log itself labels).
+    label_log: Option<EventLog>,
+    cutoff: i64,
+    held_out: Option<HeldOut>,
+}
+
+impl Split {
+    fn time(log: &EventLog, window_start: i64) -> Split {
+        Split {
+            train_mask: log
+                .impressions
+                .ts
+                .iter()
+                .map(|&t| t < window_start)
+                .collect(),
+            label_log: None,
+            cutoff: window_start,
+            held_out: None,
+        }
+    }
+
+    fn last_conversion(log: &EventLog, r: &Resolved, cfg: &DatasetConfig) -> Split {
+        let held_out = HeldOut::new(log, r);
+        let keep = held_out.labelling_conversions(log, r);
+        // label() reads conversions from a log, so the held-out ones go from a copy; the real
+        // slices this protocol is for are small.
+        let label_log = EventLog {
+            conversions: log
+                .conversions
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c.clone())
+                .collect(),
+            ..log.clone()
+        };
+        let last = log.impressions.ts.iter().copied().max().unwrap_or(0);
+        Split {
+            train_mask: held_out.train_mask(log, r),
+            label_log: Some(label_log),
+            // Every training label is known: these logs record conversions as they happen.
+            cutoff: last.saturating_add(window_s(cfg.click_window_days)),
+            held_out: Some(held_out),
+        }
+    }
+}
+
 impl Dataset {
-    /// Builds the dataset: the last `eval_window_days` of impressions are the eval window;
-    /// [`label`](crate::label) runs on the impressions before it, with the window's start as the
-    /// maturity cutoff, to make the training examples and their hard negatives (drawn from
-    /// training impressions only). `true_conversions` (synthetic only) fills
+    /// Builds the dataset under `cfg.eval_protocol` ([`EvalProtocol`]). Time: the last
+    /// `eval_window_days` of impressions are the eval window; [`label`](crate::label) runs on
+    /// the impressions before it, with the window's start as the maturity cutoff, to make the
+    /// training examples and their hard negatives (drawn from training impressions only).
+    /// `last_conversion`: each user's last conversion and last engagement are the queries and
+    /// [`label`](crate::label) runs on the user's impressions before the first of them, without
+    /// the conversions from there on. Dictionaries come from the training impressions only.
+    /// `true_conversions` (synthetic only, time protocol) fills
     /// [`EvalQueries::relevant_clean`] for the conversion task.
     pub fn build(
         log: &EventLog,
@@ -577,35 +681,51 @@ impl Dataset {
         let imps = &log.impressions;
         let window_end = imps.ts.iter().copied().max().unwrap_or(0);
         let window_start = window_end - window_s(cfg.eval_window_days);
-        let label_cfg = cfg.label_config();
-        let train_mask: Vec<bool> = imps.ts.iter().map(|&t| t < window_start).collect();
+        let split = match cfg.eval_protocol {
+            EvalProtocol::Time => Split::time(log, window_start),
+            EvalProtocol::LastConversion => Split::last_conversion(log, &r, cfg),
+        };
+        let train_mask = &split.train_mask;
 
-        let (vocab, pins) = Vocab::build(log, &r, &train_mask);
+        let (vocab, pins) = Vocab::build(log, &r, train_mask);
         let user_dense = standardise(log.users.len(), log.user_dense_names.len(), |i, j| {
             log.users[i].dense[j]
         });
         let schema = vocab.schema(log.user_dense_names.len(), log.pin_dense_names.len());
 
+        let label_log = split.label_log.as_ref().unwrap_or(log);
         let labelled = label(
-            log,
+            label_log,
             &r.eng_impression,
-            &label_cfg,
-            window_start,
-            Some(&train_mask),
+            &cfg.label_config(),
+            split.cutoff,
+            Some(train_mask),
         )?;
-        let train = examples(log, &r, &labelled, cfg)?;
+        // Under the time protocol a training key's history is strictly before its second, as
+        // the eval keys' is; under last_conversion file order breaks ties, as it does for them.
+        let seq = |i: usize| match cfg.eval_protocol {
+            EvalProtocol::Time => i64::MIN,
+            EvalProtocol::LastConversion => imps.impression_id[i],
+        };
+        let train = examples(log, &r, &labelled, cfg, seq)?;
 
         let mut stats = DatasetStats::new(&labelled.stats, &vocab);
-        let eval = eval_set(
-            log,
-            &r,
-            &labelled,
-            &train_mask,
-            (window_start, window_end),
-            true_conversions,
-            cfg,
-            &mut stats,
-        );
+        let eval = match &split.held_out {
+            None => eval_set(
+                log,
+                &r,
+                &labelled,
+                train_mask,
+                (window_start, window_end),
+                true_conversions,
+                cfg,
+                &mut stats,
+            ),
+            Some(held_out) => {
+                stats.held_out_conversions = log.conversions.len() - label_log.conversions.len();
+                held_out_eval_set(log, &r, held_out, window_end, cfg, &mut stats)
+            }
+        };
         let pin_counts = task_counts(log.pins.len(), &train);
         let log_q = log_shares(log.pins.len(), train.iter().map(|e| e.pin));
         let hard_negative_log_q = log_shares(
@@ -614,6 +734,7 @@ impl Dataset {
                 .iter()
                 .flat_map(|e| e.hard_negatives.as_slice().iter().copied()),
         );
+        let seen = seen_impressions(log, &r, &eval);
 
         Ok(Dataset {
             schema,
@@ -623,6 +744,7 @@ impl Dataset {
             stats,
             history: History::new(log.users.len(), r.engagement_events),
             history_len: cfg.history_len,
+            seen,
             vocab,
             user_dense,
             pin_counts,
@@ -703,7 +825,34 @@ impl Dataset {
         }
     }
 
-    /// Query-tower features for these keys (history bags from events strictly before each key's ts).
+    /// The recently-seen baseline's list for `key`: distinct pins of the user's impressions
+    /// strictly before the key's moment `(ts, seq)`, most recent first (within a moment, larger
+    /// impression id first), at most `k`. Impressions rather than engagements, because an ad
+    /// shown and not clicked is still a candidate the user knows (on trivago the earlier result
+    /// lists hold the hotels a user later clicks out on; on taobao and tmall every impression is
+    /// engaged or bought, so the two coincide). Held for the users of the eval queries only;
+    /// any other user gets an empty list.
+    pub fn recently_seen(&self, key: &QueryKey, k: usize) -> Vec<u32> {
+        let mut out = Vec::with_capacity(k.min(64));
+        let mut taken = IdSet::default();
+        for &p in self
+            .seen
+            .before(key.user, key.ts, key.seq, usize::MAX)
+            .iter()
+            .rev()
+        {
+            if out.len() == k {
+                break;
+            }
+            if taken.insert(p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Query-tower features for these keys (history bags from events strictly before each key's
+    /// moment `(ts, seq)`).
     ///
     /// # Panics
     /// If a key's user or context pin is not an index of this dataset's log.
@@ -735,7 +884,7 @@ impl Dataset {
                     .and_then(|q| v.query_row.get(&q).copied())
                     .unwrap_or(0),
             );
-            for &p in self.history.before(k.user, k.ts, self.history_len) {
+            for &p in self.history.before(k.user, k.ts, k.seq, self.history_len) {
                 bags[0].push(v.pin_category_row[p as usize]);
                 bags[1].push(v.pin_advertiser_row[p as usize]);
             }
@@ -850,6 +999,7 @@ fn examples(
     r: &Resolved,
     labelled: &Labelled,
     cfg: &DatasetConfig,
+    seq: impl Fn(usize) -> i64 + Sync,
 ) -> Result<Vec<Example>> {
     let imps = &log.impressions;
     (0..labelled.len())
@@ -867,6 +1017,7 @@ fn examples(
                 key: QueryKey {
                     user: r.imp_user[i],
                     ts: imps.ts[i],
+                    seq: seq(i),
                     surface: imps.surface[i],
                     context_pin: r.imp_context[i],
                     query_id: imps.query(i),
@@ -991,6 +1142,71 @@ fn eval_set(
         window_start,
         window_end,
     }
+}
+
+/// The `last_conversion` protocol's eval set: the held-out queries, subsampled beyond
+/// `max_eval_queries`; counts the unknown-id conversions and the queries into `stats`.
+fn held_out_eval_set(
+    log: &EventLog,
+    r: &Resolved,
+    held_out: &HeldOut,
+    window_end: i64,
+    cfg: &DatasetConfig,
+    stats: &mut DatasetStats,
+) -> EvalSet {
+    stats.unknown_id_conversions = log
+        .conversions
+        .iter()
+        .filter(|c| r.pair(c.user_id, c.pin_id).is_none())
+        .count();
+    let queries = |q: &UserQueries, stream| {
+        subsample(
+            q.keys.clone(),
+            q.relevant.clone(),
+            0,
+            cfg.max_eval_queries,
+            (cfg.eval_seed, stream),
+        )
+    };
+    let conversion = queries(&held_out.conversion, 1);
+    let engagement = queries(&held_out.engagement, 0);
+    stats.eval_conversion_queries = conversion.keys.len();
+    stats.eval_engagement_queries = engagement.keys.len();
+    let window_start = conversion
+        .keys
+        .iter()
+        .chain(&engagement.keys)
+        .map(|k| k.ts)
+        .min()
+        .unwrap_or(window_end);
+    EvalSet {
+        conversion,
+        engagement,
+        window_start,
+        window_end,
+    }
+}
+
+/// The impressions of the users with eval queries (of either task), for the recently-seen
+/// baseline: (user, ts, impression id, pin).
+fn seen_impressions(log: &EventLog, r: &Resolved, eval: &EvalSet) -> History {
+    let mut users = vec![false; log.users.len()];
+    for k in eval.conversion.keys.iter().chain(&eval.engagement.keys) {
+        users[k.user as usize] = true;
+    }
+    let imps = &log.impressions;
+    let events = (0..imps.len())
+        .filter(|&i| users[r.imp_user[i] as usize])
+        .map(|i| {
+            (
+                r.imp_user[i],
+                imps.ts[i],
+                imps.impression_id[i],
+                r.imp_pin[i],
+            )
+        })
+        .collect();
+    History::new(log.users.len(), events)
 }
 
 /// Per task, per catalog pin, the training examples with label 1.

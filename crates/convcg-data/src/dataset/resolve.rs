@@ -19,8 +19,8 @@ pub(crate) struct Resolved {
     pub(crate) eng_impression: Vec<u32>,
     /// Whether each impression was clicked or saved.
     pub(crate) engaged: Vec<bool>,
-    /// (user, ts, pin) of every click and save, for the history bags.
-    pub(crate) engagement_events: Vec<(u32, i64, u32)>,
+    /// (user, ts, impression id, pin) of every click and save, for the history bags.
+    pub(crate) engagement_events: Vec<(u32, i64, i64, u32)>,
 }
 
 fn id_index<T>(
@@ -140,8 +140,9 @@ impl Resolved {
             if i == NONE {
                 continue;
             }
-            engaged[i as usize] = true;
-            engagement_events.push((imp_user[i as usize], e.ts, imp_pin[i as usize]));
+            let i = i as usize;
+            engaged[i] = true;
+            engagement_events.push((imp_user[i], e.ts, imps.impression_id[i], imp_pin[i]));
         }
         Ok(Resolved {
             pin_index,
@@ -170,7 +171,7 @@ pub(crate) struct PairImpressions {
 }
 
 impl PairImpressions {
-    /// Only the synthetic eval's true conversions use this: a few thousand pairs.
+    /// The impressions of `pairs` (the converting pairs: a small share of a log's).
     pub(crate) fn new(log: &EventLog, r: &Resolved, pairs: &IdSet<(u32, u32)>) -> PairImpressions {
         let mut views: IdMap<(u32, u32), Vec<(i64, u32)>> = IdMap::default();
         if pairs.is_empty() {

@@ -75,7 +75,7 @@
 //! // Row 3's timestamp is not a plausible unix time: skipped and reported with its place.
 //! let bad = imported.report.bad_rows().next().expect("one bad row");
 //! assert_eq!((bad.at.row, bad.at.column.as_deref()), (Some(3), Some("unix_ts")));
-//! assert!(imported.dataset_toml.contains("eval_protocol = \"time\""));
+//! assert!(imported.dataset_toml.contains("eval_protocol = \"last_conversion\""));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -140,17 +140,21 @@ fn section(m: &Measured) -> DataSection {
     DataSection {
         source: Source::Taobao,
         eval_protocol: (
-            EvalProtocol::Time,
+            EvalProtocol::LastConversion,
             format!(
-                "The log spans {} and purchases are recorded as they happen (no reporting delay),\n\
-                 so a time split works: train on the earlier events, evaluate on the last ones.",
+                "The log spans {}: a time split leaves a few hundred buys in its last minutes,\n\
+                 too few to tell a model from popularity (on this slice, recall@100 of both was\n\
+                 0.012 over 427 queries). So each buyer's last buy (in time, then file order:\n\
+                 impression_id) is held out as an eval query, with the user's earlier events as\n\
+                 history; the users' events from their queries on are not trained on.",
                 words(m.span_s)
             ),
         ),
         eval_window_s: (
             m.eval_window_s,
             format!(
-                "The last {:.0}% of the impressions fall in the last {}: the eval window.",
+                "Not used by last_conversion. A time split would take the last {:.0}% of the\n\
+                 impressions, the last {}.",
                 EVAL_SHARE * 100.0,
                 words(m.eval_window_s)
             ),

@@ -394,6 +394,7 @@ mod tests {
                 let key = QueryKey {
                     user,
                     ts: 0,
+                    seq: i64::MIN,
                     surface,
                     context_pin,
                     query_id,

@@ -1,0 +1,122 @@
+//! `convcg train --data` end to end on the real slices of `shared/data/`, each imported into a
+//! temporary directory first. Skips (with the reason) when the shared folder is absent, unless
+//! `CONVCG_REQUIRE_SHARED=1`.
+
+use std::path::{Path, PathBuf};
+
+use convcg::{RunConfig, RunOutput, Verbosity, import_dataset, paired_bootstrap, train_data};
+use convcg_data::import::Source;
+use convcg_data::io::Format;
+use convcg_data::shared::require_shared_file;
+use convcg_data::{EvalProtocol, Task};
+
+/// Run settings small enough for the test profile; `[data]` comes from the importer's
+/// dataset.toml except the eval-query cap, which keeps evaluation to a few seconds.
+const RUN_SETTINGS: &str = r#"
+    seed = 11
+    threads = 2
+
+    [data]
+    max_eval_queries = 3000
+
+    [train]
+    batch_size = 512
+    epochs = 2.0
+"#;
+
+fn slice(rel: &str) -> Option<PathBuf> {
+    require_shared_file(Path::new(env!("CARGO_MANIFEST_DIR")), rel)
+}
+
+/// Imports `source` from `src`, trains on it through the `--data` path, and checks what every
+/// run must write.
+fn import_and_train(source: Source, src: &Path) -> (RunConfig, RunOutput) {
+    let data = tempfile::tempdir().unwrap();
+    import_dataset(source, src, data.path(), Format::Parquet).unwrap();
+    let settings = data.path().join("run.toml");
+    std::fs::write(&settings, RUN_SETTINGS).unwrap();
+    let cfg = RunConfig::for_dataset_dir(data.path(), Some(&settings)).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let out = train_data(data.path(), &cfg, run.path(), Verbosity::Quiet).unwrap();
+    eprintln!("{source}:\n{}", out.metrics.table());
+
+    let written = std::fs::read_to_string(run.path().join("config.toml")).unwrap();
+    assert_eq!(RunConfig::from_toml(&written).unwrap(), cfg);
+    let json = std::fs::read_to_string(run.path().join("metrics.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for retriever in ["model", "popularity", "recently_seen", "random"] {
+        for task in ["conversion", "engagement"] {
+            for k in [50, 100, 500, 1000] {
+                let x = v[retriever][task][format!("recall@{k}")].as_f64();
+                assert!(
+                    x.is_some_and(|x| x.is_finite() && (0.0..=1.0).contains(&x)),
+                    "{source}: metrics.json {retriever}.{task}.recall@{k} = {x:?}"
+                );
+            }
+        }
+    }
+    assert!(v.get("oracle").is_none(), "no ground truth for a real log");
+    assert!(
+        out.metrics
+            .training
+            .loss_curve
+            .iter()
+            .all(|p| p.loss.is_finite())
+    );
+    assert_eq!(out.read_report.as_ref().map(|r| r.skipped.total()), Some(0));
+    (cfg, out)
+}
+
+#[test]
+fn taobao_model_beats_popularity_on_buys_with_a_bootstrap_interval_above_zero() {
+    let Some(src) = slice("data/taobao-userbehavior-slice/UserBehavior_slice.csv") else {
+        return;
+    };
+    let (cfg, out) = import_and_train(Source::Taobao, &src);
+    // From the importer's dataset.toml, merged under the run settings.
+    assert_eq!(cfg.data.eval_protocol, EvalProtocol::LastConversion);
+    assert_eq!(cfg.data.max_eval_queries, 3000);
+    let m = &out.metrics;
+    assert!(
+        m.eval.conversion_queries >= 1000,
+        "{} buy queries",
+        m.eval.conversion_queries
+    );
+    let model = out.per_query.get("model", Task::Conversion, 100).unwrap();
+    let popularity = out
+        .per_query
+        .get("popularity", Task::Conversion, 100)
+        .unwrap();
+    assert_eq!(model.len(), m.eval.conversion_queries);
+    // The per-query values are the ones the table averages.
+    let mean = model.iter().sum::<f64>() / model.len() as f64;
+    assert!((mean - m.model.conversion["recall@100"]).abs() < 1e-9);
+    let ci = paired_bootstrap(model, popularity, 1000, 0.95, 2024).unwrap();
+    eprintln!("buy recall@100, model - popularity: {ci:?}");
+    assert!(
+        ci.low > 0.0,
+        "model vs popularity buy recall@100: 95% interval of the difference {ci:?}"
+    );
+}
+
+#[test]
+fn tmall_trains_end_to_end_under_last_conversion() {
+    let Some(src) = slice("data/tmall-userlog-10k/user_log_10k.csv") else {
+        return;
+    };
+    let (cfg, out) = import_and_train(Source::Tmall, &src);
+    assert_eq!(cfg.data.eval_protocol, EvalProtocol::LastConversion);
+    assert!(out.metrics.eval.conversion_queries > 0);
+    assert!(out.metrics.training.examples > 0);
+}
+
+#[test]
+fn trivago_trains_end_to_end_under_a_time_split() {
+    let Some(src) = slice("data/trivago-100k/trivago_val_100k.parquet") else {
+        return;
+    };
+    let (cfg, out) = import_and_train(Source::Trivago, &src);
+    assert_eq!(cfg.data.eval_protocol, EvalProtocol::Time);
+    assert!(out.metrics.eval.conversion_queries > 0);
+    assert!(out.metrics.training.examples > 0);
+}
