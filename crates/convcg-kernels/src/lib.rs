@@ -59,7 +59,8 @@
 //! ```
 
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// `unsafe` only in `simd`: the call into code compiled for AVX2 + FMA after run-time detection.
+#![deny(unsafe_code)]
 
 mod activation;
 mod concat;
@@ -71,6 +72,7 @@ mod linear;
 mod optim;
 mod par;
 mod shape;
+mod simd;
 mod softmax;
 #[cfg(test)]
 mod testing;
