@@ -11,6 +11,7 @@ mod config;
 mod import;
 mod metrics;
 mod output;
+mod pipeline;
 mod run;
 mod synth;
 
@@ -18,5 +19,6 @@ pub use config::{ConfigError, RunConfig, TrainConfig};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};
 pub use metrics::{EvalSummary, LossPoint, Metrics, RetrieverMetrics, TrainingSummary};
 pub use output::write_atomic;
+pub use pipeline::{PipelineRequest, report_json, report_table, run_w3};
 pub use run::{Verbosity, default_run_dir, evaluate, feature_tables, train, train_model};
 pub use synth::{MANIFEST_FILE, SynthManifest, SynthRequest, SynthSummary, scale_to_events, synth};
