@@ -11,6 +11,7 @@ mod config;
 mod import;
 mod metrics;
 mod output;
+mod pipeline;
 mod run;
 mod synth;
 
@@ -21,6 +22,7 @@ pub use metrics::{
     TrainingSummary, paired_bootstrap,
 };
 pub use output::write_atomic;
+pub use pipeline::{PipelineRequest, report_json, report_table, run_w3};
 pub use run::{
     Evaluation, RunOutput, Verbosity, default_run_dir, evaluate, feature_tables, train, train_data,
     train_model,

@@ -81,6 +81,24 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// W3: read an event log, attribute, label, draw hard negatives and make every shuffled
+    /// batch once; print events per second, peak RSS and the counts.
+    Pipeline {
+        /// The canonical-schema dataset directory.
+        dir: PathBuf,
+        /// Print one line of JSON (the DuckDB peer's keys) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Positives per batch.
+        #[arg(long, default_value_t = 2048)]
+        batch_size: usize,
+        /// Seed of the hard-negative draw and the shuffle.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -128,6 +146,30 @@ fn main() -> Result<()> {
                 Verbosity::Normal
             };
             convcg::synth(&request, verbosity)?;
+        }
+        Command::Pipeline {
+            dir,
+            json,
+            batch_size,
+            seed,
+            threads,
+        } => {
+            let req = convcg::PipelineRequest {
+                batch_size,
+                seed,
+                threads,
+            };
+            let verbosity = if json {
+                Verbosity::Quiet
+            } else {
+                Verbosity::Normal
+            };
+            let report = convcg::run_w3(&dir, &req, verbosity)?;
+            if json {
+                println!("{}", convcg::report_json(&report, &req));
+            } else {
+                print!("{}", convcg::report_table(&report));
+            }
         }
         Command::Train {
             data,

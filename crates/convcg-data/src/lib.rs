@@ -18,6 +18,7 @@
 //! * [`Batcher`] yields seeded, shuffled, full batches of example indices.
 //! * [`import::import`] turns the real public logs (taobao, tmall, trivago) into an [`EventLog`];
 //!   [`shared`] finds the shared real-data folder for tests.
+//! * [`pipeline::run_pipeline`] runs W3: a log on disk to every shuffled batch, timed and counted.
 //!
 //! ```
 //! use convcg_data::{Batcher, Dataset, DatasetConfig, Marketplace, SynthConfig, Task};
@@ -53,6 +54,7 @@ mod hash;
 pub mod import;
 pub mod io;
 mod labels;
+pub mod pipeline;
 mod schema;
 pub mod shared;
 mod synth;
