@@ -1,7 +1,7 @@
 //! Run-time dispatch to code compiled for AVX2 and FMA, the only module with `unsafe`.
 //!
 //! The crate builds for baseline x86_64 (SSE2), so its element loops vectorise four lanes wide.
-//! [`with_avx2`] runs a body in a function compiled with AVX2 and FMA enabled when the CPU has
+//! [`run_avx2_if`] runs a body in a function compiled with AVX2 and FMA enabled when the CPU has
 //! them (checked at run time, cached by the standard library), so the same source vectorises
 //! eight lanes wide there. The arithmetic is the same either way: Rust never contracts `a * b + c`
 //! into a fused multiply-add on its own, and the loops that reduce keep their explicit lanes, so
@@ -22,16 +22,27 @@ pub(crate) fn has_avx2_fma() -> bool {
     }
 }
 
-/// Runs `body` compiled with AVX2 and FMA when the CPU has them, else as it is. `body` should
-/// call `#[inline(always)]` code, so that it is compiled into the AVX2 function.
+/// A piece of work to compile twice, for baseline x86_64 and for AVX2 + FMA. Implement
+/// [`run`](Avx2Body::run) with `#[inline(always)]` and make everything it calls
+/// `#[inline(always)]` too: only what is inlined into the AVX2 function is compiled for AVX2 (a
+/// closure would not do, as the compiler keeps a large closure out of line).
+pub(crate) trait Avx2Body {
+    /// What the work returns.
+    type Out;
+    /// Does the work.
+    fn run(self) -> Self::Out;
+}
+
+/// Runs `body` compiled with AVX2 and FMA when the CPU has them and `allowed` is set, else on
+/// the baseline path.
 #[inline(always)]
-pub(crate) fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
+pub(crate) fn run_avx2_if<B: Avx2Body>(allowed: bool, body: B) -> B::Out {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if allowed && has_avx2_fma() {
         // SAFETY: `avx2` only needs the CPU to support AVX2 and FMA, checked just above.
         return unsafe { avx2(body) };
     }
-    body()
+    body.run()
 }
 
 /// Runs `body` in a function where AVX2 and FMA instructions may be used.
@@ -40,6 +51,6 @@ pub(crate) fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2<R>(body: impl FnOnce() -> R) -> R {
-    body()
+unsafe fn avx2<B: Avx2Body>(body: B) -> B::Out {
+    body.run()
 }

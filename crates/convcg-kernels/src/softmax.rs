@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::gemm::{Trans, gemm};
 use crate::shape::check_len;
-use crate::simd::{has_avx2_fma, with_avx2};
+use crate::simd::{Avx2Body, has_avx2_fma, run_avx2_if};
 
 /// Rows per partial loss sum. Fixed, so that the loss is summed in the same order whatever the
 /// thread count.
@@ -128,46 +128,23 @@ fn xent_forward(
         par,
     );
 
-    // Turns row i of logits into its gradient and returns w_i * loss_i.
-    let row_loss = |i: usize, row: &mut [f32]| -> f64 {
-        let w_i = weights.map_or(1.0, |w| f64::from(w[i]));
-        if w_i == 0.0 {
-            row.fill(0.0);
-            return 0.0;
-        }
-        let positive = cand_ids[i];
-        let pos_logit = row[i] - log_q.map_or(0.0, |q| q[i]);
-        // The positive shares its own id, so this masks it too: it is kept out of the other
-        // candidates' mass and handled on its own below.
-        let max_others = mask_shift_max(row, cand_ids, positive, log_q);
-        let max = max_others.max(pos_logit);
-        let margin = f64::from(max) - f64::from(pos_logit);
-        let others = exp_sum(row, max);
-        let sum = others + (-margin).exp();
-        let scale = w_i / weight_sum;
-        let p_scale = scale / sum;
-        let p_scale32 = p_scale as f32;
-        for l in row.iter_mut() {
-            *l *= p_scale32;
-        }
-        // p_i - 1 from the other candidates' mass: exact even when p_i rounds to 1.
-        row[i] = (-others * p_scale) as f32;
-        w_i * (margin + sum.ln())
+    let rows = RowLoss {
+        c,
+        cand_ids,
+        log_q,
+        weights,
+        weight_sum,
     };
+    // The row loop vectorises eight lanes wide where the CPU has AVX2, with the same bits.
     let block_loss = |first: usize, block: &mut [f32]| -> f64 {
-        // The row loop vectorises eight lanes wide where the CPU has AVX2, with the same bits.
-        let rows = |block: &mut [f32]| -> f64 {
-            block
-                .chunks_exact_mut(c)
-                .enumerate()
-                .map(|(r, row)| row_loss(first + r, row))
-                .sum()
-        };
-        if avx2 {
-            with_avx2(|| rows(block))
-        } else {
-            rows(block)
-        }
+        run_avx2_if(
+            avx2,
+            Block {
+                rows: &rows,
+                first,
+                block,
+            },
+        )
     };
     let block_len = LOSS_BLOCK_ROWS * c;
     let total: f64 = match par {
@@ -188,6 +165,74 @@ fn xent_forward(
             .sum(),
     };
     (total / weight_sum) as f32
+}
+
+/// What the row loop of [`softmax_xent_forward`] needs besides the rows.
+struct RowLoss<'a> {
+    c: usize,
+    cand_ids: &'a [u32],
+    log_q: Option<&'a [f32]>,
+    weights: Option<&'a [f32]>,
+    weight_sum: f64,
+}
+
+impl RowLoss<'_> {
+    /// Turns the rows of `block` (logits of rows `first..`) into their gradients and returns
+    /// `Σ w_i loss_i`. Everything down to the element loops is inlined, so that under
+    /// [`run_avx2_if`] all of it is compiled for AVX2 (a plain loop, not an iterator `sum`, for
+    /// the same reason).
+    #[inline(always)]
+    fn block(&self, first: usize, block: &mut [f32]) -> f64 {
+        let mut total = 0.0;
+        for (r, row) in block.chunks_exact_mut(self.c).enumerate() {
+            total += self.row(first + r, row);
+        }
+        total
+    }
+
+    /// Turns row `i` of logits into its gradient and returns `w_i * loss_i`.
+    #[inline(always)]
+    fn row(&self, i: usize, row: &mut [f32]) -> f64 {
+        let w_i = self.weights.map_or(1.0, |w| f64::from(w[i]));
+        if w_i == 0.0 {
+            row.fill(0.0);
+            return 0.0;
+        }
+        let positive = self.cand_ids[i];
+        let pos_logit = row[i] - self.log_q.map_or(0.0, |q| q[i]);
+        // The positive shares its own id, so this masks it too: it is kept out of the other
+        // candidates' mass and handled on its own below.
+        let max_others = mask_shift_max(row, self.cand_ids, positive, self.log_q);
+        let max = max_others.max(pos_logit);
+        let margin = f64::from(max) - f64::from(pos_logit);
+        let others = exp_sum(row, max);
+        let sum = others + (-margin).exp();
+        let scale = w_i / self.weight_sum;
+        let p_scale = scale / sum;
+        let p_scale32 = p_scale as f32;
+        for l in row.iter_mut() {
+            *l *= p_scale32;
+        }
+        // p_i - 1 from the other candidates' mass: exact even when p_i rounds to 1.
+        row[i] = (-others * p_scale) as f32;
+        w_i * (margin + sum.ln())
+    }
+}
+
+/// One block of rows for [`run_avx2_if`].
+struct Block<'r, 'a, 'b> {
+    rows: &'r RowLoss<'a>,
+    first: usize,
+    block: &'b mut [f32],
+}
+
+impl Avx2Body for Block<'_, '_, '_> {
+    type Out = f64;
+
+    #[inline(always)]
+    fn run(self) -> f64 {
+        self.rows.block(self.first, self.block)
+    }
 }
 
 /// Independent accumulators of the row loops: 8 f32 lanes keep two SSE2 vectors of partial

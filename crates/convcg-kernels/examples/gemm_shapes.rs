@@ -1,0 +1,83 @@
+//! Times every GEMM shape of a W1 step through [`gemm`] with two threads, and prints the median
+//! of 30 runs and its GFLOP/s: the way to see which product of a step runs far from the machine's
+//! GEMM peak (docs/performance.md, section 5).
+//!
+//! ```sh
+//! cargo run --release -p convcg-kernels --example gemm_shapes
+//! ```
+
+use std::time::Instant;
+
+use convcg_kernels::{Accum, Par, Trans, gemm};
+
+/// Times `dst[m, n] = op(a) · op(b)` and prints the median and best GFLOP/s.
+fn time(name: &str, m: usize, n: usize, k: usize, a_t: Trans, b_t: Trans, par: Par) {
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; k * n];
+    let mut dst = vec![0f32; m * n];
+    let mut seconds: Vec<f64> = (0..30)
+        .map(|_| {
+            let t = Instant::now();
+            gemm(
+                &mut dst,
+                m,
+                n,
+                k,
+                Accum::Replace,
+                &a,
+                a_t,
+                &b,
+                b_t,
+                1.0,
+                par,
+            );
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    let gflop = 2.0 * (m * n * k) as f64 / 1e9;
+    let median = seconds[seconds.len() / 2];
+    println!(
+        "{name:34} m={m:5} n={n:5} k={k:5}  median {:7.3} ms  {:6.1} GFLOP/s (best {:6.1})",
+        median * 1e3,
+        gflop / median,
+        gflop / seconds[0]
+    );
+}
+
+fn main() {
+    use Trans::{No, Yes};
+    let two = Par::rayon(2);
+    // The loss: logits, then the gradients of the user rows and of the candidates.
+    time("logits = u · cᵀ", 2048, 4096, 64, No, Yes, two);
+    time("du = dlogits · c", 2048, 64, 4096, No, No, two);
+    time("dc = dlogitsᵀ · u", 4096, 64, 2048, Yes, No, two);
+    time(
+        "dc = dlogitsᵀ · u, one thread",
+        4096,
+        64,
+        2048,
+        Yes,
+        No,
+        Par::Seq,
+    );
+    time(
+        "du = dlogits · c, one thread",
+        2048,
+        64,
+        4096,
+        No,
+        No,
+        Par::Seq,
+    );
+    time("dc from a transposed copy", 4096, 64, 2048, No, No, two);
+    // A pin tower (4096 rows): cross layer, MLP, head; and their backward products.
+    time("cross / dx: x · w (128 x 128)", 4096, 128, 128, No, No, two);
+    time("mlp 128 -> 256", 4096, 256, 128, No, No, two);
+    time("mlp 256 -> 128", 4096, 128, 256, No, No, two);
+    time("head 256 -> 64", 4096, 64, 256, No, No, two);
+    time("dx = dy · wᵀ (128 x 128)", 4096, 128, 128, No, Yes, two);
+    time("dw = xᵀ · dy (128 x 128)", 128, 128, 4096, Yes, No, two);
+    time("dw = xᵀ · dy (256 x 64)", 256, 64, 4096, Yes, No, two);
+    time("dw = xᵀ · dy (128 x 256)", 128, 256, 4096, Yes, No, two);
+}
