@@ -5,6 +5,8 @@
 //! (exact top-k, recall, reference points) — into runs, and holds the run configuration and the
 //! `convcg` command line. See `docs/architecture.md` for the crate map.
 #![deny(missing_docs)]
+// Library code returns errors; `unwrap` and `expect` only in tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
 mod config;

@@ -44,6 +44,8 @@
 //! # Ok::<(), convcg_data::Error>(())
 //! ```
 #![deny(missing_docs)]
+// Library code returns errors; `unwrap` and `expect` only in tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
 mod batcher;

@@ -66,6 +66,8 @@
 //! # Ok::<(), convcg_eval::Error>(())
 //! ```
 #![deny(missing_docs)]
+// Library code returns errors; `unwrap` and `expect` only in tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 // `unsafe` only in `simd`, the run-time-detected AVX2 + FMA kernel.
 #![deny(unsafe_code)]
 

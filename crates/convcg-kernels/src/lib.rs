@@ -59,6 +59,8 @@
 //! ```
 
 #![deny(missing_docs)]
+// Library code returns errors; `unwrap` and `expect` only in tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 // `unsafe` only in `simd`: the call into code compiled for AVX2 + FMA after run-time detection.
 #![deny(unsafe_code)]
 

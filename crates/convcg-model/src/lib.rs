@@ -23,6 +23,8 @@
 //! assert_eq!(emb.dim(), (3, 64));
 //! ```
 #![deny(missing_docs)]
+// Library code returns errors; `unwrap` and `expect` only in tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
 mod error;
