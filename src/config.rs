@@ -50,6 +50,8 @@ pub struct TrainConfig {
     pub epochs: f64,
     /// Record the mean training loss every this many steps.
     pub log_every: usize,
+    /// What a step that meets a NaN or an infinity (loss or gradient) does.
+    pub on_nonfinite: OnNonFinite,
 }
 
 impl Default for TrainConfig {
@@ -58,8 +60,21 @@ impl Default for TrainConfig {
             batch_size: 1024,
             epochs: 4.0,
             log_every: 50,
+            on_nonfinite: OnNonFinite::Error,
         }
     }
+}
+
+/// What a training step that meets a NaN or an infinity does (`[train] on_nonfinite`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNonFinite {
+    /// Stop the run with an error naming the step and where the value was (the default).
+    #[default]
+    Error,
+    /// Skip the batch (the parameters are untouched: the check runs before the update), count
+    /// it, and go on; the run still stops if a parameter itself turns non-finite.
+    Skip,
 }
 
 /// A bad configuration value.
@@ -216,4 +231,26 @@ fn overlay(mut base: toml::Table, top: toml::Table) -> toml::Table {
         base.insert(key, merged);
     }
     base
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_nonfinite_reads_error_or_skip_and_rejects_anything_else() {
+        let cfg = RunConfig::from_toml("[train]\non_nonfinite = \"skip\"\n").unwrap();
+        assert_eq!(cfg.train.on_nonfinite, OnNonFinite::Skip);
+        assert_eq!(RunConfig::default().train.on_nonfinite, OnNonFinite::Error);
+        let back = RunConfig::from_toml(&cfg.to_toml().unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        let err = RunConfig::from_toml("[train]\non_nonfinite = \"ignore\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("on_nonfinite") || err.contains("ignore"),
+            "{err}"
+        );
+        assert!(err.contains("error") && err.contains("skip"), "{err}");
+    }
 }

@@ -17,7 +17,7 @@ mod pipeline;
 mod run;
 mod synth;
 
-pub use config::{ConfigError, RunConfig, TrainConfig};
+pub use config::{ConfigError, OnNonFinite, RunConfig, TrainConfig};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};
 pub use metrics::{
     BootstrapInterval, EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics,

@@ -17,10 +17,11 @@ use convcg_eval::{
 };
 use convcg_kernels::Par;
 use convcg_model::{
-    FeatureTables, Optimizer, TableDef, Tape, TowerInput, TrainBatch, TwoTowerModel,
+    Error as ModelError, FeatureTables, Optimizer, TableDef, Tape, TowerInput, TrainBatch,
+    TwoTowerModel,
 };
 
-use crate::config::RunConfig;
+use crate::config::{OnNonFinite, RunConfig};
 use crate::metrics::{
     EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics, TrainingSummary, flatten,
 };
@@ -372,6 +373,7 @@ pub fn train_model(
     let bar = progress(loud, steps as u64, "training");
     let mut curve = Vec::new();
     let (mut sum, mut count) = (0.0f64, 0usize);
+    let mut skipped = 0usize;
     for step in 1..=steps {
         let batch = data.batch(batcher.next_batch(), &mut log_q);
         // The softmax sees the B positives then the B x H hard negatives; an empty slot has
@@ -386,10 +388,21 @@ pub fn train_model(
             log_q: &candidate_log_q,
             weights: &batch.weight,
         };
-        let loss = model.train_step_with(&mut tape, &tb, &mut grads, &mut optimizer, par)?;
-        if !loss.is_finite() {
-            bail!("training diverged: the loss of step {step} is {loss}");
-        }
+        let loss = match model.train_step_with(&mut tape, &tb, &mut grads, &mut optimizer, par) {
+            Ok(loss) => loss,
+            Err(ModelError::NonFinite {
+                parameters_untouched: true,
+                ..
+            }) if tc.on_nonfinite == OnNonFinite::Skip => {
+                skipped += 1;
+                bar.inc(1);
+                continue;
+            }
+            Err(e @ ModelError::NonFinite { .. }) => bail!(
+                "training stopped at step {step} of {steps}: {e} (`[train] on_nonfinite = \"skip\"` skips such batches when the parameters are untouched)"
+            ),
+            Err(e) => return Err(e.into()),
+        };
         sum += f64::from(loss);
         count += 1;
         if step % tc.log_every == 0 || step == steps {
@@ -401,6 +414,12 @@ pub fn train_model(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if skipped > 0 && loud {
+        eprintln!("{skipped} of {steps} batches skipped for a non-finite loss or gradient");
+    }
+    if skipped == steps {
+        bail!("every one of the {steps} training batches had a non-finite loss or gradient");
+    }
     Ok(TrainingSummary {
         steps,
         batch_size: tc.batch_size,

@@ -22,6 +22,16 @@ pub enum Error {
         /// What differs.
         what: String,
     },
+    /// A training step met a NaN or an infinity. Checked before the optimiser runs for the loss
+    /// and the gradients (the parameters are then untouched, so the step may be skipped), and
+    /// after it for the parameters it updated.
+    #[error("non-finite value in {what}")]
+    NonFinite {
+        /// Where: `the loss`, `the gradient of PARAM` or `parameter PARAM` (after the update).
+        what: String,
+        /// Whether the parameters are still as they were before the step.
+        parameters_untouched: bool,
+    },
 }
 
 /// The model crate's result type.

@@ -448,3 +448,64 @@ impl Owned {
         }
     }
 }
+
+/// A NaN in a parameter, or an infinity in an input, stops the step before the optimiser with
+/// an error naming where, and leaves every parameter as it was, so that the batch can be
+/// skipped; the next good batch trains as usual.
+#[test]
+fn non_finite_values_stop_the_step_before_the_update() {
+    let qt = tables(&[5], &[4], 3);
+    let pt = tables(&[4, 3], &[], 2);
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let good = tiny_batch(&mut rng, 6);
+    let mut model = TwoTowerModel::new(&tiny_config(Structure::Parallel), &qt, &pt, 3).unwrap();
+    let mut opt = Optimizer::new(&OptimConfig::default(), model.params()).unwrap();
+    let mut grads = model.params().zero_grads();
+
+    // An infinite dense input makes the loss (or a gradient) non-finite.
+    let mut bad_input = tiny_batch(&mut rng, 6);
+    bad_input.q_dense[1] = f32::INFINITY;
+    let before = param_bits(&model);
+    let err = model
+        .train_step(&bad_input.batch(), &mut grads, &mut opt, Par::Seq)
+        .unwrap_err();
+    match &err {
+        convcg_model::Error::NonFinite {
+            what,
+            parameters_untouched,
+        } => {
+            assert!(*parameters_untouched);
+            assert!(what.contains("loss") || what.contains("gradient"), "{what}");
+        }
+        other => panic!("expected NonFinite, got {other}"),
+    }
+    assert!(
+        param_bits(&model) == before,
+        "a refused step changed parameters"
+    );
+
+    // A NaN in one weight is named.
+    let mut broken = model.clone();
+    let w = broken
+        .params_mut()
+        .dense_params_mut()
+        .iter_mut()
+        .find(|p| p.name.contains("cross"))
+        .expect("a cross layer weight");
+    w.value[0] = f32::NAN;
+    let name = w.name.clone();
+    let err = broken
+        .train_step(&good.batch(), &mut grads, &mut opt, Par::Seq)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("non-finite") && err.contains(&format!("parameter {name}")),
+        "{err}"
+    );
+
+    // The untouched model still trains on a good batch.
+    let loss = model
+        .train_step(&good.batch(), &mut grads, &mut opt, Par::Seq)
+        .unwrap();
+    assert!(loss.is_finite());
+}
