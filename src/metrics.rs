@@ -7,8 +7,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use convcg_data::Task;
-use convcg_eval::{RecallReport, TopK};
+use convcg_data::{Surface, Task};
+use convcg_eval::{
+    Coverage, RecallReport, TopK, advertiser_recall_at_k, coverage_at_k, ndcg_at_k, recall_at_k,
+};
 
 /// Recall figures of one retriever (the model or a reference point) per task.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -96,9 +98,178 @@ pub struct Metrics {
     pub eval: EvalSummary,
     /// Training summary.
     pub training: TrainingSummary,
+    /// NDCG@K per retriever ("model", "popularity", "recently_seen", "random", "oracle") and
+    /// task, keyed `"ndcg@K"`.
+    #[serde(default)]
+    pub ndcg: BTreeMap<String, TaskScores>,
+    /// Advertiser recall@K per retriever and task (a relevant advertiser is found when any of
+    /// its pins is in the top K), keyed `"recall@K"` and `"capped_recall@K"`.
+    #[serde(default)]
+    pub advertiser: BTreeMap<String, TaskScores>,
+    /// Pin and advertiser coverage of the served top K and their Gini per retriever, keyed
+    /// `"@K"`, over the conversion task's eval queries (see [`coverage_of`]).
+    #[serde(default)]
+    pub coverage: BTreeMap<String, BTreeMap<String, Coverage>>,
+    /// recall@K per retriever, task and surface ("homefeed", "related", "search").
+    #[serde(default)]
+    pub surfaces: BTreeMap<String, TaskSurfaces>,
 }
 
-/// `recall@K` and `capped_recall@K` of a report, plus the query count, as one flat map.
+/// One figure set per task, each a map from metric name to value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskScores {
+    /// On the conversion task's eval queries.
+    #[serde(default)]
+    pub conversion: BTreeMap<String, f64>,
+    /// On the engagement task's eval queries.
+    #[serde(default)]
+    pub engagement: BTreeMap<String, f64>,
+}
+
+impl TaskScores {
+    fn task_mut(&mut self, task: Task) -> &mut BTreeMap<String, f64> {
+        match task {
+            Task::Conversion => &mut self.conversion,
+            Task::Engagement => &mut self.engagement,
+        }
+    }
+}
+
+/// Per-surface recall of one retriever, per task; keys are [`Surface::as_str`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskSurfaces {
+    /// On the conversion task's eval queries.
+    #[serde(default)]
+    pub conversion: BTreeMap<String, SurfaceRecall>,
+    /// On the engagement task's eval queries.
+    #[serde(default)]
+    pub engagement: BTreeMap<String, SurfaceRecall>,
+}
+
+/// recall@K of the eval queries of one surface.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SurfaceRecall {
+    /// Queries of the surface averaged over (those with a relevant pin).
+    pub queries: usize,
+    /// Queries of the surface handed in without a relevant pin, left out of the average. The
+    /// dataset's own eval queries always have one (it counts the pairs it drops per task in
+    /// [`EvalSummary::skipped_without_relevant`]), so for them this is 0.
+    pub skipped_without_relevant: usize,
+    /// `recall@K` and `capped_recall@K` as in [`flatten`]; empty when `queries` is 0.
+    pub recall: BTreeMap<String, f64>,
+}
+
+/// What one retriever's lists measure on one task beyond recall: the [`Metrics::ndcg`],
+/// [`Metrics::advertiser`] and [`Metrics::surfaces`] entries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RankingMetrics {
+    /// Queries with a relevant pin, over which every figure is macro-averaged.
+    pub queries: usize,
+    /// Queries without a relevant pin, skipped.
+    pub skipped_without_relevant: usize,
+    /// `"ndcg@K"` ([`convcg_eval::ndcg_at_k`]); empty when `queries` is 0.
+    pub ndcg: BTreeMap<String, f64>,
+    /// Advertiser `recall@K` and `capped_recall@K` ([`convcg_eval::advertiser_recall_at_k`]);
+    /// empty when `queries` is 0.
+    pub advertiser: BTreeMap<String, f64>,
+    /// recall@K of each surface's queries, for every surface (a surface without queries has an
+    /// empty `recall`).
+    pub surfaces: BTreeMap<String, SurfaceRecall>,
+}
+
+/// The rows `keep` of `top`, in that order.
+fn select_rows(top: &TopK, keep: &[usize]) -> TopK {
+    TopK {
+        k: top.k,
+        ids: keep
+            .iter()
+            .flat_map(|&q| top.row(q).iter().copied())
+            .collect(),
+        scores: keep
+            .iter()
+            .flat_map(|&q| top.row_scores(q).iter().copied())
+            .collect(),
+    }
+}
+
+/// NDCG@K, advertiser recall@K and per-surface recall@K of `top` (one row per query) against
+/// `relevant[q]`, for every K in `ks`, where query `q` was asked on `surfaces[q]` and
+/// `pin_advertiser[pin]` is each pin's advertiser. Queries with no relevant pin are skipped and
+/// counted, overall and per surface; the rest are macro-averaged.
+///
+/// # Errors
+/// If `relevant` or `surfaces` does not hold one entry per row of `top`, or a metric rejects the
+/// request (a K of 0 or above `top.k`, a malformed `top`, a pin without an advertiser).
+pub fn ranking_metrics(
+    top: &TopK,
+    relevant: &[Vec<u32>],
+    surfaces: &[Surface],
+    pin_advertiser: &[u32],
+    ks: &[usize],
+) -> anyhow::Result<RankingMetrics> {
+    let n = top.num_queries();
+    if relevant.len() != n || surfaces.len() != n {
+        anyhow::bail!(
+            "{n} lists, {} relevant sets and {} surfaces",
+            relevant.len(),
+            surfaces.len()
+        );
+    }
+    let keep: Vec<usize> = (0..n).filter(|&q| !relevant[q].is_empty()).collect();
+    let mut out = RankingMetrics {
+        queries: keep.len(),
+        skipped_without_relevant: n - keep.len(),
+        ..RankingMetrics::default()
+    };
+    if keep.len() == n {
+        // The dataset's own queries all have relevant pins: no copy of the lists needed.
+        out.ndcg = ndcg_at_k(top, relevant, ks)?;
+        out.advertiser = flatten(&advertiser_recall_at_k(top, relevant, pin_advertiser, ks)?);
+    } else if !keep.is_empty() {
+        let sub = select_rows(top, &keep);
+        let rel: Vec<Vec<u32>> = keep.iter().map(|&q| relevant[q].clone()).collect();
+        out.ndcg = ndcg_at_k(&sub, &rel, ks)?;
+        out.advertiser = flatten(&advertiser_recall_at_k(&sub, &rel, pin_advertiser, ks)?);
+    }
+    for surface in Surface::ALL {
+        let of_surface = |q: &usize| surfaces[*q] == surface;
+        let rows: Vec<usize> = keep.iter().copied().filter(of_surface).collect();
+        let skipped = (0..n).filter(of_surface).count() - rows.len();
+        let recall = if rows.is_empty() {
+            BTreeMap::new()
+        } else {
+            let rel: Vec<Vec<u32>> = rows.iter().map(|&q| relevant[q].clone()).collect();
+            flatten(&recall_at_k(&select_rows(top, &rows), &rel, ks)?)
+        };
+        out.surfaces.insert(
+            surface.as_str().to_owned(),
+            SurfaceRecall {
+                queries: rows.len(),
+                skipped_without_relevant: skipped,
+                recall,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Pin and advertiser [`Coverage`] of the served lists `top` at every K in `ks`, keyed `"@K"`.
+/// The run passes each retriever's lists for the conversion task's eval queries: the requests a
+/// conversion retriever serves, each (user, surface) pair once (the engagement task's queries
+/// mostly repeat the same pairs, which would count their lists twice).
+///
+/// # Errors
+/// Those of [`convcg_eval::coverage_at_k`].
+pub fn coverage_of(
+    top: &TopK,
+    pin_advertiser: &[u32],
+    n_advertisers: usize,
+    ks: &[usize],
+) -> anyhow::Result<BTreeMap<String, Coverage>> {
+    Ok(coverage_at_k(top, pin_advertiser, n_advertisers, ks)?)
+}
+
+/// `recall@K` and `capped_recall@K` of a report as one flat map.
 pub fn flatten(report: &RecallReport) -> BTreeMap<String, f64> {
     let mut m: BTreeMap<String, f64> = report.recall.clone();
     m.extend(report.capped_recall.clone());
@@ -106,6 +277,26 @@ pub fn flatten(report: &RecallReport) -> BTreeMap<String, f64> {
 }
 
 impl Metrics {
+    /// Files one retriever's [`RankingMetrics`] on one task under [`Metrics::ndcg`],
+    /// [`Metrics::advertiser`] and [`Metrics::surfaces`].
+    pub fn insert_ranking(&mut self, retriever: &str, task: Task, m: RankingMetrics) {
+        *self
+            .ndcg
+            .entry(retriever.to_owned())
+            .or_default()
+            .task_mut(task) = m.ndcg;
+        *self
+            .advertiser
+            .entry(retriever.to_owned())
+            .or_default()
+            .task_mut(task) = m.advertiser;
+        let surfaces = self.surfaces.entry(retriever.to_owned()).or_default();
+        match task {
+            Task::Conversion => surfaces.conversion = m.surfaces,
+            Task::Engagement => surfaces.engagement = m.surfaces,
+        }
+    }
+
     /// The results table: every retriever's recall@K per task, and the model against popularity
     /// and the oracle at K = 100.
     pub fn table(&self) -> String {
@@ -161,7 +352,60 @@ impl Metrics {
             " ({} conversion queries, {} engagement queries, {} pins)",
             self.eval.conversion_queries, self.eval.engagement_queries, self.eval.corpus_pins
         );
+        self.ranking_block(&mut out);
         out
+    }
+
+    /// The table's block of the metrics beyond recall at K = 100 on the conversion task, model
+    /// against popularity; nothing when neither was measured (a `metrics.json` of an older run).
+    fn ranking_block(&self, out: &mut String) {
+        const RETRIEVERS: [&str; 2] = ["model", "popularity"];
+        if RETRIEVERS
+            .iter()
+            .all(|r| !self.ndcg.contains_key(*r) && !self.coverage.contains_key(*r))
+        {
+            return;
+        }
+        let get = |m: Option<&BTreeMap<String, f64>>, key: &str| {
+            m.and_then(|m| m.get(key)).copied().unwrap_or(f64::NAN)
+        };
+        let _ = writeln!(
+            out,
+            "\n{:<34}{:>16}{:>16}",
+            "conversion task, K = 100", "model", "popularity"
+        );
+        let mut row = |label: &str, cell: &dyn Fn(&str) -> String| {
+            let _ = write!(out, "  {label:<32}");
+            for r in RETRIEVERS {
+                let _ = write!(out, "{:>16}", cell(r));
+            }
+            out.push('\n');
+        };
+        row("ndcg@100", &|r| {
+            let m = self.ndcg.get(r).map(|t| &t.conversion);
+            format!("{:.4}", get(m, "ndcg@100"))
+        });
+        row("advertiser recall@100", &|r| {
+            let m = self.advertiser.get(r).map(|t| &t.conversion);
+            format!("{:.4}", get(m, "recall@100"))
+        });
+        let coverage = |r: &str| self.coverage.get(r).and_then(|c| c.get("@100"));
+        row("pin coverage@100 (gini)", &|r| match coverage(r) {
+            Some(c) => format!("{:.4} ({:.2})", c.pin_coverage, c.pin_gini),
+            None => "-".to_owned(),
+        });
+        row("advertiser coverage@100 (gini)", &|r| match coverage(r) {
+            Some(c) => format!("{:.4} ({:.2})", c.advertiser_coverage, c.advertiser_gini),
+            None => "-".to_owned(),
+        });
+        for surface in Surface::ALL {
+            let name = surface.as_str();
+            let of = |r: &str| self.surfaces.get(r).and_then(|s| s.conversion.get(name));
+            let queries = of("model").map_or(0, |s| s.queries);
+            row(&format!("recall@100 {name} ({queries} q)"), &|r| {
+                format!("{:.4}", get(of(r).map(|s| &s.recall), "recall@100"))
+            });
+        }
     }
 }
 
@@ -296,6 +540,181 @@ mod tests {
         assert!(paired_bootstrap(&[], &[], 10, 0.95, 0).is_err());
         assert!(paired_bootstrap(&[1.0], &[0.0], 0, 0.95, 0).is_err());
         assert!(paired_bootstrap(&[1.0], &[0.0], 10, 1.0, 0).is_err());
+    }
+
+    fn assert_near(got: f64, want: f64) {
+        assert!((got - want).abs() < 1e-12, "{got} != {want}");
+    }
+
+    /// 1 / log2(rank + 2), the NDCG discount of rank `r` (from 0).
+    fn d(r: usize) -> f64 {
+        1.0 / ((r + 2) as f64).log2()
+    }
+
+    /// Four queries over pins 0..6 of advertisers [0, 0, 1, 1, 2, 2], lists of 3 with ties in
+    /// their scores (broken by the smaller id, as the retrievers do).
+    fn hand_made() -> (TopK, Vec<Vec<u32>>, Vec<Surface>) {
+        let top = TopK {
+            k: 3,
+            ids: vec![1, 0, 4, 2, 3, 5, 5, 2, 1, 3, 1, 0],
+            scores: vec![2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 2.0, 1.0, 3.0, 2.0, 1.0],
+        };
+        // Query 1 has no relevant pin: skipped and counted.
+        let relevant = vec![vec![4, 0], vec![], vec![2], vec![2, 3, 1]];
+        let surfaces = vec![
+            Surface::HomeFeed,
+            Surface::Related,
+            Surface::Related,
+            Surface::HomeFeed,
+        ];
+        (top, relevant, surfaces)
+    }
+
+    const OWNER: [u32; 6] = [0, 0, 1, 1, 2, 2];
+
+    #[test]
+    fn ranking_metrics_by_hand() {
+        let (top, relevant, surfaces) = hand_made();
+        let m = ranking_metrics(&top, &relevant, &surfaces, &OWNER, &[1, 3]).unwrap();
+        assert_eq!((m.queries, m.skipped_without_relevant), (3, 1));
+        // Hits: query 0 at ranks 1 and 2 (the tied pair) of 2 relevant; query 2 at rank 1 of 1;
+        // query 3 at ranks 0 and 1 of 3.
+        assert_near(m.ndcg["ndcg@1"], (0.0 + 0.0 + 1.0) / 3.0);
+        assert_near(
+            m.ndcg["ndcg@3"],
+            ((d(1) + d(2)) / (d(0) + d(1)) + d(1) / d(0) + (d(0) + d(1)) / (d(0) + d(1) + d(2)))
+                / 3.0,
+        );
+        // Advertisers: query 0 lists [0, 0, 2] for relevant {0, 2}; query 2 lists [2, 1, 0]
+        // for {1}; query 3 lists [1, 0, 0] for {0, 1}.
+        assert_near(m.advertiser["recall@1"], (0.5 + 0.0 + 0.5) / 3.0);
+        assert_near(m.advertiser["recall@3"], 1.0);
+        assert_near(m.advertiser["capped_recall@1"], (1.0 + 0.0 + 1.0) / 3.0);
+        assert_eq!(m.advertiser.len(), 4);
+        let home = &m.surfaces["homefeed"];
+        assert_eq!((home.queries, home.skipped_without_relevant), (2, 0));
+        assert_near(home.recall["recall@1"], (0.0 + 1.0 / 3.0) / 2.0);
+        assert_near(home.recall["recall@3"], (1.0 + 2.0 / 3.0) / 2.0);
+        assert_near(home.recall["capped_recall@1"], (0.0 + 1.0) / 2.0);
+        let related = &m.surfaces["related"];
+        assert_eq!((related.queries, related.skipped_without_relevant), (1, 1));
+        assert_near(related.recall["recall@1"], 0.0);
+        assert_near(related.recall["recall@3"], 1.0);
+        let search = &m.surfaces["search"];
+        assert_eq!((search.queries, search.skipped_without_relevant), (0, 0));
+        assert!(search.recall.is_empty());
+    }
+
+    #[test]
+    fn skipping_a_query_equals_leaving_it_out() {
+        let (top, relevant, surfaces) = hand_made();
+        let with_skip = ranking_metrics(&top, &relevant, &surfaces, &OWNER, &[1, 3]).unwrap();
+        let rows = [0, 2, 3];
+        let without = ranking_metrics(
+            &select_rows(&top, &rows),
+            &rows.map(|q| relevant[q].clone()),
+            &rows.map(|q| surfaces[q]),
+            &OWNER,
+            &[1, 3],
+        )
+        .unwrap();
+        assert_eq!(without.skipped_without_relevant, 0);
+        assert_eq!(without.ndcg, with_skip.ndcg);
+        assert_eq!(without.advertiser, with_skip.advertiser);
+        assert_eq!(
+            without.surfaces["related"].recall,
+            with_skip.surfaces["related"].recall
+        );
+    }
+
+    #[test]
+    fn ranking_metrics_of_queries_without_relevant_pins_are_empty_not_nan() {
+        let (top, _, surfaces) = hand_made();
+        let m = ranking_metrics(
+            &top,
+            &[vec![], vec![], vec![], vec![]],
+            &surfaces,
+            &OWNER,
+            &[3],
+        )
+        .unwrap();
+        assert_eq!((m.queries, m.skipped_without_relevant), (0, 4));
+        assert!(m.ndcg.is_empty() && m.advertiser.is_empty());
+        assert_eq!(m.surfaces["related"].skipped_without_relevant, 2);
+        assert!(m.surfaces.values().all(|s| s.recall.is_empty()));
+    }
+
+    #[test]
+    fn ranking_metrics_reject_mismatched_and_bad_input() {
+        let (top, relevant, surfaces) = hand_made();
+        assert!(ranking_metrics(&top, &relevant[..3], &surfaces, &OWNER, &[1]).is_err());
+        assert!(ranking_metrics(&top, &relevant, &surfaces[..1], &OWNER, &[1]).is_err());
+        assert!(ranking_metrics(&top, &relevant, &surfaces, &OWNER, &[4]).is_err());
+        assert!(ranking_metrics(&top, &relevant, &surfaces, &OWNER[..4], &[1]).is_err());
+    }
+
+    #[test]
+    fn coverage_counts_every_served_list_by_hand() {
+        // At K = 1 the lists serve pins 1, 2, 5, 3 (the skipped query's list is served too):
+        // pin counts [0, 1, 1, 1, 0, 1], advertiser counts [1, 2, 1].
+        let (top, _, _) = hand_made();
+        let c = coverage_of(&top, &OWNER, 3, &[1, 3]).unwrap();
+        assert_near(c["@1"].pin_coverage, 4.0 / 6.0);
+        assert_near(c["@1"].advertiser_coverage, 1.0);
+        // Sorted pins [0, 0, 1, 1, 1, 1]: (-1 + 1 + 3 + 5) / (6 * 4).
+        assert_near(c["@1"].pin_gini, 8.0 / 24.0);
+        // Sorted advertisers [1, 1, 2]: (-2 + 0 + 4) / (3 * 4).
+        assert_near(c["@1"].advertiser_gini, 2.0 / 12.0);
+        // At K = 3 every pin is served: [3, 3, 2, 2, 1, 1].
+        assert_near(c["@3"].pin_coverage, 1.0);
+        assert!(coverage_of(&top, &OWNER, 2, &[1]).is_err());
+    }
+
+    #[test]
+    fn new_sections_land_in_json_and_the_table_and_old_files_still_read() {
+        let (top, relevant, surfaces) = hand_made();
+        let ks = convcg_eval::RECALL_KS;
+        // Lists of 1000 from the hand-made rows, padded with pins 6.. (advertiser 3).
+        let long = TopK {
+            k: 1000,
+            ids: (0..4)
+                .flat_map(|q| top.row(q).iter().copied().chain(6..6 + 997))
+                .collect(),
+            scores: vec![0.0; 4000],
+        };
+        let owner: Vec<u32> = (0..1003u32)
+            .map(|p| OWNER.get(p as usize).copied().unwrap_or(3))
+            .collect();
+        let mut m = Metrics::default();
+        for (name, task) in [
+            ("model", Task::Conversion),
+            ("popularity", Task::Conversion),
+        ] {
+            let r = ranking_metrics(&long, &relevant, &surfaces, &owner, &ks).unwrap();
+            m.insert_ranking(name, task, r);
+            m.coverage
+                .insert(name.to_owned(), coverage_of(&long, &owner, 4, &ks).unwrap());
+        }
+        let v: serde_json::Value = serde_json::to_value(&m).unwrap();
+        assert!(v["ndcg"]["model"]["conversion"]["ndcg@100"].is_f64());
+        assert!(v["advertiser"]["popularity"]["conversion"]["recall@1000"].is_f64());
+        assert!(v["coverage"]["model"]["@100"]["advertiser_gini"].is_f64());
+        assert_eq!(
+            v["surfaces"]["model"]["conversion"]["related"]["skipped_without_relevant"],
+            1
+        );
+        let table = m.table();
+        assert!(table.contains("ndcg@100"), "{table}");
+        assert!(table.contains("recall@100 related (1 q)"), "{table}");
+        // A metrics.json from before these sections existed still reads, and so does ours.
+        let mut old = v.clone();
+        for key in ["ndcg", "advertiser", "coverage", "surfaces"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let back: Metrics = serde_json::from_value(old).unwrap();
+        assert!(back.ndcg.is_empty() && back.surfaces.is_empty());
+        assert!(!back.table().contains("ndcg@100"));
+        assert_eq!(serde_json::from_value::<Metrics>(v).unwrap(), m);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use convcg_data::io::{ReadOptions, ReadReport, read_log};
 use convcg_data::{
-    Dataset, EvalQueries, EventLog, Marketplace, PinFeatures, QueryFeatures, QueryKey, Task,
+    Dataset, EvalQueries, EventLog, Marketplace, PinFeatures, QueryFeatures, QueryKey, Surface,
+    Task,
 };
 use convcg_eval::{
     RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k, top_k_by,
@@ -23,7 +24,8 @@ use convcg_model::{
 
 use crate::config::{OnNonFinite, RunConfig};
 use crate::metrics::{
-    EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics, TrainingSummary, flatten,
+    EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics, TrainingSummary, coverage_of,
+    flatten, ranking_metrics,
 };
 use crate::output::write_atomic;
 use crate::synth::{MANIFEST_FILE, SynthManifest};
@@ -438,7 +440,9 @@ pub struct Evaluation {
 }
 
 /// Scores the model and the reference points (popularity, recently seen, random, and with a
-/// marketplace the oracle) on the eval queries of both tasks.
+/// marketplace the oracle) on the eval queries of both tasks: recall@K, NDCG@K, advertiser
+/// recall@K and recall@K per surface per task, and the pin and advertiser coverage of the lists
+/// served to the conversion task's queries.
 pub fn evaluate(
     model: &TwoTowerModel,
     data: &Dataset,
@@ -510,6 +514,37 @@ pub fn evaluate(
                 top,
             )?;
             per_query.insert("oracle", task, top, &queries.relevant);
+        }
+        // NDCG, advertiser recall and per-surface recall of every retriever; coverage over the
+        // conversion task's lists only (see `coverage_of`).
+        let surfaces: Vec<Surface> = queries.keys.iter().map(|q| q.surface).collect();
+        let retrievers = [
+            ("model", &model_top),
+            ("popularity", &pop_top),
+            ("recently_seen", &seen_top),
+            ("random", &rand_top),
+        ];
+        for (name, top) in retrievers
+            .into_iter()
+            .chain(oracle_top.iter().map(|t| ("oracle", t)))
+        {
+            let ranking = ranking_metrics(
+                top,
+                &queries.relevant,
+                &surfaces,
+                data.pin_advertisers(),
+                &RECALL_KS,
+            )?;
+            out.insert_ranking(name, task, ranking);
+            if task == Task::Conversion {
+                let coverage = coverage_of(
+                    top,
+                    data.pin_advertisers(),
+                    data.num_advertisers(),
+                    &RECALL_KS,
+                )?;
+                out.coverage.insert(name.to_owned(), coverage);
+            }
         }
         let name = format!("{task:?}").to_lowercase();
         out.eval

@@ -89,6 +89,68 @@ fn trained_model_beats_popularity_on_conversions() {
             }
         }
     }
+    check_ranking_sections(&v);
+}
+
+/// Every figure under `path` of `v`, with its path; counts (`queries`,
+/// `skipped_without_relevant`) are left out.
+fn figures(v: &serde_json::Value, path: String, out: &mut Vec<(String, f64)>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                if key != "queries" && key != "skipped_without_relevant" {
+                    figures(child, format!("{path}.{key}"), out);
+                }
+            }
+        }
+        serde_json::Value::Number(n) => out.push((path, n.as_f64().unwrap_or(f64::NAN))),
+        other => panic!("{path} is {other}, not a number"),
+    }
+}
+
+/// The `ndcg`, `advertiser`, `coverage` and `surfaces` sections of metrics.json: present for
+/// every retriever, every figure finite and in [0, 1].
+fn check_ranking_sections(v: &serde_json::Value) {
+    for retriever in ["model", "popularity", "recently_seen", "random", "oracle"] {
+        for task in ["conversion", "engagement"] {
+            for k in [50, 100, 500, 1000] {
+                let ndcg = &v["ndcg"][retriever][task][format!("ndcg@{k}")];
+                assert!(ndcg.is_f64(), "no ndcg.{retriever}.{task}.ndcg@{k}");
+                let adv = &v["advertiser"][retriever][task][format!("recall@{k}")];
+                assert!(adv.is_f64(), "no advertiser.{retriever}.{task}.recall@{k}");
+            }
+            for surface in ["homefeed", "related", "search"] {
+                let s = &v["surfaces"][retriever][task][surface];
+                assert!(
+                    s["queries"].is_u64(),
+                    "no surfaces.{retriever}.{task}.{surface}"
+                );
+                if s["queries"].as_u64() > Some(0) {
+                    assert!(
+                        s["recall"]["recall@100"].is_f64(),
+                        "{retriever} {surface}: {s}"
+                    );
+                }
+            }
+        }
+        let c = &v["coverage"][retriever]["@100"];
+        for key in [
+            "pin_coverage",
+            "advertiser_coverage",
+            "pin_gini",
+            "advertiser_gini",
+        ] {
+            assert!(c[key].is_f64(), "no coverage.{retriever}.@100.{key}");
+        }
+    }
+    let mut all = Vec::new();
+    for section in ["ndcg", "advertiser", "coverage", "surfaces"] {
+        figures(&v[section], section.to_owned(), &mut all);
+    }
+    assert!(all.len() > 200, "only {} figures", all.len());
+    for (path, x) in all {
+        assert!(x.is_finite() && (0.0..=1.0).contains(&x), "{path} = {x}");
+    }
 }
 
 #[test]

@@ -487,6 +487,9 @@ fn ids_unseen_in_training_map_to_row_zero() {
     assert!(pin_id[..3].iter().all(|&r| r > 0));
     assert!(adv[..3].iter().all(|&r| r > 0));
     assert_eq!(adv[0], adv[1], "P0 and P1 share an advertiser");
+    // The catalogue's advertisers keep their own index, the eval-only one too.
+    assert_eq!(d.pin_advertisers(), &[0, 0, 1, 2]);
+    assert_eq!(d.num_advertisers(), 3);
     assert_eq!(brand[1], 0, "missing brand");
     assert_eq!(brand[3], 0, "brand seen only in the eval window");
     assert!(brand[0] > 0);

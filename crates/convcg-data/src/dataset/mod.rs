@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, config_error};
 use crate::features::{Bag, FeatureSchema, PinFeatures, QueryFeatures};
-use crate::hash::IdSet;
+use crate::hash::{IdMap, IdSet};
 use crate::io::OnBadRow;
 use crate::labels::{
     CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats, Labelled,
@@ -590,6 +590,23 @@ pub struct Dataset {
     hard_negatives_per_positive: usize,
     log_q_mode: LogQMode,
     streaming_log_q: StreamingConfig,
+    pin_advertiser: Vec<u32>,
+    num_advertisers: usize,
+}
+
+/// Per catalog pin, a dense index of its `advertiser_id` over the whole catalogue (indices from
+/// 0 in order of first appearance in `log.pins`), and the number of distinct advertisers.
+fn catalogue_advertisers(log: &EventLog) -> (Vec<u32>, usize) {
+    let mut index: IdMap<i64, u32> = IdMap::default();
+    let rows = log
+        .pins
+        .iter()
+        .map(|p| {
+            let next = index.len() as u32;
+            *index.entry(p.advertiser_id).or_insert(next)
+        })
+        .collect();
+    (rows, index.len())
 }
 
 fn window_s(days: f64) -> i64 {
@@ -735,6 +752,7 @@ impl Dataset {
                 .flat_map(|e| e.hard_negatives.as_slice().iter().copied()),
         );
         let seen = seen_impressions(log, &r, &eval);
+        let (pin_advertiser, num_advertisers) = catalogue_advertisers(log);
 
         Ok(Dataset {
             schema,
@@ -753,6 +771,8 @@ impl Dataset {
             hard_negatives_per_positive: cfg.hard_negatives_per_positive,
             log_q_mode: cfg.log_q,
             streaming_log_q: cfg.streaming_log_q,
+            pin_advertiser,
+            num_advertisers,
         })
     }
 
@@ -784,6 +804,19 @@ impl Dataset {
     /// Catalog pins.
     pub fn num_pins(&self) -> usize {
         self.pins.len()
+    }
+
+    /// Per catalog pin (index = position in `log.pins`), its advertiser as a dense index below
+    /// [`Dataset::num_advertisers`]: the whole catalogue's advertisers, numbered in order of first
+    /// appearance in `log.pins`. Unlike the model's advertiser feature, advertisers unseen in
+    /// training keep their own index, so evaluation can tell them apart.
+    pub fn pin_advertisers(&self) -> &[u32] {
+        &self.pin_advertiser
+    }
+
+    /// Distinct advertisers of the catalogue.
+    pub fn num_advertisers(&self) -> usize {
+        self.num_advertisers
     }
 
     /// Users of the log.
