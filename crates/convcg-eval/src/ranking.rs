@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::recall::{RecallReport, check_request, recall_at_k};
+use crate::recall::{HitMarker, RecallReport, check_request, recall_at_k};
 use crate::topk::TopK;
 
 /// Macro-averaged NDCG@K with binary relevance, for every `K` in `ks`, keyed `"ndcg@K"`.
@@ -34,31 +34,26 @@ pub fn ndcg_at_k(
         }))
         .collect();
     let mut sums = vec![0f64; ks.len()];
-    let mut rel: Vec<u32> = Vec::new();
-    let mut found: Vec<bool> = Vec::new();
+    let mut marker = HitMarker::default();
+    // dcg[r] = DCG of the first r + 1 ranks.
     let mut dcg: Vec<f64> = Vec::with_capacity(depth);
     for (q, relevant_q) in relevant.iter().enumerate() {
-        rel.clear();
-        rel.extend_from_slice(relevant_q);
-        rel.sort_unstable();
-        rel.dedup();
-        if rel.is_empty() {
-            return Err(Error::EmptyRelevant { query: q });
-        }
-        found.clear();
-        found.resize(rel.len(), false);
+        let n_relevant = marker.mark(q, &topk.row(q)[..depth], relevant_q)?;
         dcg.clear();
-        let mut acc = 0.0;
-        for (r, id) in topk.row(q)[..depth].iter().enumerate() {
-            if let Ok(at) = rel.binary_search(id)
-                && !std::mem::replace(&mut found[at], true)
-            {
-                acc += discount[r];
-            }
-            dcg.push(acc);
-        }
+        dcg.extend(
+            marker
+                .first_hit
+                .iter()
+                .zip(&discount)
+                .scan(0.0, |acc, (&hit, &g)| {
+                    if hit {
+                        *acc += g;
+                    }
+                    Some(*acc)
+                }),
+        );
         for (sum, &cutoff) in sums.iter_mut().zip(ks) {
-            *sum += dcg[cutoff - 1] / ideal[cutoff.min(rel.len())];
+            *sum += dcg[cutoff - 1] / ideal[cutoff.min(n_relevant)];
         }
     }
     Ok(ks

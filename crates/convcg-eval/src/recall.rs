@@ -40,34 +40,20 @@ pub fn recall_at_k(topk: &TopK, relevant: &[Vec<u32>], ks: &[usize]) -> Result<R
     let depth = ks.iter().copied().max().unwrap_or(0);
     let mut recall_sum = vec![0f64; ks.len()];
     let mut capped_sum = vec![0f64; ks.len()];
-    let mut rel: Vec<u32> = Vec::new();
-    let mut found: Vec<bool> = Vec::new();
+    let mut marker = HitMarker::default();
     // hits[i] = distinct relevant items among the first i + 1 retrieved.
     let mut hits: Vec<usize> = Vec::with_capacity(depth);
     for (q, relevant_q) in relevant.iter().enumerate() {
-        rel.clear();
-        rel.extend_from_slice(relevant_q);
-        rel.sort_unstable();
-        rel.dedup();
-        if rel.is_empty() {
-            return Err(Error::EmptyRelevant { query: q });
-        }
-        found.clear();
-        found.resize(rel.len(), false);
+        let n_relevant = marker.mark(q, &topk.row(q)[..depth], relevant_q)?;
         hits.clear();
-        let mut count = 0;
-        for id in &topk.row(q)[..depth] {
-            if let Ok(at) = rel.binary_search(id)
-                && !std::mem::replace(&mut found[at], true)
-            {
-                count += 1;
-            }
-            hits.push(count);
-        }
+        hits.extend(marker.first_hit.iter().scan(0, |count, &hit| {
+            *count += usize::from(hit);
+            Some(*count)
+        }));
         for (i, &cutoff) in ks.iter().enumerate() {
             let h = hits[cutoff - 1] as f64;
-            recall_sum[i] += h / rel.len() as f64;
-            capped_sum[i] += h / cutoff.min(rel.len()) as f64;
+            recall_sum[i] += h / n_relevant as f64;
+            capped_sum[i] += h / cutoff.min(n_relevant) as f64;
         }
     }
     let mean = |sum: f64| sum / n_queries as f64;
@@ -84,6 +70,45 @@ pub fn recall_at_k(topk: &TopK, relevant: &[Vec<u32>], ks: &[usize]) -> Result<R
             .map(|(c, &s)| (format!("capped_recall@{c}"), mean(s)))
             .collect(),
     })
+}
+
+/// Marks which ranks of a list hold a relevant item for the first time, with buffers reused
+/// across queries. Relevant ids are deduplicated, and a relevant id repeated in the list counts
+/// at its first rank only, so each relevant item counts at most once.
+#[derive(Debug, Default)]
+pub(crate) struct HitMarker {
+    relevant: Vec<u32>,
+    found: Vec<bool>,
+    /// `first_hit[r]`: rank `r` of the last list marked holds a relevant item not seen above it.
+    pub(crate) first_hit: Vec<bool>,
+}
+
+impl HitMarker {
+    /// Marks `list` (query `query`'s) against `relevant` and returns the number of distinct
+    /// relevant items.
+    ///
+    /// # Errors
+    /// [`Error::EmptyRelevant`] if `relevant` is empty.
+    pub(crate) fn mark(&mut self, query: usize, list: &[u32], relevant: &[u32]) -> Result<usize> {
+        self.relevant.clear();
+        self.relevant.extend_from_slice(relevant);
+        self.relevant.sort_unstable();
+        self.relevant.dedup();
+        if self.relevant.is_empty() {
+            return Err(Error::EmptyRelevant { query });
+        }
+        self.found.clear();
+        self.found.resize(self.relevant.len(), false);
+        self.first_hit.clear();
+        for id in list {
+            let hit = match self.relevant.binary_search(id) {
+                Ok(at) => !std::mem::replace(&mut self.found[at], true),
+                Err(_) => false,
+            };
+            self.first_hit.push(hit);
+        }
+        Ok(self.relevant.len())
+    }
 }
 
 /// Checks a metric request against the errors [`recall_at_k`] documents (all but
