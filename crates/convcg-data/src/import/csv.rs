@@ -7,16 +7,20 @@ use super::builder::{Tally, row_location};
 use super::{MAX_TS, MIN_TS};
 use crate::error::{Error, Location, Result};
 
-/// Reads `file` and calls `row` with each data row's number (from 1) and its fields, after
-/// checking the field count (a row with another count is skipped). A first line with `width`
-/// fields none of which is a number is a header and is not a row. Line ends may be LF or CRLF; the last line
-/// needs none. `row` returns whether the row was used.
-pub(super) fn for_each_row(
+/// Reads `file`, whose rows have one field per name in `columns`: `parse` turns each data row's
+/// fields into a record, or names the bad field (its index in `columns`) and what is wrong with
+/// it; `add` files each record with its row number (from 1). A row with another field count or a
+/// bad field is skipped and counted in `tally` at its file, row and column. A first line with as
+/// many fields as `columns`, none of them a number, is a header and is not a row. Line ends may
+/// be LF or CRLF; the last line needs none.
+pub(super) fn read_records<R>(
     file: &Path,
-    width: usize,
+    columns: &[&str],
     tally: &mut Tally,
-    mut row: impl FnMut(u64, &[&[u8]], &mut Tally) -> bool,
+    parse: impl Fn(&[&[u8]]) -> std::result::Result<R, (usize, String)>,
+    mut add: impl FnMut(u64, R),
 ) -> Result<()> {
+    let width = columns.len();
     let bytes = std::fs::read(file).map_err(|e| Error::Io {
         path: file.to_path_buf(),
         source: e,
@@ -46,8 +50,14 @@ pub(super) fn for_each_row(
             );
             continue;
         }
-        if row(number, &fields, tally) {
-            tally.rows_used += 1;
+        match parse(&fields) {
+            Ok(record) => {
+                add(number, record);
+                tally.rows_used += 1;
+            }
+            Err((column, message)) => {
+                tally.skip(Location::cell(file, number, columns[column]), message);
+            }
         }
     }
     Ok(())

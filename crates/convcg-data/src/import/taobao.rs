@@ -4,9 +4,9 @@ use std::path::Path;
 
 use super::builder::{Columns, Finished, LogBuilder, Tally, finish};
 use super::config::{DataSection, EVAL_SHARE, EvalProtocol, Measured, words};
-use super::csv::{Parsed, check_ts, for_each_row, int};
+use super::csv::{Parsed, check_ts, int, read_records};
 use super::{Imported, PLACEHOLDER_ADVERTISER, Source};
-use crate::error::{Location, Result};
+use crate::error::Result;
 use crate::schema::{
     Conversion, ConversionKind, Engagement, EngagementKind, Impression, PinRecord, Surface,
 };
@@ -59,21 +59,9 @@ pub(super) fn import(file: &Path) -> Result<Imported> {
         categorical: &[],
     });
     let mut tally = Tally::default();
-    for_each_row(
-        file,
-        COLUMNS.len(),
-        &mut tally,
-        |number, fields, tally| match parse(fields) {
-            Ok(row) => {
-                add(&mut log, number as i64, row);
-                true
-            }
-            Err((column, message)) => {
-                tally.skip(Location::cell(file, number, COLUMNS[column]), message);
-                false
-            }
-        },
-    )?;
+    read_records(file, &COLUMNS, &mut tally, parse, |number, row| {
+        add(&mut log, number as i64, row)
+    })?;
     let measured = Measured::of(log.log(), CLICK_WINDOW_S);
     let data = section(&measured);
     let notes = vec![

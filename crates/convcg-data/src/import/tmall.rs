@@ -5,9 +5,9 @@ use std::path::Path;
 
 use super::builder::{Columns, Finished, LogBuilder, Tally, finish};
 use super::config::{DataSection, EvalProtocol, Measured};
-use super::csv::{Parsed, for_each_row, int, midnight_utc};
+use super::csv::{Parsed, int, midnight_utc, read_records};
 use super::{Imported, Source, TMALL_YEAR};
-use crate::error::{Location, Result};
+use crate::error::Result;
 use crate::schema::{
     Conversion, ConversionKind, Engagement, EngagementKind, Impression, PinRecord, Surface,
 };
@@ -93,21 +93,9 @@ pub(super) fn import(file: &Path) -> Result<Imported> {
         categorical: &[],
     });
     let mut tally = Tally::default();
-    for_each_row(
-        file,
-        COLUMNS.len(),
-        &mut tally,
-        |number, fields, tally| match parse(fields) {
-            Ok(row) => {
-                add(&mut log, number as i64, row);
-                true
-            }
-            Err((column, message)) => {
-                tally.skip(Location::cell(file, number, COLUMNS[column]), message);
-                false
-            }
-        },
-    )?;
+    read_records(file, &COLUMNS, &mut tally, parse, |number, row| {
+        add(&mut log, number as i64, row)
+    })?;
     let measured = Measured::of(log.log(), 0);
     let data = section(&measured);
     let notes = vec![
