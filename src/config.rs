@@ -1,5 +1,6 @@
 //! The run configuration: one TOML file with a section per layer, validated once.
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use convcg_data::{DatasetConfig, SynthConfig};
@@ -168,8 +169,9 @@ impl RunConfig {
 
     /// Checks every section, naming the first bad key.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.synth.validate()?;
-        self.data.validate()?;
+        // The data crate names a key within its section; say which section.
+        self.synth.validate().context("in the [synth] section")?;
+        self.data.validate().context("in the [data] section")?;
         self.model.validate()?;
         self.optim.validate()?;
         let bad = |key: &str, value: String, allowed| ConfigError {

@@ -33,6 +33,44 @@ fn a_bad_config_value_is_reported_with_its_key() {
     assert!(err.contains("2..=65536"), "stderr: {err}");
 }
 
+/// Bad values in the sections the data crate checks name their section, key, value and range;
+/// a value outside an enumeration lists the allowed ones.
+#[test]
+fn bad_data_and_train_values_name_section_key_and_what_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[data]\nhard_negatives_per_positive = 99\n",
+            &["[data]", "hard_negatives_per_positive", "0..=8", "99"][..],
+        ),
+        (
+            "[data]\neval_protocol = \"weekly\"\n",
+            &["eval_protocol", "weekly", "time", "last_conversion"][..],
+        ),
+        (
+            "[train]\non_nonfinite = \"ignore\"\n",
+            &["on_nonfinite", "ignore", "error", "skip"][..],
+        ),
+    ];
+    for (i, (text, says)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = convcg()
+            .args(["train", "--quiet", "--config"])
+            .arg(&path)
+            .arg("--out")
+            .arg(dir.path().join("run"))
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for s in *says {
+            assert!(err.contains(s), "{text}: stderr lacks {s:?}: {err}");
+        }
+    }
+}
+
 #[test]
 fn an_unknown_config_key_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
