@@ -1,5 +1,4 @@
 use std::borrow::Cow;
-use std::sync::{Mutex, PoisonError};
 
 use convcg_kernels::{Accum, Par, Trans, gemm};
 use ndarray::ArrayView2;
@@ -7,7 +6,7 @@ use ndarray::ArrayView2;
 use crate::quantized::exact_top_k_quantized;
 use crate::select::Selector;
 use crate::simd::{Fma256, LANES};
-use crate::topk::{TopK, assert_ids_fit, for_each_query_range};
+use crate::topk::{TopK, assert_ids_fit, for_each_query_range, share_chunks};
 
 /// Portable path: queries scored together by one GEMM; also the unit of parallel work.
 const QUERY_BLOCK: usize = 128;
@@ -160,31 +159,17 @@ pub(crate) fn exact_top_k_fused(
     }
     let query_chunk = query_chunk.max(1);
     let n_chunks = nq.div_ceil(query_chunk);
-    let chunks = Mutex::new(
-        queries
-            .chunks(query_chunk * d)
-            .zip(ids.chunks_mut(query_chunk * k))
-            .zip(scores.chunks_mut(query_chunk * k)),
+    let chunks = queries
+        .chunks(query_chunk * d)
+        .zip(ids.chunks_mut(query_chunk * k))
+        .zip(scores.chunks_mut(query_chunk * k));
+    share_chunks(
+        chunks,
+        n_chunks,
+        par,
+        || FusedScan::new(simd, d, k, corpus_block),
+        |scan, ((queries, ids), scores)| scan.run(queries, corpus, ids, scores),
     );
-    let work = || {
-        let mut scan = FusedScan::new(simd, d, k, corpus_block);
-        loop {
-            // A panic in another worker poisons the lock; it is re-raised by the scope anyway.
-            let next = chunks.lock().unwrap_or_else(PoisonError::into_inner).next();
-            let Some(((queries, ids), scores)) = next else {
-                break;
-            };
-            scan.run(queries, corpus, ids, scores);
-        }
-    };
-    match par {
-        Par::Rayon(threads) if threads.get() > 1 && n_chunks > 1 => rayon::scope(|s| {
-            for _ in 0..threads.get().min(n_chunks) {
-                s.spawn(|_| work());
-            }
-        }),
-        _ => work(),
-    }
     TopK { k, ids, scores }
 }
 

@@ -25,14 +25,12 @@
 //! Inputs the argument does not cover (a non-finite value, a corpus of zeros, scores near the
 //! f32 overflow) are left to the f32 engine: [`exact_top_k_quantized`] returns `None`.
 
-use std::sync::{Mutex, PoisonError};
-
 use convcg_kernels::Par;
 use rayon::prelude::*;
 
 use crate::select::Selector;
 use crate::simd::{Fma256, PairOfRows, QUERIES_I16, ROWS_I16};
-use crate::topk::TopK;
+use crate::topk::{TopK, share_chunks};
 
 /// Largest quantisation level: 12 bits and a sign, as fine as the i32 sums allow at d = 64 (see
 /// [`levels`]).
@@ -280,17 +278,18 @@ pub(crate) fn exact_top_k_quantized(
     let mut scores = vec![0f32; nq * k];
     let query_chunk = query_chunk.max(1);
     let n_chunks = nq.div_ceil(query_chunk);
-    let chunks = Mutex::new(
-        queries
-            .chunks(query_chunk * d)
-            .zip(quantized.chunks(query_chunk))
-            .zip(ids.chunks_mut(query_chunk * k))
-            .zip(scores.chunks_mut(query_chunk * k)),
-    );
+    let chunks = queries
+        .chunks(query_chunk * d)
+        .zip(quantized.chunks(query_chunk))
+        .zip(ids.chunks_mut(query_chunk * k))
+        .zip(scores.chunks_mut(query_chunk * k));
     // Whole tiles of 16 rows per block.
     let block_groups = corpus_block.div_ceil(2 * ROWS_I16).max(1) * 2;
-    let work = || {
-        let mut scan = QuantizedScan {
+    share_chunks(
+        chunks,
+        n_chunks,
+        par,
+        || QuantizedScan {
             simd,
             corpus,
             corpus_q: &corpus_q,
@@ -302,24 +301,9 @@ pub(crate) fn exact_top_k_quantized(
             candidates: Vec::new(),
             survivor_ids: Vec::new(),
             survivor_scores: Vec::new(),
-        };
-        loop {
-            // A panic in another worker poisons the lock; it is re-raised by the scope anyway.
-            let next = chunks.lock().unwrap_or_else(PoisonError::into_inner).next();
-            let Some((((queries, quantized), ids), scores)) = next else {
-                break;
-            };
-            scan.run(queries, quantized, ids, scores);
-        }
-    };
-    match par {
-        Par::Rayon(threads) if threads.get() > 1 && n_chunks > 1 => rayon::scope(|s| {
-            for _ in 0..threads.get().min(n_chunks) {
-                s.spawn(|_| work());
-            }
-        }),
-        _ => work(),
-    }
+        },
+        |scan, (((queries, quantized), ids), scores)| scan.run(queries, quantized, ids, scores),
+    );
     Some(TopK { k, ids, scores })
 }
 

@@ -1,4 +1,5 @@
 use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
 
 use convcg_kernels::Par;
 use rayon::prelude::*;
@@ -50,6 +51,41 @@ impl TopK {
             self.num_queries()
         );
         &self.scores[q * self.k..(q + 1) * self.k]
+    }
+}
+
+/// Hands the `n_chunks` items of `chunks` out one at a time to at most `par`'s thread count of
+/// workers (all on the calling thread under `Par::Seq` or with one chunk), each with its own state
+/// from `state`, reused from chunk to chunk; `run` does one chunk. Which worker takes which chunk
+/// varies, so `run`'s result for a chunk must not depend on the worker's history.
+pub(crate) fn share_chunks<I, S>(
+    chunks: I,
+    n_chunks: usize,
+    par: Par,
+    state: impl Fn() -> S + Sync,
+    run: impl Fn(&mut S, I::Item) + Sync,
+) where
+    I: Iterator + Send,
+{
+    let chunks = Mutex::new(chunks);
+    let work = || {
+        let mut own = state();
+        loop {
+            // A panic in another worker poisons the lock; it is re-raised by the scope anyway.
+            let next = chunks.lock().unwrap_or_else(PoisonError::into_inner).next();
+            let Some(chunk) = next else {
+                break;
+            };
+            run(&mut own, chunk);
+        }
+    };
+    match par {
+        Par::Rayon(threads) if threads.get() > 1 && n_chunks > 1 => rayon::scope(|s| {
+            for _ in 0..threads.get().min(n_chunks) {
+                s.spawn(|_| work());
+            }
+        }),
+        _ => work(),
     }
 }
 
