@@ -2,30 +2,21 @@
 
 use std::path::Path;
 
-use super::builder::{Columns, Finished, LogBuilder, Tally, finish};
+use super::builder::{Columns, Finished, LogBuilder, ShopAction, Tally, add_shop_row, finish};
 use super::config::{DataSection, EVAL_SHARE, EvalProtocol, Measured, words};
 use super::csv::{Parsed, check_ts, int, read_records};
 use super::{Imported, PLACEHOLDER_ADVERTISER, Source};
 use crate::error::Result;
-use crate::schema::{
-    Conversion, ConversionKind, Engagement, EngagementKind, Impression, PinRecord, Surface,
-};
+use crate::schema::{EngagementKind, PinRecord};
 
 const COLUMNS: [&str; 5] = ["user", "item", "category", "behavior", "unix_ts"];
 const CLICK_WINDOW_S: i64 = 3600;
 
-/// What a behavior adds to the row's impression.
-#[derive(Clone, Copy)]
-enum Behavior {
-    Engage(EngagementKind),
-    Buy,
-}
-
-fn behavior(field: &[u8]) -> Parsed<Behavior> {
+fn behavior(field: &[u8]) -> Parsed<ShopAction> {
     match field {
-        b"pv" => Ok(Behavior::Engage(EngagementKind::Click)),
-        b"fav" | b"cart" => Ok(Behavior::Engage(EngagementKind::Save)),
-        b"buy" => Ok(Behavior::Buy),
+        b"pv" => Ok(ShopAction::Engage(EngagementKind::Click)),
+        b"fav" | b"cart" => Ok(ShopAction::Engage(EngagementKind::Save)),
+        b"buy" => Ok(ShopAction::Buy),
         other => Err(format!(
             "behavior `{}` is not one of pv, fav, cart, buy",
             String::from_utf8_lossy(other)
@@ -37,7 +28,7 @@ struct Row {
     user: i64,
     item: i64,
     category: i64,
-    behavior: Behavior,
+    behavior: ShopAction,
     ts: i64,
 }
 
@@ -85,43 +76,15 @@ pub(super) fn import(file: &Path) -> Result<Imported> {
 }
 
 fn add(log: &mut LogBuilder, row_number: i64, row: Row) {
-    log.pin(PinRecord {
+    let pin = PinRecord {
         pin_id: row.item,
         advertiser_id: PLACEHOLDER_ADVERTISER,
         category_id: row.category,
         brand_id: None,
         price: None,
         dense: Vec::new(),
-    });
-    log.impression(
-        Impression {
-            impression_id: row_number,
-            request_id: row_number,
-            ts: row.ts,
-            user_id: row.user,
-            pin_id: row.item,
-            surface: Surface::HomeFeed,
-            position: None,
-            context_pin_id: None,
-            query_id: None,
-        },
-        &[],
-    );
-    match row.behavior {
-        Behavior::Engage(kind) => log.engagement(Engagement {
-            impression_id: row_number,
-            ts: row.ts,
-            kind,
-            duration_s: None,
-        }),
-        Behavior::Buy => log.conversion(Conversion {
-            ts: row.ts,
-            user_id: row.user,
-            pin_id: row.item,
-            kind: ConversionKind::Purchase,
-            value: None,
-        }),
-    }
+    };
+    add_shop_row(log, row_number, row.ts, row.user, pin, row.behavior);
 }
 
 fn section(m: &Measured) -> DataSection {

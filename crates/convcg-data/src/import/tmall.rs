@@ -3,14 +3,12 @@
 
 use std::path::Path;
 
-use super::builder::{Columns, Finished, LogBuilder, Tally, finish};
+use super::builder::{Columns, Finished, LogBuilder, ShopAction, Tally, add_shop_row, finish};
 use super::config::{DataSection, EvalProtocol, Measured};
 use super::csv::{Parsed, int, midnight_utc, read_records};
 use super::{Imported, Source, TMALL_YEAR};
 use crate::error::Result;
-use crate::schema::{
-    Conversion, ConversionKind, Engagement, EngagementKind, Impression, PinRecord, Surface,
-};
+use crate::schema::{EngagementKind, PinRecord};
 
 const COLUMNS: [&str; 11] = [
     "user_id",
@@ -27,18 +25,11 @@ const COLUMNS: [&str; 11] = [
 ];
 const DAY_S: i64 = 86_400;
 
-/// What an action adds to the row's impression.
-#[derive(Clone, Copy)]
-enum Action {
-    Engage(EngagementKind),
-    Buy,
-}
-
-fn action(code: i64) -> Parsed<Action> {
+fn action(code: i64) -> Parsed<ShopAction> {
     match code {
-        0 => Ok(Action::Engage(EngagementKind::Click)),
-        1 | 3 => Ok(Action::Engage(EngagementKind::Save)),
-        2 => Ok(Action::Buy),
+        0 => Ok(ShopAction::Engage(EngagementKind::Click)),
+        1 | 3 => Ok(ShopAction::Engage(EngagementKind::Save)),
+        2 => Ok(ShopAction::Buy),
         other => Err(format!(
             "action {other} is not one of 0 (click), 1 (cart), 2 (buy), 3 (fav)"
         )),
@@ -52,7 +43,7 @@ struct Row {
     merchant: i64,
     brand: Option<i64>,
     ts: i64,
-    action: Action,
+    action: ShopAction,
 }
 
 fn parse(fields: &[&[u8]]) -> std::result::Result<Row, (usize, String)> {
@@ -120,43 +111,15 @@ pub(super) fn import(file: &Path) -> Result<Imported> {
 }
 
 fn add(log: &mut LogBuilder, row_number: i64, row: Row) {
-    log.pin(PinRecord {
+    let pin = PinRecord {
         pin_id: row.item,
         advertiser_id: row.merchant,
         category_id: row.category,
         brand_id: row.brand,
         price: None,
         dense: Vec::new(),
-    });
-    log.impression(
-        Impression {
-            impression_id: row_number,
-            request_id: row_number,
-            ts: row.ts,
-            user_id: row.user,
-            pin_id: row.item,
-            surface: Surface::HomeFeed,
-            position: None,
-            context_pin_id: None,
-            query_id: None,
-        },
-        &[],
-    );
-    match row.action {
-        Action::Engage(kind) => log.engagement(Engagement {
-            impression_id: row_number,
-            ts: row.ts,
-            kind,
-            duration_s: None,
-        }),
-        Action::Buy => log.conversion(Conversion {
-            ts: row.ts,
-            user_id: row.user,
-            pin_id: row.item,
-            kind: ConversionKind::Purchase,
-            value: None,
-        }),
-    }
+    };
+    add_shop_row(log, row_number, row.ts, row.user, pin, row.action);
 }
 
 fn section(m: &Measured) -> DataSection {
