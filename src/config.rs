@@ -53,6 +53,9 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// What a step that meets a NaN or an infinity (loss or gradient) does.
     pub on_nonfinite: OnNonFinite,
+    /// Corpus negatives drawn uniformly per batch beside the in-batch and hard negatives, each
+    /// corrected by its own log probability, `-ln(pins)` (mixed negative sampling); 0 = none.
+    pub uniform_negatives: usize,
 }
 
 impl Default for TrainConfig {
@@ -62,6 +65,7 @@ impl Default for TrainConfig {
             epochs: 4.0,
             log_every: 50,
             on_nonfinite: OnNonFinite::Error,
+            uniform_negatives: 0,
         }
     }
 }
@@ -162,6 +166,18 @@ impl RunConfig {
         })
     }
 
+    /// This configuration with any subset of its keys overridden by the TOML `text`, table by
+    /// table (a key the text sets wins, the rest keep this configuration's values). Unknown
+    /// keys are errors naming the key.
+    ///
+    /// # Errors
+    /// If `text` is not TOML or the merged table does not deserialise.
+    pub fn overridden_by(&self, text: &str) -> anyhow::Result<Self> {
+        let base = toml::Table::try_from(self)?;
+        let top = toml::from_str::<toml::Table>(text)?;
+        Ok(toml::from_str(&toml::to_string(&overlay(base, top))?)?)
+    }
+
     /// The full configuration as TOML.
     pub fn to_toml(&self) -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(self)?)
@@ -207,6 +223,14 @@ impl RunConfig {
         if t.log_every == 0 {
             return Err(bad("train.log_every", "0".into(), "an integer >= 1").into());
         }
+        if t.uniform_negatives > 1 << 16 {
+            return Err(bad(
+                "train.uniform_negatives",
+                t.uniform_negatives.to_string(),
+                "an integer in 0..=65536",
+            )
+            .into());
+        }
         Ok(())
     }
 
@@ -238,6 +262,28 @@ fn overlay(mut base: toml::Table, top: toml::Table) -> toml::Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_keep_the_base_and_reject_unknown_keys() {
+        let mut base = RunConfig::default();
+        base.synth.num_pins = 777;
+        base.data.history_len = 3;
+        let cfg = base
+            .overridden_by("seed = 5\n[data]\nhistory_len = 9\n[data.click_weight]\nmax = 2.0\n")
+            .unwrap();
+        assert_eq!(cfg.seed, 5);
+        assert_eq!(cfg.synth.num_pins, 777);
+        assert_eq!(cfg.data.history_len, 9);
+        assert_eq!(cfg.data.click_weight.max, 2.0);
+        assert_eq!(
+            cfg.data.click_weight.reference_s,
+            base.data.click_weight.reference_s
+        );
+        let err = base
+            .overridden_by("[model]\nno_such_key = 1\n")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("no_such_key"), "{err:#}");
+    }
 
     #[test]
     fn on_nonfinite_reads_error_or_skip_and_rejects_anything_else() {

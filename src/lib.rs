@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
+mod ablate;
 mod config;
 mod import;
 mod metrics;
@@ -17,6 +18,10 @@ mod pipeline;
 mod run;
 mod synth;
 
+pub use ablate::{
+    AblationReport, AblationRequest, Ladder, Spread, VariantResult, ablation_config,
+    ablation_config_with, run_ablation,
+};
 pub use config::{ConfigError, OnNonFinite, RunConfig, TrainConfig};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};
 pub use metrics::{
@@ -27,6 +32,6 @@ pub use output::write_atomic;
 pub use pipeline::{PipelineRequest, report_json, report_table, run_w3};
 pub use run::{
     Evaluation, RunOutput, Verbosity, default_run_dir, evaluate, feature_tables, train, train_data,
-    train_model,
+    train_loaded, train_model,
 };
 pub use synth::{MANIFEST_FILE, SynthManifest, SynthRequest, SynthSummary, scale_to_events, synth};

@@ -41,6 +41,32 @@ enum Command {
     },
     /// Print the default configuration as TOML.
     Config,
+    /// Train a ladder of model variants, each with several seeds, on the same data, and print
+    /// and write (ablation.json, ablation.md) what each change bought.
+    Ablate {
+        /// Which ladder: `seeds` (the seeds' history, one change at a time) or `cross` (the
+        /// DCN v2 cross-layer kinds on the full model).
+        #[arg(long, value_enum, default_value_t = convcg::Ladder::Seeds)]
+        ladder: convcg::Ladder,
+        /// Canonical-schema dataset directory (default: the ablation-sized synthetic marketplace).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// TOML file overriding any subset of the full model's configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seeds per variant: 1, 2, ... N.
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Correlation of the click and conversion latent factors of the synthetic marketplace.
+        #[arg(long)]
+        rho: Option<f64>,
+        /// Output directory (default: a new folder under runs/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print nothing but the table and errors.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Convert a real slice of shared/data/ (taobao, tmall or trivago) into a canonical-schema
     /// dataset directory, with dataset.toml and the id dictionaries beside the tables.
     Import {
@@ -104,6 +130,53 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Config => print!("{}", RunConfig::default().to_toml()?),
+        Command::Ablate {
+            ladder,
+            data,
+            config,
+            seeds,
+            rho,
+            out,
+            quiet,
+        } => {
+            let mut cfg = match (&data, &config) {
+                (Some(dir), _) => RunConfig::for_dataset_dir(dir, config.as_deref())?,
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    convcg::ablation_config_with(&text)
+                        .with_context(|| format!("in {}", path.display()))?
+                }
+                (None, None) => convcg::ablation_config(),
+            };
+            if let Some(rho) = rho {
+                cfg.synth.rho = rho;
+            }
+            let request = convcg::AblationRequest {
+                config: cfg,
+                data,
+                ladder,
+                seeds: (1..=seeds).collect(),
+                out: out.unwrap_or_else(|| {
+                    convcg::default_run_dir(0).with_file_name(format!(
+                        "ablate-{}",
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs())
+                    ))
+                }),
+            };
+            let verbosity = if quiet {
+                Verbosity::Quiet
+            } else {
+                Verbosity::Normal
+            };
+            let report = convcg::run_ablation(&request, verbosity)?;
+            print!("{}", report.table());
+            if !quiet {
+                println!("wrote {}", request.out.join("ablation.json").display());
+            }
+        }
         Command::Import {
             source,
             src,

@@ -11,15 +11,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use convcg_data::io::{ReadOptions, ReadReport, read_log};
 use convcg_data::{
     Dataset, EvalQueries, EventLog, Marketplace, PinFeatures, QueryFeatures, QueryKey, Surface,
-    Task,
+    Task, uniform_log_q, uniform_negatives,
 };
 use convcg_eval::{
     RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k, top_k_by,
 };
 use convcg_kernels::Par;
 use convcg_model::{
-    Error as ModelError, FeatureTables, Optimizer, TableDef, Tape, TowerInput, TrainBatch,
-    TwoTowerModel,
+    Error as ModelError, FeatureTables, Optimizer, TableDef, Tape, TaskRows, TowerInput,
+    TrainBatch, TwoTowerModel,
 };
 
 use crate::config::{OnNonFinite, RunConfig};
@@ -49,6 +49,8 @@ enum LogSource<'a> {
     Synthetic,
     /// A canonical-schema directory, read with `read_log`.
     Directory(&'a Path),
+    /// A log already in memory, with its marketplace when it is synthetic.
+    Loaded(&'a EventLog, Option<&'a Marketplace>),
 }
 
 /// What a run produced: its metrics (as written to `metrics.json`), every eval query's recall
@@ -89,6 +91,23 @@ pub fn train_data(
     execute(cfg, LogSource::Directory(data_dir), out_dir, verbosity)
 }
 
+/// Trains and evaluates on an event log already in memory (with its marketplace, for the
+/// clean-label, oracle and simulated metrics, when it is synthetic); writes `config.toml` and
+/// `metrics.json` into `out_dir`. Several runs on the same data (`convcg ablate`) read or
+/// generate it once.
+///
+/// # Errors
+/// If training or evaluation fails, or the outputs cannot be written.
+pub fn train_loaded(
+    log: &EventLog,
+    market: Option<&Marketplace>,
+    cfg: &RunConfig,
+    out_dir: &Path,
+    verbosity: Verbosity,
+) -> Result<RunOutput> {
+    execute(cfg, LogSource::Loaded(log, market), out_dir, verbosity)
+}
+
 fn execute(
     cfg: &RunConfig,
     source: LogSource<'_>,
@@ -123,7 +142,7 @@ fn say(loud: bool, s: String) {
     }
 }
 
-fn generate(cfg: &RunConfig, loud: bool) -> Result<Marketplace> {
+pub(crate) fn generate(cfg: &RunConfig, loud: bool) -> Result<Marketplace> {
     let t0 = Instant::now();
     let bar = progress(loud, 1, "generating marketplace");
     let market = Marketplace::generate(&cfg.synth, cfg.seed, &|done, total| {
@@ -146,7 +165,7 @@ fn generate(cfg: &RunConfig, loud: bool) -> Result<Marketplace> {
 }
 
 /// The log in `dir` and, where `synth.toml` says it was generated, its marketplace.
-fn load(
+pub(crate) fn load(
     dir: &Path,
     cfg: &RunConfig,
     loud: bool,
@@ -207,6 +226,7 @@ fn run(
             out.read_report = Some(report);
             Ok(out)
         }
+        LogSource::Loaded(log, market) => train_and_evaluate(cfg, log, market, par, loud),
     }
 }
 
@@ -378,17 +398,35 @@ pub fn train_model(
     let mut skipped = 0usize;
     for step in 1..=steps {
         let batch = data.batch(batcher.next_batch(), &mut log_q);
-        // The softmax sees the B positives then the B x H hard negatives; an empty slot has
-        // log q = +inf, which removes it from the loss.
-        let candidates = batch.candidate_pins();
-        let candidate_log_q = batch.candidate_log_q();
+        // The softmax sees the B positives, the B x H hard negatives (an empty slot has
+        // log q = +inf, which removes it from the loss), then any uniform corpus negatives.
+        let mut candidates = batch.candidate_pins();
+        let mut candidate_log_q = batch.candidate_log_q();
+        if tc.uniform_negatives > 0 {
+            let n_pins = data.num_pins();
+            let drawn = uniform_negatives(n_pins, tc.uniform_negatives, cfg.seed, step as u64);
+            candidate_log_q.extend(std::iter::repeat_n(uniform_log_q(n_pins), drawn.len()));
+            candidates.extend(drawn);
+        }
+        let advertisers: Vec<u32> = candidates
+            .iter()
+            .map(|&p| data.pin_advertisers()[p as usize])
+            .collect();
         let pins = data.pin_features().select(&candidates);
         let tb = TrainBatch {
             query: query_input(&batch.query)?,
             pins: pin_input(&pins)?,
             pin_ids: &candidates,
             log_q: &candidate_log_q,
-            weights: &batch.weight,
+            engagement: Some(TaskRows {
+                weights: &batch.weight_engagement,
+                task_weight: cfg.data.engagement_weight,
+            }),
+            conversion: Some(TaskRows {
+                weights: &batch.weight_conversion,
+                task_weight: cfg.data.conversion_weight,
+            }),
+            advertisers: Some(&advertisers),
         };
         let loss = match model.train_step_with(&mut tape, &tb, &mut grads, &mut optimizer, par) {
             Ok(loss) => loss,

@@ -7,7 +7,7 @@ use rand_distr::StandardNormal;
 
 use convcg_kernels::Par;
 use convcg_model::{
-    FeatureTables, Grads, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape,
+    FeatureTables, Grads, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape, TaskRows,
     TowerConfig, TowerInput, TrainBatch, TwoTowerModel,
 };
 
@@ -104,7 +104,12 @@ impl Step {
             },
             pin_ids: &self.pin_ids[0],
             log_q: &self.log_q,
-            weights: &self.weights,
+            engagement: Some(TaskRows {
+                weights: &self.weights,
+                task_weight: 1.0,
+            }),
+            conversion: None,
+            advertisers: None,
         }
     }
 }
@@ -151,6 +156,7 @@ impl W1 {
             cross_layers: 3,
             mlp: vec![256, 128],
             structure: Structure::Parallel,
+            ..TowerConfig::default()
         };
         let cfg = ModelConfig {
             query: tower.clone(),
@@ -158,6 +164,7 @@ impl W1 {
             out_dim: 64,
             temperature: 0.05,
             logq_correction: true,
+            ..ModelConfig::default()
         };
         let mut model = TwoTowerModel::new(
             &cfg,

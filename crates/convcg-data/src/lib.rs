@@ -73,7 +73,7 @@ pub use labels::{
     Attribution, CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats,
     Labelled, LabelledBatch, LogQMode, MASKED_LABEL, MAX_HARD_NEGATIVES, NONE, NOT_CONVERTED_LABEL,
     StreamingConfig, StreamingFrequency, Touch, ValueWeighting, batches, engagement_impressions,
-    label, pick_hash,
+    label, pick_hash, uniform_log_q, uniform_negatives,
 };
 pub use schema::{
     CategoricalColumn, Conversion, ConversionKind, Engagement, EngagementKind, EventLog,

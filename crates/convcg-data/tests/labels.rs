@@ -336,8 +336,15 @@ fn click_weights_several_clicks_missing_and_negative_durations() {
         scale_s: 2.0,
         reference_s: 10.0,
         max: 1.5,
+        ..ClickWeight::default()
     };
     assert!((cw.weight(Some(10.0)) - 1.0).abs() < 1e-6);
+    let flat = ClickWeight {
+        by_duration: false,
+        ..cw
+    };
+    assert_eq!(flat.weight(Some(0.5)), 1.0);
+    assert_eq!(flat.weight(Some(500.0)), 1.0);
     assert!((cw.weight(Some(4.0)) - (3f32.ln() / 6f32.ln())).abs() < 1e-6);
     assert_eq!(cw.weight(Some(1e6)), 1.5);
     assert_eq!(cw.weight(None), 1.0);

@@ -1,12 +1,14 @@
 //! The hand-written compute of convcg: dense and sparse kernels with their backward passes.
 //!
 //! This crate owns every numeric inner loop of training: matrix products (through faer's GEMM),
-//! affine maps, DCN v2 full-rank cross layers, ReLU, column concatenation, row-wise L2
-//! normalisation, embedding lookups and mean-pooled bags with sparse row gradients, the
-//! in-batch sampled softmax cross-entropy (logQ correction, accidental-hit masking, example
-//! weights), and the Adam and row-wise Adagrad updates. Kernels know nothing of models: they
-//! take slices and sizes, and the caller (convcg-model's tape) decides what to save and when to
-//! run them.
+//! affine maps, DCN v2 full-rank cross layers (and the elementwise product, gate softmax and
+//! gated sum that low-rank and mixture cross layers are built from), ReLU, column
+//! concatenation, row-wise L2 normalisation, embedding lookups and mean-pooled bags with sparse
+//! row gradients, the in-batch sampled softmax cross-entropy (logQ correction, accidental-hit
+//! masking, example weights), the advertiser-level loss's pooling by group and softmax over
+//! explicit targets, and the Adam and row-wise Adagrad updates. Kernels know nothing of models:
+//! they take slices and sizes, and the caller (convcg-model's tape) decides what to save and
+//! when to run them.
 //!
 //! # Conventions
 //!
@@ -67,8 +69,11 @@
 mod activation;
 mod concat;
 mod cross;
+mod elementwise;
 mod embedding;
+mod gate;
 mod gemm;
+mod group;
 mod l2norm;
 mod linear;
 mod optim;
@@ -82,11 +87,16 @@ mod testing;
 pub use activation::{relu_backward, relu_forward};
 pub use concat::{concat_cols_backward, concat_cols_forward};
 pub use cross::{cross_backward, cross_forward};
+pub use elementwise::{mul_backward, mul_forward};
 pub use embedding::{
     SparseRowGrad, bag_mean_backward, bag_mean_forward, gather_backward, gather_forward,
 };
 pub use faer::{Accum, Par};
+pub use gate::{
+    mix_backward_expert, mix_backward_gates, mix_forward, row_softmax_backward, row_softmax_forward,
+};
 pub use gemm::{Trans, gemm};
+pub use group::{segment_mean_backward, segment_mean_forward, softmax_targets_forward};
 pub use l2norm::{l2norm_backward, l2norm_forward};
 pub use linear::{linear_backward, linear_forward};
 pub use optim::{AdamParams, adam_update, rowwise_adagrad_update};

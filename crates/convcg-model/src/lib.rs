@@ -35,8 +35,8 @@ mod tape;
 mod tower;
 
 pub use error::{Error, Result};
-pub use model::{ModelConfig, TrainBatch, TwoTowerModel};
+pub use model::{Heads, ModelConfig, TaskRows, TrainBatch, TwoTowerModel};
 pub use optim::{OptimConfig, Optimizer};
 pub use params::{DenseParam, EmbeddingTable, Grads, ParamId, ParamStore, TableId};
 pub use tape::{SoftmaxArgs, Tape, ValueId};
-pub use tower::{FeatureTables, Structure, TableDef, Tower, TowerConfig, TowerInput};
+pub use tower::{CrossKind, FeatureTables, Structure, TableDef, Tower, TowerConfig, TowerInput};

@@ -27,6 +27,32 @@ pub struct ModelConfig {
     /// Subtract each candidate's log sampling probability from its logit (logQ correction).
     /// An infinite log q (an absent candidate) removes the candidate either way.
     pub logq_correction: bool,
+    /// One embedding per tower for both tasks, or a head per task on shared tower bodies.
+    pub heads: Heads,
+    /// Weight of the advertiser-level loss beside the conversion task's (0 turns it off).
+    pub advertiser_loss_weight: f32,
+}
+
+/// How the two tasks share the towers' outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Heads {
+    /// One embedding per tower, trained by the engagement and the conversion losses together
+    /// (the seeds' unified single head).
+    Unified,
+    /// A projection head per task on shared tower bodies, each trained by its task's loss;
+    /// serving and evaluation use the conversion head.
+    PerTask,
+}
+
+impl Heads {
+    /// The heads' parameter labels, the serving (conversion) head last.
+    fn labels(self) -> &'static [&'static str] {
+        match self {
+            Heads::Unified => &["head"],
+            Heads::PerTask => &["head.engagement", "head.conversion"],
+        }
+    }
 }
 
 impl Default for ModelConfig {
@@ -37,6 +63,8 @@ impl Default for ModelConfig {
             out_dim: 64,
             temperature: 0.05,
             logq_correction: true,
+            heads: Heads::Unified,
+            advertiser_loss_weight: 0.5,
         }
     }
 }
@@ -60,8 +88,27 @@ impl ModelConfig {
                 "a number in (0, 10]",
             ));
         }
+        let w = self.advertiser_loss_weight;
+        if !(w.is_finite() && (0.0..=100.0).contains(&w)) {
+            return Err(config_error(
+                "model.advertiser_loss_weight".into(),
+                w,
+                "a number in [0, 100]",
+            ));
+        }
         Ok(())
     }
+}
+
+/// The rows of one task in a batch: each row's weight in the task's loss (0 for a row without
+/// the task's label) and the task's weight beside the other task.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskRows<'a> {
+    /// Per-row weights (B), finite and non-negative.
+    pub weights: &'a [f32],
+    /// The task's weight: the batch loss is `Σ_task task_weight · (weighted mean loss of the
+    /// task's rows)`, each task's mean taken over its own rows.
+    pub task_weight: f32,
 }
 
 /// One training batch: B positive (query, pin) pairs and C >= B candidates, candidate i < B
@@ -78,8 +125,13 @@ pub struct TrainBatch<'a> {
     /// count (an empty hard-negative slot): its logit is `-inf`, so it takes no probability mass
     /// and gets no gradient, whether or not the logQ correction is on.
     pub log_q: &'a [f32],
-    /// Per-row example weights (B).
-    pub weights: &'a [f32],
+    /// The engagement task's rows, or none (no engagement loss).
+    pub engagement: Option<TaskRows<'a>>,
+    /// The conversion task's rows, or none (no conversion loss, no advertiser-level loss).
+    pub conversion: Option<TaskRows<'a>>,
+    /// Advertiser of each candidate (C), for the advertiser-level loss; required when
+    /// [`ModelConfig::advertiser_loss_weight`] is positive and conversion rows are given.
+    pub advertisers: Option<&'a [u32]>,
 }
 
 /// The two-tower retrieval model: a query tower and a pin tower whose normalised embeddings
@@ -103,11 +155,13 @@ impl TwoTowerModel {
         cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut params = ParamStore::new();
+        let heads = cfg.heads.labels();
         let query = Tower::new(
             "query",
             &cfg.query,
             query_tables,
             cfg.out_dim,
+            heads,
             &mut params,
             &mut rng,
         );
@@ -116,6 +170,7 @@ impl TwoTowerModel {
             &cfg.pin,
             pin_tables,
             cfg.out_dim,
+            heads,
             &mut params,
             &mut rng,
         );
@@ -152,36 +207,21 @@ impl TwoTowerModel {
         &self.pin
     }
 
-    /// Records the forward pass and the in-batch softmax loss of `batch` on `tape`; returns the
-    /// scalar loss value.
+    /// Records the forward pass and the training loss of `batch` on `tape`; returns the scalar
+    /// loss, in which every row counts with its weight in each task:
+    /// `(Σ_task Σ_i t_task w_task,i ℓ_task,i + a · t_conv Σ_i w_conv,i ℓ_adv,i) / Σ_task Σ_i
+    /// t_task w_task,i`, where `t_task` is the task weight, `w_task,i` the row's weight in the
+    /// task, `a` the advertiser-loss weight, `ℓ_task,i` the row's in-batch sampled softmax loss
+    /// (logQ correction, accidental-hit masking, candidates with infinite log q removed) on the
+    /// task's head (the shared one when unified, where both tasks' terms of a row are the same
+    /// softmax, computed once with the row's summed weight), and `ℓ_adv,i` its advertiser-level
+    /// loss (see [`TwoTowerModel::advertiser_loss`]). A batch with no weight in any task has a
+    /// loss of 0 and no gradient.
     pub fn loss(&self, tape: &mut Tape, batch: &TrainBatch<'_>) -> Result<ValueId> {
-        self.query.check_input(&batch.query)?;
-        self.pin.check_input(&batch.pins)?;
+        self.check_batch(batch)?;
         let b = batch.query.n;
-        let mismatch = |what: String| Error::Input { tower: "pin", what };
-        let c = batch.pins.n;
-        if c < b {
-            return Err(mismatch(format!("{c} candidates for {b} queries")));
-        }
-        if batch.pin_ids.len() != c || batch.log_q.len() != c || batch.weights.len() != b {
-            return Err(mismatch(format!(
-                "pin_ids/log_q/weights have {}/{}/{} entries for {b} rows and {c} candidates",
-                batch.pin_ids.len(),
-                batch.log_q.len(),
-                batch.weights.len()
-            )));
-        }
-        if let Some(j) = (0..c).find(|&j| {
-            let q = batch.log_q[j];
-            q.is_nan() || (j < b && q.is_infinite())
-        }) {
-            return Err(mismatch(format!(
-                "log_q[{j}] = {} (NaN, or infinite for a positive)",
-                batch.log_q[j]
-            )));
-        }
-        let u = self.query.forward(tape, &self.params, &batch.query);
-        let p = self.pin.forward(tape, &self.params, &batch.pins);
+        let us = self.query.forward_heads(tape, &self.params, &batch.query);
+        let ps = self.pin.forward_heads(tape, &self.params, &batch.pins);
         // Without the correction, only the `+inf` marks of absent candidates are kept.
         let masks_only: Option<Vec<f32>> =
             (!self.cfg.logq_correction && batch.log_q.contains(&f32::INFINITY)).then(|| {
@@ -195,13 +235,169 @@ impl TwoTowerModel {
             Some(m) => Some(m.as_slice()),
             None => self.cfg.logq_correction.then_some(batch.log_q),
         };
-        let args = SoftmaxArgs {
-            inv_temp: 1.0 / self.cfg.temperature,
-            log_q,
-            cand_ids: batch.pin_ids,
-            weights: Some(batch.weights),
+        let inv_temp = 1.0 / self.cfg.temperature;
+        let softmax = |tape: &mut Tape, u: ValueId, p: ValueId, weights: &[f32]| {
+            let args = SoftmaxArgs {
+                inv_temp,
+                log_q,
+                cand_ids: batch.pin_ids,
+                weights: Some(weights),
+            };
+            tape.softmax_xent(u, p, args)
         };
-        Ok(tape.softmax_xent(u, p, args))
+        // Tasks with weight, by head index (engagement 0, conversion 1), with their share of
+        // the batch's total weight Σ_task t_task Σ_i w_task,i.
+        let tasks: Vec<(usize, TaskRows<'_>, f64)> = [batch.engagement, batch.conversion]
+            .into_iter()
+            .enumerate()
+            .filter_map(|(t, rows)| rows.map(|r| (t, r)))
+            .map(|(t, r)| {
+                let sum: f64 = r.weights.iter().map(|&w| f64::from(w)).sum();
+                (t, r, f64::from(r.task_weight) * sum)
+            })
+            .filter(|&(_, _, mass)| mass > 0.0)
+            .collect();
+        let total: f64 = tasks.iter().map(|&(_, _, mass)| mass).sum();
+        let mut terms = Vec::with_capacity(3);
+        match self.cfg.heads {
+            Heads::Unified => {
+                // One softmax on the shared embeddings, each row weighted by Σ_task t w: the
+                // kernel's weighted mean is exactly the loss above.
+                let mut combined = vec![0.0f32; b];
+                for (_, rows, _) in &tasks {
+                    for (c, &w) in combined.iter_mut().zip(rows.weights) {
+                        *c += rows.task_weight * w;
+                    }
+                }
+                if !tasks.is_empty() {
+                    terms.push((softmax(tape, us[0], ps[0], &combined), 1.0));
+                }
+            }
+            Heads::PerTask => {
+                for &(head, rows, mass) in &tasks {
+                    let l = softmax(tape, us[head], ps[head], rows.weights);
+                    terms.push((l, (mass / total) as f32));
+                }
+            }
+        }
+        let conversion = tasks.iter().find(|(t, _, _)| *t == 1);
+        if let Some(&(_, rows, mass)) = conversion.filter(|_| self.cfg.advertiser_loss_weight > 0.0)
+        {
+            let advertisers = batch.advertisers.ok_or_else(|| Error::Input {
+                tower: "pin",
+                what: "the advertiser-level loss is on, but the batch names no advertisers".into(),
+            })?;
+            let (u, p) = (us[us.len() - 1], ps[ps.len() - 1]);
+            let l = self.advertiser_loss(tape, u, p, advertisers, batch.log_q, rows.weights);
+            let share = (mass / total) as f32;
+            terms.push((l, self.cfg.advertiser_loss_weight * share));
+        }
+        Ok(match terms.as_slice() {
+            // A lone term of weight 1 is the loss itself: no extra node, and its backward skips
+            // a pass that would scale the logits' gradient by 1.
+            [(l, c)] if *c == 1.0 => *l,
+            _ => tape.weighted_sum(&terms),
+        })
+    }
+
+    /// Records the advertiser-level loss: each candidate present in the batch (finite log q)
+    /// is pooled with the other candidates of its advertiser into their mean embedding, L2
+    /// normalised; each row's query embedding `u` is scored against every pooled advertiser at
+    /// the model's temperature, and the row's loss is the softmax cross-entropy of its positive
+    /// pin's (candidate `i`'s) advertiser, weighted by `weights` (the conversion rows).
+    pub fn advertiser_loss(
+        &self,
+        tape: &mut Tape,
+        u: ValueId,
+        p: ValueId,
+        advertisers: &[u32],
+        log_q: &[f32],
+        weights: &[f32],
+    ) -> ValueId {
+        let b = weights.len();
+        let mut dense_id: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+        let groups: Vec<u32> = advertisers
+            .iter()
+            .zip(log_q)
+            .map(|(&a, &q)| {
+                if q == f32::INFINITY {
+                    return u32::MAX;
+                }
+                let next = dense_id.len() as u32;
+                *dense_id.entry(a).or_insert(next)
+            })
+            .collect();
+        // A positive always has a finite log q, so every row has its advertiser's group.
+        let targets = &groups[..b];
+        let pooled = tape.segment_mean(p, &groups, dense_id.len());
+        let pooled = tape.l2_normalize(pooled);
+        tape.softmax_targets(
+            u,
+            pooled,
+            1.0 / self.cfg.temperature,
+            targets,
+            Some(weights),
+        )
+    }
+
+    /// Checks a batch's shapes and values against the towers and each other.
+    fn check_batch(&self, batch: &TrainBatch<'_>) -> Result<()> {
+        self.query.check_input(&batch.query)?;
+        self.pin.check_input(&batch.pins)?;
+        let b = batch.query.n;
+        let mismatch = |what: String| Error::Input { tower: "pin", what };
+        let c = batch.pins.n;
+        if c < b {
+            return Err(mismatch(format!("{c} candidates for {b} queries")));
+        }
+        if batch.pin_ids.len() != c || batch.log_q.len() != c {
+            return Err(mismatch(format!(
+                "pin_ids/log_q have {}/{} entries for {c} candidates",
+                batch.pin_ids.len(),
+                batch.log_q.len(),
+            )));
+        }
+        if let Some(a) = batch.advertisers.filter(|a| a.len() != c) {
+            return Err(mismatch(format!(
+                "advertisers has {} entries for {c} candidates",
+                a.len()
+            )));
+        }
+        for (task, rows) in [
+            ("engagement", batch.engagement),
+            ("conversion", batch.conversion),
+        ] {
+            let Some(rows) = rows else { continue };
+            if rows.weights.len() != b {
+                return Err(mismatch(format!(
+                    "{task} weights have {} entries for {b} rows",
+                    rows.weights.len()
+                )));
+            }
+            let bad = |w: f32| !(w.is_finite() && w >= 0.0);
+            if let Some(i) = rows.weights.iter().position(|&w| bad(w)) {
+                return Err(mismatch(format!(
+                    "{task} weight of row {i} is {} (must be finite and non-negative)",
+                    rows.weights[i]
+                )));
+            }
+            if bad(rows.task_weight) {
+                return Err(mismatch(format!(
+                    "{task} task weight is {} (must be finite and non-negative)",
+                    rows.task_weight
+                )));
+            }
+        }
+        if let Some(j) = (0..c).find(|&j| {
+            let q = batch.log_q[j];
+            q.is_nan() || (j < b && q.is_infinite())
+        }) {
+            return Err(mismatch(format!(
+                "log_q[{j}] = {} (NaN, or infinite for a positive)",
+                batch.log_q[j]
+            )));
+        }
+        Ok(())
     }
 
     /// Query embeddings `[n, out_dim]`, computed in chunks of `chunk` rows.

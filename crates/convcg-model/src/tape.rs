@@ -71,6 +71,26 @@ enum Op {
         inv_temp: f32,
         dlogits: Vec<f32>,
     },
+    Mul {
+        a: ValueId,
+        b: ValueId,
+    },
+    Add {
+        a: ValueId,
+        b: ValueId,
+    },
+    RowSoftmax {
+        x: ValueId,
+    },
+    Mix {
+        gates: ValueId,
+        experts: Vec<ValueId>,
+    },
+    SegmentMean {
+        x: ValueId,
+        groups: Vec<u32>,
+        counts: Vec<u32>,
+    },
     /// Σ_i c_i · s_i over scalar values.
     WeightedSum {
         terms: Vec<(ValueId, f32)>,
@@ -204,10 +224,18 @@ impl Tape {
                 Op::Cross { z, .. } => pools.f32s.give(z),
                 Op::L2Norm { norms, .. } => pools.f32s.give(norms),
                 Op::SoftmaxXent { dlogits, .. } => pools.f32s.give(dlogits),
+                Op::SegmentMean { groups, counts, .. } => {
+                    pools.ids.give(groups);
+                    pools.ids.give(counts);
+                }
                 Op::Input
                 | Op::Concat { .. }
                 | Op::Linear { .. }
                 | Op::Relu { .. }
+                | Op::Mul { .. }
+                | Op::Add { .. }
+                | Op::RowSoftmax { .. }
+                | Op::Mix { .. }
                 | Op::WeightedSum { .. } => {}
             }
         }
@@ -231,10 +259,15 @@ impl Tape {
                 Op::Cross { z, .. } => bytes(z),
                 Op::L2Norm { norms, .. } => bytes(norms),
                 Op::SoftmaxXent { dlogits, .. } => bytes(dlogits),
+                Op::SegmentMean { groups, counts, .. } => bytes(groups) + bytes(counts),
                 Op::Input
                 | Op::Concat { .. }
                 | Op::Linear { .. }
                 | Op::Relu { .. }
+                | Op::Mul { .. }
+                | Op::Add { .. }
+                | Op::RowSoftmax { .. }
+                | Op::Mix { .. }
                 | Op::WeightedSum { .. } => 0,
             })
             .sum();
@@ -518,6 +551,140 @@ impl Tape {
         self.push(out, 1, 1, true, op)
     }
 
+    /// Elementwise product `a ⊙ b` (the `x0 ⊙ (·)` of low-rank and mixture cross layers).
+    ///
+    /// # Panics
+    /// If `a` and `b` differ in shape.
+    #[track_caller]
+    pub fn mul(&mut self, a: ValueId, b: ValueId) -> ValueId {
+        let (n, d) = self.shape(a);
+        assert_eq!(self.shape(b), (n, d), "mul: operands differ in shape");
+        let mut out = self.scratch(n * d);
+        k::mul_forward(self.data(a), self.data(b), &mut out, self.par);
+        let needs_grad = self.values[a.0].needs_grad || self.values[b.0].needs_grad;
+        self.push(out, n, d, needs_grad, Op::Mul { a, b })
+    }
+
+    /// Elementwise sum `a + b` (a residual connection).
+    ///
+    /// # Panics
+    /// If `a` and `b` differ in shape.
+    #[track_caller]
+    pub fn add(&mut self, a: ValueId, b: ValueId) -> ValueId {
+        let (n, d) = self.shape(a);
+        assert_eq!(self.shape(b), (n, d), "add: operands differ in shape");
+        let mut out = self.pools().f32s.copy_of(self.data(a));
+        for (o, &y) in out.iter_mut().zip(self.data(b)) {
+            *o += y;
+        }
+        let needs_grad = self.values[a.0].needs_grad || self.values[b.0].needs_grad;
+        self.push(out, n, d, needs_grad, Op::Add { a, b })
+    }
+
+    /// Row-wise softmax (the gate of a mixture of experts).
+    pub fn row_softmax(&mut self, x: ValueId) -> ValueId {
+        let (n, e) = self.shape(x);
+        let mut y = self.scratch(n * e);
+        k::row_softmax_forward(self.data(x), &mut y, n, e, self.par);
+        let needs_grad = self.values[x.0].needs_grad;
+        self.push(y, n, e, needs_grad, Op::RowSoftmax { x })
+    }
+
+    /// The gated sum `Σ_i gates[:, i] ⊙ experts[i]`, `gates` being `[n, experts.len()]` and
+    /// every expert `[n, d]`.
+    ///
+    /// # Panics
+    /// If there is no expert, or the shapes disagree.
+    #[track_caller]
+    pub fn mix(&mut self, gates: ValueId, experts: &[ValueId]) -> ValueId {
+        assert!(!experts.is_empty(), "mix: no expert");
+        let (n, d) = self.shape(experts[0]);
+        assert_eq!(
+            self.shape(gates),
+            (n, experts.len()),
+            "mix: gates are not [n, experts]"
+        );
+        assert!(
+            experts.iter().all(|&x| self.shape(x) == (n, d)),
+            "mix: experts differ in shape"
+        );
+        let mut out = self.scratch(n * d);
+        let views: Vec<&[f32]> = experts.iter().map(|&x| self.data(x)).collect();
+        k::mix_forward(self.data(gates), &views, &mut out, n, d, self.par);
+        let needs_grad = std::iter::once(gates)
+            .chain(experts.iter().copied())
+            .any(|v| self.values[v.0].needs_grad);
+        let op = Op::Mix {
+            gates,
+            experts: experts.to_vec(),
+        };
+        self.push(out, n, d, needs_grad, op)
+    }
+
+    /// The mean of the rows of `x` in each of `n_groups` groups, `groups[r]` being row `r`'s
+    /// group; rows with a group `>= n_groups` are left out, and an empty group is zeros.
+    ///
+    /// # Panics
+    /// If `groups` does not have one entry per row of `x`.
+    #[track_caller]
+    pub fn segment_mean(&mut self, x: ValueId, groups: &[u32], n_groups: usize) -> ValueId {
+        let (n, d) = self.shape(x);
+        assert_eq!(groups.len(), n, "segment_mean: one group per row");
+        let mut out = self.scratch(n_groups * d);
+        let mut counts = self.pools().ids.take_stale(n_groups);
+        k::segment_mean_forward(self.data(x), groups, n_groups, d, &mut out, &mut counts);
+        let groups = self.pools().ids.copy_of(groups);
+        let needs_grad = self.values[x.0].needs_grad;
+        let op = Op::SegmentMean { x, groups, counts };
+        self.push(out, n_groups, d, needs_grad, op)
+    }
+
+    /// Softmax cross-entropy of `users` `[b, d]` against every row of `cands` `[c, d]`, row `i`'s
+    /// right candidate being `targets[i]` (shared targets allowed, no masking, no logQ); a scalar
+    /// (the weighted mean loss). The advertiser-level loss.
+    ///
+    /// # Panics
+    /// If the widths differ, a target is out of range, or `targets`/`weights` are not `b` long.
+    #[track_caller]
+    pub fn softmax_targets(
+        &mut self,
+        users: ValueId,
+        cands: ValueId,
+        inv_temp: f32,
+        targets: &[u32],
+        weights: Option<&[f32]>,
+    ) -> ValueId {
+        let (b, d) = self.shape(users);
+        let (c, dc) = self.shape(cands);
+        assert_eq!(
+            d, dc,
+            "softmax_targets: users and candidates differ in width"
+        );
+        let mut dlogits = self.scratch(b * c);
+        let loss = k::softmax_targets_forward(
+            self.data(users),
+            self.data(cands),
+            b,
+            c,
+            d,
+            inv_temp,
+            targets,
+            weights,
+            &mut dlogits,
+            self.par,
+        );
+        // The backward reads only the logits' gradient, exactly as the in-batch softmax's.
+        let op = Op::SoftmaxXent {
+            users,
+            cands,
+            inv_temp,
+            dlogits,
+        };
+        let mut out = self.zeros(1);
+        out[0] = loss;
+        self.push(out, 1, 1, true, op)
+    }
+
     /// Σ coefficient · scalar, for combining losses.
     ///
     /// # Panics
@@ -754,6 +921,56 @@ impl Tape {
                 self.accumulate(vgrads, *users, du);
                 self.accumulate(vgrads, *cands, dc);
                 self.recycle(scaled);
+            }
+            Op::Mul { a, b } => {
+                // Each operand's gradient reads the other operand; a temporary per operand keeps
+                // `mul(x, x)` correct.
+                let mut da = self.scratch(n * d);
+                let mut db = self.scratch(n * d);
+                k::mul_backward(
+                    self.data(*a),
+                    self.data(*b),
+                    dy,
+                    &mut da,
+                    Accum::Replace,
+                    &mut db,
+                    Accum::Replace,
+                    par,
+                );
+                self.accumulate(vgrads, *a, da);
+                self.accumulate(vgrads, *b, db);
+            }
+            Op::Add { a, b } => {
+                for v in [*a, *b] {
+                    if self.values[v.0].needs_grad {
+                        let g = self.pools().f32s.copy_of(dy);
+                        self.accumulate(vgrads, v, g);
+                    }
+                }
+            }
+            Op::RowSoftmax { x } => {
+                if let Some((g, accum)) = self.grad_out(vgrads, *x) {
+                    k::row_softmax_backward(&self.values[node].data, dy, g, n, d, accum, par);
+                }
+            }
+            Op::Mix { gates, experts } => {
+                let e = experts.len();
+                if self.values[gates.0].needs_grad {
+                    let views: Vec<&[f32]> = experts.iter().map(|&x| self.data(x)).collect();
+                    let mut dg = self.scratch(n * e);
+                    k::mix_backward_gates(&views, dy, &mut dg, n, d, Accum::Replace, par);
+                    self.accumulate(vgrads, *gates, dg);
+                }
+                for (i, &x) in experts.iter().enumerate() {
+                    if let Some((g, accum)) = self.grad_out(vgrads, x) {
+                        k::mix_backward_expert(self.data(*gates), e, i, dy, g, n, d, accum, par);
+                    }
+                }
+            }
+            Op::SegmentMean { x, groups, counts } => {
+                if let Some((g, accum)) = self.grad_out(vgrads, *x) {
+                    k::segment_mean_backward(groups, counts, dy, d, g, accum);
+                }
             }
             Op::WeightedSum { terms } => {
                 for &(v, c) in terms {

@@ -1,5 +1,6 @@
-//! One tower: embeddings and dense features, a DCN v2 cross network beside (or before) an MLP,
-//! a linear head and L2 normalisation.
+//! One tower: embeddings and dense features, a DCN v2 cross network (full-rank, low-rank or a
+//! mixture of low-rank experts) beside (or before) an MLP, one linear head per task (or one
+//! shared head) and L2 normalisation.
 
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -18,14 +19,36 @@ pub enum Structure {
     Stacked,
 }
 
+/// The kind of every DCN v2 cross layer of a tower (Wang et al. 2021), each computing
+/// `x_{l+1} = x0 ⊙ f(x_l) + x_l`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrossKind {
+    /// `f(x) = x W + b`, `W` being `[d, d]`.
+    Full,
+    /// `f(x) = (x V) U + b`, `V` `[d, r]` and `U` `[r, d]` with `r = cross_rank`: `2dr` weights
+    /// instead of `d²`.
+    LowRank,
+    /// A mixture of `cross_experts` low-rank experts, each with its own `V_i`, `U_i`, `b_i`,
+    /// weighted per row by a softmax gate on `x_l`:
+    /// `x_{l+1} = Σ_i g_i(x_l) (x0 ⊙ ((x_l V_i) U_i + b_i)) + x_l`.
+    Mixture,
+}
+
 /// Shape of one tower.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TowerConfig {
     /// Width of every embedding table.
     pub embedding_dim: usize,
-    /// Number of full-rank DCN v2 cross layers.
+    /// Number of DCN v2 cross layers.
     pub cross_layers: usize,
+    /// Full-rank, low-rank or mixture-of-experts cross layers.
+    pub cross_kind: CrossKind,
+    /// Rank `r` of a low-rank cross layer and of each mixture expert.
+    pub cross_rank: usize,
+    /// Experts per mixture cross layer.
+    pub cross_experts: usize,
     /// Widths of the MLP's hidden layers, each followed by a ReLU.
     pub mlp: Vec<usize>,
     /// Parallel or stacked body.
@@ -37,6 +60,9 @@ impl Default for TowerConfig {
         Self {
             embedding_dim: 16,
             cross_layers: 2,
+            cross_kind: CrossKind::Full,
+            cross_rank: 16,
+            cross_experts: 4,
             mlp: vec![256, 128],
             structure: Structure::Parallel,
         }
@@ -58,6 +84,20 @@ impl TowerConfig {
                 format!("{prefix}.cross_layers"),
                 self.cross_layers,
                 "an integer in 0..=16",
+            ));
+        }
+        if self.cross_rank == 0 || self.cross_rank > 1024 {
+            return Err(config_error(
+                format!("{prefix}.cross_rank"),
+                self.cross_rank,
+                "an integer in 1..=1024",
+            ));
+        }
+        if self.cross_experts == 0 || self.cross_experts > 64 {
+            return Err(config_error(
+                format!("{prefix}.cross_experts"),
+                self.cross_experts,
+                "an integer in 1..=64",
             ));
         }
         if let Some(w) = self.mlp.iter().find(|&&w| w == 0 || w > 8192) {
@@ -112,6 +152,28 @@ pub struct TowerInput<'a> {
     pub dense: &'a [f32],
 }
 
+/// The weights of one low-rank map `(x V) U + b`.
+#[derive(Clone, Copy, Debug)]
+struct LowRankMap {
+    v: ParamId,
+    u: ParamId,
+    b: ParamId,
+}
+
+/// The parameters of one cross layer.
+#[derive(Clone, Debug)]
+enum CrossLayer {
+    Full {
+        w: ParamId,
+        b: ParamId,
+    },
+    LowRank(LowRankMap),
+    Mixture {
+        gate: ParamId,
+        experts: Vec<LowRankMap>,
+    },
+}
+
 /// The parameters of one tower and how to run it.
 #[derive(Clone, Debug)]
 pub struct Tower {
@@ -119,22 +181,29 @@ pub struct Tower {
     tables: FeatureTables,
     sparse: Vec<TableId>,
     bags: Vec<TableId>,
-    cross: Vec<(ParamId, ParamId)>,
+    cross: Vec<CrossLayer>,
     mlp: Vec<(ParamId, ParamId)>,
-    head: (ParamId, ParamId),
+    heads: Vec<(ParamId, ParamId)>,
     structure: Structure,
 }
 
 impl Tower {
-    /// Creates the tower's parameters in `params`.
+    /// Creates the tower's parameters in `params`, with one linear head to `out_dim` per entry
+    /// of `heads` (named `{name}.{label}`); the last head is the one [`Tower::forward`] serves.
+    ///
+    /// # Panics
+    /// If `heads` is empty.
+    #[track_caller]
     pub fn new(
         name: &'static str,
         cfg: &TowerConfig,
         tables: &FeatureTables,
         out_dim: usize,
+        heads: &[&str],
         params: &mut ParamStore,
         rng: &mut ChaCha8Rng,
     ) -> Self {
+        assert!(!heads.is_empty(), "a tower needs at least one head");
         let e = cfg.embedding_dim;
         let sparse = tables
             .sparse
@@ -147,14 +216,35 @@ impl Tower {
             .map(|t| params.add_table(format!("{name}.bag.{}", t.name), t.rows, e, rng))
             .collect();
         let d0 = e * (tables.sparse.len() + tables.bags.len()) + tables.dense;
-        let mut linear = |label: String, d_in: usize, d_out: usize, params: &mut ParamStore| {
-            let bound = 1.0 / (d_in as f32).sqrt();
-            let w = params.add_dense(format!("{label}.w"), d_in, d_out, bound, rng);
-            let b = params.add_dense(format!("{label}.b"), 1, d_out, bound, rng);
-            (w, b)
-        };
         let cross = (0..cfg.cross_layers)
-            .map(|l| linear(format!("{name}.cross.{l}"), d0, d0, params))
+            .map(|l| {
+                let label = format!("{name}.cross.{l}");
+                match cfg.cross_kind {
+                    CrossKind::Full => {
+                        let (w, b) = linear(params, rng, &label, d0, d0);
+                        CrossLayer::Full { w, b }
+                    }
+                    CrossKind::LowRank => {
+                        CrossLayer::LowRank(low_rank(params, rng, &label, d0, cfg.cross_rank))
+                    }
+                    CrossKind::Mixture => CrossLayer::Mixture {
+                        gate: init(
+                            params,
+                            rng,
+                            format!("{label}.gate"),
+                            d0,
+                            cfg.cross_experts,
+                            d0,
+                        ),
+                        experts: (0..cfg.cross_experts)
+                            .map(|i| {
+                                let label = format!("{label}.expert.{i}");
+                                low_rank(params, rng, &label, d0, cfg.cross_rank)
+                            })
+                            .collect(),
+                    },
+                }
+            })
             .collect();
         let mut width = d0;
         let mlp = cfg
@@ -162,7 +252,7 @@ impl Tower {
             .iter()
             .enumerate()
             .map(|(l, &w)| {
-                let layer = linear(format!("{name}.mlp.{l}"), width, w, params);
+                let layer = linear(params, rng, &format!("{name}.mlp.{l}"), width, w);
                 width = w;
                 layer
             })
@@ -172,7 +262,10 @@ impl Tower {
             Structure::Parallel if cfg.cross_layers > 0 || !cfg.mlp.is_empty() => d0 + width,
             _ => width,
         };
-        let head = linear(format!("{name}.head"), body, out_dim, params);
+        let heads = heads
+            .iter()
+            .map(|label| linear(params, rng, &format!("{name}.{label}"), body, out_dim))
+            .collect();
         Self {
             name,
             tables: tables.clone(),
@@ -180,7 +273,7 @@ impl Tower {
             bags,
             cross,
             mlp,
-            head,
+            heads,
             structure: cfg.structure,
         }
     }
@@ -257,9 +350,22 @@ impl Tower {
         Ok(())
     }
 
-    /// Records the tower's forward pass on `tape`; returns the L2-normalised embeddings `[n, out]`.
-    /// The input must have passed [`Tower::check_input`].
+    /// Records the tower's forward pass on `tape`; returns the L2-normalised embeddings `[n, out]`
+    /// of the serving (last) head. The input must have passed [`Tower::check_input`].
     pub fn forward(&self, tape: &mut Tape, params: &ParamStore, input: &TowerInput<'_>) -> ValueId {
+        let heads = self.forward_heads(tape, params, input);
+        heads[heads.len() - 1]
+    }
+
+    /// Records the tower's forward pass on `tape`, the body once and every head on it; returns
+    /// each head's L2-normalised embeddings `[n, out]`, in the order the heads were created.
+    /// The input must have passed [`Tower::check_input`].
+    pub fn forward_heads(
+        &self,
+        tape: &mut Tape,
+        params: &ParamStore,
+        input: &TowerInput<'_>,
+    ) -> Vec<ValueId> {
         let mut parts = Vec::with_capacity(self.sparse.len() + self.bags.len() + 1);
         for (&table, ids) in self.sparse.iter().zip(&input.sparse) {
             parts.push(tape.gather(params, table, ids));
@@ -272,8 +378,28 @@ impl Tower {
         }
         let x0 = tape.concat(&parts);
         let mut xl = x0;
-        for &(w, b) in &self.cross {
-            xl = tape.cross(params, x0, xl, w, b);
+        for layer in &self.cross {
+            xl = match layer {
+                CrossLayer::Full { w, b } => tape.cross(params, x0, xl, *w, *b),
+                CrossLayer::LowRank(map) => {
+                    let f = low_rank_forward(tape, params, xl, map);
+                    let gated = tape.mul(x0, f);
+                    tape.add(gated, xl)
+                }
+                CrossLayer::Mixture { gate, experts } => {
+                    let scores = tape.linear(params, xl, *gate, None);
+                    let gates = tape.row_softmax(scores);
+                    let outputs: Vec<ValueId> = experts
+                        .iter()
+                        .map(|map| {
+                            let f = low_rank_forward(tape, params, xl, map);
+                            tape.mul(x0, f)
+                        })
+                        .collect();
+                    let mixed = tape.mix(gates, &outputs);
+                    tape.add(mixed, xl)
+                }
+            };
         }
         let mut h = match self.structure {
             Structure::Parallel => x0,
@@ -287,7 +413,60 @@ impl Tower {
             Structure::Parallel if xl != h => tape.concat(&[xl, h]),
             _ => h,
         };
-        let out = tape.linear(params, body, self.head.0, Some(self.head.1));
-        tape.l2_normalize(out)
+        self.heads
+            .iter()
+            .map(|&(w, b)| {
+                let out = tape.linear(params, body, w, Some(b));
+                tape.l2_normalize(out)
+            })
+            .collect()
     }
+}
+
+/// A new `[rows, cols]` parameter initialised as PyTorch's `Linear` does, U(±1/sqrt(fan_in)).
+fn init(
+    params: &mut ParamStore,
+    rng: &mut ChaCha8Rng,
+    name: String,
+    rows: usize,
+    cols: usize,
+    fan_in: usize,
+) -> ParamId {
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    params.add_dense(name, rows, cols, bound, rng)
+}
+
+/// A linear layer's weight `{label}.w` `[d_in, d_out]` and bias `{label}.b` `[1, d_out]`.
+fn linear(
+    params: &mut ParamStore,
+    rng: &mut ChaCha8Rng,
+    label: &str,
+    d_in: usize,
+    d_out: usize,
+) -> (ParamId, ParamId) {
+    let w = init(params, rng, format!("{label}.w"), d_in, d_out, d_in);
+    let b = init(params, rng, format!("{label}.b"), 1, d_out, d_in);
+    (w, b)
+}
+
+/// The weights of a low-rank map `(x V) U + b` from width `d` through rank `r`, named
+/// `{label}.v`, `{label}.u`, `{label}.b`.
+fn low_rank(
+    params: &mut ParamStore,
+    rng: &mut ChaCha8Rng,
+    label: &str,
+    d: usize,
+    r: usize,
+) -> LowRankMap {
+    LowRankMap {
+        v: init(params, rng, format!("{label}.v"), d, r, d),
+        u: init(params, rng, format!("{label}.u"), r, d, r),
+        b: init(params, rng, format!("{label}.b"), 1, d, r),
+    }
+}
+
+/// Records `(x V) U + b`.
+fn low_rank_forward(tape: &mut Tape, params: &ParamStore, x: ValueId, map: &LowRankMap) -> ValueId {
+    let t = tape.linear(params, x, map.v, None);
+    tape.linear(params, t, map.u, Some(map.b))
 }

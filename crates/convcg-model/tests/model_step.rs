@@ -3,8 +3,8 @@
 
 use convcg_kernels::Par;
 use convcg_model::{
-    FeatureTables, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape, TowerConfig,
-    TowerInput, TrainBatch, TwoTowerModel,
+    CrossKind, FeatureTables, Heads, ModelConfig, OptimConfig, Optimizer, Structure, TableDef,
+    Tape, TaskRows, TowerConfig, TowerInput, TrainBatch, TwoTowerModel,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,6 +30,15 @@ struct Owned {
     pin_ids: Vec<u32>,
     log_q: Vec<f32>,
     weights: Vec<f32>,
+    /// Conversion weights (0 on most rows), for the conversion task and the advertiser loss.
+    conv_weights: Vec<f32>,
+    /// Advertiser of each candidate.
+    advertisers: Vec<u32>,
+}
+
+/// The advertiser of a tiny batch's pin: three advertisers share the pins.
+fn advertiser_of(pin: u32) -> u32 {
+    pin % 3
 }
 
 impl Owned {
@@ -50,7 +59,15 @@ impl Owned {
             },
             pin_ids: &self.pin_ids,
             log_q: &self.log_q,
-            weights: &self.weights,
+            engagement: Some(TaskRows {
+                weights: &self.weights,
+                task_weight: 1.0,
+            }),
+            conversion: Some(TaskRows {
+                weights: &self.conv_weights,
+                task_weight: 0.7,
+            }),
+            advertisers: Some(&self.advertisers),
         }
     }
 }
@@ -75,9 +92,11 @@ fn tiny_batch(rng: &mut ChaCha8Rng, n: usize) -> Owned {
             (0..n).map(|_| rng.random_range(0..3)).collect(),
         ],
         p_dense: (0..n * 2).map(|_| rng.random_range(-1.0..1.0)).collect(),
-        pin_ids,
         log_q: (0..n).map(|_| rng.random_range(-3.0..-1.0)).collect(),
         weights: (0..n).map(|i| 0.5 + (i % 2) as f32).collect(),
+        conv_weights: (0..n).map(|i| if i % 3 == 1 { 1.5 } else { 0.0 }).collect(),
+        advertisers: pin_ids.iter().map(|&p| advertiser_of(p)).collect(),
+        pin_ids,
     }
 }
 
@@ -87,6 +106,7 @@ fn tiny_config(structure: Structure) -> ModelConfig {
         cross_layers: 2,
         mlp: vec![5, 4],
         structure,
+        ..TowerConfig::default()
     };
     ModelConfig {
         query: tower.clone(),
@@ -94,6 +114,7 @@ fn tiny_config(structure: Structure) -> ModelConfig {
         out_dim: 4,
         temperature: 0.5,
         logq_correction: true,
+        ..ModelConfig::default()
     }
 }
 
@@ -122,11 +143,11 @@ fn check(analytic: f64, f: &mut dyn FnMut(f64) -> f64, what: &str) -> bool {
     true
 }
 
-fn gradient_check(structure: Structure) {
+fn gradient_check(cfg: ModelConfig) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let qt = tables(&[5], &[4], 3);
     let pt = tables(&[4, 3], &[], 2);
-    let mut model = TwoTowerModel::new(&tiny_config(structure), &qt, &pt, 11).unwrap();
+    let mut model = TwoTowerModel::new(&cfg, &qt, &pt, 11).unwrap();
     let data = tiny_batch(&mut rng, 7);
     let mut grads = model.params().zero_grads();
     let mut tape = Tape::new(Par::Seq);
@@ -183,12 +204,56 @@ fn gradient_check(structure: Structure) {
 
 #[test]
 fn full_step_gradients_match_finite_differences_parallel() {
-    gradient_check(Structure::Parallel);
+    gradient_check(tiny_config(Structure::Parallel));
 }
 
 #[test]
 fn full_step_gradients_match_finite_differences_stacked() {
-    gradient_check(Structure::Stacked);
+    gradient_check(tiny_config(Structure::Stacked));
+}
+
+/// A head per task: both heads' losses and the advertiser-level loss on the conversion head.
+#[test]
+fn full_step_gradients_match_finite_differences_per_task_heads() {
+    gradient_check(ModelConfig {
+        heads: Heads::PerTask,
+        advertiser_loss_weight: 0.8,
+        ..tiny_config(Structure::Parallel)
+    });
+}
+
+/// The unified head without the advertiser-level loss (the other checks have it on).
+#[test]
+fn full_step_gradients_match_finite_differences_without_advertiser_loss() {
+    gradient_check(ModelConfig {
+        advertiser_loss_weight: 0.0,
+        ..tiny_config(Structure::Stacked)
+    });
+}
+
+fn with_cross(kind: CrossKind, structure: Structure) -> ModelConfig {
+    let base = tiny_config(structure);
+    let tower = TowerConfig {
+        cross_kind: kind,
+        cross_rank: 2,
+        cross_experts: 3,
+        ..base.query.clone()
+    };
+    ModelConfig {
+        query: tower.clone(),
+        pin: tower,
+        ..base
+    }
+}
+
+#[test]
+fn full_step_gradients_match_finite_differences_low_rank_cross() {
+    gradient_check(with_cross(CrossKind::LowRank, Structure::Stacked));
+}
+
+#[test]
+fn full_step_gradients_match_finite_differences_mixture_cross() {
+    gradient_check(with_cross(CrossKind::Mixture, Structure::Parallel));
 }
 
 /// Users 0..20 each like pin (3u + 1) mod 20; after training, each user's best pin is its own.
@@ -203,16 +268,19 @@ fn learns_a_toy_retrieval_problem() {
             cross_layers: 1,
             mlp: vec![16],
             structure: Structure::Parallel,
+            ..TowerConfig::default()
         },
         pin: TowerConfig {
             embedding_dim: 8,
             cross_layers: 1,
             mlp: vec![16],
             structure: Structure::Parallel,
+            ..TowerConfig::default()
         },
         out_dim: 8,
         temperature: 0.1,
         logq_correction: false,
+        ..ModelConfig::default()
     };
     let mut model = TwoTowerModel::new(&cfg, &qt, &pt, 5).unwrap();
     let optim = OptimConfig {
@@ -246,7 +314,12 @@ fn learns_a_toy_retrieval_problem() {
             },
             pin_ids: &pins,
             log_q: &zeros,
-            weights: &ones,
+            engagement: Some(TaskRows {
+                weights: &ones,
+                task_weight: 1.0,
+            }),
+            conversion: None,
+            advertisers: None,
         };
         last = model
             .train_step(&batch, &mut grads, &mut opt, Par::Seq)
@@ -348,6 +421,8 @@ fn with_extra_candidates(rng: &mut ChaCha8Rng, data: &Owned, log_q: &[f32]) -> O
         pin_ids: data.pin_ids.clone(),
         log_q: data.log_q.clone(),
         weights: data.weights.clone(),
+        conv_weights: data.conv_weights.clone(),
+        advertisers: data.advertisers.clone(),
     };
     for (k, &q) in log_q.iter().enumerate() {
         out.p_sparse[0].push(rng.random_range(0..4));
@@ -355,6 +430,7 @@ fn with_extra_candidates(rng: &mut ChaCha8Rng, data: &Owned, log_q: &[f32]) -> O
         out.p_dense
             .extend((0..2).map(|_| rng.random_range(-1.0f32..1.0)));
         out.pin_ids.push(10 + k as u32);
+        out.advertisers.push(advertiser_of(10 + k as u32));
         out.log_q.push(q);
     }
     out
@@ -445,6 +521,8 @@ impl Owned {
                 .map(|(_, &q)| q)
                 .collect(),
             weights: self.weights.clone(),
+            conv_weights: self.conv_weights.clone(),
+            advertisers: drop(&self.advertisers),
         }
     }
 }
@@ -508,4 +586,45 @@ fn non_finite_values_stop_the_step_before_the_update() {
         .train_step(&good.batch(), &mut grads, &mut opt, Par::Seq)
         .unwrap();
     assert!(loss.is_finite());
+}
+
+/// Every row counts with its weight in each task: the unified head's one softmax with summed
+/// row weights, and a per-task model's two heads, both give the two tasks' losses computed apart,
+/// averaged by each task's total weight.
+#[test]
+fn task_losses_combine_as_their_weighted_mean() {
+    let qt = tables(&[5], &[4], 3);
+    let pt = tables(&[4, 3], &[], 2);
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let data = tiny_batch(&mut rng, 6);
+    for heads in [Heads::Unified, Heads::PerTask] {
+        let cfg = ModelConfig {
+            heads,
+            advertiser_loss_weight: 0.0,
+            ..tiny_config(Structure::Parallel)
+        };
+        let model = TwoTowerModel::new(&cfg, &qt, &pt, 4).unwrap();
+        let loss = |batch: TrainBatch<'_>| {
+            let mut tape = Tape::new(Par::Seq);
+            let l = model.loss(&mut tape, &batch).unwrap();
+            f64::from(tape.scalar(l))
+        };
+        let both = loss(data.batch());
+        let engagement = loss(TrainBatch {
+            conversion: None,
+            ..data.batch()
+        });
+        let conversion = loss(TrainBatch {
+            engagement: None,
+            ..data.batch()
+        });
+        assert_ne!(engagement, conversion);
+        let mass = |w: &[f32], t: f64| t * w.iter().map(|&x| f64::from(x)).sum::<f64>();
+        let (me, mc) = (mass(&data.weights, 1.0), mass(&data.conv_weights, 0.7));
+        let want = (me * engagement + mc * conversion) / (me + mc);
+        assert!(
+            (both - want).abs() <= 1e-5 * want.abs(),
+            "{heads:?}: {both} vs {want}"
+        );
+    }
 }

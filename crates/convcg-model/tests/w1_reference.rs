@@ -5,8 +5,8 @@
 
 use convcg_kernels::Par;
 use convcg_model::{
-    FeatureTables, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape, TowerConfig,
-    TowerInput, TrainBatch, TwoTowerModel,
+    FeatureTables, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape, TaskRows,
+    TowerConfig, TowerInput, TrainBatch, TwoTowerModel,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,6 +38,7 @@ fn w1_config() -> ModelConfig {
         cross_layers: 3,
         mlp: vec![256, 128],
         structure: Structure::Parallel,
+        ..TowerConfig::default()
     };
     ModelConfig {
         query: tower.clone(),
@@ -45,6 +46,7 @@ fn w1_config() -> ModelConfig {
         out_dim: 64,
         temperature: 0.05,
         logq_correction: true,
+        ..ModelConfig::default()
     }
 }
 
@@ -115,7 +117,12 @@ impl Step {
             pins: self.pins(),
             pin_ids: &self.pin[0],
             log_q: &self.log_q,
-            weights: &self.weights,
+            engagement: Some(TaskRows {
+                weights: &self.weights,
+                task_weight: 1.0,
+            }),
+            conversion: None,
+            advertisers: None,
         }
     }
 }

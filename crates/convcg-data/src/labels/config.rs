@@ -14,10 +14,13 @@ pub const MAX_HARD_NEGATIVES: usize = 8;
 ///
 /// Short clicks (accidental taps) weigh near 0, a click of `reference_s` weighs exactly 1, and
 /// the log keeps very long dwell times from dominating (capped at `max`). A click without a
-/// duration weighs 1, a negative duration counts as 0 and a NaN one as missing.
+/// duration weighs 1, a negative duration counts as 0 and a NaN one as missing. With
+/// `by_duration = false` every click weighs 1 (the ablation baseline's unweighted clicks).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClickWeight {
+    /// Weigh clicks by duration (the default), or every click 1.
+    pub by_duration: bool,
     /// Seconds below which the log is nearly linear (> 0).
     pub scale_s: f32,
     /// Duration that weighs exactly 1, seconds (> 0).
@@ -29,6 +32,7 @@ pub struct ClickWeight {
 impl Default for ClickWeight {
     fn default() -> Self {
         ClickWeight {
+            by_duration: true,
             scale_s: 1.0,
             reference_s: 30.0,
             max: 3.0,
@@ -39,7 +43,7 @@ impl Default for ClickWeight {
 impl ClickWeight {
     /// The weight of one click of this duration (see the type's formula).
     pub fn weight(&self, duration_s: Option<f32>) -> f32 {
-        let Some(d) = duration_s.filter(|d| !d.is_nan()) else {
+        let Some(d) = duration_s.filter(|d| self.by_duration && !d.is_nan()) else {
             return 1.0;
         };
         let d = f64::from(d.max(0.0));

@@ -26,7 +26,7 @@ pub use config::{
     ClickWeight, ConversionKindWeights, LabelConfig, MAX_HARD_NEGATIVES, ValueWeighting,
 };
 pub use log_q::{LogQMode, StreamingConfig, StreamingFrequency};
-pub use negatives::pick_hash;
+pub use negatives::{pick_hash, uniform_log_q, uniform_negatives};
 
 pub(crate) use config::non_negative;
 

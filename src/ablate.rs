@@ -1,0 +1,524 @@
+//! `convcg ablate`: a named ladder of model variants, each trained with several seeds on the
+//! same data, and a table of what every change bought.
+//!
+//! The `seeds` ladder retraces the history the seed texts tell: an engagement-only retriever,
+//! then one change at a time (conversion positives on a second head, click-duration weights,
+//! hard negatives, a parallel body, a unified head, the advertiser-level loss) up to the full
+//! model. The `cross` ladder compares the DCN v2 cross-layer kinds on the full model. The data
+//! (the synthetic marketplace or a dataset directory) is made or read once; every run of a
+//! variant differs only in its seed, which sets the initialisation and the batch order.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use convcg_model::{CrossKind, Heads, Structure};
+
+use crate::config::RunConfig;
+use crate::metrics::Metrics;
+use crate::output::write_atomic;
+use crate::run::{Verbosity, generate, load, train_loaded};
+
+/// The ladders `convcg ablate --ladder` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Ladder {
+    /// The seeds' history, each step adding one change to the one before.
+    Seeds,
+    /// Full-rank, low-rank and mixture-of-experts cross layers, each on the full model.
+    Cross,
+}
+
+/// One rung of a ladder: a name, what it changes, and the change.
+#[derive(Clone, Copy)]
+struct Rung {
+    name: &'static str,
+    change: &'static str,
+    /// Applies the change to `cfg`, reading the values to restore from `full` (the user's
+    /// configuration, i.e. the full model).
+    apply: fn(cfg: &mut RunConfig, full: &RunConfig),
+}
+
+fn set_structure(cfg: &mut RunConfig, s: Structure) {
+    cfg.model.query.structure = s;
+    cfg.model.pin.structure = s;
+}
+
+fn set_cross(cfg: &mut RunConfig, kind: CrossKind) {
+    cfg.model.query.cross_kind = kind;
+    cfg.model.pin.cross_kind = kind;
+}
+
+/// The advertiser-loss weight of the full model: the configuration's, or 0.5 where it is off.
+fn advertiser_weight(full: &RunConfig) -> f32 {
+    match full.model.advertiser_loss_weight {
+        w if w > 0.0 => w,
+        _ => 0.5,
+    }
+}
+
+const SEEDS_LADDER: [Rung; 7] = [
+    Rung {
+        name: "a_engagement_only",
+        change: "engagement positives only, one head, stacked, in-batch negatives only, unweighted clicks, no advertiser loss",
+        apply: |cfg, _| {
+            cfg.data.conversion_weight = 0.0;
+            cfg.data.click_weight.by_duration = false;
+            cfg.data.hard_negatives_per_positive = 0;
+            cfg.train.uniform_negatives = 0;
+            cfg.model.heads = Heads::Unified;
+            cfg.model.advertiser_loss_weight = 0.0;
+            set_structure(cfg, Structure::Stacked);
+        },
+    },
+    Rung {
+        name: "b_conversion_head",
+        change: "+ conversion positives on a second, conversion head (served from here on)",
+        apply: |cfg, full| {
+            cfg.data.conversion_weight = match full.data.conversion_weight {
+                w if w > 0.0 => w,
+                _ => 1.0,
+            };
+            cfg.model.heads = Heads::PerTask;
+        },
+    },
+    Rung {
+        name: "c_click_duration",
+        change: "+ click-duration weights",
+        apply: |cfg, full| {
+            cfg.data.click_weight = full.data.click_weight;
+            cfg.data.click_weight.by_duration = true;
+        },
+    },
+    Rung {
+        name: "d_hard_negatives",
+        change: "+ hard negatives",
+        apply: |cfg, full| {
+            cfg.data.hard_negatives_per_positive = full.data.hard_negatives_per_positive.max(1);
+            cfg.train.uniform_negatives = full.train.uniform_negatives;
+        },
+    },
+    Rung {
+        name: "e_parallel",
+        change: "stacked -> parallel DCN v2 + MLP",
+        apply: |cfg, _| set_structure(cfg, Structure::Parallel),
+    },
+    Rung {
+        name: "f_unified_head",
+        change: "multi-head -> unified single head",
+        apply: |cfg, _| cfg.model.heads = Heads::Unified,
+    },
+    Rung {
+        name: "g_advertiser_loss",
+        change: "+ advertiser-level loss (the full model)",
+        apply: |cfg, full| cfg.model.advertiser_loss_weight = advertiser_weight(full),
+    },
+];
+
+const CROSS_LADDER: [Rung; 3] = [
+    Rung {
+        name: "full_rank",
+        change: "full model, full-rank cross layers",
+        apply: |cfg, _| set_cross(cfg, CrossKind::Full),
+    },
+    Rung {
+        name: "low_rank",
+        change: "full model, low-rank cross layers (rank cross_rank)",
+        apply: |cfg, _| set_cross(cfg, CrossKind::LowRank),
+    },
+    Rung {
+        name: "mixture",
+        change: "full model, a mixture of cross_experts low-rank experts per layer",
+        apply: |cfg, _| set_cross(cfg, CrossKind::Mixture),
+    },
+];
+
+impl Ladder {
+    fn rungs(self) -> &'static [Rung] {
+        match self {
+            Ladder::Seeds => &SEEDS_LADDER,
+            Ladder::Cross => &CROSS_LADDER,
+        }
+    }
+
+    /// Whether each rung builds on the one before (else each starts from the full model).
+    fn cumulative(self) -> bool {
+        self == Ladder::Seeds
+    }
+
+    /// The configuration of every rung, in order.
+    fn configs(self, full: &RunConfig) -> Vec<(Rung, RunConfig)> {
+        let mut cfg = full.clone();
+        self.rungs()
+            .iter()
+            .map(|rung| {
+                if !self.cumulative() {
+                    cfg = full.clone();
+                }
+                (rung.apply)(&mut cfg, full);
+                (*rung, cfg.clone())
+            })
+            .collect()
+    }
+}
+
+/// The synthetic marketplace `convcg ablate` uses by default: smaller than `convcg train`'s so
+/// that a ladder of 7 variants x 3 seeds fits in 45 minutes on 2 cores, with more days of
+/// traffic per user so that the eval window still holds several hundred conversion queries.
+pub fn ablation_config() -> RunConfig {
+    let mut cfg = RunConfig::default();
+    cfg.synth.num_users = 25_000;
+    cfg.synth.num_pins = 50_000;
+    cfg.synth.num_advertisers = 1_000;
+    cfg.synth.impressions = 3_000_000;
+    cfg
+}
+
+/// [`ablation_config`] with any subset of its keys overridden by the TOML `text`.
+///
+/// # Errors
+/// If `text` is not TOML, or sets an unknown key or a value of the wrong type.
+pub fn ablation_config_with(text: &str) -> Result<RunConfig> {
+    ablation_config().overridden_by(text)
+}
+
+/// What `convcg ablate` runs.
+#[derive(Clone, Debug)]
+pub struct AblationRequest {
+    /// The full model's configuration (the synthetic marketplace's, or the dataset's).
+    pub config: RunConfig,
+    /// A canonical-schema dataset directory, or none for the synthetic marketplace.
+    pub data: Option<PathBuf>,
+    /// Which ladder.
+    pub ladder: Ladder,
+    /// The seeds every variant runs with.
+    pub seeds: Vec<u64>,
+    /// Where `ablation.json`, `ablation.md` and every run's directory go.
+    pub out: PathBuf,
+}
+
+/// Mean and spread of one metric over a variant's seeds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Mean over the seeds.
+    pub mean: f64,
+    /// Sample standard deviation over the seeds (0 for one seed).
+    pub sd: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Spread {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = if values.len() > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        Spread {
+            mean,
+            sd: var.sqrt(),
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+/// One variant's results.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VariantResult {
+    /// Rung name, e.g. `d_hard_negatives`.
+    pub name: String,
+    /// What the rung changes.
+    pub change: String,
+    /// Every metric of every seed's run, by metric name, in seed order.
+    pub runs: BTreeMap<String, Vec<f64>>,
+    /// Mean and spread of each metric over the seeds.
+    pub summary: BTreeMap<String, Spread>,
+    /// The run directories, in seed order.
+    pub run_dirs: Vec<PathBuf>,
+}
+
+/// What `convcg ablate` measured: written as `ablation.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AblationReport {
+    /// The ladder.
+    pub ladder: Ladder,
+    /// The data: `synthetic` or the dataset directory.
+    pub data: String,
+    /// The seeds.
+    pub seeds: Vec<u64>,
+    /// Conversion eval queries (the same for every variant).
+    pub conversion_queries: usize,
+    /// Wall-clock seconds of the whole ladder.
+    pub seconds: f64,
+    /// The variants, in ladder order.
+    pub variants: Vec<VariantResult>,
+}
+
+/// The columns of the table: metric key and header.
+const COLUMNS: [(&str, &str); 8] = [
+    ("conversion_recall@100", "conv R@100"),
+    ("conversion_recall@1000", "conv R@1000"),
+    ("engagement_recall@100", "eng R@100"),
+    ("advertiser_recall@100", "adv R@100"),
+    ("conversion_recall@100_homefeed", "conv R@100 homefeed"),
+    ("conversion_recall@100_related", "conv R@100 related"),
+    ("conversion_recall@100_search", "conv R@100 search"),
+    ("conversion_clean_recall@100", "clean conv R@100"),
+];
+
+/// The table's metrics of one run; a metric the run lacks (no advertisers, no ground truth, a
+/// surface without queries) is left out.
+fn run_metrics(m: &Metrics) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let mut put = |key: &str, v: Option<f64>| {
+        if let Some(v) = v {
+            out.insert(key.to_owned(), v);
+        }
+    };
+    put(
+        "conversion_recall@100",
+        m.model.conversion.get("recall@100").copied(),
+    );
+    put(
+        "conversion_recall@1000",
+        m.model.conversion.get("recall@1000").copied(),
+    );
+    put(
+        "engagement_recall@100",
+        m.model.engagement.get("recall@100").copied(),
+    );
+    put(
+        "advertiser_recall@100",
+        m.advertiser
+            .get("model")
+            .and_then(|t| t.conversion.get("recall@100").copied()),
+    );
+    if let Some(surfaces) = m.surfaces.get("model") {
+        for (surface, s) in &surfaces.conversion {
+            if s.queries > 0 {
+                put(
+                    &format!("conversion_recall@100_{surface}"),
+                    s.recall.get("recall@100").copied(),
+                );
+            }
+        }
+    }
+    put(
+        "conversion_clean_recall@100",
+        m.model
+            .conversion_clean
+            .as_ref()
+            .and_then(|c| c.get("recall@100").copied()),
+    );
+    out
+}
+
+/// Runs every rung of the ladder with every seed and writes `ablation.json` and `ablation.md`
+/// (atomically) into `req.out`, each run's `config.toml` and `metrics.json` under
+/// `req.out/runs/RUNG/seed-S/`. Progress goes to stderr unless quiet.
+///
+/// # Errors
+/// If no seed is given, the data cannot be made or read, or a run fails.
+pub fn run_ablation(req: &AblationRequest, verbosity: Verbosity) -> Result<AblationReport> {
+    if req.seeds.is_empty() {
+        bail!("at least one seed is needed");
+    }
+    req.config.validate()?;
+    let loud = verbosity == Verbosity::Normal;
+    let t0 = Instant::now();
+    let (log, market, data) = match &req.data {
+        Some(dir) => {
+            let (log, market, _) = load(dir, &req.config, loud)?;
+            (log, market, dir.display().to_string())
+        }
+        None => {
+            let market = generate(&req.config, loud)?;
+            (market.log.clone(), Some(market), "synthetic".to_owned())
+        }
+    };
+    let configs = req.ladder.configs(&req.config);
+    let total = configs.len() * req.seeds.len();
+    let mut variants = Vec::with_capacity(configs.len());
+    let mut conversion_queries = 0;
+    for (v, (rung, cfg)) in configs.iter().enumerate() {
+        let mut runs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut run_dirs = Vec::with_capacity(req.seeds.len());
+        for (s, &seed) in req.seeds.iter().enumerate() {
+            let cfg = RunConfig {
+                seed,
+                ..cfg.clone()
+            };
+            let dir = req
+                .out
+                .join("runs")
+                .join(rung.name)
+                .join(format!("seed-{seed}"));
+            let started = Instant::now();
+            let out = train_loaded(&log, market.as_ref(), &cfg, &dir, Verbosity::Quiet)
+                .with_context(|| format!("ablation run {} with seed {seed}", rung.name))?;
+            conversion_queries = out.metrics.eval.conversion_queries;
+            let metrics = run_metrics(&out.metrics);
+            if loud {
+                let r = metrics.get("conversion_recall@100").copied();
+                eprintln!(
+                    "[{}/{total}] {} seed {seed}: conversion recall@100 {} ({:.0} s)",
+                    v * req.seeds.len() + s + 1,
+                    rung.name,
+                    r.map_or("-".into(), |r| format!("{r:.4}")),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            for (k, x) in metrics {
+                runs.entry(k).or_default().push(x);
+            }
+            run_dirs.push(dir);
+        }
+        // A metric counts only if every seed's run has it.
+        runs.retain(|_, xs| xs.len() == req.seeds.len());
+        let summary = runs
+            .iter()
+            .map(|(k, xs)| (k.clone(), Spread::of(xs)))
+            .collect();
+        variants.push(VariantResult {
+            name: rung.name.to_owned(),
+            change: rung.change.to_owned(),
+            runs,
+            summary,
+            run_dirs,
+        });
+    }
+    let report = AblationReport {
+        ladder: req.ladder,
+        data,
+        seeds: req.seeds.clone(),
+        conversion_queries,
+        seconds: t0.elapsed().as_secs_f64(),
+        variants,
+    };
+    std::fs::create_dir_all(&req.out)
+        .with_context(|| format!("cannot create {}", req.out.display()))?;
+    write_atomic(
+        &req.out.join("ablation.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    write_atomic(&req.out.join("ablation.md"), report.table().as_bytes())?;
+    Ok(report)
+}
+
+impl AblationReport {
+    /// The results as a markdown table: one row per variant, each metric as `mean ± sd`, and
+    /// the change in conversion recall@100 from the row before (cumulative ladders) or from
+    /// the first row.
+    pub fn table(&self) -> String {
+        let present: Vec<(&str, &str)> = COLUMNS
+            .iter()
+            .copied()
+            .filter(|(k, _)| self.variants.iter().any(|v| v.summary.contains_key(*k)))
+            .collect();
+        let mut s = format!(
+            "Ladder `{:?}` on {} ({} seeds: {:?}; {} conversion eval queries; {:.0} s)\n\n",
+            self.ladder,
+            self.data,
+            self.seeds.len(),
+            self.seeds,
+            self.conversion_queries,
+            self.seconds
+        );
+        s.push_str("| variant | change |");
+        for (_, header) in &present {
+            s.push_str(&format!(" {header} |"));
+        }
+        s.push_str(" Δ conv R@100 |\n|---|---|");
+        s.push_str(&"---:|".repeat(present.len() + 1));
+        s.push('\n');
+        let key = "conversion_recall@100";
+        for (i, v) in self.variants.iter().enumerate() {
+            s.push_str(&format!("| {} | {} |", v.name, v.change));
+            for (k, _) in &present {
+                match v.summary.get(*k) {
+                    Some(x) => s.push_str(&format!(" {:.4} ± {:.4} |", x.mean, x.sd)),
+                    None => s.push_str(" - |"),
+                }
+            }
+            let reference = match (i, self.ladder == Ladder::Seeds) {
+                (0, _) => None,
+                (_, true) => self.variants.get(i - 1),
+                (_, false) => self.variants.first(),
+            };
+            let delta =
+                reference.and_then(|r| Some(v.summary.get(key)?.mean - r.summary.get(key)?.mean));
+            match delta {
+                Some(d) => s.push_str(&format!(" {d:+.4} |\n")),
+                None => s.push_str(" |\n"),
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_ladder_changes_one_thing_per_rung_and_ends_at_the_full_model() {
+        let full = RunConfig::default();
+        let configs = Ladder::Seeds.configs(&full);
+        assert_eq!(configs.len(), 7);
+        let (_, a) = &configs[0];
+        assert_eq!(a.data.conversion_weight, 0.0);
+        assert_eq!(a.data.hard_negatives_per_positive, 0);
+        assert_eq!(a.model.heads, Heads::Unified);
+        assert_eq!(a.model.query.structure, Structure::Stacked);
+        assert_eq!(a.model.advertiser_loss_weight, 0.0);
+        assert!(!a.data.click_weight.by_duration);
+        // Each later rung differs from the one before in its own setting only.
+        let (_, b) = &configs[1];
+        assert_eq!(b.model.heads, Heads::PerTask);
+        assert_eq!(b.data.conversion_weight, full.data.conversion_weight);
+        assert_eq!(b.data.hard_negatives_per_positive, 0);
+        let (_, f) = &configs[5];
+        assert_eq!(f.model.heads, Heads::Unified);
+        assert_eq!(f.model.query.structure, Structure::Parallel);
+        // The last rung is the default (full) model.
+        let (_, g) = &configs[6];
+        assert_eq!(g, &full);
+    }
+
+    #[test]
+    fn the_cross_ladder_starts_each_rung_from_the_full_model() {
+        let full = RunConfig::default();
+        let configs = Ladder::Cross.configs(&full);
+        let kinds: Vec<CrossKind> = configs
+            .iter()
+            .map(|(_, c)| c.model.pin.cross_kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [CrossKind::Full, CrossKind::LowRank, CrossKind::Mixture]
+        );
+        assert_eq!(configs[0].1, full);
+    }
+
+    #[test]
+    fn spread_is_mean_sample_sd_and_range() {
+        let s = Spread::of(&[1.0, 2.0, 4.0]);
+        assert!((s.mean - 7.0 / 3.0).abs() < 1e-12);
+        let var = ((1.0f64 - 7.0 / 3.0).powi(2)
+            + (2.0f64 - 7.0 / 3.0).powi(2)
+            + (4.0f64 - 7.0 / 3.0).powi(2))
+            / 2.0;
+        assert!((s.sd - var.sqrt()).abs() < 1e-12);
+        assert_eq!((s.min, s.max), (1.0, 4.0));
+        assert_eq!(Spread::of(&[3.0]).sd, 0.0);
+    }
+}
