@@ -4,6 +4,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use convcg_data::{DatasetConfig, SynthConfig};
+use convcg_eval::AuctionConfig;
 use convcg_model::{ModelConfig, OptimConfig};
 
 /// Everything a `convcg train` run uses. `convcg config` prints the defaults; a config file
@@ -25,6 +26,10 @@ pub struct RunConfig {
     pub optim: OptimConfig,
     /// The training loop.
     pub train: TrainConfig,
+    /// The simulated serving of the eval queries' conversion top K (synthetic marketplace only):
+    /// `candidates` (the K), `slots`, `reserve` (least expected cost per impression,
+    /// `p_click x bid`) and `position_decay` (examination `(1 + slot)^-position_decay`).
+    pub online: AuctionConfig,
 }
 
 impl Default for RunConfig {
@@ -37,6 +42,7 @@ impl Default for RunConfig {
             model: ModelConfig::default(),
             optim: OptimConfig::default(),
             train: TrainConfig::default(),
+            online: AuctionConfig::default(),
         }
     }
 }
@@ -190,6 +196,7 @@ impl RunConfig {
         self.data.validate().context("in the [data] section")?;
         self.model.validate()?;
         self.optim.validate()?;
+        self.online.validate().context("in the [online] section")?;
         let bad = |key: &str, value: String, allowed| ConfigError {
             key: key.into(),
             value,

@@ -10,11 +10,14 @@
 #![forbid(unsafe_code)]
 
 mod ablate;
+mod compare;
 mod config;
 mod import;
 mod metrics;
+mod online;
 mod output;
 mod pipeline;
+mod report;
 mod run;
 mod synth;
 
@@ -22,14 +25,19 @@ pub use ablate::{
     AblationReport, AblationRequest, Ladder, Spread, VariantResult, ablation_config,
     ablation_config_with, run_ablation,
 };
+pub use compare::{
+    Comparison, METRICS_FILE, OnlineComparison, RecallDelta, compare_runs, read_metrics,
+};
 pub use config::{ConfigError, OnNonFinite, RunConfig, TrainConfig};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};
 pub use metrics::{
     BootstrapInterval, EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics,
     TrainingSummary, paired_bootstrap,
 };
+pub use online::{LIFT_BASELINE, OnlineFigures, OnlineMetrics, online_metrics};
 pub use output::write_atomic;
 pub use pipeline::{PipelineRequest, report_json, report_table, run_w3};
+pub use report::{ReportFiles, default_report_dir, write_report};
 pub use run::{
     Evaluation, RunOutput, Verbosity, default_run_dir, evaluate, feature_tables, train, train_data,
     train_loaded, train_model,

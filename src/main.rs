@@ -107,6 +107,27 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Compare run B against run A: the model's simulated online lifts (+x% conversion volume,
+    /// +y% impression-to-conversion, +z% RoAS) and its recall@K deltas per task and surface.
+    Compare {
+        /// Run A (the reference): a run directory or its metrics.json.
+        run_a: PathBuf,
+        /// Run B: a run directory or its metrics.json.
+        run_b: PathBuf,
+        /// Print the comparison as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Charts (PNG and SVG) of one or several runs: training loss, recall@K per task and per
+    /// surface, overlaid when several; and report.md linking them with the key numbers.
+    Report {
+        /// Run directories (or their metrics.json); several are compared.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Folder for the charts and report.md (default: report/ in the first run's directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// W3: read an event log, attribute, label, draw hard negatives and make every shuffled
     /// batch once; print events per second, peak RSS and the counts.
     Pipeline {
@@ -219,6 +240,27 @@ fn main() -> Result<()> {
                 Verbosity::Normal
             };
             convcg::synth(&request, verbosity)?;
+        }
+        Command::Compare { run_a, run_b, json } => {
+            let comparison = convcg::compare_runs(&run_a, &run_b)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&comparison)?);
+            } else {
+                print!("{}", comparison.table());
+            }
+        }
+        Command::Report { runs, out } => {
+            let out = match out {
+                Some(out) => out,
+                None => convcg::default_report_dir(runs.first().context("no run given")?),
+            };
+            let files = convcg::write_report(&runs, &out)?;
+            println!(
+                "wrote {} and {} charts in {}",
+                files.markdown.display(),
+                files.charts.len(),
+                out.display()
+            );
         }
         Command::Pipeline {
             dir,

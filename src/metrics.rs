@@ -113,6 +113,10 @@ pub struct Metrics {
     /// recall@K per retriever, task and surface ("homefeed", "related", "search").
     #[serde(default)]
     pub surfaces: BTreeMap<String, TaskSurfaces>,
+    /// Simulated serving of every retriever's conversion top K, and the lifts over popularity
+    /// (runs whose log has a ground truth: the synthetic marketplace; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub online: Option<crate::online::OnlineMetrics>,
 }
 
 /// One figure set per task, each a map from metric name to value.
@@ -353,6 +357,9 @@ impl Metrics {
             self.eval.conversion_queries, self.eval.engagement_queries, self.eval.corpus_pins
         );
         self.ranking_block(&mut out);
+        if let Some(online) = &self.online {
+            out.push_str(&online.table());
+        }
         out
     }
 

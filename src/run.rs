@@ -14,7 +14,8 @@ use convcg_data::{
     Task, uniform_log_q, uniform_negatives,
 };
 use convcg_eval::{
-    RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k, top_k_by,
+    AuctionConfig, RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k,
+    top_k_by,
 };
 use convcg_kernels::Par;
 use convcg_model::{
@@ -271,7 +272,7 @@ fn train_and_evaluate(
     let Evaluation {
         mut metrics,
         per_query,
-    } = evaluate(&model, &data, market, cfg.seed, par)?;
+    } = evaluate(&model, &data, market, cfg.seed, &cfg.online, par)?;
     spinner.finish_and_clear();
     say(
         loud,
@@ -480,12 +481,14 @@ pub struct Evaluation {
 /// Scores the model and the reference points (popularity, recently seen, random, and with a
 /// marketplace the oracle) on the eval queries of both tasks: recall@K, NDCG@K, advertiser
 /// recall@K and recall@K per surface per task, and the pin and advertiser coverage of the lists
-/// served to the conversion task's queries.
+/// served to the conversion task's queries. With a marketplace, every retriever's conversion
+/// lists are also served through the auction `online` ([`crate::online_metrics`]).
 pub fn evaluate(
     model: &TwoTowerModel,
     data: &Dataset,
     market: Option<&Marketplace>,
     seed: u64,
+    online: &AuctionConfig,
     par: Par,
 ) -> Result<Evaluation> {
     let k = *RECALL_KS.iter().max().unwrap_or(&1000);
@@ -583,6 +586,18 @@ pub fn evaluate(
                 )?;
                 out.coverage.insert(name.to_owned(), coverage);
             }
+        }
+        if let (Some(m), Task::Conversion) = (market, task) {
+            let served: Vec<(&str, &TopK)> = retrievers
+                .into_iter()
+                .chain(oracle_top.iter().map(|t| ("oracle", t)))
+                .collect();
+            out.online = Some(crate::online::online_metrics(
+                m,
+                &queries.keys,
+                &served,
+                online,
+            )?);
         }
         let name = format!("{task:?}").to_lowercase();
         out.eval

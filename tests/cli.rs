@@ -48,6 +48,14 @@ fn bad_data_and_train_values_name_section_key_and_what_is_allowed() {
             &["eval_protocol", "weekly", "time", "last_conversion"][..],
         ),
         (
+            "[online]\nreserve = -0.5\n",
+            &["[online]", "reserve", "-0.5", "finite number >= 0"][..],
+        ),
+        (
+            "[synth]\nbid_median = 0.0\n",
+            &["[synth]", "bid_median", "> 0"][..],
+        ),
+        (
             "[train]\non_nonfinite = \"ignore\"\n",
             &["on_nonfinite", "ignore", "error", "skip"][..],
         ),

@@ -90,6 +90,36 @@ fn trained_model_beats_popularity_on_conversions() {
         }
     }
     check_ranking_sections(&v);
+    check_online_section(&m, &v);
+}
+
+/// The `online` section: every retriever served, expected totals consistent with each other, and
+/// the model's lifts over popularity present.
+fn check_online_section(m: &Metrics, v: &serde_json::Value) {
+    let online = m
+        .online
+        .as_ref()
+        .expect("a synthetic run has simulated serving");
+    assert_eq!(online.auction, convcg_eval::AuctionConfig::default());
+    for retriever in ["model", "popularity", "recently_seen", "random", "oracle"] {
+        let f = &online.retrievers[retriever];
+        let o = &f.outcome;
+        assert_eq!(o.queries, m.eval.conversion_queries, "{retriever}");
+        assert!(o.ads_shown <= 5 * o.queries && o.queries_with_ads <= o.queries);
+        assert!(o.impressions <= o.ads_shown as f64 + 1e-9);
+        assert!(o.clicks <= o.impressions && o.conversions <= o.impressions);
+        assert!(o.value >= 0.0 && o.cost >= 0.0);
+        assert!(v["online"]["retrievers"][retriever]["roas"].is_f64() || o.cost == 0.0);
+    }
+    let model = &online.retrievers["model"].outcome;
+    let random = &online.retrievers["random"].outcome;
+    assert!(
+        model.conversions > random.conversions,
+        "model {model:?} vs random {random:?}"
+    );
+    let lift = online.lift_vs_popularity["model"];
+    assert!(lift.conversion_volume.is_some() && lift.roas.is_some());
+    assert!(m.table().contains("model vs popularity: "));
 }
 
 /// Every figure under `path` of `v`, with its path; counts (`queries`,

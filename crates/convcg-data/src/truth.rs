@@ -36,6 +36,10 @@ pub struct GroundTruth {
     pub(crate) pin_quality: Vec<f32>,
     pub(crate) pin_conv_bias: Vec<f32>,
     pub(crate) pin_advertiser: Vec<u32>,
+    /// Cost-per-click bid of each pin (`synth::bids`).
+    pub(crate) pin_bid: Vec<f32>,
+    /// Expected value of one conversion of each pin (`synth::bids`).
+    pub(crate) pin_value: Vec<f32>,
     pub(crate) advertiser_reporting_rate: Vec<f32>,
     pub(crate) surface_bias: [f32; 3],
     pub(crate) click_scale: f32,
@@ -287,6 +291,28 @@ impl GroundTruth {
         let pc = self.p_click(user, pin, surface);
         let g = self.p_conversion_given_genuine_click(user, pin);
         pc * self.genuine_click_share * g + (1.0 - pc) * self.view_through_rate * g
+    }
+
+    /// The pin's cost-per-click bid in the downstream auction, in the prices' currency: a
+    /// lognormal around its advertiser's level, higher for dearer pins (see
+    /// [`SynthConfig::bid_median`] and the keys after it). Drawn from a random stream of its own,
+    /// so it changes no event of the log.
+    ///
+    /// # Panics
+    /// If `pin` is out of range.
+    pub fn bid(&self, pin: u32) -> f32 {
+        self.pin_bid[pin as usize]
+    }
+
+    /// Expected value a conversion of `pin` reports: its price times the generator's mean value
+    /// per unit of price (purchases and checkouts report the price times a basket factor of mean
+    /// `exp(0.045)`, adds to cart the price, sign-ups and leads nothing); 0 for a pin without a
+    /// price.
+    ///
+    /// # Panics
+    /// If `pin` is out of range.
+    pub fn conversion_value(&self, pin: u32) -> f32 {
+        self.pin_value[pin as usize]
     }
 
     /// Share of the pin's advertiser's true conversions that it reports.

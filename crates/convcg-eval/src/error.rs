@@ -52,6 +52,27 @@ pub enum Error {
         /// Number of items known.
         items: usize,
     },
+    /// A simulated-serving setting is out of range ([`AuctionConfig`](crate::AuctionConfig)).
+    #[error("invalid auction setting: `{key}` = {value}: must be {allowed}")]
+    InvalidAuction {
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What it may be.
+        allowed: &'static str,
+    },
+    /// The ground truth handed to the simulated serving has a probability outside [0, 1], or a
+    /// negative or non-finite value or bid.
+    #[error("query {query}, item {item}: the ground truth's {what} is out of range")]
+    BadCandidateTruth {
+        /// Index of the query.
+        query: usize,
+        /// The item.
+        item: u32,
+        /// Which field (`p_click`, `p_conversion_given_click`, `p_view_through`, `value`, `bid`).
+        what: &'static str,
+    },
 }
 
 /// Result of the fallible operations of this crate.

@@ -21,6 +21,14 @@
 //!   per request under the logging policy.
 //! - [`popularity_top_k`] and [`random_top_k`]: the popularity and random reference points.
 //!
+//! # Simulated serving
+//!
+//! [`simulate_serving`] sends each query's top candidates to a downstream auction (rank by true
+//! `p_click x bid`, at most 5 ads above a reserve, position-based examination) and sums the
+//! ground truth's expected impressions, clicks, conversions, value and cost ([`ServingOutcome`]);
+//! [`OnlineLift`] compares two outcomes as the seed reports online results. The truth comes in
+//! through a callback, so the crate still knows nothing of the data crate.
+//!
 //! Every list is best first; equal scores are broken by the smaller id, so results are fully
 //! deterministic. A [`TopK`] holds `min(k, n)` ids per query when the corpus has only `n` items,
 //! and results are identical for [`Par::Seq`] and any `Par::Rayon(n)`.
@@ -74,6 +82,7 @@
 mod baselines;
 mod error;
 mod exact;
+mod online;
 mod quantized;
 mod ranking;
 mod recall;
@@ -85,6 +94,10 @@ pub use baselines::{popularity_top_k, random_top_k};
 pub use convcg_kernels::Par;
 pub use error::{Error, Result};
 pub use exact::{exact_top_k, exact_top_k_arrays, top_k_by};
+pub use online::{
+    AuctionConfig, CandidateTruth, OnlineLift, ServingOutcome, lift_percent, serve_query,
+    simulate_serving,
+};
 pub use ranking::{Coverage, advertiser_recall_at_k, coverage_at_k, gini, ndcg_at_k};
 pub use recall::{RECALL_KS, RecallReport, recall_at_k};
 pub use topk::TopK;

@@ -101,6 +101,16 @@ pub struct SynthConfig {
     pub user_dense_dim: usize,
     /// Noise standard deviation of the dense columns.
     pub dense_noise_sd: f64,
+    /// Median cost-per-click bid (in the prices' currency) of a pin at the catalog's median
+    /// price; bids feed only the simulated serving's auction and never change the log.
+    pub bid_median: f64,
+    /// Sigma of the advertisers' lognormal bid level: some bid high across their catalog.
+    pub bid_advertiser_sigma: f64,
+    /// Sigma of each pin's lognormal bid jitter around its advertiser's level.
+    pub bid_pin_sigma: f64,
+    /// Log-bid gained per unit of log price above the catalog's median (0 without a price):
+    /// dearer products bid more per click.
+    pub bid_price_elasticity: f64,
 }
 
 impl Default for SynthConfig {
@@ -152,6 +162,10 @@ impl Default for SynthConfig {
             pin_dense_dim: 8,
             user_dense_dim: 8,
             dense_noise_sd: 1.0,
+            bid_median: 0.75,
+            bid_advertiser_sigma: 0.5,
+            bid_pin_sigma: 0.2,
+            bid_price_elasticity: 0.3,
         }
     }
 }
@@ -318,6 +332,10 @@ impl SynthConfig {
         share("price_missing_share", self.price_missing_share, false)?;
         at_least("user_dense_dim", self.user_dense_dim, 1)?;
         non_negative("dense_noise_sd", self.dense_noise_sd)?;
+        positive("bid_median", self.bid_median)?;
+        non_negative("bid_advertiser_sigma", self.bid_advertiser_sigma)?;
+        non_negative("bid_pin_sigma", self.bid_pin_sigma)?;
+        finite("bid_price_elasticity", self.bid_price_elasticity)?;
         Ok(())
     }
 }

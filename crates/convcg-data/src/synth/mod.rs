@@ -33,9 +33,15 @@
 //!   conversions (a pin the user never saw, random time) are added so that they make up
 //!   `fake_share` of the reported ones.
 //!
+//! * **Bids and values** (for the simulated serving only): a lognormal cost-per-click bid per pin
+//!   around its advertiser's level, higher for dearer pins, and the expected value of a conversion
+//!   (its price times the share of conversions that report one); drawn from a stream of their
+//!   own after everything else, so they change no event.
+//!
 //! Each user draws from their own ChaCha8 stream of the seed, so the log does not depend on the
 //! number of threads or on how users are split among them.
 
+mod bids;
 mod config;
 mod realised;
 pub(crate) mod serve;

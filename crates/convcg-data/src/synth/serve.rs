@@ -13,7 +13,7 @@ const DAY_S: f64 = 86_400.0;
 /// Probability that a related-pins context or a search query comes from the user's interests.
 pub(crate) const ON_INTEREST: f64 = 0.8;
 /// Shares of the conversion kinds, in [`ConversionKind::ALL`] order.
-const KIND_SHARES: [f64; 5] = [0.5, 0.12, 0.22, 0.09, 0.07];
+pub(crate) const KIND_SHARES: [f64; 5] = [0.5, 0.12, 0.22, 0.09, 0.07];
 
 /// What a range of users produced. Impression and request ids are local to the block;
 /// engagements point at impressions by local index.

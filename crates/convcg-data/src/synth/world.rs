@@ -357,6 +357,8 @@ impl World {
             &category_queries,
             &pin_quality,
         );
+        let pin_bid = super::bids::draw_bids(cfg, seed, &pins, &pin_advertiser);
+        let pin_value = super::bids::conversion_values(&pins);
         let truth = GroundTruth {
             dim: d,
             user_click,
@@ -366,6 +368,8 @@ impl World {
             pin_quality,
             pin_conv_bias,
             pin_advertiser,
+            pin_bid,
+            pin_value,
             advertiser_reporting_rate,
             surface_bias: cfg.surface_click_bias.map(|b| b as f32),
             click_scale: cfg.click_affinity_scale as f32,
