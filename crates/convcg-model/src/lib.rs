@@ -36,7 +36,7 @@ mod tower;
 
 pub use error::{Error, Result};
 pub use model::{ModelConfig, TrainBatch, TwoTowerModel};
-pub use optim::{OptimConfig, Optimizer};
+pub use optim::{OptimConfig, Optimizer, OptimizerState};
 pub use params::{DenseParam, EmbeddingTable, Grads, ParamId, ParamStore, TableId};
 pub use tape::{SoftmaxArgs, Tape, ValueId};
 pub use tower::{FeatureTables, Structure, TableDef, Tower, TowerConfig, TowerInput};
