@@ -10,8 +10,10 @@
 #![forbid(unsafe_code)]
 
 mod ablate;
+mod checkpoint;
 mod compare;
 mod config;
+mod fault;
 mod import;
 mod metrics;
 mod online;
@@ -25,10 +27,16 @@ pub use ablate::{
     AblationReport, AblationRequest, Ladder, Spread, VariantResult, ablation_config,
     ablation_config_with, run_ablation,
 };
+pub use checkpoint::{
+    CHECKPOINT_DIR, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, Checkpoint, CheckpointError, Found, KEEP,
+    MODEL_FILE, RunSource, SOURCE_FILE, TrainingState, checkpoint_name, data_fingerprint,
+    list_checkpoints, load_model, newest_usable, prune, remove_stale_temp_files,
+};
 pub use compare::{
     Comparison, METRICS_FILE, OnlineComparison, RecallDelta, compare_runs, read_metrics,
 };
-pub use config::{ConfigError, OnNonFinite, RunConfig, TrainConfig};
+pub use config::{ConfigError, DEFAULT_CHECKPOINT_EVERY, OnNonFinite, RunConfig, TrainConfig};
+pub use fault::{FAULT_ENV, FAULT_MARKER, FaultAction, FaultPlan, WriteStage};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};
 pub use metrics::{
     BootstrapInterval, EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics,
@@ -39,7 +47,7 @@ pub use output::write_atomic;
 pub use pipeline::{PipelineRequest, report_json, report_table, run_w3};
 pub use report::{ReportFiles, default_report_dir, write_report};
 pub use run::{
-    Evaluation, RunOutput, Verbosity, default_run_dir, evaluate, feature_tables, train, train_data,
-    train_loaded, train_model,
+    Evaluation, Interrupted, RunControl, RunOutput, Verbosity, default_run_dir, evaluate,
+    feature_tables, resume, train, train_data, train_loaded, train_model, train_source,
 };
 pub use synth::{MANIFEST_FILE, SynthManifest, SynthRequest, SynthSummary, scale_to_events, synth};

@@ -1,11 +1,14 @@
 //! The `convcg` command line.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use convcg::{RunConfig, SynthRequest, Verbosity};
+use convcg::{FaultPlan, Interrupted, RunConfig, RunControl, RunSource, SynthRequest, Verbosity};
 use convcg_data::SynthConfig;
 use convcg_data::io::Format;
 
@@ -32,9 +35,14 @@ enum Command {
         /// Seed of the whole run (overrides the config's).
         #[arg(long)]
         seed: Option<u64>,
-        /// Run directory for config.toml and metrics.json (default: a new folder under runs/).
+        /// Run directory for config.toml, checkpoints, model.ckpt and metrics.json (default: a
+        /// new folder under runs/).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Continue the run in this directory from its newest usable checkpoint (with its own
+        /// config and data; the result equals an uninterrupted run's).
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["data", "config", "seed", "out"])]
+        resume: Option<PathBuf>,
         /// Print nothing but errors.
         #[arg(long)]
         quiet: bool,
@@ -148,8 +156,42 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+/// The exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(stop) = e.downcast_ref::<Interrupted>() {
+                eprintln!("{stop}");
+                ExitCode::from(EXIT_INTERRUPTED)
+            } else {
+                eprintln!("Error: {e:?}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// A flag that Ctrl-C sets: the run checkpoints at the next step boundary and stops. A second
+/// Ctrl-C exits at once, without a checkpoint.
+fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = Arc::clone(&flag);
+    ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second Ctrl-C: stopping without a checkpoint");
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        eprintln!("Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C again to quit now)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(flag)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
         Command::Config => print!("{}", RunConfig::default().to_toml()?),
         Command::Ablate {
             ladder,
@@ -291,38 +333,55 @@ fn main() -> Result<()> {
             config,
             seed,
             out,
+            resume,
             quiet,
         } => {
-            let mut cfg = match (&data, &config) {
-                (Some(dir), _) => RunConfig::for_dataset_dir(dir, config.as_deref())?,
-                (None, Some(path)) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    RunConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
-                }
-                (None, None) => RunConfig::default(),
+            let control = RunControl {
+                verbosity: if quiet {
+                    Verbosity::Quiet
+                } else {
+                    Verbosity::Normal
+                },
+                stop: Some(ctrl_c_flag()?),
+                faults: FaultPlan::from_env()?,
             };
-            if let Some(seed) = seed {
-                cfg.seed = seed;
-            }
-            let dir = out.unwrap_or_else(|| convcg::default_run_dir(cfg.seed));
-            let verbosity = if quiet {
-                Verbosity::Quiet
-            } else {
-                Verbosity::Normal
-            };
-            match &data {
-                Some(data_dir) => {
-                    convcg::train_data(data_dir, &cfg, &dir, verbosity)?;
+            let dir = match resume {
+                Some(dir) => {
+                    convcg::resume(&dir, &control)?;
+                    dir
                 }
                 None => {
-                    convcg::train(&cfg, &dir, verbosity)?;
+                    let mut cfg = match (&data, &config) {
+                        (Some(dir), _) => RunConfig::for_dataset_dir(dir, config.as_deref())?,
+                        (None, Some(path)) => {
+                            let text = std::fs::read_to_string(path)
+                                .with_context(|| format!("cannot read {}", path.display()))?;
+                            RunConfig::from_toml(&text)
+                                .with_context(|| format!("in {}", path.display()))?
+                        }
+                        (None, None) => RunConfig::default(),
+                    };
+                    if let Some(seed) = seed {
+                        cfg.seed = seed;
+                    }
+                    let dir = out.unwrap_or_else(|| convcg::default_run_dir(cfg.seed));
+                    let source = match &data {
+                        Some(data_dir) => RunSource::Directory {
+                            path: std::fs::canonicalize(data_dir).with_context(|| {
+                                format!("cannot open the data directory {}", data_dir.display())
+                            })?,
+                        },
+                        None => RunSource::Synthetic,
+                    };
+                    convcg::train_source(&cfg, &source, &dir, &control)?;
+                    dir
                 }
-            }
+            };
             if !quiet {
                 println!(
-                    "wrote {} and {}",
+                    "wrote {}, {} and {}",
                     dir.join("config.toml").display(),
+                    dir.join(convcg::MODEL_FILE).display(),
                     dir.join("metrics.json").display()
                 );
             }

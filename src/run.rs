@@ -3,6 +3,8 @@
 //! log is in hand.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -10,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use convcg_data::io::{ReadOptions, ReadReport, read_log};
 use convcg_data::{
-    Dataset, EvalQueries, EventLog, Marketplace, PinFeatures, QueryFeatures, QueryKey, Surface,
-    Task, uniform_log_q, uniform_negatives,
+    Batcher, Dataset, EvalQueries, EventLog, LogQEstimator, Marketplace, PinFeatures,
+    QueryFeatures, QueryKey, Surface, Task, uniform_log_q, uniform_negatives,
 };
 use convcg_eval::{
     AuctionConfig, RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k,
@@ -23,7 +25,12 @@ use convcg_model::{
     TrainBatch, TwoTowerModel,
 };
 
+use crate::checkpoint::{
+    CHECKPOINT_DIR, Checkpoint, MODEL_FILE, RunSource, SOURCE_FILE, TrainingState, checkpoint_name,
+    data_fingerprint, list_checkpoints, newest_usable, prune, remove_stale_temp_files,
+};
 use crate::config::{OnNonFinite, RunConfig};
+use crate::fault::FaultPlan;
 use crate::metrics::{
     EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics, TrainingSummary, coverage_of,
     flatten, ranking_metrics,
@@ -43,17 +50,6 @@ pub enum Verbosity {
 /// Rows per chunk when embedding the corpus and the eval queries.
 const EMBED_CHUNK: usize = 4096;
 
-/// Where a run's event log comes from.
-#[derive(Clone, Copy, Debug)]
-enum LogSource<'a> {
-    /// The synthetic marketplace of the run config's `[synth]`.
-    Synthetic,
-    /// A canonical-schema directory, read with `read_log`.
-    Directory(&'a Path),
-    /// A log already in memory, with its marketplace when it is synthetic.
-    Loaded(&'a EventLog, Option<&'a Marketplace>),
-}
-
 /// What a run produced: its metrics (as written to `metrics.json`), every eval query's recall
 /// per retriever (for paired comparisons), and, for a run on a directory, what was read.
 #[derive(Clone, Debug)]
@@ -66,19 +62,67 @@ pub struct RunOutput {
     pub read_report: Option<ReadReport>,
 }
 
-/// Trains and evaluates on the synthetic marketplace `cfg.synth`; writes `config.toml` and
+/// How a run is steered from outside: what it prints, when it stops early, and (tests only)
+/// where it fails.
+#[derive(Debug)]
+pub struct RunControl {
+    /// Progress bars and tables, or nothing.
+    pub verbosity: Verbosity,
+    /// When set (by a Ctrl-C handler), the run writes a checkpoint at the next step boundary and
+    /// stops with [`Interrupted`].
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Test-only fault injection ([`FaultPlan::none`] otherwise).
+    pub faults: FaultPlan,
+}
+
+impl RunControl {
+    /// No interruption, no faults.
+    pub fn new(verbosity: Verbosity) -> RunControl {
+        RunControl {
+            verbosity,
+            stop: None,
+            faults: FaultPlan::none(),
+        }
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+}
+
+/// A run stopped on request (Ctrl-C) after saving a checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted after step {step} of {steps}; checkpoint {} saved. Continue with `convcg train --resume {}`",
+    checkpoint.display(),
+    run_dir.display()
+)]
+pub struct Interrupted {
+    /// Steps done.
+    pub step: usize,
+    /// Steps of the whole run.
+    pub steps: usize,
+    /// The checkpoint written.
+    pub checkpoint: PathBuf,
+    /// The run directory to resume.
+    pub run_dir: PathBuf,
+}
+
+/// Trains and evaluates on the synthetic marketplace `cfg.synth`; writes `config.toml`,
+/// `source.toml`, checkpoints (every `[train] checkpoint_every` steps), `model.ckpt` and
 /// `metrics.json` into `out_dir` (created if missing) and returns the metrics.
 pub fn train(cfg: &RunConfig, out_dir: &Path, verbosity: Verbosity) -> Result<Metrics> {
-    Ok(execute(cfg, LogSource::Synthetic, out_dir, verbosity)?.metrics)
+    let control = RunControl::new(verbosity);
+    Ok(train_source(cfg, &RunSource::Synthetic, out_dir, &control)?.metrics)
 }
 
 /// Trains and evaluates on the canonical-schema event log in `data_dir` (read with
 /// `cfg.data.on_bad_row`; skipped rows are counted in the returned report and printed unless
 /// quiet). If the directory holds `synth.toml` (written by `convcg synth`), the marketplace is
 /// regenerated from it so that the clean-label and oracle metrics use its ground truth, as in
-/// [`train`]; otherwise they are absent, as for any real log. Writes `config.toml` (`cfg`, see
-/// [`RunConfig::for_dataset_dir`] for how a dataset's own settings get into it) and
-/// `metrics.json` into `out_dir`.
+/// [`train`]; otherwise they are absent, as for any real log. Writes into `out_dir` what
+/// [`train`] writes (`config.toml` is `cfg`, see [`RunConfig::for_dataset_dir`] for how a
+/// dataset's own settings get into it).
 ///
 /// # Errors
 /// If the log cannot be read (the error names the file, row and column), `synth.toml` does not
@@ -89,13 +133,17 @@ pub fn train_data(
     out_dir: &Path,
     verbosity: Verbosity,
 ) -> Result<RunOutput> {
-    execute(cfg, LogSource::Directory(data_dir), out_dir, verbosity)
+    let source = RunSource::Directory {
+        path: absolute(data_dir)?,
+    };
+    train_source(cfg, &source, out_dir, &RunControl::new(verbosity))
 }
 
 /// Trains and evaluates on an event log already in memory (with its marketplace, for the
-/// clean-label, oracle and simulated metrics, when it is synthetic); writes `config.toml` and
-/// `metrics.json` into `out_dir`. Several runs on the same data (`convcg ablate`) read or
-/// generate it once.
+/// clean-label, oracle and simulated metrics, when it is synthetic); writes `config.toml`,
+/// `model.ckpt` and `metrics.json` into `out_dir`, and no periodic checkpoint: nothing in the
+/// run directory could rebuild the data, so the run cannot be resumed. Several runs on the same
+/// data (`convcg ablate`) make or read it once.
 ///
 /// # Errors
 /// If training or evaluation fails, or the outputs cannot be written.
@@ -106,19 +154,224 @@ pub fn train_loaded(
     out_dir: &Path,
     verbosity: Verbosity,
 ) -> Result<RunOutput> {
-    execute(cfg, LogSource::Loaded(log, market), out_dir, verbosity)
-}
-
-fn execute(
-    cfg: &RunConfig,
-    source: LogSource<'_>,
-    out_dir: &Path,
-    verbosity: Verbosity,
-) -> Result<RunOutput> {
+    let mut cfg = cfg.clone();
+    cfg.train.checkpoint_every = 0;
     cfg.validate()?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
     write_atomic(&out_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    let control = RunControl::new(verbosity);
+    let session = Session {
+        run_dir: out_dir,
+        source: &RunSource::Supplied,
+        config_toml: cfg.to_toml()?,
+        control: &control,
+    };
+    let output = in_pool(&cfg, |par| {
+        train_and_evaluate(&cfg, log, market, par, &session, None)
+    })?;
+    write_atomic(
+        &out_dir.join("metrics.json"),
+        serde_json::to_string_pretty(&output.metrics)?.as_bytes(),
+    )?;
+    Ok(output)
+}
+
+/// `path` made absolute (symbolic links resolved where it exists), so that a resumed run finds
+/// the data from any working directory.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .with_context(|| format!("cannot make {} absolute", path.display()))
+}
+
+/// A fresh run on `source` into `out_dir`, steered by `control`: writes `config.toml` and
+/// `source.toml` first, then checkpoints, `model.ckpt` and `metrics.json`.
+///
+/// # Errors
+/// If `out_dir` already holds checkpoints (resume it, or delete them), a file cannot be
+/// written (the error says which, why, and what is intact), the data cannot be read, training
+/// fails, or the run is interrupted ([`Interrupted`]).
+pub fn train_source(
+    cfg: &RunConfig,
+    source: &RunSource,
+    out_dir: &Path,
+    control: &RunControl,
+) -> Result<RunOutput> {
+    cfg.validate()?;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
+    // Created now, so that a directory that cannot hold checkpoints fails the run before its
+    // data is read rather than at the first checkpoint.
+    let checkpoints = create_checkpoint_dir(out_dir)?;
+    let existing = list_checkpoints(&checkpoints)?;
+    if let Some((step, path)) = existing.first() {
+        bail!(
+            "{} already holds a checkpoint of a run (step {step}, {}): continue it with `convcg train --resume {}`, or delete {} to start over",
+            out_dir.display(),
+            path.display(),
+            out_dir.display(),
+            out_dir.join(CHECKPOINT_DIR).display()
+        );
+    }
+    write_atomic(&out_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    write_atomic(&out_dir.join(SOURCE_FILE), source.to_toml()?.as_bytes())?;
+    execute(cfg, source, out_dir, control, None)
+}
+
+/// Continues the run in `run_dir` from its newest usable checkpoint: reads `config.toml` and
+/// `source.toml`, rebuilds the dataset from the same source, restores the model, optimisers,
+/// sampler, log-q estimator and loss curve, trains the remaining steps, evaluates and writes
+/// `model.ckpt` and `metrics.json`. With the same thread count the final parameters and the
+/// loss curve are bit-identical to those of an uninterrupted run. An unusable newest
+/// checkpoint is reported (file and reason), renamed to `*.bad`, and the previous one used.
+///
+/// # Errors
+/// If `run_dir` is not a run directory, its data directory is gone, no checkpoint is usable,
+/// the checkpoint's config or source differ from the run directory's, the data no longer
+/// builds the same examples, or training fails as in [`train_source`].
+pub fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
+    let loud = control.verbosity == Verbosity::Normal;
+    let cfg_path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&cfg_path).with_context(|| {
+        format!(
+            "cannot read {}: is {} a run directory?",
+            cfg_path.display(),
+            run_dir.display()
+        )
+    })?;
+    let cfg = RunConfig::from_toml(&text).with_context(|| format!("in {}", cfg_path.display()))?;
+    let source = RunSource::read(run_dir)?;
+    if let RunSource::Directory { path } = &source
+        && !path.is_dir()
+    {
+        bail!(
+            "the data directory {} that this run trains on is gone (input files deleted?): restore it, then resume again; the checkpoints in {} are intact",
+            path.display(),
+            run_dir.join(CHECKPOINT_DIR).display()
+        );
+    }
+    let dir = run_dir.join(CHECKPOINT_DIR);
+    for p in remove_stale_temp_files(&dir) {
+        say(
+            loud,
+            format!(
+                "removed {}, left by an interrupted checkpoint write",
+                p.display()
+            ),
+        );
+    }
+    let found = newest_usable(&dir)?;
+    for e in &found.refused {
+        // Always printed: the user should know that a checkpoint was lost and why.
+        eprintln!("{e}; falling back to an older checkpoint");
+        let mut aside = e.path.clone().into_os_string();
+        aside.push(".bad");
+        let _ = std::fs::rename(&e.path, &aside);
+    }
+    let ckpt = found.checkpoint;
+    let saved = RunConfig::from_toml(&ckpt.config_toml)
+        .with_context(|| format!("in the config saved in {}", found.path.display()))?;
+    if saved != cfg {
+        bail!(
+            "{} differs from the config saved in {} (keys: {}): a resumed run must keep its config",
+            cfg_path.display(),
+            found.path.display(),
+            differing_keys(&saved, &cfg)?.join(", ")
+        );
+    }
+    if ckpt.source != source {
+        bail!(
+            "{} says the data is {:?}, but {} was trained on {:?}",
+            run_dir.join(SOURCE_FILE).display(),
+            source,
+            found.path.display(),
+            ckpt.source
+        );
+    }
+    let Some(state) = &ckpt.training else {
+        bail!(
+            "{} holds no training state (it is a final model, not a checkpoint)",
+            found.path.display()
+        );
+    };
+    say(
+        loud,
+        format!(
+            "resuming from {} (step {} of {})",
+            found.path.display(),
+            state.step,
+            state.total_steps
+        ),
+    );
+    execute(&cfg, &source, run_dir, control, Some(ckpt))
+}
+
+/// The dotted keys whose values differ between two configs.
+fn differing_keys(a: &RunConfig, b: &RunConfig) -> Result<Vec<String>> {
+    fn flatten(
+        prefix: &str,
+        v: &toml::Value,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_owned(), other.to_string());
+            }
+        }
+    }
+    let (mut fa, mut fb) = (Default::default(), Default::default());
+    flatten("", &toml::Value::try_from(a)?, &mut fa);
+    flatten("", &toml::Value::try_from(b)?, &mut fb);
+    let keys: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+    Ok(keys
+        .into_iter()
+        .filter(|k| fa.get(*k) != fb.get(*k))
+        .cloned()
+        .collect())
+}
+
+/// Where a run saves its progress, and how it is steered.
+struct Session<'a> {
+    run_dir: &'a Path,
+    source: &'a RunSource,
+    config_toml: String,
+    control: &'a RunControl,
+}
+
+fn execute(
+    cfg: &RunConfig,
+    source: &RunSource,
+    out_dir: &Path,
+    control: &RunControl,
+    resume: Option<Checkpoint>,
+) -> Result<RunOutput> {
+    let session = Session {
+        run_dir: out_dir,
+        source,
+        config_toml: cfg.to_toml()?,
+        control,
+    };
+    let output = in_pool(cfg, |par| run(cfg, &session, resume, par))?;
+    write_atomic(
+        &out_dir.join("metrics.json"),
+        serde_json::to_string_pretty(&output.metrics)?.as_bytes(),
+    )?;
+    Ok(output)
+}
+
+/// Runs `f` on a thread pool of the run's thread count, handing it the matching parallelism.
+fn in_pool<T: Send>(cfg: &RunConfig, f: impl FnOnce(Par) -> Result<T> + Send) -> Result<T> {
     let threads = cfg.resolved_threads();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -129,12 +382,7 @@ fn execute(
     } else {
         Par::Seq
     };
-    let output = pool.install(|| run(cfg, source, par, verbosity))?;
-    write_atomic(
-        &out_dir.join("metrics.json"),
-        serde_json::to_string_pretty(&output.metrics)?.as_bytes(),
-    )?;
-    Ok(output)
+    pool.install(|| f(par))
 }
 
 fn say(loud: bool, s: String) {
@@ -207,19 +455,19 @@ pub(crate) fn load(
 
 fn run(
     cfg: &RunConfig,
-    source: LogSource<'_>,
+    session: &Session<'_>,
+    resume: Option<Checkpoint>,
     par: Par,
-    verbosity: Verbosity,
 ) -> Result<RunOutput> {
-    let loud = verbosity == Verbosity::Normal;
-    match source {
-        LogSource::Synthetic => {
+    let loud = session.control.verbosity == Verbosity::Normal;
+    match session.source {
+        RunSource::Synthetic => {
             let market = generate(cfg, loud)?;
-            train_and_evaluate(cfg, &market.log, Some(&market), par, loud)
+            train_and_evaluate(cfg, &market.log, Some(&market), par, session, resume)
         }
-        LogSource::Directory(dir) => {
-            let (log, market, report) = load(dir, cfg, loud)?;
-            let mut out = train_and_evaluate(cfg, &log, market.as_ref(), par, loud)?;
+        RunSource::Directory { path } => {
+            let (log, market, report) = load(path, cfg, loud)?;
+            let mut out = train_and_evaluate(cfg, &log, market.as_ref(), par, session, resume)?;
             let skipped = report.skipped.total();
             if loud && skipped > 0 {
                 println!("{skipped} bad rows skipped while reading (on_bad_row = \"skip\")");
@@ -227,7 +475,9 @@ fn run(
             out.read_report = Some(report);
             Ok(out)
         }
-        LogSource::Loaded(log, market) => train_and_evaluate(cfg, log, market, par, loud),
+        RunSource::Supplied => bail!(
+            "this run trained on data supplied in memory (convcg ablate): nothing rebuilds its data, so it cannot be resumed"
+        ),
     }
 }
 
@@ -237,8 +487,10 @@ fn train_and_evaluate(
     log: &EventLog,
     market: Option<&Marketplace>,
     par: Par,
-    loud: bool,
+    session: &Session<'_>,
+    resume: Option<Checkpoint>,
 ) -> Result<RunOutput> {
+    let loud = session.control.verbosity == Verbosity::Normal;
     let t0 = Instant::now();
     let truths = market.map(|m| m.true_conversions.as_slice());
     let data = Dataset::build(log, truths, &cfg.data).context("cannot build training examples")?;
@@ -250,10 +502,33 @@ fn train_and_evaluate(
         println!("{}", data.stats());
     }
 
-    let (query_tables, pin_tables) = feature_tables(&data);
-    let mut model = TwoTowerModel::new(&cfg.model, &query_tables, &pin_tables, cfg.seed)?;
+    let tables = feature_tables(&data);
+    let mut model = TwoTowerModel::new(&cfg.model, &tables.0, &tables.1, cfg.seed)?;
+    let resume = match resume {
+        Some(ckpt) => {
+            if (&ckpt.query_tables, &ckpt.pin_tables) != (&tables.0, &tables.1) {
+                bail!(
+                    "the data no longer builds the feature tables the checkpoint was trained with (vocabularies or dense widths changed): it cannot be resumed on this data"
+                );
+            }
+            model
+                .params_mut()
+                .assign_from(&ckpt.params)
+                .context("the checkpoint's parameters do not fit the model")?;
+            ckpt.training
+        }
+        None => None,
+    };
+    let saver = Saver {
+        session,
+        every: cfg.train.checkpoint_every,
+        tables: &tables,
+        threads: cfg.resolved_threads(),
+        fingerprint: data_fingerprint(data.train()),
+    };
     let t0 = Instant::now();
-    let training = train_model(&mut model, &data, cfg, par, loud)?;
+    let training = train_loop(&mut model, &data, cfg, par, loud, Some(&saver), resume)?;
+    saver.save_model(&model)?;
     say(
         loud,
         format!(
@@ -370,13 +645,210 @@ fn pin_input(p: &PinFeatures) -> Result<TowerInput<'_>> {
     })
 }
 
-/// Trains `model` for `cfg.train.epochs` passes over the training examples.
+/// Trains `model` for `cfg.train.epochs` passes over the training examples (no checkpoints).
 pub fn train_model(
     model: &mut TwoTowerModel,
     data: &Dataset,
     cfg: &RunConfig,
     par: Par,
     loud: bool,
+) -> Result<TrainingSummary> {
+    train_loop(model, data, cfg, par, loud, None, None)
+}
+
+/// Writes a run's checkpoints and final model.
+struct Saver<'a> {
+    session: &'a Session<'a>,
+    /// `[train] checkpoint_every` (0: only on a stop request).
+    every: usize,
+    tables: &'a (FeatureTables, FeatureTables),
+    threads: usize,
+    fingerprint: u64,
+}
+
+impl Saver<'_> {
+    fn checkpoint(&self, model: &TwoTowerModel, training: Option<TrainingState>) -> Checkpoint {
+        Checkpoint {
+            config_toml: self.session.config_toml.clone(),
+            source: self.session.source.clone(),
+            query_tables: self.tables.0.clone(),
+            pin_tables: self.tables.1.clone(),
+            params: model.params().clone(),
+            training,
+        }
+    }
+
+    /// Writes `checkpoints/step-S.ckpt` and prunes the old ones; returns its path.
+    fn save_step(&self, model: &TwoTowerModel, state: TrainingState) -> Result<PathBuf> {
+        let dir = create_checkpoint_dir(self.session.run_dir)?;
+        let path = dir.join(checkpoint_name(state.step));
+        self.write(&path, &self.checkpoint(model, Some(state)))?;
+        prune(&dir)?;
+        Ok(path)
+    }
+
+    /// Writes `model.ckpt`: the final parameters.
+    fn save_model(&self, model: &TwoTowerModel) -> Result<()> {
+        let path = self.session.run_dir.join(MODEL_FILE);
+        self.write(&path, &self.checkpoint(model, None))
+    }
+
+    /// Writes `ckpt` to `path` through the fault seam; on failure the error says what failed,
+    /// why, and which checkpoint is intact.
+    fn write(&self, path: &Path, ckpt: &Checkpoint) -> Result<()> {
+        let Err(e) = ckpt.write(path, &self.session.control.faults) else {
+            return Ok(());
+        };
+        let run_dir = self.session.run_dir;
+        let intact = list_checkpoints(&run_dir.join(CHECKPOINT_DIR))
+            .ok()
+            .and_then(|all| all.into_iter().next());
+        let next = match intact {
+            Some((step, p)) => format!(
+                "the checkpoint {} (step {step}) is intact: fix the problem, then continue with `convcg train --resume {}`",
+                p.display(),
+                run_dir.display()
+            ),
+            None => {
+                "there is no earlier checkpoint: fix the problem and start the run again".to_owned()
+            }
+        };
+        bail!(
+            "cannot write {}: {e}{}; {next}",
+            path.display(),
+            io_hint(&e)
+        )
+    }
+}
+
+/// `run_dir/checkpoints`, created if missing.
+fn create_checkpoint_dir(run_dir: &Path) -> Result<PathBuf> {
+    let dir = run_dir.join(CHECKPOINT_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the checkpoint directory {}: {e}{}",
+            dir.display(),
+            io_hint(&e)
+        )
+    })?;
+    Ok(dir)
+}
+
+/// What an I/O error most likely means for the user, for messages.
+fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => " (the disk is full)",
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            " (the directory is not writable)"
+        }
+        std::io::ErrorKind::NotFound => " (was the run directory removed?)",
+        std::io::ErrorKind::NotADirectory => " (a file is in the way)",
+        _ => "",
+    }
+}
+
+/// Everything the training loop carries from one step to the next.
+struct LoopState {
+    /// Steps done.
+    step: usize,
+    batcher: Batcher,
+    log_q: LogQEstimator,
+    optimizer: Optimizer,
+    curve: Vec<LossPoint>,
+    sum: f64,
+    count: usize,
+    skipped: usize,
+}
+
+impl LoopState {
+    fn fresh(model: &TwoTowerModel, data: &Dataset, cfg: &RunConfig) -> Result<LoopState> {
+        Ok(LoopState {
+            step: 0,
+            batcher: Batcher::new(data.train().len(), cfg.train.batch_size, cfg.seed ^ 0xBA7C4)?,
+            log_q: data.log_q_estimator()?,
+            optimizer: Optimizer::new(&cfg.optim, model.params())?,
+            curve: Vec::new(),
+            sum: 0.0,
+            count: 0,
+            skipped: 0,
+        })
+    }
+
+    /// The state saved in a checkpoint, checked against this run's data and length.
+    fn restore(
+        t: TrainingState,
+        model: &TwoTowerModel,
+        data: &Dataset,
+        cfg: &RunConfig,
+        steps: usize,
+        loud: bool,
+    ) -> Result<LoopState> {
+        let n = data.train().len();
+        let fingerprint = data_fingerprint(data.train());
+        if t.examples != n as u64 || t.data_fingerprint != fingerprint {
+            bail!(
+                "the data has changed since the checkpoint: {n} training examples (fingerprint {fingerprint:016x}) now, {} ({:016x}) then",
+                t.examples,
+                t.data_fingerprint
+            );
+        }
+        if t.total_steps != steps as u64 || t.step > t.total_steps {
+            bail!(
+                "the checkpoint is at step {} of {}, but this run takes {steps} steps",
+                t.step,
+                t.total_steps
+            );
+        }
+        let threads = cfg.resolved_threads() as u64;
+        if t.threads != threads && loud {
+            eprintln!(
+                "warning: the checkpoint was written with {} threads and this run has {threads}: the result will differ slightly from an uninterrupted run",
+                t.threads
+            );
+        }
+        let usize_of = |v: u64, what: &str| {
+            usize::try_from(v).with_context(|| format!("checkpoint {what} {v} is too large"))
+        };
+        Ok(LoopState {
+            step: usize_of(t.step, "step")?,
+            batcher: Batcher::from_state(n, cfg.train.batch_size, t.sampler)?,
+            log_q: data.log_q_estimator_from(&t.log_q)?,
+            optimizer: Optimizer::from_state(&cfg.optim, model.params(), t.optimizer)?,
+            curve: t.loss_curve,
+            sum: t.loss_sum,
+            count: usize_of(t.loss_count, "loss count")?,
+            skipped: usize_of(t.skipped, "skipped count")?,
+        })
+    }
+
+    fn snapshot(&self, saver: &Saver<'_>, steps: usize, examples: usize) -> TrainingState {
+        TrainingState {
+            step: self.step as u64,
+            total_steps: steps as u64,
+            threads: saver.threads as u64,
+            examples: examples as u64,
+            data_fingerprint: saver.fingerprint,
+            loss_sum: self.sum,
+            loss_count: self.count as u64,
+            skipped: self.skipped as u64,
+            loss_curve: self.curve.clone(),
+            sampler: self.batcher.state(),
+            log_q: self.log_q.state(),
+            optimizer: self.optimizer.state(),
+        }
+    }
+}
+
+/// The training loop. With a `saver`, it checkpoints every `[train] checkpoint_every` steps and
+/// on a stop request; with `resume`, it continues from that state.
+fn train_loop(
+    model: &mut TwoTowerModel,
+    data: &Dataset,
+    cfg: &RunConfig,
+    par: Par,
+    loud: bool,
+    saver: Option<&Saver<'_>>,
+    resume: Option<TrainingState>,
 ) -> Result<TrainingSummary> {
     let tc = &cfg.train;
     let n = data.train().len();
@@ -386,21 +858,22 @@ pub fn train_model(
             tc.batch_size
         );
     }
-    let mut batcher = convcg_data::Batcher::new(n, tc.batch_size, cfg.seed ^ 0xBA7C4)?;
-    let mut log_q = data.log_q_estimator()?;
     let steps = ((tc.epochs * n as f64) / tc.batch_size as f64).ceil() as usize;
-    let mut optimizer = Optimizer::new(&cfg.optim, model.params())?;
+    let mut st = match resume {
+        Some(t) => LoopState::restore(t, model, data, cfg, steps, loud)?,
+        None => LoopState::fresh(model, data, cfg)?,
+    };
     let mut grads = model.params().zero_grads();
     // One tape for the whole run: its buffers are reused by every step.
     let mut tape = Tape::new(par);
     let bar = progress(loud, steps as u64, "training");
-    let mut curve = Vec::new();
-    let (mut sum, mut count) = (0.0f64, 0usize);
-    let mut skipped = 0usize;
-    for step in 1..=steps {
-        let batch = data.batch(batcher.next_batch(), &mut log_q);
+    bar.set_position(st.step as u64);
+    while st.step < steps {
+        let step = st.step + 1;
+        let batch = data.batch(st.batcher.next_batch(), &mut st.log_q);
         // The softmax sees the B positives, the B x H hard negatives (an empty slot has
-        // log q = +inf, which removes it from the loss), then any uniform corpus negatives.
+        // log q = +inf, which removes it from the loss), then any uniform corpus negatives,
+        // drawn from the seed and the step alone so that a resumed run draws the same.
         let mut candidates = batch.candidate_pins();
         let mut candidate_log_q = batch.candidate_log_q();
         if tc.uniform_negatives > 0 {
@@ -429,44 +902,96 @@ pub fn train_model(
             }),
             advertisers: Some(&advertisers),
         };
-        let loss = match model.train_step_with(&mut tape, &tb, &mut grads, &mut optimizer, par) {
-            Ok(loss) => loss,
+        let counted = match model.train_step_with(
+            &mut tape,
+            &tb,
+            &mut grads,
+            &mut st.optimizer,
+            par,
+        ) {
+            Ok(loss) => {
+                st.sum += f64::from(loss);
+                st.count += 1;
+                true
+            }
             Err(ModelError::NonFinite {
                 parameters_untouched: true,
                 ..
             }) if tc.on_nonfinite == OnNonFinite::Skip => {
-                skipped += 1;
-                bar.inc(1);
-                continue;
+                st.skipped += 1;
+                false
             }
             Err(e @ ModelError::NonFinite { .. }) => bail!(
                 "training stopped at step {step} of {steps}: {e} (`[train] on_nonfinite = \"skip\"` skips such batches when the parameters are untouched)"
             ),
             Err(e) => return Err(e.into()),
         };
-        sum += f64::from(loss);
-        count += 1;
-        if step % tc.log_every == 0 || step == steps {
-            let mean = sum / count as f64;
-            curve.push(LossPoint { step, loss: mean });
+        // A skipped batch adds no point: its window's losses go into the next one.
+        if counted && (step % tc.log_every == 0 || step == steps) {
+            let mean = st.sum / st.count as f64;
+            st.curve.push(LossPoint { step, loss: mean });
             bar.set_message(format!("loss {mean:.3}"));
-            (sum, count) = (0.0, 0);
+            (st.sum, st.count) = (0.0, 0);
         }
+        st.step = step;
         bar.inc(1);
+        if let Some(saver) = saver {
+            checkpoint_boundary(&st, saver, model, steps, n, &bar)?;
+        }
     }
     bar.finish_and_clear();
-    if skipped > 0 && loud {
-        eprintln!("{skipped} of {steps} batches skipped for a non-finite loss or gradient");
+    if st.skipped > 0 && loud {
+        eprintln!(
+            "{} of {steps} batches skipped for a non-finite loss or gradient",
+            st.skipped
+        );
     }
-    if skipped == steps {
+    if st.skipped == steps {
         bail!("every one of the {steps} training batches had a non-finite loss or gradient");
     }
     Ok(TrainingSummary {
         steps,
         batch_size: tc.batch_size,
         examples: n,
-        loss_curve: curve,
+        loss_curve: st.curve,
     })
+}
+
+/// After a step: the periodic checkpoint if one is due, the fault seam, and a stop request
+/// (a checkpoint, then [`Interrupted`]).
+fn checkpoint_boundary(
+    st: &LoopState,
+    saver: &Saver<'_>,
+    model: &TwoTowerModel,
+    steps: usize,
+    examples: usize,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let control = saver.session.control;
+    let every = saver.every;
+    let step = st.step;
+    let mut saved = None;
+    if every > 0 && step.is_multiple_of(every) && step < steps {
+        saved = Some(saver.save_step(model, st.snapshot(saver, steps, examples))?);
+    }
+    control
+        .faults
+        .after_step(step as u64, control.stop.as_deref());
+    if control.stop_requested() {
+        let checkpoint = match saved {
+            Some(p) => p,
+            None => saver.save_step(model, st.snapshot(saver, steps, examples))?,
+        };
+        bar.abandon();
+        return Err(Interrupted {
+            step,
+            steps,
+            checkpoint,
+            run_dir: saver.session.run_dir.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// What [`evaluate`] measured: the metrics and every query's recall.

@@ -62,18 +62,18 @@ pub mod shared;
 mod synth;
 mod truth;
 
-pub use batcher::Batcher;
+pub use batcher::{Batcher, BatcherState, RngState};
 pub use dataset::{
     Batch, Dataset, DatasetConfig, DatasetStats, EvalProtocol, EvalQueries, EvalSet, Example,
-    HardNegatives, LogQEstimator, QueryKey, Task,
+    HardNegatives, LogQEstimator, LogQState, QueryKey, Task,
 };
 pub use error::{Error, ExpectedNames, Location, Result};
 pub use features::{Bag, FeatureSchema, PinFeatures, QueryFeatures, TableSpec};
 pub use labels::{
     Attribution, CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats,
     Labelled, LabelledBatch, LogQMode, MASKED_LABEL, MAX_HARD_NEGATIVES, NONE, NOT_CONVERTED_LABEL,
-    StreamingConfig, StreamingFrequency, Touch, ValueWeighting, batches, engagement_impressions,
-    label, pick_hash, uniform_log_q, uniform_negatives,
+    StreamingCell, StreamingConfig, StreamingFrequency, StreamingState, Touch, ValueWeighting,
+    batches, engagement_impressions, label, pick_hash, uniform_log_q, uniform_negatives,
 };
 pub use schema::{
     CategoricalColumn, Conversion, ConversionKind, Engagement, EngagementKind, EventLog,

@@ -731,3 +731,38 @@ fn streaming_estimate_converges_to_the_exact_frequencies() {
     assert!(est.log_q(10_000_000, per_step) < (1.0f32 / 40_000.0).ln());
     assert!(StreamingFrequency::new(&StreamingConfig { hashes: 0, ..cfg }).is_err());
 }
+
+/// A streaming estimate rebuilt from its state gives the same estimates and evolves the same
+/// way; a state that does not fit the settings is refused.
+#[test]
+fn a_streaming_estimate_restored_from_its_state_continues_identically() {
+    let cfg = StreamingConfig {
+        buckets: 64,
+        learning_rate: 0.1,
+        hashes: 3,
+    };
+    let mut a = StreamingFrequency::new(&cfg).expect("valid");
+    for step in 0..30u64 {
+        a.observe((0..5).map(|i| (step * 7 + i * i) % 41));
+    }
+    let state = a.state();
+    assert!(!state.cells.is_empty() && state.cells.len() < 64 * 3);
+    let mut b = StreamingFrequency::from_state(&cfg, &state).expect("fits");
+    for step in 0..10u64 {
+        a.observe([step, step + 1]);
+        b.observe([step, step + 1]);
+    }
+    for item in 0..50 {
+        assert_eq!(
+            a.log_q(item, 5).to_bits(),
+            b.log_q(item, 5).to_bits(),
+            "{item}"
+        );
+    }
+    let mut outside = state.clone();
+    outside.cells[0].index = 64 * 3;
+    assert!(StreamingFrequency::from_state(&cfg, &outside).is_err());
+    let mut future = state;
+    future.cells[0].last = future.step + 1;
+    assert!(StreamingFrequency::from_state(&cfg, &future).is_err());
+}

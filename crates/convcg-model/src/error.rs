@@ -32,6 +32,13 @@ pub enum Error {
         /// Whether the parameters are still as they were before the step.
         parameters_untouched: bool,
     },
+    /// Saved state (parameters or optimiser moments, e.g. from a checkpoint) does not fit the
+    /// model it is loaded into.
+    #[error("saved state does not fit the model: {what}")]
+    StateMismatch {
+        /// What differs, naming the parameter and both shapes.
+        what: String,
+    },
 }
 
 /// The model crate's result type.

@@ -3,7 +3,7 @@
 use convcg_kernels::{self as k, AdamParams, Par};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::params::{Grads, ParamStore};
 use crate::tower::config_error;
 
@@ -64,6 +64,30 @@ impl OptimConfig {
     }
 }
 
+/// Checks that `state` holds one vector per `(name, len)` of `expected`, each `len` long.
+fn check_state(what: &str, expected: &[(&str, usize)], state: &[Vec<f32>]) -> Result<()> {
+    if expected.len() != state.len() {
+        return Err(Error::StateMismatch {
+            what: format!(
+                "{} parameters but {} vectors of {what}",
+                expected.len(),
+                state.len()
+            ),
+        });
+    }
+    for ((name, len), s) in expected.iter().zip(state) {
+        if *len != s.len() {
+            return Err(Error::StateMismatch {
+                what: format!(
+                    "the {what} of `{name}` has {} values, the parameter needs {len}",
+                    s.len()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// State of Adam (per dense parameter) and row-wise Adagrad (per table row).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Optimizer {
@@ -74,7 +98,66 @@ pub struct Optimizer {
     row_state: Vec<Vec<f32>>,
 }
 
+/// Everything an [`Optimizer`] carries from step to step, for checkpoints: restoring it with
+/// [`Optimizer::from_state`] continues exactly where [`Optimizer::state`] left off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState {
+    /// Updates applied so far (Adam's bias correction depends on it).
+    pub step: u64,
+    /// Adam's first moments, one vector per dense parameter (in [`ParamStore::dense_params`]
+    /// order, each as long as the parameter).
+    pub m: Vec<Vec<f32>>,
+    /// Adam's second moments, shaped like `m`.
+    pub v: Vec<Vec<f32>>,
+    /// Row-wise Adagrad's accumulators, one vector per embedding table (in
+    /// [`ParamStore::tables`] order), one value per row.
+    pub row_state: Vec<Vec<f32>>,
+}
+
 impl Optimizer {
+    /// A copy of the state (not the config), for checkpoints.
+    pub fn state(&self) -> OptimizerState {
+        OptimizerState {
+            step: self.step,
+            m: self.m.clone(),
+            v: self.v.clone(),
+            row_state: self.row_state.clone(),
+        }
+    }
+
+    /// An optimiser with settings `cfg` that continues from `state`, checked against `params`.
+    ///
+    /// # Errors
+    /// If `cfg` is invalid, or [`Error::StateMismatch`] if a moment or accumulator vector is
+    /// missing or not shaped like its parameter (the error names the parameter and both sizes).
+    pub fn from_state(
+        cfg: &OptimConfig,
+        params: &ParamStore,
+        state: OptimizerState,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let dense: Vec<(&str, usize)> = params
+            .dense_params()
+            .iter()
+            .map(|p| (p.name.as_str(), p.value.len()))
+            .collect();
+        let tables: Vec<(&str, usize)> = params
+            .tables()
+            .iter()
+            .map(|t| (t.name.as_str(), t.rows))
+            .collect();
+        check_state("Adam first moment", &dense, &state.m)?;
+        check_state("Adam second moment", &dense, &state.v)?;
+        check_state("Adagrad accumulator", &tables, &state.row_state)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            step: state.step,
+            m: state.m,
+            v: state.v,
+            row_state: state.row_state,
+        })
+    }
+
     /// Bytes of optimiser state: Adam's two moments per dense weight and row-wise Adagrad's one
     /// accumulator per embedding row.
     pub fn state_bytes(&self) -> usize {

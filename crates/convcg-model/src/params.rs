@@ -4,6 +4,8 @@ use convcg_kernels::SparseRowGrad;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::error::{Error, Result};
+
 /// Handle of a dense parameter in a [`ParamStore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ParamId(pub(crate) usize);
@@ -131,6 +133,81 @@ impl ParamStore {
         &mut self.tables
     }
 
+    /// A store of these parameters (e.g. read back from a checkpoint), in this order.
+    ///
+    /// # Errors
+    /// [`Error::StateMismatch`] if a parameter's values are not `rows x cols` (`rows x dim`)
+    /// long, naming it.
+    pub fn from_parts(dense: Vec<DenseParam>, tables: Vec<EmbeddingTable>) -> Result<Self> {
+        for p in &dense {
+            check_len(&p.name, p.rows, p.cols, p.value.len())?;
+        }
+        for t in &tables {
+            check_len(&t.name, t.rows, t.dim, t.value.len())?;
+        }
+        Ok(Self { dense, tables })
+    }
+
+    /// Copies every value of `other` into this store: the same parameters, by name, in the
+    /// same order, with the same shapes. On error nothing has been copied.
+    ///
+    /// # Errors
+    /// [`Error::StateMismatch`] naming the first parameter that is missing, extra, renamed or
+    /// of another shape (with both shapes).
+    pub fn assign_from(&mut self, other: &ParamStore) -> Result<()> {
+        let shapes = |s: &ParamStore| -> Vec<(String, usize, usize)> {
+            let dense = s.dense.iter().map(|p| (p.name.clone(), p.rows, p.cols));
+            let tables = s.tables.iter().map(|t| (t.name.clone(), t.rows, t.dim));
+            dense.chain(tables).collect()
+        };
+        let (mine, theirs) = (shapes(self), shapes(other));
+        for (i, (m, t)) in mine.iter().zip(&theirs).enumerate() {
+            if m != t {
+                return Err(Error::StateMismatch {
+                    what: format!(
+                        "parameter {i} is `{}` [{}, {}] in the model but `{}` [{}, {}] in the saved state",
+                        m.0, m.1, m.2, t.0, t.1, t.2
+                    ),
+                });
+            }
+        }
+        if mine.len() != theirs.len() {
+            let (longer, which) = if mine.len() > theirs.len() {
+                (&mine, "the model")
+            } else {
+                (&theirs, "the saved state")
+            };
+            let extra = longer
+                .get(mine.len().min(theirs.len()))
+                .map_or("", |p| &p.0);
+            return Err(Error::StateMismatch {
+                what: format!(
+                    "the model has {} parameters, the saved state {}; `{extra}` is only in {which}",
+                    mine.len(),
+                    theirs.len()
+                ),
+            });
+        }
+        if self.dense.len() != other.dense.len() {
+            return Err(Error::StateMismatch {
+                what: format!(
+                    "the model has {} dense parameters and {} tables, the saved state {} and {}",
+                    self.dense.len(),
+                    self.tables.len(),
+                    other.dense.len(),
+                    other.tables.len()
+                ),
+            });
+        }
+        for (p, q) in self.dense.iter_mut().zip(&other.dense) {
+            p.value.copy_from_slice(&q.value);
+        }
+        for (t, u) in self.tables.iter_mut().zip(&other.tables) {
+            t.value.copy_from_slice(&u.value);
+        }
+        Ok(())
+    }
+
     /// A zeroed gradient store shaped like this one.
     pub fn zero_grads(&self) -> Grads {
         Grads {
@@ -145,6 +222,16 @@ impl ParamStore {
                 .map(|t| SparseRowGrad::new(t.rows, t.dim))
                 .collect(),
         }
+    }
+}
+
+fn check_len(name: &str, rows: usize, cols: usize, len: usize) -> Result<()> {
+    if rows.checked_mul(cols) == Some(len) {
+        Ok(())
+    } else {
+        Err(Error::StateMismatch {
+            what: format!("`{name}` is [{rows}, {cols}] but holds {len} values"),
+        })
     }
 }
 

@@ -18,8 +18,8 @@ use crate::hash::{IdMap, IdSet};
 use crate::io::OnBadRow;
 use crate::labels::{
     CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats, Labelled,
-    LogQMode, MAX_HARD_NEGATIVES, StreamingConfig, StreamingFrequency, ValueWeighting, label,
-    non_negative,
+    LogQMode, MAX_HARD_NEGATIVES, StreamingConfig, StreamingFrequency, StreamingState,
+    ValueWeighting, label, non_negative,
 };
 use crate::schema::{Conversion, EventLog, Surface};
 use eval::{Hit, build_queries, subsample};
@@ -238,6 +238,10 @@ impl Default for DatasetConfig {
     }
 }
 
+/// Longest history bag accepted: far beyond any use (the importers pick 5..=50), and small
+/// enough that a batch's bag buffers cannot overflow.
+const MAX_HISTORY_LEN: usize = 1000;
+
 /// Longest window accepted, days: far beyond any use, and safely inside i64 seconds.
 const MAX_WINDOW_DAYS: f64 = 36_500.0;
 
@@ -266,6 +270,12 @@ impl DatasetConfig {
                     format!("must be a number in [0, {MAX_WINDOW_DAYS}], got {v}"),
                 ));
             }
+        }
+        if self.history_len > MAX_HISTORY_LEN {
+            return Err(config_error(
+                "history_len",
+                format!("must be in 0..={MAX_HISTORY_LEN}, got {}", self.history_len),
+            ));
         }
         non_negative("engagement_weight", self.engagement_weight)?;
         non_negative("conversion_weight", self.conversion_weight)?;
@@ -563,6 +573,32 @@ impl LogQEstimator {
     pub fn is_streaming(&self) -> bool {
         self.streaming.is_some()
     }
+
+    /// The estimator's state, for checkpoints.
+    pub fn state(&self) -> LogQState {
+        match &self.streaming {
+            None => LogQState::Exact,
+            Some([positives, negatives]) => LogQState::Streaming {
+                positives: positives.state(),
+                negatives: negatives.state(),
+            },
+        }
+    }
+}
+
+/// Everything a [`LogQEstimator`] carries from batch to batch, for checkpoints (see
+/// [`Dataset::log_q_estimator_from`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogQState {
+    /// Exact frequencies: no state.
+    Exact,
+    /// The two streaming estimates.
+    Streaming {
+        /// The positives' stream.
+        positives: StreamingState,
+        /// The hard negatives' stream.
+        negatives: StreamingState,
+    },
 }
 
 /// Features, training examples and eval queries of one event log.
@@ -855,6 +891,34 @@ impl Dataset {
         match self.log_q_mode {
             LogQMode::Exact => Ok(LogQEstimator::exact()),
             LogQMode::Streaming => LogQEstimator::streaming(&self.streaming_log_q),
+        }
+    }
+
+    /// An estimator of the configured kind continuing from `state` (saved by
+    /// [`LogQEstimator::state`] in an earlier run on the same dataset).
+    ///
+    /// # Errors
+    /// If the state is of the other kind than `[data] log_q`, or does not fit the streaming
+    /// settings.
+    pub fn log_q_estimator_from(&self, state: &LogQState) -> Result<LogQEstimator> {
+        match (self.log_q_mode, state) {
+            (LogQMode::Exact, LogQState::Exact) => Ok(LogQEstimator::exact()),
+            (
+                LogQMode::Streaming,
+                LogQState::Streaming {
+                    positives,
+                    negatives,
+                },
+            ) => Ok(LogQEstimator {
+                streaming: Some([
+                    StreamingFrequency::from_state(&self.streaming_log_q, positives)?,
+                    StreamingFrequency::from_state(&self.streaming_log_q, negatives)?,
+                ]),
+            }),
+            (mode, _) => Err(Error::InvalidArgument {
+                name: "log q state",
+                message: format!("the saved estimator is not of the configured kind ({mode:?})"),
+            }),
         }
     }
 

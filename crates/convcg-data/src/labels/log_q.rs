@@ -107,7 +107,75 @@ pub struct StreamingFrequency {
     step: u64,
 }
 
+/// Everything a [`StreamingFrequency`] carries between steps beyond its config, for
+/// checkpoints: the step count and the buckets seen so far (most are never touched in a short
+/// run, so only those are kept).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamingState {
+    /// Steps taken.
+    pub step: u64,
+    /// The touched buckets, in increasing `index` order.
+    pub cells: Vec<StreamingCell>,
+}
+
+/// One touched bucket of a [`StreamingFrequency`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StreamingCell {
+    /// Position in the hash-major `hashes x buckets` arrays.
+    pub index: u64,
+    /// The step an item hashing here was last seen (`1..=step`).
+    pub last: u64,
+    /// The moving average of steps between occurrences.
+    pub gap: f64,
+}
+
 impl StreamingFrequency {
+    /// The estimate's state, for checkpoints.
+    pub fn state(&self) -> StreamingState {
+        let cells = self
+            .last
+            .iter()
+            .zip(&self.gap)
+            .enumerate()
+            .filter(|(_, (last, _))| **last != 0)
+            .map(|(i, (&last, &gap))| StreamingCell {
+                index: i as u64,
+                last,
+                gap,
+            })
+            .collect();
+        StreamingState {
+            step: self.step,
+            cells,
+        }
+    }
+
+    /// The estimate with settings `cfg` continuing from `state`.
+    ///
+    /// # Errors
+    /// If `cfg` is invalid, or a cell lies outside `hashes x buckets`, was last seen at step 0
+    /// or after `state.step`, or has a gap that is not a finite number >= 0.
+    pub fn from_state(cfg: &StreamingConfig, state: &StreamingState) -> Result<StreamingFrequency> {
+        let mut f = StreamingFrequency::new(cfg)?;
+        for c in &state.cells {
+            let i = usize::try_from(c.index).ok().filter(|&i| i < f.last.len());
+            let ok = c.last >= 1 && c.last <= state.step && c.gap.is_finite() && c.gap >= 0.0;
+            let (Some(i), true) = (i, ok) else {
+                return Err(Error::InvalidArgument {
+                    name: "streaming log q state",
+                    message: format!(
+                        "cell {} (last seen at step {}, gap {}) does not fit {} buckets x {} hashes after {} steps",
+                        c.index, c.last, c.gap, cfg.buckets, cfg.hashes, state.step
+                    ),
+                });
+            };
+            f.last[i] = c.last;
+            f.gap[i] = c.gap;
+        }
+        f.step = state.step;
+        Ok(f)
+    }
+
     /// An empty estimate (no step taken yet).
     pub fn new(cfg: &StreamingConfig) -> Result<StreamingFrequency> {
         cfg.validate()?;

@@ -25,7 +25,7 @@ pub use batches::{LabelledBatch, batches};
 pub use config::{
     ClickWeight, ConversionKindWeights, LabelConfig, MAX_HARD_NEGATIVES, ValueWeighting,
 };
-pub use log_q::{LogQMode, StreamingConfig, StreamingFrequency};
+pub use log_q::{LogQMode, StreamingCell, StreamingConfig, StreamingFrequency, StreamingState};
 pub use negatives::{pick_hash, uniform_log_q, uniform_negatives};
 
 pub(crate) use config::non_negative;

@@ -210,6 +210,21 @@ fn share(key: &'static str, v: f64, top_open: bool) -> Result<()> {
     }
 }
 
+/// Unix seconds of 2100-01-01: a bound on `start_ts` that keeps every timestamp far from
+/// overflowing.
+const MAX_START_TS: i64 = 4_102_444_800;
+
+/// The longest span of days accepted (100 years).
+const MAX_DAYS: u32 = 36_500;
+
+fn at_most(key: &'static str, v: usize, max: usize) -> Result<()> {
+    if v <= max {
+        Ok(())
+    } else {
+        Err(config_error(key, format!("must be at most {max}, got {v}")))
+    }
+}
+
 fn at_least(key: &'static str, v: usize, min: usize) -> Result<()> {
     if v >= min {
         Ok(())
@@ -249,8 +264,21 @@ impl SynthConfig {
         at_least("num_brands", self.num_brands, 1)?;
         at_least("num_queries", self.num_queries, self.num_categories)?;
         at_least("latent_dim", self.latent_dim, 2)?;
-        if self.days == 0 {
-            return Err(config_error("days", "must be at least 1, got 0"));
+        at_most("latent_dim", self.latent_dim, 1024)?;
+        if self.days == 0 || self.days > MAX_DAYS {
+            return Err(config_error(
+                "days",
+                format!("must be in 1..={MAX_DAYS}, got {}", self.days),
+            ));
+        }
+        if !(0..=MAX_START_TS).contains(&self.start_ts) {
+            return Err(config_error(
+                "start_ts",
+                format!(
+                    "must be Unix seconds in 0..={MAX_START_TS} (1970 to 2100), got {}",
+                    self.start_ts
+                ),
+            ));
         }
         if u32::try_from(self.num_users).is_err() || u32::try_from(self.num_pins).is_err() {
             return Err(config_error(
@@ -266,6 +294,15 @@ impl SynthConfig {
             return Err(config_error("impressions", "must be at least 1, got 0"));
         }
         non_negative("label_horizon_days", self.label_horizon_days)?;
+        if self.label_horizon_days > f64::from(MAX_DAYS) {
+            return Err(config_error(
+                "label_horizon_days",
+                format!(
+                    "must be at most {MAX_DAYS}, got {}",
+                    self.label_horizon_days
+                ),
+            ));
+        }
         for v in self.surface_traffic {
             non_negative("surface_traffic", v)?;
         }
@@ -330,7 +367,9 @@ impl SynthConfig {
         }
         share("brand_missing_share", self.brand_missing_share, false)?;
         share("price_missing_share", self.price_missing_share, false)?;
+        at_most("pin_dense_dim", self.pin_dense_dim, 1024)?;
         at_least("user_dense_dim", self.user_dense_dim, 1)?;
+        at_most("user_dense_dim", self.user_dense_dim, 1024)?;
         non_negative("dense_noise_sd", self.dense_noise_sd)?;
         positive("bid_median", self.bid_median)?;
         non_negative("bid_advertiser_sigma", self.bid_advertiser_sigma)?;
