@@ -13,6 +13,7 @@ mod ablate;
 mod checkpoint;
 mod compare;
 mod config;
+mod embed;
 mod fault;
 mod import;
 mod metrics;
@@ -36,6 +37,9 @@ pub use compare::{
     Comparison, METRICS_FILE, OnlineComparison, RecallDelta, compare_runs, read_metrics,
 };
 pub use config::{ConfigError, DEFAULT_CHECKPOINT_EVERY, OnNonFinite, RunConfig, TrainConfig};
+pub use embed::{
+    EMBED_FILES, EmbedSummary, Retrieved, embed_run, read_user_ids, retrieve, retrieved_csv,
+};
 pub use fault::{FAULT_ENV, FAULT_MARKER, FaultAction, FaultPlan, WriteStage};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};
 pub use metrics::{

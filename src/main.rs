@@ -126,6 +126,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the embeddings of every pin and every user of a trained run: pins.parquet and
+    /// users.parquet (id, embedding), and the same as .npy (float32 rows, int64 ids) for numpy
+    /// and FAISS. A user's embedding is its home-feed query after the log's end.
+    Embed {
+        /// The run directory (it holds model.ckpt).
+        run_dir: PathBuf,
+        /// Folder for the files.
+        #[arg(long)]
+        out: PathBuf,
+        /// Rebuild the features from this canonical-schema directory instead of the run's own
+        /// source (needed for runs of convcg ablate, or when the data moved).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print nothing but errors.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Top-K pins for given users from a trained run, by exact search over the whole catalogue:
+    /// CSV user_id,rank,pin_id,score on stdout or into --out.
+    Retrieve {
+        /// The run directory (it holds model.ckpt).
+        run_dir: PathBuf,
+        /// User ids, one per line (an optional user_id header; # starts a comment).
+        #[arg(long)]
+        users: PathBuf,
+        /// Pins per user.
+        #[arg(long, default_value_t = 100)]
+        k: usize,
+        /// Write the CSV here (atomically) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Rebuild the features from this canonical-schema directory instead of the run's own
+        /// source.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
     /// Charts (PNG and SVG) of one or several runs: training loss, recall@K per task and per
     /// surface, overlaid when several; and report.md linking them with the key numbers.
     Report {
@@ -303,6 +339,56 @@ fn run(cli: Cli) -> Result<()> {
                 files.charts.len(),
                 out.display()
             );
+        }
+        Command::Embed {
+            run_dir,
+            out,
+            data,
+            quiet,
+        } => {
+            let verbosity = if quiet {
+                Verbosity::Quiet
+            } else {
+                Verbosity::Normal
+            };
+            let summary = convcg::embed_run(&run_dir, data.as_deref(), &out, verbosity)?;
+            if !quiet {
+                println!(
+                    "wrote {} pin and {} user embeddings of width {} into {}",
+                    summary.pins,
+                    summary.users,
+                    summary.dim,
+                    out.display()
+                );
+            }
+        }
+        Command::Retrieve {
+            run_dir,
+            users,
+            k,
+            out,
+            data,
+        } => {
+            let ids = convcg::read_user_ids(&users)?;
+            // Progress goes to stderr only when the lists go to a file.
+            let verbosity = if out.is_some() {
+                Verbosity::Normal
+            } else {
+                Verbosity::Quiet
+            };
+            let lists = convcg::retrieve(&run_dir, data.as_deref(), &ids, k, verbosity)?;
+            let csv = convcg::retrieved_csv(&lists)?;
+            match out {
+                Some(path) => {
+                    convcg::write_atomic(&path, csv.as_bytes())?;
+                    println!(
+                        "wrote the top {k} of {} users into {}",
+                        ids.len(),
+                        path.display()
+                    );
+                }
+                None => print!("{csv}"),
+            }
         }
         Command::Pipeline {
             dir,

@@ -371,7 +371,10 @@ fn execute(
 }
 
 /// Runs `f` on a thread pool of the run's thread count, handing it the matching parallelism.
-fn in_pool<T: Send>(cfg: &RunConfig, f: impl FnOnce(Par) -> Result<T> + Send) -> Result<T> {
+pub(crate) fn in_pool<T: Send>(
+    cfg: &RunConfig,
+    f: impl FnOnce(Par) -> Result<T> + Send,
+) -> Result<T> {
     let threads = cfg.resolved_threads();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -616,14 +619,14 @@ pub fn feature_tables(data: &Dataset) -> (FeatureTables, FeatureTables) {
     )
 }
 
-fn dense_slice(a: &ndarray::Array2<f32>) -> Result<&[f32]> {
+pub(crate) fn dense_slice(a: &ndarray::Array2<f32>) -> Result<&[f32]> {
     match a.as_slice() {
         Some(s) => Ok(s),
         None => bail!("dense features are not in standard row-major layout"),
     }
 }
 
-fn query_input(q: &QueryFeatures) -> Result<TowerInput<'_>> {
+pub(crate) fn query_input(q: &QueryFeatures) -> Result<TowerInput<'_>> {
     Ok(TowerInput {
         n: q.dense.nrows(),
         sparse: q.sparse.iter().map(Vec::as_slice).collect(),
@@ -636,7 +639,7 @@ fn query_input(q: &QueryFeatures) -> Result<TowerInput<'_>> {
     })
 }
 
-fn pin_input(p: &PinFeatures) -> Result<TowerInput<'_>> {
+pub(crate) fn pin_input(p: &PinFeatures) -> Result<TowerInput<'_>> {
     Ok(TowerInput {
         n: p.len(),
         sparse: p.sparse.iter().map(Vec::as_slice).collect(),

@@ -1,0 +1,420 @@
+//! Embeddings out of a trained run: `convcg embed` writes every pin's and every user's embedding
+//! with its id (Parquet, and `.npy` for numpy and FAISS), `convcg retrieve` serves the top K
+//! pins for given users.
+//!
+//! Both rebuild the run's features from its data (the run directory's `source.toml`, or a
+//! directory given instead) with the run's own `[data]` config, check that they make the
+//! feature tables the model was trained with, and load `model.ckpt`. A user's embedding is the
+//! query tower's output on the home feed (no context pin, no search query) with the user's
+//! whole history in the log: the query a home-feed request would make after the log's end.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use ndarray::Array2;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use convcg_data::{Dataset, EventLog, Marketplace, QueryKey, Surface};
+use convcg_eval::exact_top_k;
+use convcg_kernels::Par;
+use convcg_model::TwoTowerModel;
+
+use crate::checkpoint::{Checkpoint, MODEL_FILE, RunSource};
+use crate::config::RunConfig;
+use crate::output::write_atomic;
+use crate::run::{
+    Verbosity, dense_slice, feature_tables, generate, in_pool, load, pin_input, query_input,
+};
+
+/// Rows per chunk when embedding.
+const CHUNK: usize = 4096;
+
+/// The files `convcg embed` writes into its output folder.
+pub const EMBED_FILES: [&str; 6] = [
+    "pins.parquet",
+    "pin_embeddings.npy",
+    "pin_ids.npy",
+    "users.parquet",
+    "user_embeddings.npy",
+    "user_ids.npy",
+];
+
+/// A trained run opened for serving: its config, its model, and the data it was trained on.
+struct OpenedRun {
+    cfg: RunConfig,
+    model: TwoTowerModel,
+    log: EventLog,
+    data: Dataset,
+}
+
+/// Opens `run_dir`: its `model.ckpt`, and the data of its `source.toml` (or `data`, when
+/// given), rebuilt with the run's config.
+fn open_run(run_dir: &Path, data: Option<&Path>, verbosity: Verbosity) -> Result<OpenedRun> {
+    let loud = verbosity == Verbosity::Normal;
+    let model_path = run_dir.join(MODEL_FILE);
+    if !model_path.is_file() {
+        bail!(
+            "{} holds no {MODEL_FILE}: is it a finished run directory (convcg train --out)?",
+            run_dir.display()
+        );
+    }
+    let ckpt = Checkpoint::read(&model_path)?;
+    let cfg = RunConfig::from_toml(&ckpt.config_toml)
+        .with_context(|| format!("in the config saved in {}", model_path.display()))?;
+    let read_dir = |path: &Path| -> Result<(EventLog, Option<Marketplace>)> {
+        if !path.is_dir() {
+            bail!(
+                "the data directory {} of this run is gone: restore it, or pass another with --data",
+                path.display()
+            );
+        }
+        let (log, market, _) = load(path, &cfg, loud)?;
+        Ok((log, market))
+    };
+    let (log, market) = match (data, &ckpt.source) {
+        (Some(dir), _) => read_dir(dir)?,
+        (None, RunSource::Directory { path }) => read_dir(path)?,
+        (None, RunSource::Synthetic) => {
+            let mut market = generate(&cfg, loud)?;
+            (std::mem::take(&mut market.log), Some(market))
+        }
+        (None, RunSource::Supplied) => bail!(
+            "{} was trained on data supplied in memory (convcg ablate), which nothing in the run directory rebuilds: pass the data directory with --data",
+            run_dir.display()
+        ),
+    };
+    let truths = market.as_ref().map(|m| m.true_conversions.as_slice());
+    let data = Dataset::build(&log, truths, &cfg.data).context("cannot build the features")?;
+    if feature_tables(&data) != (ckpt.query_tables.clone(), ckpt.pin_tables.clone()) {
+        bail!(
+            "the data no longer builds the feature tables {} was trained with (vocabularies or dense widths changed)",
+            model_path.display()
+        );
+    }
+    let mut model = TwoTowerModel::new(&cfg.model, &ckpt.query_tables, &ckpt.pin_tables, 0)?;
+    model
+        .params_mut()
+        .assign_from(&ckpt.params)
+        .with_context(|| format!("the parameters in {}", model_path.display()))?;
+    Ok(OpenedRun {
+        cfg,
+        model,
+        log,
+        data,
+    })
+}
+
+/// The home-feed query of `user` after every event of the log.
+fn home_feed_key(user: u32) -> QueryKey {
+    QueryKey {
+        user,
+        ts: i64::MAX,
+        seq: i64::MAX,
+        surface: Surface::HomeFeed,
+        context_pin: None,
+        query_id: None,
+    }
+}
+
+impl OpenedRun {
+    fn pin_embeddings(&self, par: Par) -> Result<Array2<f32>> {
+        Ok(self
+            .model
+            .embed_pins(&pin_input(self.data.pin_features())?, CHUNK, par)?)
+    }
+
+    fn user_embeddings(&self, users: &[u32], par: Par) -> Result<Array2<f32>> {
+        let keys: Vec<QueryKey> = users.iter().map(|&u| home_feed_key(u)).collect();
+        let features = self.data.query_features(&keys);
+        Ok(self
+            .model
+            .embed_queries(&query_input(&features)?, CHUNK, par)?)
+    }
+}
+
+/// What `convcg embed` wrote.
+#[derive(Clone, Debug)]
+pub struct EmbedSummary {
+    /// Pins embedded.
+    pub pins: usize,
+    /// Users embedded.
+    pub users: usize,
+    /// Embedding width.
+    pub dim: usize,
+    /// The files written, in [`EMBED_FILES`] order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes the embeddings of every pin and every user of the run in `run_dir` into `out_dir`:
+/// `pins.parquet` and `users.parquet` (`pin_id` / `user_id` as INT64 and `embedding` as a
+/// fixed-size list of FLOAT), and the same as `.npy` (`*_embeddings.npy`: float32, one row per
+/// id, in the order of `*_ids.npy`: int64). Rows are in catalogue and user-table order. Each
+/// file is written atomically.
+///
+/// # Errors
+/// If the run cannot be opened (see the module docs), or a file cannot be written.
+pub fn embed_run(
+    run_dir: &Path,
+    data: Option<&Path>,
+    out_dir: &Path,
+    verbosity: Verbosity,
+) -> Result<EmbedSummary> {
+    let run = open_run(run_dir, data, verbosity)?;
+    let (pins, users) = in_pool(&run.cfg, |par| {
+        let all: Vec<u32> = (0..run.log.users.len() as u32).collect();
+        Ok((run.pin_embeddings(par)?, run.user_embeddings(&all, par)?))
+    })?;
+    let pin_ids: Vec<i64> = run.log.pins.iter().map(|p| p.pin_id).collect();
+    let user_ids: Vec<i64> = run.log.users.iter().map(|u| u.user_id).collect();
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut files = Vec::new();
+    for (name, id_col, ids, emb) in [
+        ("pins", "pin_id", &pin_ids, &pins),
+        ("users", "user_id", &user_ids, &users),
+    ] {
+        let parquet = out_dir.join(format!("{name}.parquet"));
+        write_atomic(&parquet, &embeddings_parquet(id_col, ids, emb)?)?;
+        let stem = &name[..name.len() - 1];
+        let npy = out_dir.join(format!("{stem}_embeddings.npy"));
+        write_atomic(&npy, &npy_f32(emb)?)?;
+        let npy_ids = out_dir.join(format!("{stem}_ids.npy"));
+        write_atomic(&npy_ids, &npy_i64(ids))?;
+        files.extend([parquet, npy, npy_ids]);
+    }
+    Ok(EmbedSummary {
+        pins: pins.nrows(),
+        users: users.nrows(),
+        dim: pins.ncols(),
+        files,
+    })
+}
+
+/// One user's top K.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retrieved {
+    /// The user's id.
+    pub user_id: i64,
+    /// Pin ids, best first.
+    pub pin_ids: Vec<i64>,
+    /// Their scores (inner products of the normalised embeddings).
+    pub scores: Vec<f32>,
+}
+
+/// The top `k` pins for each user id of `users`, from the run in `run_dir` (see
+/// [`embed_run`] for `data` and for what a user's embedding is), by exact inner-product search
+/// over every pin of the catalogue.
+///
+/// # Errors
+/// If the run cannot be opened, `k` is 0, or a user id is not in the run's user table.
+pub fn retrieve(
+    run_dir: &Path,
+    data: Option<&Path>,
+    users: &[i64],
+    k: usize,
+    verbosity: Verbosity,
+) -> Result<Vec<Retrieved>> {
+    if k == 0 {
+        bail!("--k must be at least 1");
+    }
+    let run = open_run(run_dir, data, verbosity)?;
+    let index: std::collections::HashMap<i64, u32> = run
+        .log
+        .users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.user_id, i as u32))
+        .collect();
+    let rows = users
+        .iter()
+        .map(|id| {
+            index
+                .get(id)
+                .copied()
+                .with_context(|| format!("user {id} is not in the user table of the run's data"))
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    let top = in_pool(&run.cfg, |par| {
+        let pins = run.pin_embeddings(par)?;
+        let queries = run.user_embeddings(&rows, par)?;
+        let d = pins.ncols();
+        Ok(exact_top_k(
+            dense_slice(&queries)?,
+            dense_slice(&pins)?,
+            d,
+            k.min(pins.nrows()),
+            par,
+        ))
+    })?;
+    Ok(users
+        .iter()
+        .enumerate()
+        .map(|(q, &user_id)| {
+            let span = q * top.k..(q + 1) * top.k;
+            Retrieved {
+                user_id,
+                pin_ids: top.ids[span.clone()]
+                    .iter()
+                    .map(|&p| run.log.pins[p as usize].pin_id)
+                    .collect(),
+                scores: top.scores[span].to_vec(),
+            }
+        })
+        .collect())
+}
+
+/// User ids from a text file: one per line, an optional `user_id` header, blank lines and
+/// lines starting with `#` ignored; with several comma-separated fields, the first.
+///
+/// # Errors
+/// If the file cannot be read, a line is not an integer (the error names the file and line),
+/// or it holds no id.
+pub fn read_user_ids(path: &Path) -> Result<Vec<i64>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the user list {}", path.display()))?;
+    let mut ids = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let field = line.split(',').next().unwrap_or("").trim();
+        if field.is_empty() || field.starts_with('#') || (i == 0 && field == "user_id") {
+            continue;
+        }
+        let id = field.parse::<i64>().with_context(|| {
+            format!(
+                "{} line {}: user_id {field:?} is not an integer",
+                path.display(),
+                i + 1
+            )
+        })?;
+        ids.push(id);
+    }
+    if ids.is_empty() {
+        bail!("{} holds no user id", path.display());
+    }
+    Ok(ids)
+}
+
+/// The lists as CSV: `user_id,rank,pin_id,score`, rank from 1.
+///
+/// # Errors
+/// Never in practice (writing to memory).
+pub fn retrieved_csv(lists: &[Retrieved]) -> Result<String> {
+    let mut out = Vec::new();
+    writeln!(out, "user_id,rank,pin_id,score")?;
+    for r in lists {
+        for (rank, (pin, score)) in r.pin_ids.iter().zip(&r.scores).enumerate() {
+            writeln!(out, "{},{},{pin},{score}", r.user_id, rank + 1)?;
+        }
+    }
+    Ok(String::from_utf8(out)?)
+}
+
+fn embeddings_parquet(id_col: &str, ids: &[i64], emb: &Array2<f32>) -> Result<Vec<u8>> {
+    let d = emb.ncols();
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(id_col, DataType::Int64, false),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(item.clone(), i32::try_from(d)?),
+            false,
+        ),
+    ]));
+    let values = Float32Array::from(dense_slice(emb)?.to_vec());
+    let lists = FixedSizeListArray::try_new(item, i32::try_from(d)?, Arc::new(values), None)?;
+    let columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(lists)];
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props))?;
+    writer.write(&batch)?;
+    Ok(writer.into_inner()?)
+}
+
+/// An `.npy` (format 1.0) header for a C-ordered array of `descr` and `shape`: magic, version,
+/// header length, then the header dict padded with spaces to a 64-byte boundary and a newline.
+fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
+    // magic (6) + version (2) + length (2) + dict + '\n', to a multiple of 64.
+    let unpadded = 10 + dict.len() + 1;
+    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+fn npy_f32(a: &Array2<f32>) -> Result<Vec<u8>> {
+    let mut out = npy_header("<f4", &[a.nrows(), a.ncols()]);
+    for v in dense_slice(a)? {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(out)
+}
+
+fn npy_i64(ids: &[i64]) -> Vec<u8> {
+    let mut out = npy_header("<i8", &[ids.len()]);
+    for v in ids {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_headers_align_to_64_bytes_and_state_the_shape() {
+        for shape in [&[3usize][..], &[100_000, 64], &[0, 8]] {
+            let h = npy_header("<f4", shape);
+            assert_eq!(h.len() % 64, 0);
+            assert_eq!(&h[..8], b"\x93NUMPY\x01\x00");
+            let len = u16::from_le_bytes([h[8], h[9]]) as usize;
+            assert_eq!(len + 10, h.len());
+            let text = std::str::from_utf8(&h[10..]).unwrap();
+            assert!(text.ends_with('\n'));
+            let want = if shape.len() == 1 {
+                format!("({},)", shape[0])
+            } else {
+                format!("({}, {})", shape[0], shape[1])
+            };
+            assert!(text.contains(&format!("'shape': {want}")), "{text}");
+        }
+    }
+
+    #[test]
+    fn user_lists_skip_headers_and_comments_and_name_bad_lines() {
+        let dir = std::env::temp_dir().join(format!("convcg-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.csv");
+        std::fs::write(&good, "user_id\n# a comment\n7\n\n-3,extra\n").unwrap();
+        assert_eq!(read_user_ids(&good).unwrap(), vec![7, -3]);
+        let bad = dir.join("bad.txt");
+        std::fs::write(&bad, "1\nx2\n").unwrap();
+        let e = format!("{:#}", read_user_ids(&bad).unwrap_err());
+        assert!(e.contains("bad.txt line 2") && e.contains("\"x2\""), "{e}");
+        let empty = dir.join("empty.txt");
+        std::fs::write(&empty, "user_id\n").unwrap();
+        assert!(read_user_ids(&empty).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,258 @@
+//! `convcg embed` and `convcg retrieve` on a tiny trained run: the .npy files hold what the
+//! Parquet files hold, every embedding is unit-norm, numpy loads them (when Python and numpy
+//! are present), and retrieve's lists are the exact top K of the exported embeddings.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+
+use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn convcg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_convcg"))
+}
+
+/// 400 users, 1,500 pins, a small model: training takes about a second.
+const TINY: &str = r#"
+seed = 5
+threads = 2
+
+[synth]
+num_users = 400
+num_pins = 1500
+num_advertisers = 60
+num_categories = 12
+num_brands = 80
+num_queries = 24
+impressions = 40000
+conversion_bias = -3.5
+
+[model]
+out_dim = 16
+
+[model.query]
+embedding_dim = 8
+cross_layers = 1
+mlp = [32]
+
+[model.pin]
+embedding_dim = 8
+cross_layers = 1
+mlp = [32]
+
+[train]
+batch_size = 32
+epochs = 1.0
+"#;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An .npy file's shape, dtype and little-endian payload.
+fn read_npy(path: &Path) -> (String, Vec<usize>, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "{}", path.display());
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + len) % 64, 0, "header not 64-byte aligned");
+    let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+    let field = |key: &str| {
+        let at = header.find(key).unwrap() + key.len();
+        header[at..].trim_start_matches([':', ' ']).to_owned()
+    };
+    let descr = field("'descr'")[1..4].to_owned();
+    assert!(field("'fortran_order'").starts_with("False"));
+    let shape_text = field("'shape'");
+    let shape = shape_text[1..shape_text.find(')').unwrap()]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    (descr, shape, bytes[10 + len..].to_vec())
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn i64s(b: &[u8]) -> Vec<i64> {
+    b.chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Ids and flattened embeddings of an exported Parquet file.
+fn read_parquet(path: &Path, id_col: &str) -> (Vec<i64>, Vec<f32>) {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let (mut ids, mut emb) = (Vec::new(), Vec::new());
+    for batch in reader {
+        let batch = batch.unwrap();
+        let col = batch.column_by_name(id_col).unwrap();
+        let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
+        ids.extend(col.values().iter().copied());
+        let lists = batch.column_by_name("embedding").unwrap();
+        let lists = lists.as_any().downcast_ref::<FixedSizeListArray>().unwrap();
+        let values = lists.values();
+        let values = values.as_any().downcast_ref::<Float32Array>().unwrap();
+        emb.extend(values.values().iter().copied());
+    }
+    (ids, emb)
+}
+
+#[test]
+fn embed_writes_matching_parquet_and_npy_and_retrieve_ranks_by_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let run_dir = dir.path().join("run");
+    run(convcg()
+        .args(["train", "--quiet", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&run_dir));
+    let out = dir.path().join("emb");
+    run(convcg()
+        .args(["embed", "--quiet"])
+        .arg(&run_dir)
+        .arg("--out")
+        .arg(&out));
+
+    let mut exported = Vec::new();
+    for (stem, id_col, rows) in [("pin", "pin_id", 1500), ("user", "user_id", 400)] {
+        let (descr, shape, payload) = read_npy(&out.join(format!("{stem}_embeddings.npy")));
+        assert_eq!((descr.as_str(), shape.as_slice()), ("<f4", &[rows, 16][..]));
+        let emb = f32s(&payload);
+        let (descr, shape, payload) = read_npy(&out.join(format!("{stem}_ids.npy")));
+        assert_eq!((descr.as_str(), shape.as_slice()), ("<i8", &[rows][..]));
+        let ids = i64s(&payload);
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), rows, "{stem} ids repeat");
+        for row in emb.chunks_exact(16) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "{stem} embedding of norm {norm}");
+        }
+        let parquet = read_parquet(&out.join(format!("{stem}s.parquet")), id_col);
+        assert_eq!(
+            parquet,
+            (ids.clone(), emb.clone()),
+            "{stem}s.parquet differs from the .npy"
+        );
+        exported.push((ids, emb));
+    }
+    let (pin_ids, pins) = &exported[0];
+    let (user_ids, users) = &exported[1];
+
+    // Three users (one twice) and an id list with a header and a comment.
+    let list = dir.path().join("users.csv");
+    let chosen = [user_ids[0], user_ids[17], user_ids[399], user_ids[0]];
+    let text = format!(
+        "user_id\n# picked by the test\n{}\n",
+        chosen.map(|u| u.to_string()).join("\n")
+    );
+    std::fs::write(&list, text).unwrap();
+    let csv = run(convcg()
+        .arg("retrieve")
+        .arg(&run_dir)
+        .arg("--users")
+        .arg(&list)
+        .args(["--k", "5"]));
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("user_id,rank,pin_id,score"));
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows.len(), 4 * 5);
+    for (q, user) in chosen.iter().enumerate() {
+        let u = user_ids.iter().position(|x| x == user).unwrap();
+        let ue = &users[u * 16..(u + 1) * 16];
+        let mut scored: Vec<(f32, i64)> = pins
+            .chunks_exact(16)
+            .zip(pin_ids)
+            .map(|(p, &id)| (p.iter().zip(ue).map(|(a, b)| a * b).sum(), id))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for r in 0..5 {
+            let row = &rows[q * 5 + r];
+            assert_eq!(row[0], user.to_string());
+            assert_eq!(row[1], (r + 1).to_string());
+            let score: f32 = row[3].parse().unwrap();
+            assert!(
+                (score - scored[r].0).abs() < 1e-4,
+                "user {user} rank {}: score {score}, brute force {}",
+                r + 1,
+                scored[r].0
+            );
+            // Ids must match unless two brute-force scores are too close to order.
+            let pin: i64 = row[2].parse().unwrap();
+            let near_tie = (r > 0 && scored[r - 1].0 - scored[r].0 < 1e-4)
+                || scored[r].0 - scored[r + 1].0 < 1e-4;
+            assert!(pin == scored[r].1 || near_tie, "user {user} rank {}", r + 1);
+        }
+    }
+
+    // An unknown user and a bad line are named.
+    std::fs::write(&list, "123456789\n").unwrap();
+    let bad = convcg()
+        .arg("retrieve")
+        .arg(&run_dir)
+        .arg("--users")
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("user 123456789 is not in the user table"),
+        "{err}"
+    );
+
+    numpy_loads(&out, 1500, 400);
+}
+
+/// numpy's own reader accepts the files, with the right shapes, dtypes and ids.
+fn numpy_loads(out: &Path, pins: usize, users: usize) {
+    let script = format!(
+        r#"
+import sys, numpy as np
+d = sys.argv[1]
+for stem, n in (("pin", {pins}), ("user", {users})):
+    e = np.load(f"{{d}}/{{stem}}_embeddings.npy")
+    i = np.load(f"{{d}}/{{stem}}_ids.npy")
+    assert e.shape == (n, 16) and e.dtype == np.float32, (stem, e.shape, e.dtype)
+    assert i.shape == (n,) and i.dtype == np.int64, (stem, i.shape, i.dtype)
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
+    assert len(set(i.tolist())) == n
+print("numpy ok")
+"#
+    );
+    match Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .arg(out)
+        .output()
+    {
+        Err(e) => println!("skipped the numpy check: no python3 ({e})"),
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named 'numpy'") => {
+            println!("skipped the numpy check: python3 has no numpy");
+        }
+        Ok(o) => assert!(
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("numpy ok"),
+            "numpy rejected the files: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
+}
