@@ -492,6 +492,18 @@ mod tests {
         assert_eq!(g, &full);
     }
 
+    /// docs/results.md trains rung (a) alone with `convcg train --config
+    /// configs/engagement_only.toml`: that file must stay the ladder's rung (a).
+    #[test]
+    fn the_checked_in_engagement_only_config_is_rung_a() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/engagement_only.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let from_file = RunConfig::default().overridden_by(&text).unwrap();
+        let (_, a) = &Ladder::Seeds.configs(&RunConfig::default())[0];
+        assert_eq!(&from_file, a);
+    }
+
     #[test]
     fn the_cross_ladder_starts_each_rung_from_the_full_model() {
         let full = RunConfig::default();

@@ -289,6 +289,20 @@ impl Checkpoint {
         Checkpoint::decode(&bytes, path)
     }
 
+    /// The model it holds: towers built from `cfg`'s `[model]` (the config it was saved with)
+    /// and its feature tables, with its parameters; `path` names the file in errors.
+    ///
+    /// # Errors
+    /// If the parameters do not fit those towers by name and shape.
+    pub fn model(&self, cfg: &RunConfig, path: &Path) -> Result<TwoTowerModel> {
+        let mut model = TwoTowerModel::new(&cfg.model, &self.query_tables, &self.pin_tables, 0)?;
+        model
+            .params_mut()
+            .assign_from(&self.params)
+            .with_context(|| format!("the parameters in {}", path.display()))?;
+        Ok(model)
+    }
+
     /// Writes it to `path` atomically, through `faults` (the test-only seam). On error `path`
     /// is as it was and no temporary file is left.
     ///
@@ -311,11 +325,7 @@ pub fn load_model(path: &Path) -> Result<(RunConfig, TwoTowerModel)> {
     let ckpt = Checkpoint::read(path)?;
     let cfg = RunConfig::from_toml(&ckpt.config_toml)
         .with_context(|| format!("in the config saved in {}", path.display()))?;
-    let mut model = TwoTowerModel::new(&cfg.model, &ckpt.query_tables, &ckpt.pin_tables, 0)?;
-    model
-        .params_mut()
-        .assign_from(&ckpt.params)
-        .with_context(|| format!("the parameters in {}", path.display()))?;
+    let model = ckpt.model(&cfg, path)?;
     Ok((cfg, model))
 }
 

@@ -71,7 +71,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             batch_size: 1024,
-            epochs: 4.0,
+            epochs: 1.0,
             log_every: 50,
             on_nonfinite: OnNonFinite::Error,
             uniform_negatives: 0,

@@ -91,17 +91,14 @@ fn open_run(run_dir: &Path, data: Option<&Path>, verbosity: Verbosity) -> Result
     };
     let truths = market.as_ref().map(|m| m.true_conversions.as_slice());
     let data = Dataset::build(&log, truths, &cfg.data).context("cannot build the features")?;
-    if feature_tables(&data) != (ckpt.query_tables.clone(), ckpt.pin_tables.clone()) {
+    let (query_tables, pin_tables) = feature_tables(&data);
+    if (&query_tables, &pin_tables) != (&ckpt.query_tables, &ckpt.pin_tables) {
         bail!(
             "the data no longer builds the feature tables {} was trained with (vocabularies or dense widths changed)",
             model_path.display()
         );
     }
-    let mut model = TwoTowerModel::new(&cfg.model, &ckpt.query_tables, &ckpt.pin_tables, 0)?;
-    model
-        .params_mut()
-        .assign_from(&ckpt.params)
-        .with_context(|| format!("the parameters in {}", model_path.display()))?;
+    let model = ckpt.model(&cfg, &model_path)?;
     Ok(OpenedRun {
         cfg,
         model,
