@@ -2,11 +2,12 @@
 //! with its id (Parquet, and `.npy` for numpy and FAISS), `convcg retrieve` serves the top K
 //! pins for given users.
 //!
-//! Both rebuild the run's features from its data (the run directory's `source.toml`, or a
-//! directory given instead) with the run's own `[data]` config, check that they make the
-//! feature tables the model was trained with, and load `model.ckpt`. A user's embedding is the
-//! query tower's output on the home feed (no context pin, no search query) with the user's
-//! whole history in the log: the query a home-feed request would make after the log's end.
+//! Both rebuild the run's features from its data (the source saved in `model.ckpt`, as in the
+//! run directory's `source.toml`, or a directory given instead) with the run's own `[data]`
+//! config, check that they make the feature tables the model was trained with, and load
+//! `model.ckpt`. A user's embedding is the query tower's output on the home feed (no context
+//! pin, no search query) with the user's whole history in the log: the query a home-feed
+//! request would make after the log's end.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ struct OpenedRun {
     data: Dataset,
 }
 
-/// Opens `run_dir`: its `model.ckpt`, and the data of its `source.toml` (or `data`, when
+/// Opens `run_dir`: its `model.ckpt`, and the data of the source saved in it (or `data`, when
 /// given), rebuilt with the run's config.
 fn open_run(run_dir: &Path, data: Option<&Path>, verbosity: Verbosity) -> Result<OpenedRun> {
     let loud = verbosity == Verbosity::Normal;
