@@ -159,12 +159,13 @@ pub fn train_loaded(
     cfg.validate()?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
-    write_atomic(&out_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    let config_toml = cfg.to_toml()?;
+    write_atomic(&out_dir.join("config.toml"), config_toml.as_bytes())?;
     let control = RunControl::new(verbosity);
     let session = Session {
         run_dir: out_dir,
         source: &RunSource::Supplied,
-        config_toml: cfg.to_toml()?,
+        config_toml,
         control: &control,
     };
     let output = in_pool(&cfg, |par| {
