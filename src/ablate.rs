@@ -259,6 +259,25 @@ pub struct AblationReport {
     pub seconds: f64,
     /// The variants, in ladder order.
     pub variants: Vec<VariantResult>,
+    /// What no variant can beat on these eval queries (the synthetic marketplace only; the same
+    /// for every run, taken from the first): `oracle_conversion_recall@K`, the policy-aware
+    /// oracle's, and `oracle_clicks_conversion_recall@K`, the engagement-only ceiling.
+    #[serde(default)]
+    pub ceilings: BTreeMap<String, f64>,
+}
+
+/// The oracles' conversion recall at K = 100 and 1000 ([`AblationReport::ceilings`]).
+fn ceilings(m: &Metrics) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (name, r) in [("oracle", &m.oracle), ("oracle_clicks", &m.oracle_clicks)] {
+        let Some(r) = r else { continue };
+        for k in [100, 1000] {
+            if let Some(&v) = r.conversion.get(&format!("recall@{k}")) {
+                out.insert(format!("{name}_conversion_recall@{k}"), v);
+            }
+        }
+    }
+    out
 }
 
 /// The columns of the table: metric key and header.
@@ -347,6 +366,7 @@ pub fn run_ablation(req: &AblationRequest, verbosity: Verbosity) -> Result<Ablat
     let total = configs.len() * req.seeds.len();
     let mut variants = Vec::with_capacity(configs.len());
     let mut conversion_queries = 0;
+    let mut ceiling = BTreeMap::new();
     for (v, (rung, cfg)) in configs.iter().enumerate() {
         let mut runs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut run_dirs = Vec::with_capacity(req.seeds.len());
@@ -364,6 +384,9 @@ pub fn run_ablation(req: &AblationRequest, verbosity: Verbosity) -> Result<Ablat
             let out = train_loaded(&log, market.as_ref(), &cfg, &dir, Verbosity::Quiet)
                 .with_context(|| format!("ablation run {} with seed {seed}", rung.name))?;
             conversion_queries = out.metrics.eval.conversion_queries;
+            if ceiling.is_empty() {
+                ceiling = ceilings(&out.metrics);
+            }
             let metrics = run_metrics(&out.metrics);
             if loud {
                 let r = metrics.get("conversion_recall@100").copied();
@@ -401,6 +424,7 @@ pub fn run_ablation(req: &AblationRequest, verbosity: Verbosity) -> Result<Ablat
         conversion_queries,
         seconds: t0.elapsed().as_secs_f64(),
         variants,
+        ceilings: ceiling,
     };
     std::fs::create_dir_all(&req.out)
         .with_context(|| format!("cannot create {}", req.out.display()))?;
@@ -459,6 +483,26 @@ impl AblationReport {
                 None => s.push_str(" |\n"),
             }
         }
+        let c = |k: &str| self.ceilings.get(k).copied();
+        if let (Some(o100), Some(c100)) = (
+            c("oracle_conversion_recall@100"),
+            c("oracle_clicks_conversion_recall@100"),
+        ) {
+            s.push_str(&format!(
+                "\nCeilings on these queries: the policy-aware oracle's conv R@100 {o100:.4}, the \
+                 oracle of clicks' (what engagement alone can reach) {c100:.4}: conversion labels \
+                 can add at most {:+.4} ({:+.1}%).",
+                o100 - c100,
+                100.0 * (o100 / c100 - 1.0)
+            ));
+            if let (Some(o), Some(c)) = (
+                c("oracle_conversion_recall@1000"),
+                c("oracle_clicks_conversion_recall@1000"),
+            ) {
+                s.push_str(&format!(" At K = 1000: {o:.4} and {c:.4}."));
+            }
+            s.push('\n');
+        }
         s
     }
 }
@@ -466,6 +510,7 @@ impl AblationReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RetrieverMetrics;
 
     #[test]
     fn the_seeds_ladder_changes_one_thing_per_rung_and_ends_at_the_full_model() {
@@ -504,6 +549,54 @@ mod tests {
         assert_eq!(&from_file, a);
     }
 
+    /// Every checked-in configuration parses; the diagnostics differ from the ladder's rungs
+    /// in the way docs/results.md says.
+    #[test]
+    fn the_checked_in_configs_parse_and_the_diagnostics_are_what_they_say() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let load = |rel: &str| {
+            let text = std::fs::read_to_string(root.join(rel)).unwrap();
+            RunConfig::default()
+                .overridden_by(&text)
+                .unwrap_or_else(|e| panic!("configs/{rel}: {e:#}"))
+        };
+        let mut seen = 0;
+        for dir in [root.clone(), root.join("diagnostics")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    let rel = path
+                        .strip_prefix(&root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    load(&rel);
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 8, "{seen} configs");
+
+        // The synthetic diagnostics are the ablation marketplace's full model with one or two
+        // things changed.
+        let base = ablation_config_with(
+            &std::fs::read_to_string(root.join("ablation_conversions.toml")).unwrap(),
+        )
+        .unwrap();
+        let no_hard = load("diagnostics/no_hard_negatives.toml");
+        let mut want = base.clone();
+        want.data.hard_negatives_per_positive = 0;
+        assert_eq!(no_hard, want);
+        let best = load("diagnostics/best_of_ladder.toml");
+        set_structure(&mut want, Structure::Stacked);
+        assert_eq!(best, want);
+        let conv = load("diagnostics/conversion_only.toml");
+        want.data.engagement_weight = 0.0;
+        want.model.advertiser_loss_weight = 0.0;
+        assert_eq!(conv, want);
+        assert_eq!(conv.model.heads, Heads::Unified);
+    }
+
     #[test]
     fn the_cross_ladder_starts_each_rung_from_the_full_model() {
         let full = RunConfig::default();
@@ -530,5 +623,51 @@ mod tests {
         assert!((s.sd - var.sqrt()).abs() < 1e-12);
         assert_eq!((s.min, s.max), (1.0, 4.0));
         assert_eq!(Spread::of(&[3.0]).sd, 0.0);
+    }
+
+    #[test]
+    fn ceilings_come_from_the_oracles_and_the_table_states_the_headroom() {
+        let recall = |r100: f64, r1000: f64| {
+            BTreeMap::from([
+                ("recall@100".to_owned(), r100),
+                ("recall@1000".to_owned(), r1000),
+            ])
+        };
+        let mut m = Metrics::default();
+        assert!(ceilings(&m).is_empty(), "no ground truth, no ceilings");
+        m.oracle = Some(RetrieverMetrics {
+            conversion: recall(0.8, 0.98),
+            ..RetrieverMetrics::default()
+        });
+        m.oracle_clicks = Some(RetrieverMetrics {
+            conversion: recall(0.64, 0.97),
+            ..RetrieverMetrics::default()
+        });
+        let c = ceilings(&m);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c["oracle_conversion_recall@100"], 0.8);
+        assert_eq!(c["oracle_clicks_conversion_recall@1000"], 0.97);
+        let report = AblationReport {
+            ladder: Ladder::Seeds,
+            data: "synthetic".into(),
+            seeds: vec![1],
+            conversion_queries: 10,
+            seconds: 1.0,
+            variants: Vec::new(),
+            ceilings: c,
+        };
+        let table = report.table();
+        assert!(
+            table.contains("oracle's conv R@100 0.8000")
+                && table.contains("0.6400")
+                && table.contains("+0.1600 (+25.0%)")
+                && table.contains("At K = 1000: 0.9800 and 0.9700."),
+            "{table}"
+        );
+        let without = AblationReport {
+            ceilings: BTreeMap::new(),
+            ..report
+        };
+        assert!(!without.table().contains("Ceilings"));
     }
 }

@@ -94,6 +94,12 @@ pub struct Metrics {
     /// model can edge past it by chance or where that approximation errs.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub oracle: Option<RetrieverMetrics>,
+    /// The top K by true expected *clicks* per request under the same logging policy, on the
+    /// conversion task's queries only (synthetic marketplace only): the ceiling of a retriever
+    /// that learns from engagement alone. `oracle` minus this is the most that conversion labels
+    /// can add on the log; its engagement figures are left empty (they would be `oracle`'s).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub oracle_clicks: Option<RetrieverMetrics>,
     /// Evaluation sizes.
     pub eval: EvalSummary,
     /// Training summary.
@@ -314,6 +320,9 @@ impl Metrics {
         if let Some(o) = &self.oracle {
             rows.push(("oracle", o));
         }
+        if let Some(o) = &self.oracle_clicks {
+            rows.push(("oracle of clicks", o));
+        }
         let mut out = String::new();
         for section in 0..3 {
             let (task, Some(_)) = self.model.sections()[section] else {
@@ -325,7 +334,7 @@ impl Metrics {
             }
             out.push('\n');
             for (name, r) in &rows {
-                let Some(m) = r.sections()[section].1 else {
+                let Some(m) = r.sections()[section].1.filter(|m| !m.is_empty()) else {
                     continue;
                 };
                 let _ = write!(out, "  {name:<24}");
@@ -356,6 +365,16 @@ impl Metrics {
             " ({} conversion queries, {} engagement queries, {} pins)",
             self.eval.conversion_queries, self.eval.engagement_queries, self.eval.corpus_pins
         );
+        if let (Some(o), Some(c)) = (&self.oracle, &self.oracle_clicks) {
+            let (o, c) = (at100(&o.conversion), at100(&c.conversion));
+            let _ = writeln!(
+                out,
+                "conversion labels can add at most {:+.4} recall@100 here: the oracle {o:.4}, \
+                 the oracle of clicks (engagement-only ceiling) {c:.4}, {:+.1}%",
+                o - c,
+                100.0 * (o / c - 1.0)
+            );
+        }
         self.ranking_block(&mut out);
         if let Some(online) = &self.online {
             out.push_str(&online.table());
@@ -517,6 +536,51 @@ pub fn paired_bootstrap(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_lists_the_oracle_of_clicks_on_conversions_only_with_the_headroom() {
+        let at = |r: f64| {
+            convcg_eval::RECALL_KS
+                .iter()
+                .map(|k| (format!("recall@{k}"), r))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let both = |r: f64| RetrieverMetrics {
+            conversion: at(r),
+            engagement: at(r),
+            conversion_clean: None,
+        };
+        let m = Metrics {
+            model: both(0.5),
+            popularity: both(0.1),
+            oracle: Some(both(0.8)),
+            oracle_clicks: Some(RetrieverMetrics {
+                conversion: at(0.75),
+                ..RetrieverMetrics::default()
+            }),
+            ..Metrics::default()
+        };
+        let table = m.table();
+        let engagement = table
+            .split("\nengagement")
+            .nth(1)
+            .and_then(|s| s.split("\n\n").next())
+            .unwrap_or_default();
+        assert!(table.contains("  oracle of clicks"), "{table}");
+        assert!(!engagement.contains("oracle of clicks"), "{table}");
+        assert!(
+            table.contains(
+                "conversion labels can add at most +0.0500 recall@100 here: the oracle 0.8000, \
+                 the oracle of clicks (engagement-only ceiling) 0.7500, +6.7%"
+            ),
+            "{table}"
+        );
+        let without = Metrics {
+            oracle_clicks: None,
+            ..m
+        };
+        assert!(!without.table().contains("oracle of clicks"));
+    }
 
     #[test]
     fn bootstrap_interval_brackets_the_mean_and_separates_a_clear_difference() {

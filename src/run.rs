@@ -1067,6 +1067,27 @@ pub fn evaluate(
                 par,
             )
         });
+        // The same oracle's exposure with clicks in place of conversions, on the conversion
+        // queries: the best an engagement-only retriever can do there. The gap to the oracle is
+        // all that conversion labels can add on this log.
+        let click_oracle_top = market.filter(|_| task == Task::Conversion).map(|m| {
+            top_k_by(
+                nq,
+                n_pins,
+                k,
+                |q, buf| m.truth.expected_click_scores(&queries.keys[q], buf),
+                par,
+            )
+        });
+        if let Some(top) = &click_oracle_top {
+            score_into(
+                out.oracle_clicks
+                    .get_or_insert_with(RetrieverMetrics::default),
+                task,
+                queries,
+                top,
+            )?;
+        }
         for (name, r, top) in [
             ("model", &mut out.model, &model_top),
             ("popularity", &mut out.popularity, &pop_top),

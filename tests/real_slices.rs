@@ -57,6 +57,10 @@ fn import_and_train(source: Source, src: &Path) -> (RunConfig, RunOutput) {
     }
     assert!(v.get("oracle").is_none(), "no ground truth for a real log");
     assert!(
+        v.get("oracle_clicks").is_none(),
+        "no ground truth for a real log"
+    );
+    assert!(
         v.get("online").is_none(),
         "no simulated serving without ground truth"
     );

@@ -89,6 +89,15 @@ fn trained_model_beats_popularity_on_conversions() {
             }
         }
     }
+    // The oracle of clicks (the engagement-only ceiling) is scored on the conversion queries only.
+    for k in [50, 100, 500, 1000] {
+        let x = v["oracle_clicks"]["conversion"][format!("recall@{k}")].as_f64();
+        assert!(
+            x.is_some_and(|x| (0.0..=1.0).contains(&x)),
+            "metrics.json oracle_clicks.conversion.recall@{k} = {x:?}"
+        );
+    }
+    assert_eq!(v["oracle_clicks"]["engagement"], serde_json::json!({}));
     check_ranking_sections(&v);
     check_online_section(&m, &v);
 }
