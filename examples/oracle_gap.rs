@@ -25,7 +25,7 @@
 
 use anyhow::{Context, Result, bail};
 use convcg::{RunConfig, ablation_config};
-use convcg_data::{Dataset, EvalQueries, GroundTruth, Marketplace, QueryKey};
+use convcg_data::{Dataset, EvalQueries, GroundTruth, Marketplace, QueryKey, pearson};
 use rayon::prelude::*;
 
 /// Training rows sampled for the rank statistics.
@@ -203,13 +203,4 @@ fn rank_summary(ranks: &[u32]) -> (f64, f64, u32) {
         ranks.iter().filter(|&&r| r < 1000).count() as f64 / n,
         sorted[sorted.len() / 2],
     )
-}
-
-fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len() as f64;
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
-    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
-    cov / (vx * vy).sqrt()
 }

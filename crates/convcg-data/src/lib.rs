@@ -79,5 +79,5 @@ pub use schema::{
     CategoricalColumn, Conversion, ConversionKind, Engagement, EngagementKind, EventLog,
     Impression, Impressions, PinRecord, Surface, UserRecord, stable_string_id,
 };
-pub use synth::{Marketplace, RealisedProperties, SynthConfig, spearman};
+pub use synth::{Marketplace, RealisedProperties, SynthConfig, pearson, spearman};
 pub use truth::GroundTruth;

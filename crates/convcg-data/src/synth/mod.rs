@@ -54,7 +54,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 pub use config::SynthConfig;
-pub use realised::{RealisedProperties, spearman};
+pub use realised::{RealisedProperties, pearson, spearman};
 
 use crate::error::Result;
 use crate::schema::{Conversion, EventLog, Impressions};

@@ -87,7 +87,8 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
-pub(crate) fn pearson(x: &[f64], y: &[f64]) -> f64 {
+/// Pearson correlation of paired samples (0 for fewer than two pairs or a constant side).
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
     let n = x.len() as f64;
     if n < 2.0 {
         return 0.0;
