@@ -25,7 +25,8 @@
 
 use anyhow::{Context, Result, bail};
 use convcg::{RunConfig, ablation_config};
-use convcg_data::{Dataset, EvalQueries, GroundTruth, Marketplace, QueryKey, pearson};
+use convcg_data::{Dataset, GroundTruth, Marketplace, QueryKey, pearson};
+use convcg_eval::{Par, recall_at_k, top_k_by};
 use rayon::prelude::*;
 
 /// Training rows sampled for the rank statistics.
@@ -69,9 +70,21 @@ fn main() -> Result<()> {
         "\n1. ceilings on {} conversion eval queries",
         conv.keys.len()
     );
+    let conversion_recall = |scores: fn(&GroundTruth, &QueryKey, &mut [f32])| {
+        let top = top_k_by(
+            conv.keys.len(),
+            truth.num_pins(),
+            1000,
+            |q, buf| scores(truth, &conv.keys[q], buf),
+            Par::rayon(rayon::current_num_threads()),
+        );
+        recall_at_k(&top, &conv.relevant, &[100, 1000])
+    };
+    let oracle = conversion_recall(GroundTruth::expected_conversion_scores)?;
+    let clicks = conversion_recall(GroundTruth::expected_click_scores)?;
     for k in [100, 1000] {
-        let o = recall(truth, conv, k, GroundTruth::expected_conversion_scores);
-        let c = recall(truth, conv, k, GroundTruth::expected_click_scores);
+        let key = format!("recall@{k}");
+        let (o, c) = (oracle.recall[&key], clicks.recall[&key]);
         println!(
             "   recall@{k}: oracle {o:.4}, oracle of clicks {c:.4}: conversion labels add at most \
              {:+.4} ({:+.1}%)",
@@ -157,30 +170,6 @@ fn main() -> Result<()> {
         100.0 * sum * sum / sum2 / w.len() as f64
     );
     Ok(())
-}
-
-/// Mean recall@k of ranking every pin by `score` for each query (ties to the smaller index).
-fn recall(
-    truth: &GroundTruth,
-    queries: &EvalQueries,
-    k: usize,
-    score: impl Fn(&GroundTruth, &QueryKey, &mut [f32]) + Sync,
-) -> f64 {
-    let total: f64 = queries
-        .keys
-        .par_iter()
-        .zip(&queries.relevant)
-        .map(|(key, relevant)| {
-            let mut buf = vec![0f32; truth.num_pins()];
-            score(truth, key, &mut buf);
-            let found = relevant
-                .iter()
-                .filter(|&&p| rank_of(&buf, p) < k as u32)
-                .count();
-            found as f64 / relevant.len() as f64
-        })
-        .sum();
-    total / queries.keys.len() as f64
 }
 
 /// 0-based rank of pin `p` when pins are sorted by decreasing score, ties to the smaller index.
