@@ -13,7 +13,7 @@ mod w1_setup;
 
 use std::time::Instant;
 
-use w1_setup::{B, W1, threads};
+use w1_setup::{B, W1, pool, threads};
 
 const STEPS: usize = 20;
 
@@ -35,6 +35,11 @@ fn peak_rss_bytes() -> Option<usize> {
 }
 
 fn main() {
+    // Inside a pool of the thread count, as the benchmark and `convcg train` run their steps.
+    pool(threads()).install(run);
+}
+
+fn run() {
     let threads = threads();
     let mut w = W1::new(threads);
     let (mut fwd, mut bwd, mut opt, mut step) = (vec![], vec![], vec![], vec![]);

@@ -12,9 +12,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use convcg_kernels::{
-    Accum, AdamParams, Par, SparseRowGrad, adam_update, bag_mean_backward, bag_mean_forward,
-    cross_backward, cross_forward, gather_backward, gather_forward, linear_backward,
-    linear_forward, rowwise_adagrad_update,
+    Accum, AdamParams, CrossInputGrads, Par, SparseRowGrad, adam_update, bag_mean_backward,
+    bag_mean_forward, cross_backward, cross_forward, gather_backward, gather_forward,
+    linear_backward, linear_forward, rowwise_adagrad_update,
 };
 
 /// Rows through one tower: B positives plus H = 1 hard negative each.
@@ -86,9 +86,12 @@ fn cross(c: &mut Criterion) {
                 &z,
                 &dout,
                 &mut dz,
-                &mut dx0,
-                &mut dxl,
-                Accum::Replace,
+                CrossInputGrads::Two {
+                    dx0: &mut dx0,
+                    dx0_accum: Accum::Add,
+                    dxl: &mut dxl,
+                    dxl_accum: Accum::Replace,
+                },
                 &mut dw,
                 &mut db,
                 N,

@@ -3,7 +3,7 @@
 use faer::{Accum, Par};
 
 use crate::linear::{linear_backward, linear_forward};
-use crate::par::{for_rows, for_rows2};
+use crate::par::{for_rows2, for_rows3};
 use crate::shape::check_len;
 
 /// DCN v2 full-rank cross layer: `z = xl · w + b`; `out = x0 ⊙ z + xl`.
@@ -33,31 +33,61 @@ pub fn cross_forward(
     check_len("cross_forward", "out", out.len(), n * d);
     check_len("cross_forward", "w", w.len(), d * d);
     check_len("cross_forward", "b", b.len(), d);
-    linear_forward(xl, w, Some(b), z, n, d, d, par);
-    let z = &*z;
-    for_rows(par, n, out, d, |first, out| {
-        let at = first * d;
-        let (x0, xl, z) = (&x0[at..], &xl[at..], &z[at..]);
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = x0[i] * z[i] + xl[i];
+    // The bias joins in the elementwise pass rather than filling `z` before the product.
+    linear_forward(xl, w, None, z, n, d, d, par);
+    for_rows2(par, n, z, d, out, d, |first, z, out| {
+        let rows = z.chunks_exact_mut(d).zip(out.chunks_exact_mut(d));
+        let inputs = x0[first * d..]
+            .chunks_exact(d)
+            .zip(xl[first * d..].chunks_exact(d));
+        for ((z, out), (x0, xl)) in rows.zip(inputs) {
+            for j in 0..d {
+                z[j] += b[j];
+                out[j] = x0[j] * z[j] + xl[j];
+            }
         }
     });
+}
+
+/// Where [`cross_backward`] puts the gradients of a cross layer's two inputs, each written
+/// (`Accum::Replace`) or added (`Accum::Add`) per its own mode.
+#[derive(Debug)]
+pub enum CrossInputGrads<'a> {
+    /// `xl` is another value than `x0` (every layer after the first).
+    Two {
+        /// Gradient of `x0`, `[n, d]`.
+        dx0: &'a mut [f32],
+        /// How `dx0` receives it.
+        dx0_accum: Accum,
+        /// Gradient of `xl`, `[n, d]`.
+        dxl: &'a mut [f32],
+        /// How `dxl` receives it.
+        dxl_accum: Accum,
+    },
+    /// `xl` is `x0` (a network's first layer): `dx0` receives the sum of both gradients.
+    One {
+        /// Gradient of `x0`, `[n, d]`.
+        dx0: &'a mut [f32],
+        /// How `dx0` receives it.
+        accum: Accum,
+    },
 }
 
 /// Backward of [`cross_forward`] given `dout`.
 ///
 /// - `dz = dout ⊙ x0`, written into the caller's scratch `dz` (`[n, d]`);
-/// - `dx0 += dout ⊙ z` (always accumulates: `x0` feeds every layer of the cross network);
-/// - `dxl (=|+= per dxl_accum) dz · wᵀ + dout`;
+/// - `dx0 (=|+=) dout ⊙ z`;
+/// - `dxl (=|+=) dz · wᵀ + dout`;
 /// - `dw += xlᵀ · dz`; `db += colsum(dz)`.
 ///
-/// For the first layer, where `xl` is `x0`, pass two different buffers for `dx0` and `dxl` and
-/// add them afterwards (Rust forbids aliasing them).
+/// Under [`CrossInputGrads::One`] (`xl` is `x0`) `dx0` receives `dout ⊙ z + dz · wᵀ + dout`.
+/// One pass over the rows writes `dz` and the elementwise parts of both input gradients; the
+/// products then add into them.
 ///
 /// # Panics
 ///
-/// If any of `x0`, `xl`, `z`, `dout`, `dz`, `dx0`, `dxl` is not `n * d` long, `w` or `dw` is not
-/// `d * d` long, or `db.len() != d`.
+/// If any of `x0`, `xl`, `z`, `dout`, `dz` or an input gradient is not `n * d` long, `w` or `dw`
+/// is not `d * d` long, or `db.len() != d`.
 #[track_caller]
 pub fn cross_backward(
     x0: &[f32],
@@ -66,9 +96,7 @@ pub fn cross_backward(
     z: &[f32],
     dout: &[f32],
     dz: &mut [f32],
-    dx0: &mut [f32],
-    dxl: &mut [f32],
-    dxl_accum: Accum,
+    grads: CrossInputGrads<'_>,
     dw: &mut [f32],
     db: &mut [f32],
     n: usize,
@@ -80,41 +108,52 @@ pub fn cross_backward(
         ("xl", xl.len()),
         ("z", z.len()),
         ("dout", dout.len()),
+        ("dz", dz.len()),
     ] {
-        check_len("cross_backward", arg, len, n * d);
-    }
-    for (arg, len) in [("dz", dz.len()), ("dx0", dx0.len()), ("dxl", dxl.len())] {
         check_len("cross_backward", arg, len, n * d);
     }
     check_len("cross_backward", "w", w.len(), d * d);
     check_len("cross_backward", "dw", dw.len(), d * d);
     check_len("cross_backward", "db", db.len(), d);
-    for_rows2(par, n, dz, d, dx0, d, |first, dz, dx0| {
-        let at = first * d;
-        let (x0, z, dout) = (&x0[at..], &z[at..], &dout[at..]);
-        for (i, (dz, dx0)) in dz.iter_mut().zip(dx0.iter_mut()).enumerate() {
-            *dz = dout[i] * x0[i];
-            *dx0 += dout[i] * z[i];
+    // `g = g * keep + v`: with `keep` 0 for `Accum::Replace` the old contents (maybe NaN) must
+    // not be read, hence the branch rather than a multiply.
+    let put = |g: &mut f32, add: bool, v: f32| *g = if add { *g + v } else { v };
+    let dxl = match grads {
+        CrossInputGrads::Two {
+            dx0,
+            dx0_accum,
+            dxl,
+            dxl_accum,
+        } => {
+            check_len("cross_backward", "dx0", dx0.len(), n * d);
+            check_len("cross_backward", "dxl", dxl.len(), n * d);
+            let (add0, addl) = (dx0_accum == Accum::Add, dxl_accum == Accum::Add);
+            for_rows3(par, n, d, dz, dx0, dxl, |first, dz, dx0, dxl| {
+                let at = first * d;
+                let (x0, z, dout) = (&x0[at..], &z[at..], &dout[at..]);
+                for (i, ((dz, dx0), dxl)) in dz.iter_mut().zip(dx0).zip(dxl).enumerate() {
+                    *dz = dout[i] * x0[i];
+                    put(dx0, add0, dout[i] * z[i]);
+                    put(dxl, addl, dout[i]);
+                }
+            });
+            dxl
         }
-    });
-    linear_backward(
-        xl,
-        w,
-        dz,
-        Some(&mut *dxl),
-        dxl_accum,
-        dw,
-        Some(db),
-        n,
-        d,
-        d,
-        par,
-    );
-    for_rows(par, n, dxl, d, |first, dxl| {
-        for (g, &o) in dxl.iter_mut().zip(&dout[first * d..]) {
-            *g += o;
+        CrossInputGrads::One { dx0, accum } => {
+            check_len("cross_backward", "dx0", dx0.len(), n * d);
+            let add = accum == Accum::Add;
+            for_rows2(par, n, dz, d, dx0, d, |first, dz, dx0| {
+                let at = first * d;
+                let (x0, z, dout) = (&x0[at..], &z[at..], &dout[at..]);
+                for (i, (dz, dx0)) in dz.iter_mut().zip(dx0).enumerate() {
+                    *dz = dout[i] * x0[i];
+                    put(dx0, add, dout[i] * z[i] + dout[i]);
+                }
+            });
+            dx0
         }
-    });
+    };
+    linear_backward(xl, w, dz, Some(dxl), Accum::Add, dw, Some(db), n, d, d, par);
 }
 
 #[cfg(test)]
@@ -168,17 +207,22 @@ mod tests {
                     cross_forward(&x0, &xl, &w, &b, &mut z, &mut out, n, d, par);
                     assert_close(&format!("z {what}"), &z, &z_ref, 1e-5);
                     assert_close(&format!("out {what}"), &out, &out_ref, 1e-5);
-                    for accum in ACCUMS {
+                    for (acc0, accl) in ACCUMS.into_iter().flat_map(|a| ACCUMS.map(|b| (a, b))) {
                         let mut dz = vec![f32::NAN; n * d];
-                        let (mut dx0, dx0_base) = destination(&mut rng, n * d, Accum::Add);
-                        let (mut dxl, dxl_base) = destination(&mut rng, n * d, accum);
+                        let (mut dx0, dx0_base) = destination(&mut rng, n * d, acc0);
+                        let (mut dxl, dxl_base) = destination(&mut rng, n * d, accl);
                         let (mut dw, dw_base) = destination(&mut rng, d * d, Accum::Add);
                         let (mut db, db_base) = destination(&mut rng, d, Accum::Add);
+                        let grads = CrossInputGrads::Two {
+                            dx0: &mut dx0,
+                            dx0_accum: acc0,
+                            dxl: &mut dxl,
+                            dxl_accum: accl,
+                        };
                         cross_backward(
-                            &x0, &xl, &w, &z, &dout, &mut dz, &mut dx0, &mut dxl, accum, &mut dw,
-                            &mut db, n, d, par,
+                            &x0, &xl, &w, &z, &dout, &mut dz, grads, &mut dw, &mut db, n, d, par,
                         );
-                        let what = format!("{accum:?} {what}");
+                        let what = format!("{acc0:?}/{accl:?} {what}");
                         assert_close(&format!("dz {what}"), &dz, &dz_ref, 1e-5);
                         assert_close(
                             &format!("dx0 {what}"),
@@ -200,6 +244,61 @@ mod tests {
         }
     }
 
+    /// A first layer (`xl` is `x0`): [`CrossInputGrads::One`] gives `dx0` the sum of the two
+    /// gradients that [`CrossInputGrads::Two`] gives separately (checked against the naive
+    /// layer above), written or added, and the same `dw`, `db`.
+    #[test]
+    fn first_layer_gets_the_sum_of_both_input_gradients() {
+        let mut rng = rng(9);
+        for &n in &NS {
+            for &d in &DS {
+                let [x0, dout] = [0; 2].map(|_| uniform(&mut rng, n * d));
+                let w = uniform(&mut rng, d * d);
+                let b = uniform(&mut rng, d);
+                let (mut z, mut out) = (vec![0.0; n * d], vec![0.0; n * d]);
+                cross_forward(&x0, &x0, &w, &b, &mut z, &mut out, n, d, Par::Seq);
+                let (mut dz, mut dx0, mut dxl) =
+                    (vec![0.0; n * d], vec![0.0; n * d], vec![0.0; n * d]);
+                let (mut dw_two, mut db_two) = (vec![0.0; d * d], vec![0.0; d]);
+                let grads = CrossInputGrads::Two {
+                    dx0: &mut dx0,
+                    dx0_accum: Accum::Replace,
+                    dxl: &mut dxl,
+                    dxl_accum: Accum::Replace,
+                };
+                cross_backward(
+                    &x0,
+                    &x0,
+                    &w,
+                    &z,
+                    &dout,
+                    &mut dz,
+                    grads,
+                    &mut dw_two,
+                    &mut db_two,
+                    n,
+                    d,
+                    Par::Seq,
+                );
+                let sum = add(&to_f64(&dx0), &to_f64(&dxl));
+                for par in pars() {
+                    for accum in ACCUMS {
+                        let (mut g, base) = destination(&mut rng, n * d, accum);
+                        let (mut dw, mut db) = (vec![0.0; d * d], vec![0.0; d]);
+                        let grads = CrossInputGrads::One { dx0: &mut g, accum };
+                        cross_backward(
+                            &x0, &x0, &w, &z, &dout, &mut dz, grads, &mut dw, &mut db, n, d, par,
+                        );
+                        let what = format!("n={n} d={d} {accum:?} {par:?}");
+                        assert_close(&format!("dx0 {what}"), &g, &add(&base, &sum), 1e-5);
+                        assert_close(&format!("dw {what}"), &dw, &to_f64(&dw_two), 1e-5);
+                        assert_close(&format!("db {what}"), &db, &to_f64(&db_two), 1e-5);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn gradients_match_finite_differences() {
         let mut rng = rng(8);
@@ -215,6 +314,12 @@ mod tests {
             let mut dxl = vec![0.0; n * d];
             let mut dw = vec![0.0; d * d];
             let mut db = vec![0.0; d];
+            let grads = CrossInputGrads::Two {
+                dx0: &mut dx0,
+                dx0_accum: Accum::Replace,
+                dxl: &mut dxl,
+                dxl_accum: Accum::Replace,
+            };
             cross_backward(
                 &x0,
                 &xl,
@@ -222,9 +327,7 @@ mod tests {
                 &z,
                 &r,
                 &mut dz,
-                &mut dx0,
-                &mut dxl,
-                Accum::Replace,
+                grads,
                 &mut dw,
                 &mut db,
                 n,

@@ -86,7 +86,7 @@ mod testing;
 
 pub use activation::{relu_backward, relu_forward};
 pub use concat::{concat_cols_backward, concat_cols_forward};
-pub use cross::{cross_backward, cross_forward};
+pub use cross::{CrossInputGrads, cross_backward, cross_forward};
 pub use elementwise::{mul_backward, mul_forward};
 pub use embedding::{
     SparseRowGrad, bag_mean_backward, bag_mean_forward, gather_backward, gather_forward,

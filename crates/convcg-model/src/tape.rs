@@ -779,6 +779,28 @@ impl Tape {
         })
     }
 
+    /// `v`'s gradient buffer taken out of its slot, with how a kernel must put its contribution
+    /// there: added to the slot's contents, or written into a fresh buffer (which saves zeroing
+    /// it) when this is the first contribution or `v` needs no gradient. Give it back with
+    /// [`Tape::put_grad`].
+    fn take_grad(&self, vgrads: &mut [Option<Vec<f32>>], v: ValueId) -> (Vec<f32>, Accum) {
+        let val = &self.values[v.0];
+        match vgrads[v.0].take() {
+            Some(g) => (g, Accum::Add),
+            None => (self.scratch(val.rows * val.cols), Accum::Replace),
+        }
+    }
+
+    /// Puts back a buffer from [`Tape::take_grad`]: into `v`'s slot, or the pool if `v` needs no
+    /// gradient.
+    fn put_grad(&self, vgrads: &mut [Option<Vec<f32>>], v: ValueId, g: Vec<f32>) {
+        if self.values[v.0].needs_grad {
+            vgrads[v.0] = Some(g);
+        } else {
+            self.recycle(g);
+        }
+    }
+
     fn backward_node(
         &self,
         node: usize,
@@ -853,11 +875,23 @@ impl Tape {
                 let (dw, db) = dense_pair(grads, *w, Some(*b));
                 let db = db.unwrap_or_else(|| unreachable!("a cross layer always has a bias"));
                 let mut dz = self.scratch(n * d);
-                // The kernel writes dx0 and dxl separately; the first layer reads x0 twice, so
-                // its two gradients are summed through a temporary.
-                // The kernel adds into dx0 and writes dxl.
-                let mut dx0 = self.zeros(n * d);
-                let mut dxl = self.scratch(n * d);
+                // The kernel writes (first contribution) or adds into the inputs' gradient
+                // slots; an input that needs none gets a scratch buffer, dropped afterwards.
+                let (mut dx0, dx0_accum) = self.take_grad(vgrads, *x0);
+                // The first layer reads x0 twice (xl is x0): one slot gets both gradients.
+                let mut dxl = (xl != x0).then(|| self.take_grad(vgrads, *xl));
+                let grads = match &mut dxl {
+                    None => k::CrossInputGrads::One {
+                        dx0: &mut dx0,
+                        accum: dx0_accum,
+                    },
+                    Some((dxl, dxl_accum)) => k::CrossInputGrads::Two {
+                        dx0: &mut dx0,
+                        dx0_accum,
+                        dxl,
+                        dxl_accum: *dxl_accum,
+                    },
+                };
                 k::cross_backward(
                     self.data(*x0),
                     self.data(*xl),
@@ -865,17 +899,17 @@ impl Tape {
                     z,
                     dy,
                     &mut dz,
-                    &mut dx0,
-                    &mut dxl,
-                    Accum::Replace,
+                    grads,
                     dw,
                     db,
                     n,
                     d,
                     par,
                 );
-                self.accumulate(vgrads, *x0, dx0);
-                self.accumulate(vgrads, *xl, dxl);
+                if let Some((g, _)) = dxl {
+                    self.put_grad(vgrads, *xl, g);
+                }
+                self.put_grad(vgrads, *x0, dx0);
                 self.recycle(dz);
             }
             Op::L2Norm { x, norms } => {
