@@ -46,8 +46,9 @@ enum Op {
     Concat {
         parts: Vec<ValueId>,
     },
+    /// `concat(xs) · w + b`: `w`'s rows split among the inputs in order.
     Linear {
-        x: ValueId,
+        xs: Vec<ValueId>,
         w: ParamId,
         b: Option<ParamId>,
     },
@@ -434,23 +435,67 @@ impl Tape {
         w: ParamId,
         b: Option<ParamId>,
     ) -> ValueId {
-        let (n, d_in) = self.shape(x);
+        self.linear_cat(params, &[x], w, b)
+    }
+
+    /// `concat(xs) · w + b` without the concatenation: input `i` meets its own band of `w`'s
+    /// rows (rows `c_0 + … + c_{i-1}` onwards, `c_j` the inputs' widths) and each product adds
+    /// into the output. The same value as `linear(concat(xs))`, without writing the
+    /// concatenated matrix in the forward or splitting its gradient in the backward.
+    ///
+    /// # Panics
+    /// If `xs` is empty, the inputs disagree on rows, or their widths do not sum to `w`'s row
+    /// count.
+    #[track_caller]
+    pub fn linear_cat(
+        &mut self,
+        params: &ParamStore,
+        xs: &[ValueId],
+        w: ParamId,
+        b: Option<ParamId>,
+    ) -> ValueId {
+        assert!(!xs.is_empty(), "linear of nothing");
+        let n = self.values[xs[0].0].rows;
         let wp = params.dense(w);
+        let mut d_in = 0;
+        for x in xs {
+            let v = &self.values[x.0];
+            assert_eq!(v.rows, n, "linear {}: inputs disagree on rows", wp.name);
+            d_in += v.cols;
+        }
         assert_eq!(wp.rows, d_in, "linear {}: input width mismatch", wp.name);
         let d_out = wp.cols;
         let mut y = self.scratch(n * d_out);
         let bias = b.map(|b| params.dense(b).value.as_slice());
-        k::linear_forward(
-            self.data(x),
-            &wp.value,
-            bias,
-            &mut y,
-            n,
-            d_in,
-            d_out,
-            self.par,
-        );
-        self.push(y, n, d_out, true, Op::Linear { x, w, b })
+        let mut row = 0;
+        for (i, x) in xs.iter().enumerate() {
+            let width = self.values[x.0].cols;
+            let band = &wp.value[row * d_out..(row + width) * d_out];
+            if i == 0 {
+                k::linear_forward(self.data(*x), band, bias, &mut y, n, width, d_out, self.par);
+            } else {
+                k::gemm(
+                    &mut y,
+                    n,
+                    d_out,
+                    width,
+                    Accum::Add,
+                    self.data(*x),
+                    k::Trans::No,
+                    band,
+                    k::Trans::No,
+                    1.0,
+                    self.par,
+                );
+            }
+            row += width;
+        }
+        let op = Op::Linear {
+            xs: xs.to_vec(),
+            w,
+            b,
+        };
+        self.push(y, n, d_out, true, op)
     }
 
     /// Elementwise max(x, 0).
@@ -845,26 +890,32 @@ impl Tape {
                     }
                 }
             }
-            Op::Linear { x, w, b } => {
-                let d_in = self.values[x.0].cols;
-                let (dw, db) = dense_pair(grads, *w, *b);
-                let (dx, accum) = match self.grad_out(vgrads, *x) {
-                    Some((g, accum)) => (Some(g), accum),
-                    None => (None, Accum::Add),
-                };
-                k::linear_backward(
-                    self.data(*x),
-                    &params.dense(*w).value,
-                    dy,
-                    dx,
-                    accum,
-                    dw,
-                    db,
-                    n,
-                    d_in,
-                    d,
-                    par,
-                );
+            Op::Linear { xs, w, b } => {
+                let (dw, mut db) = dense_pair(grads, *w, *b);
+                let w = &params.dense(*w).value;
+                let mut row = 0;
+                for x in xs {
+                    let width = self.values[x.0].cols;
+                    let band = row * d..(row + width) * d;
+                    let (dx, accum) = match self.grad_out(vgrads, *x) {
+                        Some((g, accum)) => (Some(g), accum),
+                        None => (None, Accum::Add),
+                    };
+                    k::linear_backward(
+                        self.data(*x),
+                        &w[band.clone()],
+                        dy,
+                        dx,
+                        accum,
+                        &mut dw[band],
+                        db.take(),
+                        n,
+                        width,
+                        d,
+                        par,
+                    );
+                    row += width;
+                }
             }
             Op::Relu { x } => {
                 if let Some((g, accum)) = self.grad_out(vgrads, *x) {
@@ -1035,5 +1086,96 @@ fn dense_pair(
                 (second.as_mut_slice(), Some(first.as_mut_slice()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    /// `linear_cat(xs)` against `linear(concat(xs))` through a loss: the same loss, the same
+    /// dense gradients and the same table gradients (which reach the inputs through the bands of
+    /// `w`), under one thread and two.
+    #[test]
+    fn linear_cat_is_linear_of_the_concatenation() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut params = ParamStore::new();
+        let widths = [3, 5, 4];
+        let tables: Vec<TableId> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &dim)| params.add_table(format!("t{i}"), 9, dim, &mut rng))
+            .collect();
+        let w = params.add_dense("w", 12, 6, 0.5, &mut rng);
+        let b = params.add_dense("b", 1, 6, 0.5, &mut rng);
+        let cands: Vec<f32> = (0..7 * 6)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
+            .collect();
+        let cand_ids: Vec<u32> = (0..7).collect();
+        let ids = [4u32, 0, 8, 4, 2];
+        let run = |joined: bool, n_inputs: usize, par: Par| {
+            let mut tape = Tape::new(par);
+            let xs: Vec<ValueId> = tables[..n_inputs]
+                .iter()
+                .map(|&t| tape.gather(&params, t, &ids))
+                .collect();
+            let y = if joined {
+                let x = tape.concat(&xs);
+                tape.linear(&params, x, w, Some(b))
+            } else {
+                tape.linear_cat(&params, &xs, w, Some(b))
+            };
+            let c = tape.input(&cands, 7, 6);
+            let args = SoftmaxArgs {
+                inv_temp: 2.0,
+                log_q: None,
+                cand_ids: &cand_ids,
+                weights: None,
+            };
+            let loss = tape.softmax_xent(y, c, args);
+            let mut grads = params.zero_grads();
+            tape.backward(loss, &params, &mut grads);
+            let tables: Vec<Vec<f32>> = (0..n_inputs)
+                .map(|t| grads.tables_all()[t].values().to_vec())
+                .collect();
+            (tape.scalar(loss), grads.dense_all().to_vec(), tables)
+        };
+        for par in [Par::Seq, Par::rayon(2)] {
+            let (l_cat, dense_cat, tables_cat) = run(false, 3, par);
+            let (l_ref, dense_ref, tables_ref) = run(true, 3, par);
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                assert_eq!(a.len(), b.len(), "{what}");
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                        "{what}: {x} vs {y}"
+                    );
+                }
+            };
+            close(&[l_cat], &[l_ref], "loss");
+            for (i, (g, r)) in dense_cat.iter().zip(&dense_ref).enumerate() {
+                close(g, r, &format!("dense gradient {i}"));
+            }
+            for (i, (g, r)) in tables_cat.iter().zip(&tables_ref).enumerate() {
+                close(g, r, &format!("table gradient {i}"));
+            }
+        }
+    }
+
+    /// Widths that do not add up to `w`'s rows are refused.
+    #[test]
+    #[should_panic(expected = "input width mismatch")]
+    fn linear_cat_checks_the_widths() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let mut params = ParamStore::new();
+        let w = params.add_dense("w", 5, 2, 0.5, &mut rng);
+        let mut tape = Tape::new(Par::Seq);
+        let a = tape.input(&[0.0; 6], 2, 3);
+        let b = tape.input(&[0.0; 4], 2, 2);
+        let c = tape.input(&[0.0; 2], 2, 1);
+        tape.linear_cat(&params, &[a, b, c], w, None);
     }
 }

@@ -409,14 +409,16 @@ impl Tower {
             let y = tape.linear(params, h, w, Some(b));
             h = tape.relu(y);
         }
+        // The parallel body's two outputs meet the head as one concatenation; `linear_cat`
+        // multiplies each by its band of the head's rows instead of copying them side by side.
         let body = match self.structure {
-            Structure::Parallel if xl != h => tape.concat(&[xl, h]),
-            _ => h,
+            Structure::Parallel if xl != h => vec![xl, h],
+            _ => vec![h],
         };
         self.heads
             .iter()
             .map(|&(w, b)| {
-                let out = tape.linear(params, body, w, Some(b));
+                let out = tape.linear_cat(params, &body, w, Some(b));
                 tape.l2_normalize(out)
             })
             .collect()
