@@ -22,9 +22,14 @@ fn probe() {
 
 fn run_probe(shared: &Path, rel: &str, required: bool) -> Output {
     let exe = std::env::current_exe().expect("test binary path");
+    // The probe's name as the harness knows it: its module path without the crate's name.
+    let name = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::probe"),
+        None => "probe".to_string(),
+    };
     let mut cmd = Command::new(exe);
     cmd.args([
-        "probe",
+        name.as_str(),
         "--exact",
         "--ignored",
         "--nocapture",

@@ -2,15 +2,13 @@
 //! file, and the row and column where they apply, for both readers where the problem can be
 //! written in both formats; with `on_bad_row = skip` bad rows are dropped and counted.
 
-mod io_support;
-
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::io_support::{TextTable, dataset, table, write_all};
 use arrow_array::{ArrayRef, StringArray, UInt64Array};
 use convcg_data::io::{Format, OnBadRow, ReadOptions, read_log};
 use convcg_data::{Error, EventLog, Location};
-use io_support::{TextTable, dataset, table, write_all};
 
 const BOTH: [Format; 2] = [Format::Parquet, Format::Csv];
 

@@ -2,10 +2,9 @@
 //! view and dictionary-encoded strings, integers for floats, all-null columns; column order
 //! does not matter and unknown columns are ignored.
 
-mod io_support;
-
 use std::sync::Arc;
 
+use crate::io_support::write_batch;
 use arrow_array::types::{Int8Type, Int32Type, UInt8Type};
 use arrow_array::{
     ArrayRef, DictionaryArray, Float32Array, Float64Array, Int8Array, Int16Array, Int32Array,
@@ -15,7 +14,6 @@ use arrow_array::{
 use arrow_schema::{Field, Schema};
 use convcg_data::io::{ReadOptions, read_log};
 use convcg_data::{ConversionKind, EngagementKind, Surface, stable_string_id};
-use io_support::write_batch;
 
 fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
     let fields: Vec<Field> = columns

@@ -1,10 +1,8 @@
 //! Arbitrary bytes never panic the readers: random CSV text, random bytes named `.parquet`, and
 //! a valid Parquet file with bytes overwritten or cut off.
 
-mod io_support;
-
+use crate::io_support::{dataset, write_all};
 use convcg_data::io::{Format, OnBadRow, ReadOptions, read_log};
-use io_support::{dataset, write_all};
 use proptest::prelude::*;
 
 /// Reads `dir` with both bad-row policies: any result but a panic is fine; an error must say
