@@ -244,6 +244,42 @@ mod tests {
         }
     }
 
+    /// `(dx0, dxl, dw, db)` of [`cross_backward`] into fresh buffers (`Accum::Replace` for
+    /// both inputs), one thread.
+    fn backward_two(
+        x0: &[f32],
+        xl: &[f32],
+        w: &[f32],
+        z: &[f32],
+        dout: &[f32],
+        n: usize,
+        d: usize,
+    ) -> [Vec<f32>; 4] {
+        let (mut dz, mut dx0, mut dxl) = (vec![0.0; n * d], vec![0.0; n * d], vec![0.0; n * d]);
+        let (mut dw, mut db) = (vec![0.0; d * d], vec![0.0; d]);
+        let grads = CrossInputGrads::Two {
+            dx0: &mut dx0,
+            dx0_accum: Accum::Replace,
+            dxl: &mut dxl,
+            dxl_accum: Accum::Replace,
+        };
+        cross_backward(
+            x0,
+            xl,
+            w,
+            z,
+            dout,
+            &mut dz,
+            grads,
+            &mut dw,
+            &mut db,
+            n,
+            d,
+            Par::Seq,
+        );
+        [dx0, dxl, dw, db]
+    }
+
     /// A first layer (`xl` is `x0`): [`CrossInputGrads::One`] gives `dx0` the sum of the two
     /// gradients that [`CrossInputGrads::Two`] gives separately (checked against the naive
     /// layer above), written or added, and the same `dw`, `db`.
@@ -257,29 +293,8 @@ mod tests {
                 let b = uniform(&mut rng, d);
                 let (mut z, mut out) = (vec![0.0; n * d], vec![0.0; n * d]);
                 cross_forward(&x0, &x0, &w, &b, &mut z, &mut out, n, d, Par::Seq);
-                let (mut dz, mut dx0, mut dxl) =
-                    (vec![0.0; n * d], vec![0.0; n * d], vec![0.0; n * d]);
-                let (mut dw_two, mut db_two) = (vec![0.0; d * d], vec![0.0; d]);
-                let grads = CrossInputGrads::Two {
-                    dx0: &mut dx0,
-                    dx0_accum: Accum::Replace,
-                    dxl: &mut dxl,
-                    dxl_accum: Accum::Replace,
-                };
-                cross_backward(
-                    &x0,
-                    &x0,
-                    &w,
-                    &z,
-                    &dout,
-                    &mut dz,
-                    grads,
-                    &mut dw_two,
-                    &mut db_two,
-                    n,
-                    d,
-                    Par::Seq,
-                );
+                let [dx0, dxl, dw_two, db_two] = backward_two(&x0, &x0, &w, &z, &dout, n, d);
+                let mut dz = vec![0.0; n * d];
                 let sum = add(&to_f64(&dx0), &to_f64(&dxl));
                 for par in pars() {
                     for accum in ACCUMS {
@@ -309,31 +324,7 @@ mod tests {
             let mut z = vec![0.0; n * d];
             let mut out = vec![0.0; n * d];
             cross_forward(&x0, &xl, &w, &b, &mut z, &mut out, n, d, Par::Seq);
-            let mut dz = vec![0.0; n * d];
-            let mut dx0 = vec![0.0; n * d];
-            let mut dxl = vec![0.0; n * d];
-            let mut dw = vec![0.0; d * d];
-            let mut db = vec![0.0; d];
-            let grads = CrossInputGrads::Two {
-                dx0: &mut dx0,
-                dx0_accum: Accum::Replace,
-                dxl: &mut dxl,
-                dxl_accum: Accum::Replace,
-            };
-            cross_backward(
-                &x0,
-                &xl,
-                &w,
-                &z,
-                &r,
-                &mut dz,
-                grads,
-                &mut dw,
-                &mut db,
-                n,
-                d,
-                Par::Seq,
-            );
+            let [dx0, dxl, dw, db] = backward_two(&x0, &xl, &w, &z, &r, n, d);
             let r64 = to_f64(&r);
             fd_check(
                 &["x0", "xl", "w", "b"],
