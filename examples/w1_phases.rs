@@ -4,8 +4,13 @@
 //! (parameters, optimiser state, gradients, one step's activations as the tape holds them, the
 //! pre-made batches) beside the process's peak RSS.
 //!
+//! With `--nodes`, the tape also times every node (`Tape::set_profiling`) and a table of each
+//! node's median forward and backward time over the 20 steps goes to standard error, slowest
+//! first: where a step's time goes, op by op.
+//!
 //! ```sh
 //! cargo run --release --example w1_phases            # all cores; CONVCG_THREADS=1 for one
+//! cargo run --release --example w1_phases -- --nodes
 //! ```
 
 #[path = "../benches/w1_setup/mod.rs"]
@@ -13,6 +18,7 @@ mod w1_setup;
 
 use std::time::Instant;
 
+use convcg_model::NodeTiming;
 use w1_setup::{B, W1, pool, threads};
 
 const STEPS: usize = 20;
@@ -35,13 +41,57 @@ fn peak_rss_bytes() -> Option<usize> {
 }
 
 fn main() {
+    let nodes = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--nodes") => true,
+        Some(other) => {
+            eprintln!("w1_phases: unknown argument {other:?} (the only one is --nodes)");
+            std::process::exit(2);
+        }
+    };
     // Inside a pool of the thread count, as the benchmark and `convcg train` run their steps.
-    pool(threads()).install(run);
+    pool(threads()).install(|| run(nodes));
 }
 
-fn run() {
+/// Prints each node's median forward and backward time over the steps, slowest first, with
+/// each one's share of the summed medians.
+fn print_nodes(steps: &[Vec<NodeTiming>]) {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let mut rows: Vec<(String, (usize, usize), f64, f64)> = steps[0]
+        .iter()
+        .map(|first| {
+            let times = |f: &dyn Fn(&NodeTiming) -> f64| {
+                median(steps.iter().map(|s| f(&s[first.node])).collect())
+            };
+            let fwd = times(&|n| ms(n.forward));
+            let bwd = times(&|n| ms(n.backward));
+            (first.label.clone(), first.shape, fwd, bwd)
+        })
+        .collect();
+    let total: f64 = rows.iter().map(|r| r.2 + r.3).sum();
+    rows.sort_by(|a, b| (b.2 + b.3).total_cmp(&(a.2 + a.3)));
+    eprintln!(
+        "{:<32} {:>12} {:>9} {:>9} {:>6}",
+        "node", "shape", "fwd ms", "bwd ms", "share"
+    );
+    for (label, (r, c), fwd, bwd) in rows {
+        eprintln!(
+            "{label:<32} {:>12} {fwd:>9.3} {bwd:>9.3} {:>5.1}%",
+            format!("{r}x{c}"),
+            100.0 * (fwd + bwd) / total
+        );
+    }
+    eprintln!(
+        "{:<32} {:>12} {total:>19.3} ms (sum of the medians)",
+        "all nodes", ""
+    );
+}
+
+fn run(nodes: bool) {
     let threads = threads();
     let mut w = W1::new(threads);
+    w.tape.set_profiling(nodes);
+    let mut profiles = Vec::new();
     let (mut fwd, mut bwd, mut opt, mut step) = (vec![], vec![], vec![], vec![]);
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     for _ in 0..STEPS {
@@ -63,6 +113,12 @@ fn run() {
         opt.push(ms(t2));
         step.push(ms(t0));
         assert!(w.tape.scalar(loss).is_finite(), "W1 diverged");
+        if nodes {
+            profiles.push(w.tape.profile(w.model.params()));
+        }
+    }
+    if nodes {
+        print_nodes(&profiles);
     }
     let step_ms = median(step);
     let (params, state) = (w.model.params().bytes(), w.opt.state_bytes());
