@@ -49,6 +49,23 @@ pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32], accum: Accum, par: P
     });
 }
 
+/// `dy = 0` where `y <= 0`, in place: the backward of a ReLU whose output gradient may be
+/// overwritten by its input gradient (a [`linear_relu_forward`](crate::linear_relu_forward)
+/// layer's), without a second buffer.
+///
+/// # Panics
+///
+/// If `dy` is not as long as `y`.
+#[track_caller]
+pub fn relu_mask(y: &[f32], dy: &mut [f32], par: Par) {
+    check_len("relu_mask", "dy", dy.len(), y.len());
+    for_rows(par, y.len(), dy, 1, |first, dy| {
+        for (dy, &y) in dy.iter_mut().zip(&y[first..]) {
+            *dy = if y > 0.0 { *dy } else { 0.0 };
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +94,9 @@ mod tests {
                     let mut y = vec![f32::NAN; n * d];
                     relu_forward(&x, &mut y, par);
                     assert_close(&format!("y n={n} d={d} {par:?}"), &y, &y_ref, 0.0);
+                    let mut masked = dy.clone();
+                    relu_mask(&y, &mut masked, par);
+                    assert_close(&format!("mask n={n} d={d} {par:?}"), &masked, &dx_ref, 0.0);
                     for accum in ACCUMS {
                         let (mut dx, base) = destination(&mut rng, n * d, accum);
                         relu_backward(&y, &dy, &mut dx, accum, par);

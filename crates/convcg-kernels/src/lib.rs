@@ -1,8 +1,9 @@
 //! The hand-written compute of convcg: dense and sparse kernels with their backward passes.
 //!
 //! This crate owns every numeric inner loop of training: matrix products (through faer's GEMM),
-//! affine maps, DCN v2 full-rank cross layers (and the elementwise product, gate softmax and
-//! gated sum that low-rank and mixture cross layers are built from), ReLU, column
+//! affine maps (alone or with their ReLU, in cache-sized row blocks), DCN v2 full-rank cross
+//! layers (and the elementwise product, gate softmax and gated sum that low-rank and mixture
+//! cross layers are built from), ReLU, column
 //! concatenation, row-wise L2 normalisation, embedding lookups and mean-pooled bags with sparse
 //! row gradients, the in-batch sampled softmax cross-entropy (logQ correction, accidental-hit
 //! masking, example weights), the advertiser-level loss's pooling by group and softmax over
@@ -84,7 +85,7 @@ mod softmax;
 #[cfg(test)]
 mod testing;
 
-pub use activation::{relu_backward, relu_forward};
+pub use activation::{relu_backward, relu_forward, relu_mask};
 pub use concat::{concat_cols_backward, concat_cols_forward};
 pub use cross::{CrossInputGrads, cross_backward, cross_forward};
 pub use elementwise::{mul_backward, mul_forward};
@@ -98,6 +99,6 @@ pub use gate::{
 pub use gemm::{Trans, gemm};
 pub use group::{segment_mean_backward, segment_mean_forward, softmax_targets_forward};
 pub use l2norm::{l2norm_backward, l2norm_forward};
-pub use linear::{linear_backward, linear_forward};
+pub use linear::{linear_backward, linear_forward, linear_relu_forward};
 pub use optim::{AdamParams, adam_update, rowwise_adagrad_update};
 pub use softmax::{softmax_xent_backward, softmax_xent_forward};

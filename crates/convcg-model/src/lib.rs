@@ -3,10 +3,11 @@
 //!
 //! The tape ([`Tape`]) records only the fixed set of ops the towers and losses need — embedding
 //! gather and bags, concat, linear (of one input, or of several read as their concatenation),
-//! ReLU, the DCN v2 full-rank cross layer, the elementwise product, sum, gate softmax and gated
-//! sum that low-rank and mixture cross layers are built from, L2 normalisation, sampled softmax
-//! cross-entropy, pooling rows by group and a softmax over explicit targets (the advertiser-level
-//! loss), and weighted sums of losses — each saving exactly what its backward reads. All
+//! ReLU, a linear layer and its ReLU as one node (the MLP layers), the DCN v2 full-rank cross
+//! layer, the elementwise product, sum, gate softmax and gated sum that low-rank and mixture cross
+//! layers are built from, L2 normalisation, sampled softmax cross-entropy, pooling rows by group
+//! and a softmax over explicit targets (the advertiser-level loss), and weighted sums of losses —
+//! each saving exactly what its backward reads. All
 //! arithmetic runs in `convcg-kernels`; this crate composes it.
 //!
 //! The model's choices are configuration ([`ModelConfig`], [`TowerConfig`]): a unified head or

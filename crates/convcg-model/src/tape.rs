@@ -47,11 +47,13 @@ enum Op {
     Concat {
         parts: Vec<ValueId>,
     },
-    /// `concat(xs) · w + b`: `w`'s rows split among the inputs in order.
+    /// `concat(xs) · w + b`: `w`'s rows split among the inputs in order; with `relu`, the
+    /// output is `max(·, 0)` of that.
     Linear {
         xs: Vec<ValueId>,
         w: ParamId,
         b: Option<ParamId>,
+        relu: bool,
     },
     Relu {
         x: ValueId,
@@ -574,8 +576,48 @@ impl Tape {
             xs: xs.to_vec(),
             w,
             b,
+            relu: false,
         };
         self.push(y, n, d_out, true, op)
+    }
+
+    /// `max(x · w + b, 0)`: [`Tape::linear`] and [`Tape::relu`] as one node. The product and
+    /// the ReLU run block by block while the output is in cache, and the backward zeroes the
+    /// gradient where the unit is off in place, so no pre-activation is stored.
+    ///
+    /// # Panics
+    /// If `x`'s width is not `w`'s row count.
+    #[track_caller]
+    pub fn linear_relu(
+        &mut self,
+        params: &ParamStore,
+        x: ValueId,
+        w: ParamId,
+        b: Option<ParamId>,
+    ) -> ValueId {
+        let (n, d_in) = self.shape(x);
+        let wp = params.dense(w);
+        assert_eq!(wp.rows, d_in, "linear {}: input width mismatch", wp.name);
+        let d_out = wp.cols;
+        let mut h = self.scratch(n * d_out);
+        let bias = b.map(|b| params.dense(b).value.as_slice());
+        k::linear_relu_forward(
+            self.data(x),
+            &wp.value,
+            bias,
+            &mut h,
+            n,
+            d_in,
+            d_out,
+            self.par,
+        );
+        let op = Op::Linear {
+            xs: vec![x],
+            w,
+            b,
+            relu: true,
+        };
+        self.push(h, n, d_out, true, op)
     }
 
     /// Elementwise max(x, 0).
@@ -837,11 +879,11 @@ impl Tape {
         seed[0] = 1.0;
         vgrads[loss.0] = Some(seed);
         for node in (0..=loss.0).rev() {
-            let Some(dy) = vgrads[node].take() else {
+            let Some(mut dy) = vgrads[node].take() else {
                 continue;
             };
             let start = self.clock.is_some().then(Instant::now);
-            self.backward_node(node, &dy, params, grads, &mut vgrads);
+            self.backward_node(node, &mut dy, params, grads, &mut vgrads);
             if let (Some(clock), Some(start)) = (&self.clock, start) {
                 let mut times = clock
                     .backward
@@ -937,10 +979,12 @@ impl Tape {
         }
     }
 
+    /// Accumulates node `node`'s contributions to its inputs' and parameters' gradients from its
+    /// output gradient `dy`, which it may overwrite (the buffer is recycled afterwards).
     fn backward_node(
         &self,
         node: usize,
-        dy: &[f32],
+        dy: &mut [f32],
         params: &ParamStore,
         grads: &mut Grads,
         vgrads: &mut [Option<Vec<f32>>],
@@ -981,7 +1025,12 @@ impl Tape {
                     }
                 }
             }
-            Op::Linear { xs, w, b } => {
+            Op::Linear { xs, w, b, relu } => {
+                if *relu {
+                    // The gradient of the pre-activation, where the unit is on.
+                    k::relu_mask(&self.values[node].data, dy, par);
+                }
+                let dy = &*dy;
                 let (dw, mut db) = dense_pair(grads, *w, *b);
                 let w = &params.dense(*w).value;
                 let mut row = 0;
@@ -1169,6 +1218,7 @@ fn op_label(op: &Op, params: &ParamStore) -> String {
         Op::BagMean { table: t, .. } => format!("bag_mean {}", table(t)),
         Op::Concat { parts } => format!("concat of {}", parts.len()),
         Op::Linear { xs, w, .. } if xs.len() > 1 => format!("linear_cat {}", dense(w)),
+        Op::Linear { w, relu: true, .. } => format!("linear_relu {}", dense(w)),
         Op::Linear { w, .. } => format!("linear {}", dense(w)),
         Op::Relu { .. } => "relu".to_owned(),
         Op::Cross { w, .. } => format!("cross {}", dense(w)),
@@ -1210,6 +1260,70 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
+
+    /// Asserts that `a` and `b` agree within `1e-5` relative.
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                "{what}: {x} vs {y}"
+            );
+        }
+    }
+
+    /// `linear_relu(x)` against `relu(linear(x))` through a loss: the same loss, and the same
+    /// dense and table gradients, under one thread and two.
+    #[test]
+    fn linear_relu_is_relu_of_linear() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let mut params = ParamStore::new();
+        let t = params.add_table("t", 9, 5, &mut rng);
+        let w = params.add_dense("w", 5, 6, 0.5, &mut rng);
+        let b = params.add_dense("b", 1, 6, 0.5, &mut rng);
+        let cands: Vec<f32> = (0..7 * 6)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
+            .collect();
+        let cand_ids: Vec<u32> = (0..7).collect();
+        let ids = [4u32, 0, 8, 4, 2];
+        let run = |fused: bool, par: Par| {
+            let mut tape = Tape::new(par);
+            let x = tape.gather(&params, t, &ids);
+            let h = if fused {
+                tape.linear_relu(&params, x, w, Some(b))
+            } else {
+                let y = tape.linear(&params, x, w, Some(b));
+                tape.relu(y)
+            };
+            let c = tape.input(&cands, 7, 6);
+            let args = SoftmaxArgs {
+                inv_temp: 2.0,
+                log_q: None,
+                cand_ids: &cand_ids,
+                weights: None,
+            };
+            let loss = tape.softmax_xent(h, c, args);
+            let mut grads = params.zero_grads();
+            tape.backward(loss, &params, &mut grads);
+            let off = tape.data(h).iter().filter(|&&v| v == 0.0).count();
+            let table = grads.tables_all()[0].values().to_vec();
+            (tape.scalar(loss), grads.dense_all().to_vec(), table, off)
+        };
+        for par in [Par::Seq, Par::rayon(2)] {
+            let (l_fused, dense_fused, table_fused, off) = run(true, par);
+            let (l_ref, dense_ref, table_ref, off_ref) = run(false, par);
+            assert!(
+                off > 0 && off < 30,
+                "some units on and some off: {off} of 30 off"
+            );
+            assert_eq!(off, off_ref);
+            close(&[l_fused], &[l_ref], "loss");
+            for (i, (g, r)) in dense_fused.iter().zip(&dense_ref).enumerate() {
+                close(g, r, &format!("dense gradient {i}"));
+            }
+            close(&table_fused, &table_ref, "table gradient");
+        }
+    }
 
     /// `linear_cat(xs)` against `linear(concat(xs))` through a loss: the same loss, the same
     /// dense gradients and the same table gradients (which reach the inputs through the bands of
@@ -1261,15 +1375,6 @@ mod tests {
         for par in [Par::Seq, Par::rayon(2)] {
             let (l_cat, dense_cat, tables_cat) = run(false, 3, par);
             let (l_ref, dense_ref, tables_ref) = run(true, 3, par);
-            let close = |a: &[f32], b: &[f32], what: &str| {
-                assert_eq!(a.len(), b.len(), "{what}");
-                for (x, y) in a.iter().zip(b) {
-                    assert!(
-                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
-                        "{what}: {x} vs {y}"
-                    );
-                }
-            };
             close(&[l_cat], &[l_ref], "loss");
             for (i, (g, r)) in dense_cat.iter().zip(&dense_ref).enumerate() {
                 close(g, r, &format!("dense gradient {i}"));

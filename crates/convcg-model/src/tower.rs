@@ -406,8 +406,7 @@ impl Tower {
             Structure::Stacked => xl,
         };
         for &(w, b) in &self.mlp {
-            let y = tape.linear(params, h, w, Some(b));
-            h = tape.relu(y);
+            h = tape.linear_relu(params, h, w, Some(b));
         }
         // The parallel body's two outputs meet the head as one concatenation; `linear_cat`
         // multiplies each by its band of the head's rows instead of copying them side by side.
