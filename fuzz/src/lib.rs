@@ -1,6 +1,6 @@
 //! What the fuzz targets check, shared with the regression test of the main suite
-//! (`tests/fuzz_regressions.rs` includes this file), which replays the seed corpus and every
-//! saved crash input through the same functions.
+//! (`tests/suite/fuzz_regressions.rs` includes this file), which replays the seed corpus and
+//! every saved crash input through the same functions.
 //!
 //! The readers take paths, so a reader target writes the fuzzed table into a private directory
 //! on tmpfs beside the other tables of a small valid dataset, then reads the whole log through

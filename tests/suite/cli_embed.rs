@@ -2,16 +2,13 @@
 //! Parquet files hold, every embedding is unit-norm, numpy loads them (when Python and numpy
 //! are present), and retrieve's lists are the exact top K of the exported embeddings.
 
+use crate::support::convcg;
 use std::fs::File;
 use std::path::Path;
 use std::process::Command;
 
 use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-fn convcg() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_convcg"))
-}
 
 /// 400 users, 1,500 pins, a small model: training takes about a second.
 const TINY: &str = r#"

@@ -2,7 +2,7 @@
 //! saved crash input of `fuzz/regressions/TARGET/` must now pass them, and every seed of
 //! `fuzz/corpus/TARGET/` (small valid files) must also be accepted as valid.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 #[allow(dead_code)]
 mod harness;
 

@@ -1,10 +1,6 @@
 //! The `convcg` binary: its config round trip and its errors.
 
-use std::process::Command;
-
-fn convcg() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_convcg"))
-}
+use crate::support::convcg;
 
 #[test]
 fn config_prints_the_defaults_as_parseable_toml() {

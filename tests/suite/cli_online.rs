@@ -1,15 +1,12 @@
 //! `convcg compare` and `convcg report` on two tiny hand-made metrics.json files.
 
+use crate::support::convcg;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use convcg::{LossPoint, Metrics, OnlineFigures, OnlineMetrics};
 use convcg_eval::{AuctionConfig, OnlineLift, ServingOutcome};
-
-fn convcg() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_convcg"))
-}
 
 fn recall(values: &[(usize, f64)]) -> BTreeMap<String, f64> {
     values

@@ -1,15 +1,12 @@
 //! `convcg pipeline DIR --json`: one JSON line whose counts are those of `label()` run directly
 //! on the same files, and a readable table without `--json`.
 
+use crate::support::convcg;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use convcg_data::io::{ImpressionColumns, ReadOptions, read_log};
 use convcg_data::{LabelConfig, engagement_impressions, label};
-
-fn convcg() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_convcg"))
-}
 
 fn success(run: Output) -> String {
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();

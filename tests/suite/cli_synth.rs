@@ -1,14 +1,9 @@
 //! `convcg synth`: the written log has about the events asked for, reads back, is what its
 //! manifest regenerates, and has the configured world's properties.
 
-use std::process::Command;
-
+use crate::support::convcg;
 use convcg::SynthManifest;
 use convcg_data::io::{ReadOptions, read_log};
-
-fn convcg() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_convcg"))
-}
 
 /// A fiftieth of the default catalogue and users, so that 200k events are about 95 impressions
 /// a user (the default world at 200k events would be 4 a user).
