@@ -2,7 +2,7 @@
 //! Parquet files hold, every embedding is unit-norm, numpy loads them (when Python and numpy
 //! are present), and retrieve's lists are the exact top K of the exported embeddings.
 
-use crate::support::convcg;
+use crate::support::{TINY_WORLD, convcg};
 use std::fs::File;
 use std::path::Path;
 use std::process::Command;
@@ -11,37 +11,9 @@ use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// 400 users, 1,500 pins, a small model: training takes about a second.
-const TINY: &str = r#"
-seed = 5
-threads = 2
-
-[synth]
-num_users = 400
-num_pins = 1500
-num_advertisers = 60
-num_categories = 12
-num_brands = 80
-num_queries = 24
-impressions = 40000
-conversion_bias = -3.5
-
-[model]
-out_dim = 16
-
-[model.query]
-embedding_dim = 8
-cross_layers = 1
-mlp = [32]
-
-[model.pin]
-embedding_dim = 8
-cross_layers = 1
-mlp = [32]
-
-[train]
-batch_size = 32
-epochs = 1.0
-"#;
+fn tiny() -> String {
+    format!("seed = 5\nthreads = 2\n{TINY_WORLD}\n[train]\nbatch_size = 32\nepochs = 1.0\n")
+}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -112,7 +84,7 @@ fn read_parquet(path: &Path, id_col: &str) -> (Vec<i64>, Vec<f32>) {
 fn embed_writes_matching_parquet_and_npy_and_retrieve_ranks_by_them() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("tiny.toml");
-    std::fs::write(&cfg, TINY).unwrap();
+    std::fs::write(&cfg, tiny()).unwrap();
     let run_dir = dir.path().join("run");
     run(convcg()
         .args(["train", "--quiet", "--config"])

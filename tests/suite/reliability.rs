@@ -19,44 +19,18 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::support::TINY_WORLD;
+
 /// A marketplace of 40,000 impressions and a small model: a run takes about a second (105
 /// steps, checkpointing every [`EVERY`]).
-const TINY: &str = r#"
-seed = 11
-threads = 2
+fn tiny() -> String {
+    format!(
+        "seed = 11\nthreads = 2\n{TINY_WORLD}\n[train]\nbatch_size = 32\nepochs = 3.0\n\
+         log_every = 4\ncheckpoint_every = {EVERY}\n"
+    )
+}
 
-[synth]
-num_users = 400
-num_pins = 1500
-num_advertisers = 60
-num_categories = 12
-num_brands = 80
-num_queries = 24
-impressions = 40000
-# Conversions far more common than the default world's, so that a tiny log has eval queries.
-conversion_bias = -3.5
-
-[model]
-out_dim = 16
-
-[model.query]
-embedding_dim = 8
-cross_layers = 1
-mlp = [32]
-
-[model.pin]
-embedding_dim = 8
-cross_layers = 1
-mlp = [32]
-
-[train]
-batch_size = 32
-epochs = 3.0
-log_every = 4
-checkpoint_every = 10
-"#;
-
-/// `[train] checkpoint_every` of [`TINY`].
+/// `[train] checkpoint_every` of [`tiny`].
 const EVERY: u64 = 10;
 
 /// How long a child may take to reach a marker or finish.
@@ -75,7 +49,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        Fixture::with(TINY)
+        Fixture::with(&tiny())
     }
     fn with(config: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -353,7 +327,8 @@ fn killed_runs_resume_and_finish_identically() {
 #[test]
 fn ctrl_c_checkpoints_and_exits_130_then_resumes_identically() {
     let fx = Fixture::with(&format!(
-        "{TINY}\n[data]\nlog_q = \"streaming\"\n\n[data.streaming_log_q]\nbuckets = 4096\n"
+        "{}\n[data]\nlog_q = \"streaming\"\n\n[data.streaming_log_q]\nbuckets = 4096\n",
+        tiny()
     ));
     let r = reference(&fx);
     let step = 13;

@@ -6,3 +6,32 @@ use std::process::Command;
 pub fn convcg() -> Command {
     Command::new(env!("CARGO_BIN_EXE_convcg"))
 }
+
+/// The `[synth]` and `[model]` sections of the suite's tiny runs: 400 users, 1,500 pins and a
+/// small model, which train in about a second. A config puts its top-level keys before it and
+/// its `[train]` section after it.
+pub const TINY_WORLD: &str = r#"
+[synth]
+num_users = 400
+num_pins = 1500
+num_advertisers = 60
+num_categories = 12
+num_brands = 80
+num_queries = 24
+impressions = 40000
+# Conversions far more common than the default world's, so that a tiny log has eval queries.
+conversion_bias = -3.5
+
+[model]
+out_dim = 16
+
+[model.query]
+embedding_dim = 8
+cross_layers = 1
+mlp = [32]
+
+[model.pin]
+embedding_dim = 8
+cross_layers = 1
+mlp = [32]
+"#;

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use convcg_kernels::{
     Accum, AdamParams, CrossInputGrads, Par, SparseRowGrad, adam_update, bag_mean_backward,
     bag_mean_forward, cross_backward, cross_forward, gather_backward, gather_forward,
-    linear_backward, linear_forward, rowwise_adagrad_update,
+    linear_backward, linear_forward, linear_relu_forward, rowwise_adagrad_update,
 };
 
 /// Rows through one tower: B positives plus H = 1 hard negative each.
@@ -120,6 +120,13 @@ fn linear(c: &mut Criterion) {
         group.bench_function(format!("forward/{d_in}x{d_out}"), |bench| {
             bench.iter(|| {
                 linear_forward(&x, &w, Some(&b), &mut y, N, d_in, d_out, par);
+                black_box(&y);
+            })
+        });
+        // With the ReLU in the same row blocks, as the MLP layers run.
+        group.bench_function(format!("forward_relu/{d_in}x{d_out}"), |bench| {
+            bench.iter(|| {
+                linear_relu_forward(&x, &w, Some(&b), &mut y, N, d_in, d_out, par);
                 black_box(&y);
             })
         });

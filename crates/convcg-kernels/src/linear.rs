@@ -25,12 +25,9 @@ pub fn linear_forward(
     d_out: usize,
     par: Par,
 ) {
-    check_len("linear_forward", "x", x.len(), n * d_in);
-    check_len("linear_forward", "w", w.len(), d_in * d_out);
-    check_len("linear_forward", "y", y.len(), n * d_out);
+    check_forward("linear_forward", x, w, b, y, n, d_in, d_out);
     let accum = match b {
         Some(b) => {
-            check_len("linear_forward", "b", b.len(), d_out);
             for_rows(par, n, y, d_out, |_, y| {
                 for row in y.chunks_exact_mut(d_out) {
                     row.copy_from_slice(b);
@@ -53,6 +50,27 @@ pub fn linear_forward(
         1.0,
         par,
     );
+}
+
+/// The operand lengths of a forward of `n` rows from `d_in` to `d_out` columns.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+fn check_forward(
+    kernel: &str,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &[f32],
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+) {
+    check_len(kernel, "x", x.len(), n * d_in);
+    check_len(kernel, "w", w.len(), d_in * d_out);
+    check_len(kernel, "y", y.len(), n * d_out);
+    if let Some(b) = b {
+        check_len(kernel, "b", b.len(), d_out);
+    }
 }
 
 /// Rows per block of [`linear_relu_forward`]: 256 rows of a 256-wide output are 256 KiB, which
@@ -80,12 +98,7 @@ pub fn linear_relu_forward(
     d_out: usize,
     par: Par,
 ) {
-    check_len("linear_relu_forward", "x", x.len(), n * d_in);
-    check_len("linear_relu_forward", "w", w.len(), d_in * d_out);
-    check_len("linear_relu_forward", "y", y.len(), n * d_out);
-    if let Some(b) = b {
-        check_len("linear_relu_forward", "b", b.len(), d_out);
-    }
+    check_forward("linear_relu_forward", x, w, b, y, n, d_in, d_out);
     if d_out == 0 {
         return;
     }

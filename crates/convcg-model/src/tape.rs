@@ -1272,6 +1272,75 @@ mod tests {
         }
     }
 
+    /// What a test step leaves: the loss, every dense gradient, every table's gradient rows,
+    /// and the `[5, 6]` value the loss was put on.
+    #[derive(Debug)]
+    struct Outcome {
+        loss: f32,
+        dense: Vec<Vec<f32>>,
+        tables: Vec<Vec<f32>>,
+        output: Vec<f32>,
+    }
+
+    impl Outcome {
+        /// Asserts the same loss and gradients as `reference`, within [`close`].
+        fn assert_matches(&self, reference: &Outcome) {
+            close(&[self.loss], &[reference.loss], "loss");
+            for (i, (g, r)) in self.dense.iter().zip(&reference.dense).enumerate() {
+                close(g, r, &format!("dense gradient {i}"));
+            }
+            for (i, (g, r)) in self.tables.iter().zip(&reference.tables).enumerate() {
+                close(g, r, &format!("table gradient {i}"));
+            }
+        }
+    }
+
+    /// Records `build`'s `[5, 6]` output on a fresh tape with `par`, puts the sampled softmax
+    /// loss on it against seven fixed candidates, and runs the backward.
+    fn step(params: &ParamStore, par: Par, build: impl FnOnce(&mut Tape) -> ValueId) -> Outcome {
+        let outcome = step_on(&mut Tape::new(par), params, build);
+        assert_eq!(outcome.output.len(), 5 * 6);
+        outcome
+    }
+
+    /// [`step`] on `tape`, reset first, for an output of any width.
+    fn step_on(
+        tape: &mut Tape,
+        params: &ParamStore,
+        build: impl FnOnce(&mut Tape) -> ValueId,
+    ) -> Outcome {
+        tape.reset(tape.par);
+        let y = build(tape);
+        let width = tape.shape(y).1;
+        let cands: Vec<f32> = (0..7 * width)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
+            .collect();
+        let cand_ids: Vec<u32> = (0..7).collect();
+        let c = tape.input(&cands, 7, width);
+        let args = SoftmaxArgs {
+            inv_temp: 2.0,
+            log_q: None,
+            cand_ids: &cand_ids,
+            weights: None,
+        };
+        let loss = tape.softmax_xent(y, c, args);
+        let mut grads = params.zero_grads();
+        tape.backward(loss, params, &mut grads);
+        Outcome {
+            loss: tape.scalar(loss),
+            dense: grads.dense_all().to_vec(),
+            tables: grads
+                .tables_all()
+                .iter()
+                .map(|t| t.values().to_vec())
+                .collect(),
+            output: tape.data(y).to_vec(),
+        }
+    }
+
+    /// The five ids every test step gathers.
+    const IDS: [u32; 5] = [4, 0, 8, 4, 2];
+
     /// `linear_relu(x)` against `relu(linear(x))` through a loss: the same loss, and the same
     /// dense and table gradients, under one thread and two.
     #[test]
@@ -1281,47 +1350,23 @@ mod tests {
         let t = params.add_table("t", 9, 5, &mut rng);
         let w = params.add_dense("w", 5, 6, 0.5, &mut rng);
         let b = params.add_dense("b", 1, 6, 0.5, &mut rng);
-        let cands: Vec<f32> = (0..7 * 6)
-            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
-            .collect();
-        let cand_ids: Vec<u32> = (0..7).collect();
-        let ids = [4u32, 0, 8, 4, 2];
-        let run = |fused: bool, par: Par| {
-            let mut tape = Tape::new(par);
-            let x = tape.gather(&params, t, &ids);
-            let h = if fused {
+        for par in [Par::Seq, Par::rayon(2)] {
+            let fused = step(&params, par, |tape| {
+                let x = tape.gather(&params, t, &IDS);
                 tape.linear_relu(&params, x, w, Some(b))
-            } else {
+            });
+            let reference = step(&params, par, |tape| {
+                let x = tape.gather(&params, t, &IDS);
                 let y = tape.linear(&params, x, w, Some(b));
                 tape.relu(y)
-            };
-            let c = tape.input(&cands, 7, 6);
-            let args = SoftmaxArgs {
-                inv_temp: 2.0,
-                log_q: None,
-                cand_ids: &cand_ids,
-                weights: None,
-            };
-            let loss = tape.softmax_xent(h, c, args);
-            let mut grads = params.zero_grads();
-            tape.backward(loss, &params, &mut grads);
-            let off = tape.data(h).iter().filter(|&&v| v == 0.0).count();
-            let table = grads.tables_all()[0].values().to_vec();
-            (tape.scalar(loss), grads.dense_all().to_vec(), table, off)
-        };
-        for par in [Par::Seq, Par::rayon(2)] {
-            let (l_fused, dense_fused, table_fused, off) = run(true, par);
-            let (l_ref, dense_ref, table_ref, off_ref) = run(false, par);
+            });
+            let off = fused.output.iter().filter(|&&v| v == 0.0).count();
             assert!(
                 off > 0 && off < 30,
                 "some units on and some off: {off} of 30 off"
             );
-            assert_eq!(off, off_ref);
-            close(&[l_fused], &[l_ref], "loss");
-            for (i, (g, r)) in dense_fused.iter().zip(&dense_ref).enumerate() {
-                close(g, r, &format!("dense gradient {i}"));
-            }
-            close(&table_fused, &table_ref, "table gradient");
+            close(&fused.output, &reference.output, "output");
+            fused.assert_matches(&reference);
         }
     }
 
@@ -1340,48 +1385,23 @@ mod tests {
             .collect();
         let w = params.add_dense("w", 12, 6, 0.5, &mut rng);
         let b = params.add_dense("b", 1, 6, 0.5, &mut rng);
-        let cands: Vec<f32> = (0..7 * 6)
-            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
-            .collect();
-        let cand_ids: Vec<u32> = (0..7).collect();
-        let ids = [4u32, 0, 8, 4, 2];
-        let run = |joined: bool, n_inputs: usize, par: Par| {
-            let mut tape = Tape::new(par);
-            let xs: Vec<ValueId> = tables[..n_inputs]
+        let gathers = |tape: &mut Tape| -> Vec<ValueId> {
+            tables
                 .iter()
-                .map(|&t| tape.gather(&params, t, &ids))
-                .collect();
-            let y = if joined {
-                let x = tape.concat(&xs);
-                tape.linear(&params, x, w, Some(b))
-            } else {
-                tape.linear_cat(&params, &xs, w, Some(b))
-            };
-            let c = tape.input(&cands, 7, 6);
-            let args = SoftmaxArgs {
-                inv_temp: 2.0,
-                log_q: None,
-                cand_ids: &cand_ids,
-                weights: None,
-            };
-            let loss = tape.softmax_xent(y, c, args);
-            let mut grads = params.zero_grads();
-            tape.backward(loss, &params, &mut grads);
-            let tables: Vec<Vec<f32>> = (0..n_inputs)
-                .map(|t| grads.tables_all()[t].values().to_vec())
-                .collect();
-            (tape.scalar(loss), grads.dense_all().to_vec(), tables)
+                .map(|&t| tape.gather(&params, t, &IDS))
+                .collect()
         };
         for par in [Par::Seq, Par::rayon(2)] {
-            let (l_cat, dense_cat, tables_cat) = run(false, 3, par);
-            let (l_ref, dense_ref, tables_ref) = run(true, 3, par);
-            close(&[l_cat], &[l_ref], "loss");
-            for (i, (g, r)) in dense_cat.iter().zip(&dense_ref).enumerate() {
-                close(g, r, &format!("dense gradient {i}"));
-            }
-            for (i, (g, r)) in tables_cat.iter().zip(&tables_ref).enumerate() {
-                close(g, r, &format!("table gradient {i}"));
-            }
+            let cat = step(&params, par, |tape| {
+                let xs = gathers(tape);
+                tape.linear_cat(&params, &xs, w, Some(b))
+            });
+            let reference = step(&params, par, |tape| {
+                let xs = gathers(tape);
+                let x = tape.concat(&xs);
+                tape.linear(&params, x, w, Some(b))
+            });
+            cat.assert_matches(&reference);
         }
     }
 
@@ -1407,24 +1427,13 @@ mod tests {
         let mut params = ParamStore::new();
         let t = params.add_table("ids", 9, 4, &mut rng);
         let w = params.add_dense("head.w", 4, 3, 0.5, &mut rng);
-        let cands: Vec<f32> = (0..6 * 3).map(|i| (i % 5) as f32 / 5.0).collect();
-        let cand_ids: Vec<u32> = (0..6).collect();
         let step = |tape: &mut Tape| {
-            tape.reset(Par::Seq);
-            let x = tape.gather(&params, t, &[1, 2, 3]);
-            let y = tape.linear(&params, x, w, None);
-            let h = tape.relu(y);
-            let c = tape.input(&cands, 6, 3);
-            let args = SoftmaxArgs {
-                inv_temp: 1.0,
-                log_q: None,
-                cand_ids: &cand_ids,
-                weights: None,
-            };
-            let loss = tape.softmax_xent(h, c, args);
-            let mut grads = params.zero_grads();
-            tape.backward(loss, &params, &mut grads);
-            (tape.scalar(loss), grads.dense(w).to_vec())
+            let outcome = step_on(tape, &params, |tape| {
+                let x = tape.gather(&params, t, &[1, 2, 3]);
+                let y = tape.linear(&params, x, w, None);
+                tape.relu(y)
+            });
+            (outcome.loss, outcome.dense)
         };
         let mut plain = Tape::new(Par::Seq);
         let expected = step(&mut plain);
