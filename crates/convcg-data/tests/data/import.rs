@@ -393,6 +393,14 @@ fn trivago_slice() {
 
 // ---------------------------------------------------------------- hand-made sources
 
+/// Each engagement's impression and kind, in log order.
+fn engagement_kinds(log: &EventLog) -> Vec<(i64, EngagementKind)> {
+    log.engagements
+        .iter()
+        .map(|e| (e.impression_id, e.kind))
+        .collect()
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write test file");
@@ -445,13 +453,8 @@ fn taobao_mapping_and_bad_rows() {
         log.impressions.ts,
         [1_511_658_000, 1_511_658_060, 1_511_658_100, 1_511_658_300]
     );
-    let engagements: Vec<(i64, EngagementKind)> = log
-        .engagements
-        .iter()
-        .map(|e| (e.impression_id, e.kind))
-        .collect();
     assert_eq!(
-        engagements,
+        engagement_kinds(log),
         [
             (1, EngagementKind::Click),
             (3, EngagementKind::Save),
@@ -531,13 +534,8 @@ fn tmall_mapping_and_bad_rows() {
         ]
     );
     assert_eq!(r.pin_conflicts, 1);
-    let engagements: Vec<(i64, EngagementKind)> = log
-        .engagements
-        .iter()
-        .map(|e| (e.impression_id, e.kind))
-        .collect();
     assert_eq!(
-        engagements,
+        engagement_kinds(log),
         [
             (1, EngagementKind::Click),
             (3, EngagementKind::Save),
