@@ -12,9 +12,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use convcg_kernels::{
-    Accum, AdamParams, CrossInputGrads, Par, SparseRowGrad, adam_update, bag_mean_backward,
-    bag_mean_forward, cross_backward, cross_forward, gather_backward, gather_forward,
-    linear_backward, linear_forward, linear_relu_forward, rowwise_adagrad_update,
+    Accum, AdamParams, CrossInputGrads, EmbedBlock, Lookup, Par, SparseRowGrad, TableScatter,
+    adam_update, bag_mean_backward, bag_mean_forward, cross_backward, cross_forward,
+    embed_backward, embed_forward, gather_backward, gather_forward, linear_backward,
+    linear_forward, linear_relu_forward, rowwise_adagrad_update,
 };
 
 /// Rows through one tower: B positives plus H = 1 hard negative each.
@@ -31,6 +32,10 @@ const BAG_LEN: usize = 20;
 const BAG_TABLE_ROWS: usize = 10_000;
 /// Rows of the largest table.
 const BIG_TABLE_ROWS: usize = 1_000_000;
+/// Rows of the query tower's other tables (W1's user features).
+const SMALL_TABLE_ROWS: [usize; 4] = [100_000, 1_000, 100, 3];
+/// Dense inputs per row.
+const DENSE: usize = 32;
 /// Dense parameters of one tower: 3 cross layers, MLP 128 -> 256 -> 128, head 256 -> 64.
 const TOWER_PARAMS: usize = 3 * (D * D + D) + (D * 256 + 256) + (256 * D + D) + (256 * 64 + 64);
 
@@ -195,6 +200,74 @@ fn embedding(c: &mut Criterion) {
             gather_grad.clear();
             gather_backward(&big_ids, &gather_dout, &mut gather_grad);
             black_box(gather_grad.values());
+        })
+    });
+
+    // The query tower's x0: its five tables, its bag and its dense inputs side by side.
+    let small: Vec<(Vec<f32>, Vec<u32>)> = SMALL_TABLE_ROWS
+        .iter()
+        .map(|&rows| (uniform(&mut rng, rows * DIM), ids(&mut rng, BAGS, rows)))
+        .collect();
+    let user_ids = ids(&mut rng, BAGS, BIG_TABLE_ROWS);
+    let dense = uniform(&mut rng, BAGS * DENSE);
+    let mut blocks = vec![EmbedBlock::Table {
+        table: &big_table,
+        dim: DIM,
+        lookup: Lookup::Rows(&user_ids),
+    }];
+    blocks.extend(small.iter().map(|(table, ids)| EmbedBlock::Table {
+        table,
+        dim: DIM,
+        lookup: Lookup::Rows(ids),
+    }));
+    let bag = Lookup::Bags {
+        ids: &bag_ids,
+        offsets: &offsets,
+    };
+    blocks.push(EmbedBlock::Table {
+        table: &bag_table,
+        dim: DIM,
+        lookup: bag,
+    });
+    blocks.push(EmbedBlock::Dense {
+        values: &dense,
+        cols: DENSE,
+    });
+    let width = 6 * DIM + DENSE;
+    let mut x0 = vec![0.0f32; BAGS * width];
+    let dx0 = uniform(&mut rng, BAGS * width);
+    let mut grads: Vec<SparseRowGrad> = [BIG_TABLE_ROWS]
+        .iter()
+        .chain(&SMALL_TABLE_ROWS)
+        .chain(&[BAG_TABLE_ROWS])
+        .map(|&rows| SparseRowGrad::new(rows, DIM))
+        .collect();
+    group.throughput(Throughput::Elements(BAGS as u64));
+    group.bench_function("embed_forward/query_x0", |bench| {
+        bench.iter(|| {
+            embed_forward(&blocks, BAGS, &mut x0, par);
+            black_box(&x0);
+        })
+    });
+    group.bench_function("embed_backward/query_x0", |bench| {
+        bench.iter(|| {
+            let mut tasks: Vec<TableScatter<'_>> = grads
+                .iter_mut()
+                .zip(&blocks)
+                .enumerate()
+                .map(|(i, (grad, block))| {
+                    grad.clear();
+                    let EmbedBlock::Table { lookup, .. } = *block else {
+                        unreachable!("the first six blocks are lookups")
+                    };
+                    TableScatter {
+                        grad,
+                        lookups: vec![(lookup, i * DIM)],
+                    }
+                })
+                .collect();
+            embed_backward(&mut tasks, &dx0, width, par);
+            black_box(&tasks);
         })
     });
     group.finish();

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use faer::Par;
+use rayon::prelude::*;
 
 use crate::par::for_rows;
 use crate::shape::check_len;
@@ -57,7 +58,171 @@ fn check_offsets(kernel: &str, offsets: &[usize], num_ids: usize) -> usize {
     offsets.len() - 1
 }
 
-/// `out[i, :] = table[ids[i], :]`, where `table` is `[rows, dim]` and `out` is `[ids.len(), dim]`.
+/// The rows of an embedding table that make one block of columns: row `i` of the block is
+/// `table[ids[i]]`, or the mean of bag `i`'s rows.
+#[derive(Clone, Copy, Debug)]
+pub enum Lookup<'a> {
+    /// One id per row.
+    Rows(&'a [u32]),
+    /// Bag `i` is `ids[offsets[i]..offsets[i + 1]]`; `offsets` has `n + 1` entries: `offsets[0]
+    /// = 0`, non-decreasing, the last is `ids.len()`. An empty bag's row is all zeros.
+    Bags {
+        /// The bags' ids, one after another.
+        ids: &'a [u32],
+        /// Where each bag starts, and the end of the last.
+        offsets: &'a [usize],
+    },
+}
+
+impl Lookup<'_> {
+    /// Checks the lookup against a table of `rows` rows; returns its number of output rows.
+    #[track_caller]
+    fn check(&self, kernel: &str, rows: usize) -> usize {
+        match *self {
+            Lookup::Rows(ids) => {
+                check_ids(kernel, ids, rows);
+                ids.len()
+            }
+            Lookup::Bags { ids, offsets } => {
+                let n = check_offsets(kernel, offsets, ids.len());
+                check_ids(kernel, ids, rows);
+                n
+            }
+        }
+    }
+}
+
+/// One block of columns of [`embed_forward`]'s output.
+#[derive(Clone, Copy, Debug)]
+pub enum EmbedBlock<'a> {
+    /// Rows of `table` (`[rows, dim]`), `dim` columns.
+    Table {
+        /// The embedding table, row-major.
+        table: &'a [f32],
+        /// Its row width.
+        dim: usize,
+        /// Which rows.
+        lookup: Lookup<'a>,
+    },
+    /// Given values, `[n, cols]`, copied as they are.
+    Dense {
+        /// The values, row-major.
+        values: &'a [f32],
+        /// Their width.
+        cols: usize,
+    },
+}
+
+impl EmbedBlock<'_> {
+    /// The block's number of columns.
+    pub fn width(&self) -> usize {
+        match *self {
+            EmbedBlock::Table { dim, .. } => dim,
+            EmbedBlock::Dense { cols, .. } => cols,
+        }
+    }
+}
+
+/// The concatenation of embedding lookups and dense inputs, block after block of columns:
+/// `out` is `[n, Σ widths]`, each block writes its own columns, and no block is ever copied on
+/// its own. A lookup of single ids copies rows; a bag writes the mean of its rows (summed in the
+/// bag's order, then scaled by `1 / len`), all zeros for an empty bag.
+///
+/// # Panics
+///
+/// If a table's `dim` is 0 or does not divide its length, an id is not below its table's row
+/// count, a bag's `offsets` break [`Lookup::Bags`]' contract, a block does not have `n` rows, or
+/// `out.len() != n * Σ widths`.
+#[track_caller]
+pub fn embed_forward(blocks: &[EmbedBlock<'_>], n: usize, out: &mut [f32], par: Par) {
+    embed_forward_named("embed_forward", blocks, n, out, par);
+}
+
+#[track_caller]
+fn embed_forward_named(
+    kernel: &str,
+    blocks: &[EmbedBlock<'_>],
+    n: usize,
+    out: &mut [f32],
+    par: Par,
+) {
+    let width: usize = blocks.iter().map(EmbedBlock::width).sum();
+    for (b, block) in blocks.iter().enumerate() {
+        let rows = match *block {
+            EmbedBlock::Table { table, dim, lookup } => {
+                lookup.check(kernel, table_rows(kernel, table, dim))
+            }
+            EmbedBlock::Dense { values, cols } => {
+                check_len(
+                    kernel,
+                    format_args!("blocks[{b}] (dense)"),
+                    values.len(),
+                    n * cols,
+                );
+                n
+            }
+        };
+        assert!(
+            rows == n,
+            "{kernel}: blocks[{b}] has {rows} rows, expected {n}"
+        );
+    }
+    check_len(kernel, "out", out.len(), n * width);
+    if width == 0 {
+        return;
+    }
+    for_rows(par, n, out, width, |first, out| {
+        let mut col = 0;
+        for block in blocks {
+            let w = block.width();
+            let rows = out
+                .chunks_exact_mut(width)
+                .map(|row| &mut row[col..col + w]);
+            match *block {
+                EmbedBlock::Table {
+                    table,
+                    dim,
+                    lookup: Lookup::Rows(ids),
+                } => {
+                    for (out, &id) in rows.zip(&ids[first..]) {
+                        let at = id as usize * dim;
+                        out.copy_from_slice(&table[at..at + dim]);
+                    }
+                }
+                EmbedBlock::Table {
+                    table,
+                    dim,
+                    lookup: Lookup::Bags { ids, offsets },
+                } => {
+                    for (i, out) in rows.enumerate() {
+                        let bag = &ids[offsets[first + i]..offsets[first + i + 1]];
+                        out.fill(0.0);
+                        if bag.is_empty() {
+                            continue;
+                        }
+                        for &id in bag {
+                            let at = id as usize * dim;
+                            for (o, &t) in out.iter_mut().zip(&table[at..at + dim]) {
+                                *o += t;
+                            }
+                        }
+                        let inv = 1.0 / bag.len() as f32;
+                        out.iter_mut().for_each(|o| *o *= inv);
+                    }
+                }
+                EmbedBlock::Dense { values, cols } => {
+                    for (out, v) in rows.zip(values[first * cols..].chunks_exact(cols)) {
+                        out.copy_from_slice(v);
+                    }
+                }
+            }
+            col += w;
+        }
+    });
+}
+
+/// `out[i, :] = table[ids[i], :]`, where `table` is `[rows, dim]` and `out` is `[ids.len(), dim]`:
+/// [`embed_forward`] of one block.
 ///
 /// # Panics
 ///
@@ -65,19 +230,17 @@ fn check_offsets(kernel: &str, offsets: &[usize], num_ids: usize) -> usize {
 /// an id is not below the table's row count.
 #[track_caller]
 pub fn gather_forward(table: &[f32], dim: usize, ids: &[u32], out: &mut [f32], par: Par) {
-    let rows = table_rows("gather_forward", table, dim);
-    check_len("gather_forward", "out", out.len(), ids.len() * dim);
-    check_ids("gather_forward", ids, rows);
-    for_rows(par, ids.len(), out, dim, |first, out| {
-        for (out, &id) in out.chunks_exact_mut(dim).zip(&ids[first..]) {
-            let at = id as usize * dim;
-            out.copy_from_slice(&table[at..at + dim]);
-        }
-    });
+    let block = EmbedBlock::Table {
+        table,
+        dim,
+        lookup: Lookup::Rows(ids),
+    };
+    embed_forward_named("gather_forward", &[block], ids.len(), out, par);
 }
 
 /// Mean-pooled bags: bag `i` is `ids[offsets[i]..offsets[i + 1]]` and `out[i]` is the mean of
-/// its rows of `table` (`[rows, dim]`), all zeros for an empty bag. `out` is `[n, dim]`.
+/// its rows of `table` (`[rows, dim]`), all zeros for an empty bag. `out` is `[n, dim]`:
+/// [`embed_forward`] of one block.
 ///
 /// `offsets` has `n + 1` entries: `offsets[0] = 0`, non-decreasing, the last is `ids.len()`.
 ///
@@ -94,27 +257,13 @@ pub fn bag_mean_forward(
     out: &mut [f32],
     par: Par,
 ) {
-    let rows = table_rows("bag_mean_forward", table, dim);
     let n = check_offsets("bag_mean_forward", offsets, ids.len());
-    check_len("bag_mean_forward", "out", out.len(), n * dim);
-    check_ids("bag_mean_forward", ids, rows);
-    for_rows(par, n, out, dim, |first, out| {
-        for (i, out) in out.chunks_exact_mut(dim).enumerate() {
-            let bag = &ids[offsets[first + i]..offsets[first + i + 1]];
-            out.fill(0.0);
-            if bag.is_empty() {
-                continue;
-            }
-            for &id in bag {
-                let at = id as usize * dim;
-                for (o, &t) in out.iter_mut().zip(&table[at..at + dim]) {
-                    *o += t;
-                }
-            }
-            let inv = 1.0 / bag.len() as f32;
-            out.iter_mut().for_each(|o| *o *= inv);
-        }
-    });
+    let block = EmbedBlock::Table {
+        table,
+        dim,
+        lookup: Lookup::Bags { ids, offsets },
+    };
+    embed_forward_named("bag_mean_forward", &[block], n, out, par);
 }
 
 /// Marks a row of the slot index that no touched row occupies.
@@ -251,6 +400,96 @@ impl fmt::Debug for SparseRowGrad {
     }
 }
 
+/// Scatter-add backward of one lookup of [`embed_forward`]: `dout` is the `[n, width]` gradient
+/// of the whole output and the lookup's block starts at column `col`. Row `i` of the block adds
+/// `dout[i, col..col + dim]` into `grad[ids[i]]`, or that divided by the bag's length into the
+/// row of each id of bag `i` (once per occurrence), in the order of the ids.
+///
+/// # Panics
+///
+/// If `dout.len()` is not a multiple of `width`, the block does not fit in `width`, the lookup
+/// does not have `dout.len() / width` rows, its offsets break [`Lookup::Bags`]' contract, or an
+/// id is not below `grad.num_rows()`.
+#[track_caller]
+pub fn lookup_backward(
+    lookup: Lookup<'_>,
+    dout: &[f32],
+    width: usize,
+    col: usize,
+    grad: &mut SparseRowGrad,
+) {
+    lookup_backward_named("lookup_backward", lookup, dout, width, col, grad);
+}
+
+#[track_caller]
+fn lookup_backward_named(
+    kernel: &str,
+    lookup: Lookup<'_>,
+    dout: &[f32],
+    width: usize,
+    col: usize,
+    grad: &mut SparseRowGrad,
+) {
+    let dim = grad.dim();
+    assert!(
+        col + dim <= width,
+        "{kernel}: columns {col}..{} do not fit in a width of {width}",
+        col + dim
+    );
+    let n = lookup.check(kernel, grad.num_rows());
+    check_len(kernel, "dout", dout.len(), n * width);
+    let rows = dout.chunks_exact(width).map(|row| &row[col..col + dim]);
+    match lookup {
+        Lookup::Rows(ids) => {
+            for (g, &id) in rows.zip(ids) {
+                grad.add_row(id, g, 1.0);
+            }
+        }
+        Lookup::Bags { ids, offsets } => {
+            for (g, bag) in rows.zip(offsets.windows(2)) {
+                let bag = &ids[bag[0]..bag[1]];
+                let scale = 1.0 / bag.len() as f32;
+                for &id in bag {
+                    grad.add_row(id, g, scale);
+                }
+            }
+        }
+    }
+}
+
+/// The lookups of one table in an [`embed_forward`] output, and the table's gradient: a task of
+/// [`embed_backward`].
+#[derive(Debug)]
+pub struct TableScatter<'a> {
+    /// The table's sparse gradient.
+    pub grad: &'a mut SparseRowGrad,
+    /// Its lookups with the column each one's block starts at, scattered in this order.
+    pub lookups: Vec<(Lookup<'a>, usize)>,
+}
+
+/// Backward of [`embed_forward`] into the tables' gradients: [`lookup_backward`] for every
+/// lookup of every task, the tasks (one per table) on rayon's threads under `Par::Rayon`.
+/// A table's lookups run in their given order on one thread, so the result does not depend on
+/// the thread count.
+///
+/// # Panics
+///
+/// As [`lookup_backward`], for any lookup.
+#[track_caller]
+pub fn embed_backward(tasks: &mut [TableScatter<'_>], dout: &[f32], width: usize, par: Par) {
+    let run = |task: &mut TableScatter<'_>| {
+        for &(lookup, col) in &task.lookups {
+            lookup_backward_named("embed_backward", lookup, dout, width, col, task.grad);
+        }
+    };
+    match par {
+        Par::Rayon(threads) if threads.get() > 1 && tasks.len() > 1 => {
+            tasks.par_iter_mut().for_each(run);
+        }
+        _ => tasks.iter_mut().for_each(run),
+    }
+}
+
 /// Scatter-add backward of [`gather_forward`]: `grad[ids[i]] += dout[i]`.
 ///
 /// # Panics
@@ -259,11 +498,7 @@ impl fmt::Debug for SparseRowGrad {
 #[track_caller]
 pub fn gather_backward(ids: &[u32], dout: &[f32], grad: &mut SparseRowGrad) {
     let dim = grad.dim();
-    check_len("gather_backward", "dout", dout.len(), ids.len() * dim);
-    check_ids("gather_backward", ids, grad.num_rows());
-    for (i, &id) in ids.iter().enumerate() {
-        grad.add_row(id, &dout[i * dim..(i + 1) * dim], 1.0);
-    }
+    lookup_backward_named("gather_backward", Lookup::Rows(ids), dout, dim, 0, grad);
 }
 
 /// Scatter-add backward of [`bag_mean_forward`]: each id of bag `i` gets `dout[i] / bag_len`
@@ -276,16 +511,8 @@ pub fn gather_backward(ids: &[u32], dout: &[f32], grad: &mut SparseRowGrad) {
 #[track_caller]
 pub fn bag_mean_backward(ids: &[u32], offsets: &[usize], dout: &[f32], grad: &mut SparseRowGrad) {
     let dim = grad.dim();
-    let n = check_offsets("bag_mean_backward", offsets, ids.len());
-    check_len("bag_mean_backward", "dout", dout.len(), n * dim);
-    check_ids("bag_mean_backward", ids, grad.num_rows());
-    for (i, bag) in offsets.windows(2).enumerate() {
-        let bag = &ids[bag[0]..bag[1]];
-        let scale = 1.0 / bag.len() as f32;
-        for &id in bag {
-            grad.add_row(id, &dout[i * dim..(i + 1) * dim], scale);
-        }
-    }
+    let lookup = Lookup::Bags { ids, offsets };
+    lookup_backward_named("bag_mean_backward", lookup, dout, dim, 0, grad);
 }
 
 #[cfg(test)]
@@ -447,6 +674,197 @@ mod tests {
             &[&densify(&grad)],
             |p| dot(&r64, &naive_bag_mean(&p[0], dim, &bag_ids, &offsets)),
         );
+    }
+
+    /// `n` rows of four blocks: table 0 by single ids, table 1 by bags, dense inputs, and
+    /// table 0 again by other ids (a table looked up twice).
+    struct Mixed {
+        tables: [Vec<f32>; 2],
+        dims: [usize; 2],
+        ids: Vec<u32>,
+        bag_ids: Vec<u32>,
+        offsets: Vec<usize>,
+        last_ids: Vec<u32>,
+        dense: Vec<f32>,
+    }
+
+    const MIXED_ROWS: usize = 11;
+    const DENSE_COLS: usize = 5;
+
+    impl Mixed {
+        fn new(rng: &mut ChaCha8Rng, n: usize) -> Self {
+            let dims = [3, 16];
+            let ids = |rng: &mut ChaCha8Rng| -> Vec<u32> {
+                (0..n)
+                    .map(|_| rng.random_range(0..MIXED_ROWS as u32))
+                    .collect()
+            };
+            let (bag_ids, offsets) = bags(rng, n, MIXED_ROWS);
+            Self {
+                tables: dims.map(|d| uniform(rng, MIXED_ROWS * d)),
+                dims,
+                ids: ids(rng),
+                bag_ids,
+                offsets,
+                last_ids: ids(rng),
+                dense: uniform(rng, n * DENSE_COLS),
+            }
+        }
+
+        fn blocks(&self) -> [EmbedBlock<'_>; 4] {
+            let [a, b] = &self.tables;
+            let [da, db] = self.dims;
+            [
+                EmbedBlock::Table {
+                    table: a,
+                    dim: da,
+                    lookup: Lookup::Rows(&self.ids),
+                },
+                EmbedBlock::Table {
+                    table: b,
+                    dim: db,
+                    lookup: Lookup::Bags {
+                        ids: &self.bag_ids,
+                        offsets: &self.offsets,
+                    },
+                },
+                EmbedBlock::Dense {
+                    values: &self.dense,
+                    cols: DENSE_COLS,
+                },
+                EmbedBlock::Table {
+                    table: a,
+                    dim: da,
+                    lookup: Lookup::Rows(&self.last_ids),
+                },
+            ]
+        }
+
+        fn width(&self) -> usize {
+            2 * self.dims[0] + self.dims[1] + DENSE_COLS
+        }
+    }
+
+    #[test]
+    fn embed_forward_writes_each_block_in_its_columns() {
+        let mut rng = rng(14);
+        for n in [1, 17, 129, 1000] {
+            let m = Mixed::new(&mut rng, n);
+            let [da, db] = m.dims;
+            let width = m.width();
+            // Each block on its own, by the single-block kernels, then side by side.
+            let mut parts = [vec![0.0; n * da], vec![0.0; n * db], vec![0.0; n * da]];
+            gather_forward(&m.tables[0], da, &m.ids, &mut parts[0], Par::Seq);
+            bag_mean_forward(
+                &m.tables[1],
+                db,
+                &m.bag_ids,
+                &m.offsets,
+                &mut parts[1],
+                Par::Seq,
+            );
+            gather_forward(&m.tables[0], da, &m.last_ids, &mut parts[2], Par::Seq);
+            let mut expected = Vec::with_capacity(n * width);
+            for i in 0..n {
+                expected.extend_from_slice(&parts[0][i * da..(i + 1) * da]);
+                expected.extend_from_slice(&parts[1][i * db..(i + 1) * db]);
+                expected.extend_from_slice(&m.dense[i * DENSE_COLS..(i + 1) * DENSE_COLS]);
+                expected.extend_from_slice(&parts[2][i * da..(i + 1) * da]);
+            }
+            for par in pars() {
+                let mut out = vec![f32::NAN; n * width];
+                embed_forward(&m.blocks(), n, &mut out, par);
+                assert_eq!(out, expected, "n={n} {par:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn embed_backward_scatters_each_block_into_its_table() {
+        let mut rng = rng(15);
+        for n in [1, 17, 129, 1000] {
+            let m = Mixed::new(&mut rng, n);
+            let [da, db] = m.dims;
+            let width = m.width();
+            let dout = uniform(&mut rng, n * width);
+            let (col_bags, col_last) = (da, da + db + DENSE_COLS);
+            let mut a_ref = vec![0.0; MIXED_ROWS * da];
+            let mut b_ref = vec![0.0; MIXED_ROWS * db];
+            for i in 0..n {
+                let row = &dout[i * width..(i + 1) * width];
+                for j in 0..da {
+                    a_ref[m.ids[i] as usize * da + j] += f64::from(row[j]);
+                    a_ref[m.last_ids[i] as usize * da + j] += f64::from(row[col_last + j]);
+                }
+                let bag = &m.bag_ids[m.offsets[i]..m.offsets[i + 1]];
+                for &id in bag {
+                    for j in 0..db {
+                        b_ref[id as usize * db + j] +=
+                            f64::from(row[col_bags + j]) / bag.len() as f64;
+                    }
+                }
+            }
+            let mut results = Vec::new();
+            for par in pars() {
+                let (mut a, mut b) = (
+                    SparseRowGrad::new(MIXED_ROWS, da),
+                    SparseRowGrad::new(MIXED_ROWS, db),
+                );
+                let mut tasks = [
+                    TableScatter {
+                        grad: &mut a,
+                        lookups: vec![
+                            (Lookup::Rows(&m.last_ids), col_last),
+                            (Lookup::Rows(&m.ids), 0),
+                        ],
+                    },
+                    TableScatter {
+                        grad: &mut b,
+                        lookups: vec![(
+                            Lookup::Bags {
+                                ids: &m.bag_ids,
+                                offsets: &m.offsets,
+                            },
+                            col_bags,
+                        )],
+                    },
+                ];
+                embed_backward(&mut tasks, &dout, width, par);
+                let what = format!("n={n} {par:?}");
+                let touched: Vec<u32> = m.last_ids.iter().chain(&m.ids).copied().collect();
+                assert_eq!(a.rows(), first_touch(&touched), "rows of a, {what}");
+                assert_eq!(b.rows(), first_touch(&m.bag_ids), "rows of b, {what}");
+                assert_close(&format!("a {what}"), &densify(&a), &a_ref, 1e-5);
+                assert_close(&format!("b {what}"), &densify(&b), &b_ref, 1e-5);
+                results.push((densify(&a), densify(&b)));
+            }
+            assert_eq!(results[0], results[1], "threads change the bits, n={n}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "embed_forward: blocks[1] has 3 rows, expected 2")]
+    fn embed_panics_on_a_block_of_other_rows() {
+        let blocks = [
+            EmbedBlock::Table {
+                table: &[0.0; 6],
+                dim: 2,
+                lookup: Lookup::Rows(&[0, 1]),
+            },
+            EmbedBlock::Table {
+                table: &[0.0; 6],
+                dim: 2,
+                lookup: Lookup::Rows(&[0, 1, 2]),
+            },
+        ];
+        embed_forward(&blocks, 2, &mut [0.0; 8], Par::Seq);
+    }
+
+    #[test]
+    #[should_panic(expected = "lookup_backward: columns 3..5 do not fit in a width of 4")]
+    fn lookup_backward_panics_on_a_block_past_the_width() {
+        let mut grad = SparseRowGrad::new(3, 2);
+        lookup_backward(Lookup::Rows(&[0]), &[0.0; 4], 4, 3, &mut grad);
     }
 
     #[test]

@@ -90,7 +90,8 @@ pub use concat::{concat_cols_backward, concat_cols_forward};
 pub use cross::{CrossInputGrads, cross_backward, cross_forward};
 pub use elementwise::{mul_backward, mul_forward};
 pub use embedding::{
-    SparseRowGrad, bag_mean_backward, bag_mean_forward, gather_backward, gather_forward,
+    EmbedBlock, Lookup, SparseRowGrad, TableScatter, bag_mean_backward, bag_mean_forward,
+    embed_backward, embed_forward, gather_backward, gather_forward, lookup_backward,
 };
 pub use faer::{Accum, Par};
 pub use gate::{

@@ -47,5 +47,5 @@ pub use error::{Error, Result};
 pub use model::{Heads, ModelConfig, TaskRows, TrainBatch, TwoTowerModel};
 pub use optim::{OptimConfig, Optimizer, OptimizerState};
 pub use params::{DenseParam, EmbeddingTable, Grads, ParamId, ParamStore, TableId};
-pub use tape::{NodeTiming, SoftmaxArgs, Tape, ValueId};
+pub use tape::{EmbedInput, NodeTiming, SoftmaxArgs, Tape, ValueId};
 pub use tower::{CrossKind, FeatureTables, Structure, TableDef, Tower, TowerConfig, TowerInput};

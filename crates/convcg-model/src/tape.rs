@@ -35,14 +35,10 @@ struct Value {
 enum Op {
     /// A constant input (dense features); no gradient flows into it.
     Input,
-    Gather {
-        table: TableId,
-        ids: Vec<u32>,
-    },
-    BagMean {
-        table: TableId,
-        ids: Vec<u32>,
-        offsets: Vec<usize>,
+    /// Embedding lookups and constant inputs side by side ([`Tape::embed`]); the lookups'
+    /// ids, with where each block starts, are what the backward scatters by.
+    Embed {
+        lookups: Vec<SavedLookup>,
     },
     Concat {
         parts: Vec<ValueId>,
@@ -98,6 +94,58 @@ enum Op {
     /// Σ_i c_i · s_i over scalar values.
     WeightedSum {
         terms: Vec<(ValueId, f32)>,
+    },
+}
+
+/// One lookup block of an [`Op::Embed`].
+#[derive(Debug)]
+struct SavedLookup {
+    table: TableId,
+    ids: Vec<u32>,
+    /// The bags' offsets; `None` for one id per row.
+    offsets: Option<Vec<usize>>,
+    /// The block's first column.
+    col: usize,
+}
+
+impl SavedLookup {
+    fn lookup(&self) -> k::Lookup<'_> {
+        match &self.offsets {
+            None => k::Lookup::Rows(&self.ids),
+            Some(offsets) => k::Lookup::Bags {
+                ids: &self.ids,
+                offsets,
+            },
+        }
+    }
+}
+
+/// One block of columns of [`Tape::embed`].
+#[derive(Clone, Copy, Debug)]
+pub enum EmbedInput<'a> {
+    /// One row of `table` per id.
+    Rows {
+        /// The table.
+        table: TableId,
+        /// One id per row.
+        ids: &'a [u32],
+    },
+    /// The mean of each bag's rows of `table`; `offsets` has one more entry than there are bags
+    /// (bag `i` is `ids[offsets[i]..offsets[i + 1]]`).
+    Bags {
+        /// The table.
+        table: TableId,
+        /// The bags' ids, one after another.
+        ids: &'a [u32],
+        /// Where each bag starts, and the end of the last.
+        offsets: &'a [usize],
+    },
+    /// Constant inputs (dense features), `[n, cols]`; no gradient flows into them.
+    Dense {
+        /// The values, row-major.
+        values: &'a [f32],
+        /// Their width.
+        cols: usize,
     },
 }
 
@@ -294,10 +342,13 @@ impl Tape {
         }
         for op in self.ops.drain(..) {
             match op {
-                Op::Gather { ids, .. } => pools.ids.give(ids),
-                Op::BagMean { ids, offsets, .. } => {
-                    pools.ids.give(ids);
-                    pools.offsets.give(offsets);
+                Op::Embed { lookups } => {
+                    for l in lookups {
+                        pools.ids.give(l.ids);
+                        if let Some(offsets) = l.offsets {
+                            pools.offsets.give(offsets);
+                        }
+                    }
                 }
                 Op::Cross { z, .. } => pools.f32s.give(z),
                 Op::L2Norm { norms, .. } => pools.f32s.give(norms),
@@ -332,8 +383,10 @@ impl Tape {
             .ops
             .iter()
             .map(|op| match op {
-                Op::Gather { ids, .. } => bytes(ids),
-                Op::BagMean { ids, offsets, .. } => bytes(ids) + bytes(offsets),
+                Op::Embed { lookups } => lookups
+                    .iter()
+                    .map(|l| bytes(&l.ids) + l.offsets.as_ref().map_or(0, bytes))
+                    .sum(),
                 Op::Cross { z, .. } => bytes(z),
                 Op::L2Norm { norms, .. } => bytes(norms),
                 Op::SoftmaxXent { dlogits, .. } => bytes(dlogits),
@@ -438,19 +491,13 @@ impl Tape {
         self.push(data, rows, cols, false, Op::Input)
     }
 
-    /// Embedding lookup: one row of `table` per id.
+    /// Embedding lookup: one row of `table` per id ([`Tape::embed`] of one block).
     pub fn gather(&mut self, params: &ParamStore, table: TableId, ids: &[u32]) -> ValueId {
-        let t = params.table(table);
-        let mut out = self.scratch(ids.len() * t.dim);
-        k::gather_forward(&t.value, t.dim, ids, &mut out, self.par);
-        let op = Op::Gather {
-            table,
-            ids: self.pools().ids.copy_of(ids),
-        };
-        self.push(out, ids.len(), t.dim, true, op)
+        self.embed(params, ids.len(), &[EmbedInput::Rows { table, ids }])
     }
 
-    /// Mean-pooled embedding bags; `offsets` has one more entry than there are bags.
+    /// Mean-pooled embedding bags; `offsets` has one more entry than there are bags
+    /// ([`Tape::embed`] of one block).
     pub fn bag_mean(
         &mut self,
         params: &ParamStore,
@@ -458,18 +505,84 @@ impl Tape {
         ids: &[u32],
         offsets: &[usize],
     ) -> ValueId {
-        let t = params.table(table);
         let n = offsets.len().saturating_sub(1);
-        let mut out = self.scratch(n * t.dim);
-        k::bag_mean_forward(&t.value, t.dim, ids, offsets, &mut out, self.par);
+        self.embed(
+            params,
+            n,
+            &[EmbedInput::Bags {
+                table,
+                ids,
+                offsets,
+            }],
+        )
+    }
+
+    /// Embedding lookups, pooled bags and constant inputs side by side, `[n, Σ widths]`, each
+    /// block written straight into its own columns: the same as [`Tape::concat`] of
+    /// [`Tape::gather`]s, [`Tape::bag_mean`]s and [`Tape::input`]s, without the copy in either
+    /// direction. The backward scatters each lookup's columns into its table's gradient, the
+    /// tables on separate threads.
+    ///
+    /// # Panics
+    /// If a block does not have `n` rows or an id is out of its table's range.
+    #[track_caller]
+    pub fn embed(&mut self, params: &ParamStore, n: usize, parts: &[EmbedInput<'_>]) -> ValueId {
+        let blocks: Vec<k::EmbedBlock<'_>> = parts
+            .iter()
+            .map(|part| match *part {
+                EmbedInput::Rows { table, ids } => {
+                    let t = params.table(table);
+                    k::EmbedBlock::Table {
+                        table: &t.value,
+                        dim: t.dim,
+                        lookup: k::Lookup::Rows(ids),
+                    }
+                }
+                EmbedInput::Bags {
+                    table,
+                    ids,
+                    offsets,
+                } => {
+                    let t = params.table(table);
+                    k::EmbedBlock::Table {
+                        table: &t.value,
+                        dim: t.dim,
+                        lookup: k::Lookup::Bags { ids, offsets },
+                    }
+                }
+                EmbedInput::Dense { values, cols } => k::EmbedBlock::Dense { values, cols },
+            })
+            .collect();
+        let width: usize = blocks.iter().map(k::EmbedBlock::width).sum();
+        let mut out = self.scratch(n * width);
+        k::embed_forward(&blocks, n, &mut out, self.par);
         let mut pools = self.pools();
-        let op = Op::BagMean {
-            table,
-            ids: pools.ids.copy_of(ids),
-            offsets: pools.offsets.copy_of(offsets),
-        };
+        let mut lookups = Vec::with_capacity(parts.len());
+        let mut col = 0;
+        for (part, block) in parts.iter().zip(&blocks) {
+            let (table, ids, offsets) = match *part {
+                EmbedInput::Rows { table, ids } => (table, ids, None),
+                EmbedInput::Bags {
+                    table,
+                    ids,
+                    offsets,
+                } => (table, ids, Some(pools.offsets.copy_of(offsets))),
+                EmbedInput::Dense { .. } => {
+                    col += block.width();
+                    continue;
+                }
+            };
+            lookups.push(SavedLookup {
+                table,
+                ids: pools.ids.copy_of(ids),
+                offsets,
+                col,
+            });
+            col += block.width();
+        }
         drop(pools);
-        self.push(out, n, t.dim, true, op)
+        let needs_grad = !lookups.is_empty();
+        self.push(out, n, width, needs_grad, Op::Embed { lookups })
     }
 
     /// Column concatenation of values with the same number of rows.
@@ -993,12 +1106,28 @@ impl Tape {
         let (n, d) = (self.values[node].rows, self.values[node].cols);
         match &self.ops[node] {
             Op::Input => {}
-            Op::Gather { table, ids } => k::gather_backward(ids, dy, &mut grads.tables[table.0]),
-            Op::BagMean {
-                table,
-                ids,
-                offsets,
-            } => k::bag_mean_backward(ids, offsets, dy, &mut grads.tables[table.0]),
+            Op::Embed { lookups } => {
+                // One task per table, its lookups in reverse order (the order in which a
+                // backward pass meets lookups recorded one by one), the tables on rayon's threads.
+                let mut tasks: Vec<k::TableScatter<'_>> = grads
+                    .tables
+                    .iter_mut()
+                    .enumerate()
+                    .filter_map(|(t, grad)| {
+                        let mine: Vec<(k::Lookup<'_>, usize)> = lookups
+                            .iter()
+                            .rev()
+                            .filter(|l| l.table.0 == t)
+                            .map(|l| (l.lookup(), l.col))
+                            .collect();
+                        (!mine.is_empty()).then_some(k::TableScatter {
+                            grad,
+                            lookups: mine,
+                        })
+                    })
+                    .collect();
+                k::embed_backward(&mut tasks, dy, d, par);
+            }
             Op::Concat { parts } => {
                 // Parts that need no gradient still get a buffer: the kernel splits every column.
                 let mut bufs: Vec<Vec<f32>> = parts
@@ -1214,8 +1343,11 @@ fn op_label(op: &Op, params: &ParamStore) -> String {
     let dense = |w: &ParamId| &params.dense(*w).name;
     match op {
         Op::Input => "input".to_owned(),
-        Op::Gather { table: t, .. } => format!("gather {}", table(t)),
-        Op::BagMean { table: t, .. } => format!("bag_mean {}", table(t)),
+        Op::Embed { lookups } => match lookups.as_slice() {
+            [one] if one.offsets.is_none() => format!("gather {}", table(&one.table)),
+            [one] => format!("bag_mean {}", table(&one.table)),
+            _ => format!("embed of {} lookups", lookups.len()),
+        },
         Op::Concat { parts } => format!("concat of {}", parts.len()),
         Op::Linear { xs, w, .. } if xs.len() > 1 => format!("linear_cat {}", dense(w)),
         Op::Linear { w, relu: true, .. } => format!("linear_relu {}", dense(w)),
@@ -1404,6 +1536,57 @@ mod tests {
                 tape.linear(&params, x, w, Some(b))
             });
             cat.assert_matches(&reference);
+        }
+    }
+
+    /// `embed` against `concat` of the same lookups, bag and inputs recorded one by one, with a
+    /// table looked up twice: the same output, loss and table gradients (rows in the same
+    /// order), under one thread and two.
+    #[test]
+    fn embed_is_the_concatenation_of_its_blocks() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let mut params = ParamStore::new();
+        let t = params.add_table("t", 9, 2, &mut rng);
+        let bag = params.add_table("bag", 6, 3, &mut rng);
+        let (bag_ids, offsets) = ([5, 1, 5, 0, 2, 1, 1], [0, 2, 2, 5, 6, 7]);
+        let last = [8, 4, 4, 1, 0];
+        let dense = [0.5, -1.0, 2.0, 0.0, 1.5];
+        for par in [Par::Seq, Par::rayon(2)] {
+            let fused = step_on(&mut Tape::new(par), &params, |tape| {
+                let parts = [
+                    EmbedInput::Rows {
+                        table: t,
+                        ids: &IDS,
+                    },
+                    EmbedInput::Bags {
+                        table: bag,
+                        ids: &bag_ids,
+                        offsets: &offsets,
+                    },
+                    EmbedInput::Dense {
+                        values: &dense,
+                        cols: 1,
+                    },
+                    EmbedInput::Rows {
+                        table: t,
+                        ids: &last,
+                    },
+                ];
+                tape.embed(&params, 5, &parts)
+            });
+            let reference = step_on(&mut Tape::new(par), &params, |tape| {
+                let parts = [
+                    tape.gather(&params, t, &IDS),
+                    tape.bag_mean(&params, bag, &bag_ids, &offsets),
+                    tape.input(&dense, 5, 1),
+                    tape.gather(&params, t, &last),
+                ];
+                tape.concat(&parts)
+            });
+            assert_eq!(fused.output, reference.output);
+            assert_eq!(fused.output.len(), 5 * 8);
+            fused.assert_matches(&reference);
+            assert!(fused.tables.iter().all(|g| !g.is_empty()));
         }
     }
 

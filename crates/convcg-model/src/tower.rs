@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::params::{ParamId, ParamStore, TableId};
-use crate::tape::{Tape, ValueId};
+use crate::tape::{EmbedInput, Tape, ValueId};
 
 /// How the cross network and the MLP are arranged in a tower body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,17 +366,25 @@ impl Tower {
         params: &ParamStore,
         input: &TowerInput<'_>,
     ) -> Vec<ValueId> {
+        // x0: the lookups, bags and dense inputs side by side, each written into its columns.
         let mut parts = Vec::with_capacity(self.sparse.len() + self.bags.len() + 1);
-        for (&table, ids) in self.sparse.iter().zip(&input.sparse) {
-            parts.push(tape.gather(params, table, ids));
+        for (&table, &ids) in self.sparse.iter().zip(&input.sparse) {
+            parts.push(EmbedInput::Rows { table, ids });
         }
-        for (&table, (ids, offsets)) in self.bags.iter().zip(&input.bags) {
-            parts.push(tape.bag_mean(params, table, ids, offsets));
+        for (&table, &(ids, offsets)) in self.bags.iter().zip(&input.bags) {
+            parts.push(EmbedInput::Bags {
+                table,
+                ids,
+                offsets,
+            });
         }
         if self.tables.dense > 0 {
-            parts.push(tape.input(input.dense, input.n, self.tables.dense));
+            parts.push(EmbedInput::Dense {
+                values: input.dense,
+                cols: self.tables.dense,
+            });
         }
-        let x0 = tape.concat(&parts);
+        let x0 = tape.embed(params, input.n, &parts);
         let mut xl = x0;
         for layer in &self.cross {
             xl = match layer {
