@@ -12,8 +12,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use convcg_kernels::{
-    Accum, AdamParams, CrossInputGrads, EmbedBlock, Lookup, Par, SparseRowGrad, TableScatter,
-    adam_update, bag_mean_backward, bag_mean_forward, cross_backward, cross_forward,
+    Accum, AdamParams, CrossInputGrads, EmbedBlock, InputGrad, Lookup, Par, SparseRowGrad,
+    TableScatter, adam_update, bag_mean_backward, bag_mean_forward, cross_backward, cross_forward,
     embed_backward, embed_forward, gather_backward, gather_forward, linear_backward,
     linear_forward, linear_relu_forward, rowwise_adagrad_update,
 };
@@ -96,6 +96,7 @@ fn cross(c: &mut Criterion) {
                     dx0_accum: Accum::Add,
                     dxl: &mut dxl,
                     dxl_accum: Accum::Replace,
+                    dxl_cols: D,
                 },
                 &mut dw,
                 &mut db,
@@ -141,8 +142,11 @@ fn linear(c: &mut Criterion) {
                     &x,
                     &w,
                     &dy,
-                    Some(&mut dx),
-                    Accum::Replace,
+                    Some(InputGrad {
+                        dx: &mut dx,
+                        accum: Accum::Replace,
+                        cols: d_in,
+                    }),
                     &mut dw,
                     Some(&mut db),
                     N,

@@ -2,7 +2,7 @@
 
 use faer::{Accum, Par};
 
-use crate::linear::{linear_backward, linear_forward};
+use crate::linear::{InputGrad, linear_backward, linear_forward};
 use crate::par::{for_rows2, for_rows3};
 use crate::shape::check_len;
 
@@ -63,6 +63,9 @@ pub enum CrossInputGrads<'a> {
         dxl: &'a mut [f32],
         /// How `dxl` receives it.
         dxl_accum: Accum,
+        /// The leading columns of `dxl` wanted ([`InputGrad::cols`]); the product `dz · wᵀ`
+        /// skips the others.
+        dxl_cols: usize,
     },
     /// `xl` is `x0` (a network's first layer): `dx0` receives the sum of both gradients.
     One {
@@ -70,6 +73,9 @@ pub enum CrossInputGrads<'a> {
         dx0: &'a mut [f32],
         /// How `dx0` receives it.
         accum: Accum,
+        /// The leading columns of `dx0` wanted ([`InputGrad::cols`]); the product `dz · wᵀ`
+        /// skips the others, which get only the elementwise part.
+        cols: usize,
     },
 }
 
@@ -77,10 +83,11 @@ pub enum CrossInputGrads<'a> {
 ///
 /// - `dz = dout ⊙ x0`, written into the caller's scratch `dz` (`[n, d]`);
 /// - `dx0 (=|+=) dout ⊙ z`;
-/// - `dxl (=|+=) dz · wᵀ + dout`;
+/// - `dxl (=|+=) dz · wᵀ + dout`, the product in its first `dxl_cols` columns only;
 /// - `dw += xlᵀ · dz`; `db += colsum(dz)`.
 ///
-/// Under [`CrossInputGrads::One`] (`xl` is `x0`) `dx0` receives `dout ⊙ z + dz · wᵀ + dout`.
+/// Under [`CrossInputGrads::One`] (`xl` is `x0`) `dx0` receives `dout ⊙ z + dz · wᵀ + dout`,
+/// the product in its first `cols` columns only.
 /// One pass over the rows writes `dz` and the elementwise parts of both input gradients; the
 /// products then add into them.
 ///
@@ -118,12 +125,13 @@ pub fn cross_backward(
     // `g = g * keep + v`: with `keep` 0 for `Accum::Replace` the old contents (maybe NaN) must
     // not be read, hence the branch rather than a multiply.
     let put = |g: &mut f32, add: bool, v: f32| *g = if add { *g + v } else { v };
-    let dxl = match grads {
+    let (dxl, cols) = match grads {
         CrossInputGrads::Two {
             dx0,
             dx0_accum,
             dxl,
             dxl_accum,
+            dxl_cols,
         } => {
             check_len("cross_backward", "dx0", dx0.len(), n * d);
             check_len("cross_backward", "dxl", dxl.len(), n * d);
@@ -137,9 +145,9 @@ pub fn cross_backward(
                     put(dxl, addl, dout[i]);
                 }
             });
-            dxl
+            (dxl, dxl_cols)
         }
-        CrossInputGrads::One { dx0, accum } => {
+        CrossInputGrads::One { dx0, accum, cols } => {
             check_len("cross_backward", "dx0", dx0.len(), n * d);
             let add = accum == Accum::Add;
             for_rows2(par, n, dz, d, dx0, d, |first, dz, dx0| {
@@ -150,10 +158,15 @@ pub fn cross_backward(
                     put(dx0, add, dout[i] * z[i] + dout[i]);
                 }
             });
-            dx0
+            (dx0, cols)
         }
     };
-    linear_backward(xl, w, dz, Some(dxl), Accum::Add, dw, Some(db), n, d, d, par);
+    let dxl = InputGrad {
+        dx: dxl,
+        accum: Accum::Add,
+        cols,
+    };
+    linear_backward(xl, w, dz, Some(dxl), dw, Some(db), n, d, d, par);
 }
 
 #[cfg(test)]
@@ -218,6 +231,7 @@ mod tests {
                             dx0_accum: acc0,
                             dxl: &mut dxl,
                             dxl_accum: accl,
+                            dxl_cols: d,
                         };
                         cross_backward(
                             &x0, &xl, &w, &z, &dout, &mut dz, grads, &mut dw, &mut db, n, d, par,
@@ -262,6 +276,7 @@ mod tests {
             dx0_accum: Accum::Replace,
             dxl: &mut dxl,
             dxl_accum: Accum::Replace,
+            dxl_cols: d,
         };
         cross_backward(
             x0,
@@ -282,7 +297,8 @@ mod tests {
 
     /// A first layer (`xl` is `x0`): [`CrossInputGrads::One`] gives `dx0` the sum of the two
     /// gradients that [`CrossInputGrads::Two`] gives separately (checked against the naive
-    /// layer above), written or added, and the same `dw`, `db`.
+    /// layer above), written or added, and the same `dw`, `db`. With fewer `cols` than `d`, the
+    /// columns past them get only the elementwise part, `dout ⊙ z + dout`.
     #[test]
     fn first_layer_gets_the_sum_of_both_input_gradients() {
         let mut rng = rng(9);
@@ -296,16 +312,24 @@ mod tests {
                 let [dx0, dxl, dw_two, db_two] = backward_two(&x0, &x0, &w, &z, &dout, n, d);
                 let mut dz = vec![0.0; n * d];
                 let sum = add(&to_f64(&dx0), &to_f64(&dxl));
+                let elementwise = add(&to_f64(&dx0), &to_f64(&dout));
                 for par in pars() {
-                    for accum in ACCUMS {
+                    for (accum, cols) in ACCUMS.into_iter().flat_map(|a| [(a, d), (a, d / 2)]) {
                         let (mut g, base) = destination(&mut rng, n * d, accum);
                         let (mut dw, mut db) = (vec![0.0; d * d], vec![0.0; d]);
-                        let grads = CrossInputGrads::One { dx0: &mut g, accum };
+                        let grads = CrossInputGrads::One {
+                            dx0: &mut g,
+                            accum,
+                            cols,
+                        };
                         cross_backward(
                             &x0, &x0, &w, &z, &dout, &mut dz, grads, &mut dw, &mut db, n, d, par,
                         );
-                        let what = format!("n={n} d={d} {accum:?} {par:?}");
-                        assert_close(&format!("dx0 {what}"), &g, &add(&base, &sum), 1e-5);
+                        let what = format!("n={n} d={d} {accum:?} cols={cols} {par:?}");
+                        let want: Vec<f64> = (0..n * d)
+                            .map(|i| base[i] + if i % d < cols { sum[i] } else { elementwise[i] })
+                            .collect();
+                        assert_close(&format!("dx0 {what}"), &g, &want, 1e-5);
                         assert_close(&format!("dw {what}"), &dw, &to_f64(&dw_two), 1e-5);
                         assert_close(&format!("db {what}"), &db, &to_f64(&db_two), 1e-5);
                     }

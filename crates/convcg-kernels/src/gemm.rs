@@ -56,9 +56,36 @@ pub fn gemm(
     alpha: f32,
     par: Par,
 ) {
-    check_len("gemm", "dst", dst.len(), m * n);
+    gemm_ld(dst, n, m, n, k, accum, a, a_t, b, b_t, alpha, par);
+}
+
+/// [`gemm`] into the first `n` columns of `dst`, an `[m, ld]` row-major matrix (`n <= ld`); its
+/// other columns are neither read nor written.
+///
+/// # Panics
+///
+/// If `n > ld`, `dst.len() != m * ld`, `a.len() != m * k` or `b.len() != k * n`.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_ld(
+    dst: &mut [f32],
+    ld: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    accum: Accum,
+    a: &[f32],
+    a_t: Trans,
+    b: &[f32],
+    b_t: Trans,
+    alpha: f32,
+    par: Par,
+) {
+    assert!(n <= ld, "gemm: {n} columns do not fit in rows of {ld}");
+    check_len("gemm", "dst", dst.len(), m * ld);
     check_len("gemm", "a", a.len(), m * k);
     check_len("gemm", "b", b.len(), k * n);
+    let dst = Dst { data: dst, ld };
     let (a, b) = (view(a, m, k, a_t), view(b, k, n, b_t));
     // One step along the inner dimension jumps this far in memory in a and in b.
     let stride = a
@@ -70,15 +97,50 @@ pub fn gemm(
         // loss backward: [4096 x 2048] x [2048 x 64] from a row-major [2048 x 4096]). Over
         // thousands of steps the pages outrun the TLB and faer ran at 64 GFLOP/s on two cores;
         // in chunks of 256 steps, each added to the last, it ran at 103.
+        let mut dst = dst;
         for (i, k0) in (0..k).step_by(DEPTH_CHUNK).enumerate() {
             let len = DEPTH_CHUNK.min(k - k0);
             let acc = if i == 0 { accum } else { Accum::Add };
             let (a_i, b_i) = (a.subcols(k0, len), b.subrows(k0, len));
-            gemm_views(dst, m, n, len, acc, a_i, b_i, alpha, par, MIN_SPLIT_FLOPS);
+            gemm_views(
+                dst.reborrow(),
+                m,
+                n,
+                len,
+                acc,
+                a_i,
+                b_i,
+                alpha,
+                par,
+                MIN_SPLIT_FLOPS,
+            );
         }
         return;
     }
     gemm_views(dst, m, n, k, accum, a, b, alpha, par, MIN_SPLIT_FLOPS);
+}
+
+/// A row-major destination whose rows start `ld` elements apart.
+struct Dst<'a> {
+    data: &'a mut [f32],
+    ld: usize,
+}
+
+impl Dst<'_> {
+    fn reborrow(&mut self) -> Dst<'_> {
+        Dst {
+            data: self.data,
+            ld: self.ld,
+        }
+    }
+
+    /// The first `n` columns of its `m` rows as a faer view.
+    fn view(&mut self, m: usize, n: usize) -> MatMut<'_, f32> {
+        // The transpose of a column-major view, not faer 0.24's
+        // `from_row_major_slice_with_stride_mut`, which builds a column-major view with the
+        // row-major bounds check and so writes past the rows (faer-rs pull request 267).
+        MatMut::from_column_major_slice_with_stride_mut(self.data, n, m, self.ld).transpose_mut()
+    }
 }
 
 /// A stride (in `f32`s) at or above which one step of the inner dimension is a new 4 KiB page.
@@ -135,7 +197,7 @@ fn part(len: usize, parts: usize, i: usize) -> (usize, usize) {
 
 #[allow(clippy::too_many_arguments)]
 fn gemm_views(
-    dst: &mut [f32],
+    mut dst: Dst<'_>,
     m: usize,
     n: usize,
     k: usize,
@@ -146,49 +208,51 @@ fn gemm_views(
     par: Par,
     min_flops: usize,
 ) {
+    let ld = dst.ld;
     match split(par, m, n, k, min_flops) {
-        Split::Whole => matmul(
-            MatMut::from_row_major_slice_mut(dst, m, n),
-            accum,
-            a,
-            b,
-            alpha,
-            par,
-        ),
+        Split::Whole => matmul(dst.view(m, n), accum, a, b, alpha, par),
         Split::Rows(t) => {
             let mut pieces = Vec::with_capacity(t);
-            let mut rest = dst;
+            let mut rest = dst.data;
             for i in 0..t {
                 let (r0, r1) = part(m, t, i);
-                let (head, tail) = rest.split_at_mut((r1 - r0) * n);
+                let (head, tail) = rest.split_at_mut((r1 - r0) * ld);
                 pieces.push((r0, r1, head));
                 rest = tail;
             }
-            pieces.into_par_iter().for_each(|(r0, r1, d)| {
-                let d = MatMut::from_row_major_slice_mut(d, r1 - r0, n);
-                matmul(d, accum, a.subrows(r0, r1 - r0), b, alpha, Par::Seq);
+            pieces.into_par_iter().for_each(|(r0, r1, data)| {
+                let mut d = Dst { data, ld };
+                matmul(
+                    d.view(r1 - r0, n),
+                    accum,
+                    a.subrows(r0, r1 - r0),
+                    b,
+                    alpha,
+                    Par::Seq,
+                );
             });
         }
         Split::Depth(t) => {
             let mut partials = PARTIALS.with(Cell::take);
             partials.clear();
             partials.resize((t - 1) * m * n, 0.0);
-            let mut outs: Vec<(usize, Accum, &mut [f32])> = Vec::with_capacity(t);
-            outs.push((0, accum, &mut *dst));
+            let mut outs: Vec<(usize, Accum, Dst<'_>)> = Vec::with_capacity(t);
+            outs.push((0, accum, dst.reborrow()));
             outs.extend(
                 partials
                     .chunks_exact_mut(m * n)
                     .enumerate()
-                    .map(|(i, p)| (i + 1, Accum::Replace, p)),
+                    .map(|(i, p)| (i + 1, Accum::Replace, Dst { data: p, ld: n })),
             );
-            outs.into_par_iter().for_each(|(i, acc, d)| {
+            outs.into_par_iter().for_each(|(i, acc, mut d)| {
                 let (k0, k1) = part(k, t, i);
-                let d = MatMut::from_row_major_slice_mut(d, m, n);
                 let (a_i, b_i) = (a.subcols(k0, k1 - k0), b.subrows(k0, k1 - k0));
-                matmul(d, acc, a_i, b_i, alpha, Par::Seq);
+                matmul(d.view(m, n), acc, a_i, b_i, alpha, Par::Seq);
             });
             for p in partials.chunks_exact(m * n) {
-                dst.iter_mut().zip(p).for_each(|(d, x)| *d += x);
+                for (d, x) in dst.data.chunks_mut(ld).zip(p.chunks_exact(n)) {
+                    d[..n].iter_mut().zip(x).for_each(|(d, x)| *d += x);
+                }
             }
             PARTIALS.with(|cell| cell.set(partials));
         }
@@ -249,17 +313,39 @@ mod tests {
             let product = naive_matmul(&to_f64(&a), &to_f64(&b), m, k, n);
             for threads in [2, 3] {
                 let par = Par::rayon(threads);
-                for accum in ACCUMS {
-                    let (mut dst, base) = destination(&mut rng, m * n, accum);
+                // A destination as wide as the product, and one with 3 more columns per row,
+                // which no split may touch.
+                for (accum, ld) in ACCUMS.into_iter().flat_map(|a| [(a, n), (a, n + 3)]) {
+                    let (mut dst, base) = destination(&mut rng, m * ld, accum);
+                    let before = dst.clone();
                     let (av, bv) = (view(&a, m, k, Trans::No), view(&b, k, n, Trans::No));
-                    gemm_views(&mut dst, m, n, k, accum, av, bv, 1.0, par, 0);
-                    let expected: Vec<f64> =
-                        base.iter().zip(&product).map(|(x, y)| x + y).collect();
+                    let out = Dst { data: &mut dst, ld };
+                    gemm_views(out, m, n, k, accum, av, bv, 1.0, par, 0);
                     let what = format!(
-                        "split {:?} m={m} n={n} k={k} {accum:?}",
+                        "split {:?} m={m} n={n} k={k} ld={ld} {accum:?}",
                         split(par, m, n, k, 0)
                     );
-                    assert_close(&what, &dst, &expected, 1e-5);
+                    for i in 0..m {
+                        let row = i * ld..(i + 1) * ld;
+                        let expected: Vec<f64> = base[row.clone()]
+                            .iter()
+                            .zip(&product[i * n..(i + 1) * n])
+                            .map(|(x, y)| x + y)
+                            .collect();
+                        assert_close(
+                            &format!("{what} row {i}"),
+                            &dst[row.clone()][..n],
+                            &expected,
+                            1e-5,
+                        );
+                        let (kept, was) = (&dst[row.clone()][n..], &before[row][n..]);
+                        assert!(
+                            kept.iter()
+                                .zip(was)
+                                .all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "{what} row {i}: columns past n changed"
+                        );
+                    }
                 }
             }
         }

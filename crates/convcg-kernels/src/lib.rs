@@ -56,7 +56,7 @@
 //! let mut dh = [0.0; 4];
 //! relu_backward(&y, &dy, &mut dh, Accum::Replace, Par::Seq);
 //! let (mut dw, mut db) = ([0.0; 6], [0.0; 2]);
-//! linear_backward(&x, &w, &dh, None, Accum::Replace, &mut dw, Some(&mut db), n, d_in, d_out, Par::Seq);
+//! linear_backward(&x, &w, &dh, None, &mut dw, Some(&mut db), n, d_in, d_out, Par::Seq);
 //! assert_eq!(db, [1.0, 1.0]);
 //! assert_eq!(dw, [1.0, -1.0, 0.0, 1.0, 2.0, 0.0]);
 //! ```
@@ -100,6 +100,6 @@ pub use gate::{
 pub use gemm::{Trans, gemm};
 pub use group::{segment_mean_backward, segment_mean_forward, softmax_targets_forward};
 pub use l2norm::{l2norm_backward, l2norm_forward};
-pub use linear::{linear_backward, linear_forward, linear_relu_forward};
+pub use linear::{InputGrad, linear_backward, linear_forward, linear_relu_forward};
 pub use optim::{AdamParams, adam_update, rowwise_adagrad_update};
 pub use softmax::{softmax_xent_backward, softmax_xent_forward};

@@ -2,7 +2,7 @@
 
 use faer::{Accum, Par};
 
-use crate::gemm::{Trans, gemm};
+use crate::gemm::{Trans, gemm, gemm_ld};
 use crate::par::{add_col_sums, for_rows};
 use crate::shape::check_len;
 
@@ -115,8 +115,21 @@ pub fn linear_relu_forward(
     });
 }
 
-/// Backward of [`linear_forward`]: `dx (=|+= per dx_accum) dy · wᵀ`; `dw += xᵀ · dy`;
-/// `db += column sums of dy`.
+/// Where a backward kernel puts the gradient of an input, `[n, width]`.
+#[derive(Debug)]
+pub struct InputGrad<'a> {
+    /// The gradient, `[n, width]`.
+    pub dx: &'a mut [f32],
+    /// How it receives the kernel's contribution.
+    pub accum: Accum,
+    /// How many leading columns are computed, at most `width`; the others are neither read nor
+    /// written. The full width unless nothing reads the gradient of the trailing columns (the
+    /// constant inputs at the end of a tower's x0).
+    pub cols: usize,
+}
+
+/// Backward of [`linear_forward`]: `dx (=|+= per its accum) dy · wᵀ`, its first `cols` columns
+/// only; `dw += xᵀ · dy`; `db += column sums of dy`.
 ///
 /// Pass `dx: None` when the input needs no gradient (a leaf such as a batch of features), and
 /// `db: None` when the forward had no bias.
@@ -124,15 +137,14 @@ pub fn linear_relu_forward(
 /// # Panics
 ///
 /// If `x.len() != n * d_in`, `w.len() != d_in * d_out`, `dy.len() != n * d_out`,
-/// `dw.len() != d_in * d_out`, `dx` is given and `dx.len() != n * d_in`, or `db` is given and
-/// `db.len() != d_out`.
+/// `dw.len() != d_in * d_out`, `dx` is given and `dx.len() != n * d_in` or its `cols > d_in`,
+/// or `db` is given and `db.len() != d_out`.
 #[track_caller]
 pub fn linear_backward(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    dx: Option<&mut [f32]>,
-    dx_accum: Accum,
+    dx: Option<InputGrad<'_>>,
     dw: &mut [f32],
     db: Option<&mut [f32]>,
     n: usize,
@@ -144,17 +156,24 @@ pub fn linear_backward(
     check_len("linear_backward", "w", w.len(), d_in * d_out);
     check_len("linear_backward", "dy", dy.len(), n * d_out);
     check_len("linear_backward", "dw", dw.len(), d_in * d_out);
-    if let Some(dx) = dx {
+    if let Some(InputGrad { dx, accum, cols }) = dx {
         check_len("linear_backward", "dx", dx.len(), n * d_in);
-        gemm(
+        assert!(
+            cols <= d_in,
+            "linear_backward: {cols} columns of dx wanted, it has {d_in}"
+        );
+        // Column j of dx is dy times row j of w: the first `cols` rows of w give the first
+        // `cols` columns.
+        gemm_ld(
             dx,
-            n,
             d_in,
+            n,
+            cols,
             d_out,
-            dx_accum,
+            accum,
             dy,
             Trans::No,
-            w,
+            &w[..cols * d_out],
             Trans::Yes,
             1.0,
             par,
@@ -231,16 +250,22 @@ pub(crate) mod tests {
                     assert_close(&format!("y {what}"), &y, &y_ref, 1e-5);
                     linear_forward(&x, &w, None, &mut y, n, d_in, d_out, par);
                     assert_close(&format!("y (no bias) {what}"), &y, &y_nobias_ref, 1e-5);
-                    for accum in ACCUMS {
+                    for (accum, cols) in ACCUMS.into_iter().flat_map(|a| [(a, d_in), (a, d_in / 2)])
+                    {
                         let (mut dx, dx_base) = destination(&mut rng, n * d_in, accum);
                         let (mut dw, dw_base) = destination(&mut rng, d_in * d_out, Accum::Add);
                         let (mut db, db_base) = destination(&mut rng, d_out, Accum::Add);
+                        let untouched = dx.clone();
+                        let grad = InputGrad {
+                            dx: &mut dx,
+                            accum,
+                            cols,
+                        };
                         linear_backward(
                             &x,
                             &w,
                             &dy,
-                            Some(&mut dx),
-                            accum,
+                            Some(grad),
                             &mut dw,
                             Some(&mut db),
                             n,
@@ -248,29 +273,27 @@ pub(crate) mod tests {
                             d_out,
                             par,
                         );
-                        assert_close(
-                            &format!("dx {accum:?} {what}"),
-                            &dx,
-                            &add(&dx_base, &dx_ref),
-                            1e-5,
-                        );
+                        // The first `cols` columns get the gradient; the others keep what
+                        // they held (NaN under `Replace`), bit for bit.
+                        let dx_want = add(&dx_base, &dx_ref);
+                        for i in 0..n {
+                            let row = i * d_in..(i + 1) * d_in;
+                            let (got, want) = (&dx[row.clone()], &dx_want[row.clone()]);
+                            let what = format!("dx row {i} {accum:?} cols={cols} {what}");
+                            assert_close(&what, &got[..cols], &want[..cols], 1e-5);
+                            let (kept, before) = (&got[cols..], &untouched[row][cols..]);
+                            assert!(
+                                kept.iter()
+                                    .zip(before)
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{what}: columns past cols changed"
+                            );
+                        }
                         assert_close(&format!("dw {what}"), &dw, &add(&dw_base, &dw_ref), 1e-5);
                         assert_close(&format!("db {what}"), &db, &add(&db_base, &db_ref), 1e-5);
                     }
                     let (mut dw, dw_base) = destination(&mut rng, d_in * d_out, Accum::Add);
-                    linear_backward(
-                        &x,
-                        &w,
-                        &dy,
-                        None,
-                        Accum::Replace,
-                        &mut dw,
-                        None,
-                        n,
-                        d_in,
-                        d_out,
-                        par,
-                    );
+                    linear_backward(&x, &w, &dy, None, &mut dw, None, n, d_in, d_out, par);
                     assert_close(
                         &format!("dw (no dx, db) {what}"),
                         &dw,
@@ -297,8 +320,11 @@ pub(crate) mod tests {
                 &x,
                 &w,
                 &r,
-                Some(&mut dx),
-                Accum::Replace,
+                Some(InputGrad {
+                    dx: &mut dx,
+                    accum: Accum::Replace,
+                    cols: d_in,
+                }),
                 &mut dw,
                 Some(&mut db),
                 n,

@@ -28,6 +28,10 @@ struct Value {
     cols: usize,
     /// Whether any parameter influences it, so whether its gradient is worth computing.
     needs_grad: bool,
+    /// The leading columns whose gradient anything reads: `cols`, except for an
+    /// [`Tape::embed`] that ends in constant inputs. Kernels may leave the gradient of the
+    /// columns past it unwritten, so its contents there are unspecified.
+    grad_cols: usize,
 }
 
 /// What produced a value, with the state its backward needs.
@@ -449,6 +453,7 @@ impl Tape {
             rows,
             cols,
             needs_grad,
+            grad_cols: cols,
         });
         self.ops.push(op);
         ValueId(self.values.len() - 1)
@@ -582,7 +587,14 @@ impl Tape {
         }
         drop(pools);
         let needs_grad = !lookups.is_empty();
-        self.push(out, n, width, needs_grad, Op::Embed { lookups })
+        // Constant inputs after the last lookup need no gradient: products that compute x0's
+        // gradient skip their columns.
+        let grad_cols = lookups
+            .last()
+            .map_or(0, |l| l.col + params.table(l.table).dim);
+        let id = self.push(out, n, width, needs_grad, Op::Embed { lookups });
+        self.values[id.0].grad_cols = grad_cols;
+        id
     }
 
     /// Column concatenation of values with the same number of rows.
@@ -1166,16 +1178,17 @@ impl Tape {
                 for x in xs {
                     let width = self.values[x.0].cols;
                     let band = row * d..(row + width) * d;
-                    let (dx, accum) = match self.grad_out(vgrads, *x) {
-                        Some((g, accum)) => (Some(g), accum),
-                        None => (None, Accum::Add),
-                    };
+                    let cols = self.values[x.0].grad_cols;
+                    let dx = self.grad_out(vgrads, *x).map(|(dx, accum)| k::InputGrad {
+                        dx,
+                        accum,
+                        cols,
+                    });
                     k::linear_backward(
                         self.data(*x),
                         &w[band.clone()],
                         dy,
                         dx,
-                        accum,
                         &mut dw[band],
                         db.take(),
                         n,
@@ -1204,12 +1217,14 @@ impl Tape {
                     None => k::CrossInputGrads::One {
                         dx0: &mut dx0,
                         accum: dx0_accum,
+                        cols: self.values[x0.0].grad_cols,
                     },
                     Some((dxl, dxl_accum)) => k::CrossInputGrads::Two {
                         dx0: &mut dx0,
                         dx0_accum,
                         dxl,
                         dxl_accum: *dxl_accum,
+                        dxl_cols: self.values[xl.0].grad_cols,
                     },
                 };
                 k::cross_backward(
@@ -1585,6 +1600,70 @@ mod tests {
             });
             assert_eq!(fused.output, reference.output);
             assert_eq!(fused.output.len(), 5 * 8);
+            fused.assert_matches(&reference);
+            assert!(fused.tables.iter().all(|g| !g.is_empty()));
+        }
+    }
+
+    /// An `embed` that ends in constant inputs, read by a first cross layer, a second one and an
+    /// MLP layer as a tower reads x0: the products skip the constant columns' gradient, and the
+    /// loss, the dense gradients and the table gradients are those of `concat` of the same
+    /// lookups and inputs, whose gradient is computed in full; under one thread and two.
+    #[test]
+    fn embed_ending_in_inputs_skips_their_gradient() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut params = ParamStore::new();
+        let t = params.add_table("t", 9, 3, &mut rng);
+        let bag = params.add_table("bag", 6, 2, &mut rng);
+        let (bag_ids, offsets) = ([5, 1, 5, 0, 2, 1, 1], [0, 2, 2, 5, 6, 7]);
+        let dense: Vec<f32> = (0..10).map(|i| i as f32 / 4.0 - 1.0).collect();
+        let d = 3 + 2 + 2;
+        let cross = [0, 1].map(|i| {
+            let w = params.add_dense(format!("cross.{i}.w"), d, d, 0.5, &mut rng);
+            (
+                w,
+                params.add_dense(format!("cross.{i}.b"), 1, d, 0.5, &mut rng),
+            )
+        });
+        let mlp = params.add_dense("mlp.w", d, 4, 0.5, &mut rng);
+        let head = params.add_dense("head.w", d + 4, 6, 0.5, &mut rng);
+        let body = |tape: &mut Tape, x0: ValueId| {
+            let x1 = tape.cross(&params, x0, x0, cross[0].0, cross[0].1);
+            let x2 = tape.cross(&params, x0, x1, cross[1].0, cross[1].1);
+            let h = tape.linear_relu(&params, x0, mlp, None);
+            tape.linear_cat(&params, &[x2, h], head, None)
+        };
+        for par in [Par::Seq, Par::rayon(2)] {
+            let fused = step(&params, par, |tape| {
+                let parts = [
+                    EmbedInput::Rows {
+                        table: t,
+                        ids: &IDS,
+                    },
+                    EmbedInput::Bags {
+                        table: bag,
+                        ids: &bag_ids,
+                        offsets: &offsets,
+                    },
+                    EmbedInput::Dense {
+                        values: &dense,
+                        cols: 2,
+                    },
+                ];
+                let x0 = tape.embed(&params, 5, &parts);
+                assert_eq!(tape.values[x0.0].grad_cols, 5);
+                body(tape, x0)
+            });
+            let reference = step(&params, par, |tape| {
+                let parts = [
+                    tape.gather(&params, t, &IDS),
+                    tape.bag_mean(&params, bag, &bag_ids, &offsets),
+                    tape.input(&dense, 5, 2),
+                ];
+                let x0 = tape.concat(&parts);
+                body(tape, x0)
+            });
+            assert_eq!(fused.output, reference.output);
             fused.assert_matches(&reference);
             assert!(fused.tables.iter().all(|g| !g.is_empty()));
         }
