@@ -81,7 +81,7 @@ torch_median=$(cut -f4 "$rows" | median)
 convcg_median=$(cut -f5 "$rows" | median)
 ratio_median=$(cut -f6 "$rows" | median)
 awk -v t="$torch_median" -v c="$convcg_median" -v r="$ratio_median" -v n="$rounds" 'BEGIN {
-  printf "medians of %d rounds: PyTorch %.0f examples/s, convcg %.0f: ratio of medians %.2fx, median of the ratios %.2fx\n", n, t, c, c / t, r }'
+  printf "medians of %d rounds: PyTorch %.0f examples/s, convcg %.0f: ratio of medians %.3fx, median of the ratios %.3fx\n", n, t, c, c / t, r }'
 if [ -n "$tsv" ]; then
   { printf 'round\ttorch_eager\ttorch_compile\ttorch_best\tconvcg\tratio\n'; cat "$rows"; } >"$tsv.tmp"
   mv "$tsv.tmp" "$tsv"

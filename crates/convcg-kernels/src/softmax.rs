@@ -612,6 +612,34 @@ mod tests {
         assert!(dlogits[4 + 2] > 0.0);
     }
 
+    /// A masked duplicate of row 0's positive holds the largest logit of the row by far (150
+    /// against at most 2), with and without log q: the maximum is taken again without it (else
+    /// every other exponential would underflow), and loss and gradient are the definition's.
+    #[test]
+    fn a_masked_maximum_is_not_the_rows_maximum() {
+        for log_q in [None, Some(vec![-3.0, -1.0, -2.0, -4.0])] {
+            let k = Case {
+                b: 2,
+                c: 4,
+                d: 1,
+                users: vec![1.0, -0.5],
+                cands: vec![0.1, -0.2, 30.0, 0.4],
+                log_q,
+                ids: vec![7, 8, 7, 9],
+                weights: None,
+            };
+            let (loss_ref, dlogits_ref) = naive(&to_f64(&k.users), &to_f64(&k.cands), &k);
+            for par in pars() {
+                let mut dlogits = vec![f32::NAN; 8];
+                let loss = forward(&k, &mut dlogits, par);
+                let what = format!("log_q {} {par:?}", k.log_q.is_some());
+                assert_close(&format!("loss {what}"), &[loss], &[loss_ref], 1e-6);
+                assert_close(&format!("dlogits {what}"), &dlogits, &dlogits_ref, 1e-6);
+                assert_eq!(dlogits[2], 0.0, "{what}");
+            }
+        }
+    }
+
     #[test]
     fn avx2_and_baseline_row_loops_give_the_same_bits() {
         if !has_avx2_fma() {
