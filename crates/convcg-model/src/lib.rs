@@ -2,7 +2,9 @@
 //! its losses and its optimisers.
 //!
 //! The tape ([`Tape`]) records only the fixed set of ops the towers and losses need — embedding
-//! gather and bags, concat, linear (of one input, or of several read as their concatenation),
+//! lookups, bags and constant inputs side by side (a tower's x0, [`Tape::embed`]; a constant
+//! block at the end gets no gradient), concat, linear (of one input, or of several read as their
+//! concatenation),
 //! ReLU, a linear layer and its ReLU as one node (the MLP layers), the DCN v2 full-rank cross
 //! layer, the elementwise product, sum, gate softmax and gated sum that low-rank and mixture cross
 //! layers are built from, L2 normalisation, sampled softmax cross-entropy, pooling rows by group
