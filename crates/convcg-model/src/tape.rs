@@ -1554,6 +1554,46 @@ mod tests {
         }
     }
 
+    /// Five bags of 0 to 3 ids (one empty) from a 6-row table: the bags of the `embed` tests.
+    const BAG_IDS: [u32; 7] = [5, 1, 5, 0, 2, 1, 1];
+    const BAG_OFFSETS: [usize; 6] = [0, 2, 2, 5, 6, 7];
+
+    /// The blocks of the `embed` tests' x0: [`IDS`] from `t`, the bags from `bag`, then `dense`
+    /// as `cols` columns.
+    fn x0_parts(t: TableId, bag: TableId, dense: &[f32], cols: usize) -> Vec<EmbedInput<'_>> {
+        vec![
+            EmbedInput::Rows {
+                table: t,
+                ids: &IDS,
+            },
+            EmbedInput::Bags {
+                table: bag,
+                ids: &BAG_IDS,
+                offsets: &BAG_OFFSETS,
+            },
+            EmbedInput::Dense {
+                values: dense,
+                cols,
+            },
+        ]
+    }
+
+    /// The same blocks recorded one by one, for `concat`.
+    fn x0_recorded(
+        tape: &mut Tape,
+        params: &ParamStore,
+        t: TableId,
+        bag: TableId,
+        dense: &[f32],
+        cols: usize,
+    ) -> Vec<ValueId> {
+        vec![
+            tape.gather(params, t, &IDS),
+            tape.bag_mean(params, bag, &BAG_IDS, &BAG_OFFSETS),
+            tape.input(dense, 5, cols),
+        ]
+    }
+
     /// `embed` against `concat` of the same lookups, bag and inputs recorded one by one, with a
     /// table looked up twice: the same output, loss and table gradients (rows in the same
     /// order), under one thread and two.
@@ -1563,39 +1603,20 @@ mod tests {
         let mut params = ParamStore::new();
         let t = params.add_table("t", 9, 2, &mut rng);
         let bag = params.add_table("bag", 6, 3, &mut rng);
-        let (bag_ids, offsets) = ([5, 1, 5, 0, 2, 1, 1], [0, 2, 2, 5, 6, 7]);
         let last = [8, 4, 4, 1, 0];
         let dense = [0.5, -1.0, 2.0, 0.0, 1.5];
         for par in [Par::Seq, Par::rayon(2)] {
             let fused = step_on(&mut Tape::new(par), &params, |tape| {
-                let parts = [
-                    EmbedInput::Rows {
-                        table: t,
-                        ids: &IDS,
-                    },
-                    EmbedInput::Bags {
-                        table: bag,
-                        ids: &bag_ids,
-                        offsets: &offsets,
-                    },
-                    EmbedInput::Dense {
-                        values: &dense,
-                        cols: 1,
-                    },
-                    EmbedInput::Rows {
-                        table: t,
-                        ids: &last,
-                    },
-                ];
+                let mut parts = x0_parts(t, bag, &dense, 1);
+                parts.push(EmbedInput::Rows {
+                    table: t,
+                    ids: &last,
+                });
                 tape.embed(&params, 5, &parts)
             });
             let reference = step_on(&mut Tape::new(par), &params, |tape| {
-                let parts = [
-                    tape.gather(&params, t, &IDS),
-                    tape.bag_mean(&params, bag, &bag_ids, &offsets),
-                    tape.input(&dense, 5, 1),
-                    tape.gather(&params, t, &last),
-                ];
+                let mut parts = x0_recorded(tape, &params, t, bag, &dense, 1);
+                parts.push(tape.gather(&params, t, &last));
                 tape.concat(&parts)
             });
             assert_eq!(fused.output, reference.output);
@@ -1615,7 +1636,6 @@ mod tests {
         let mut params = ParamStore::new();
         let t = params.add_table("t", 9, 3, &mut rng);
         let bag = params.add_table("bag", 6, 2, &mut rng);
-        let (bag_ids, offsets) = ([5, 1, 5, 0, 2, 1, 1], [0, 2, 2, 5, 6, 7]);
         let dense: Vec<f32> = (0..10).map(|i| i as f32 / 4.0 - 1.0).collect();
         let d = 3 + 2 + 2;
         let cross = [0, 1].map(|i| {
@@ -1635,31 +1655,12 @@ mod tests {
         };
         for par in [Par::Seq, Par::rayon(2)] {
             let fused = step(&params, par, |tape| {
-                let parts = [
-                    EmbedInput::Rows {
-                        table: t,
-                        ids: &IDS,
-                    },
-                    EmbedInput::Bags {
-                        table: bag,
-                        ids: &bag_ids,
-                        offsets: &offsets,
-                    },
-                    EmbedInput::Dense {
-                        values: &dense,
-                        cols: 2,
-                    },
-                ];
-                let x0 = tape.embed(&params, 5, &parts);
+                let x0 = tape.embed(&params, 5, &x0_parts(t, bag, &dense, 2));
                 assert_eq!(tape.values[x0.0].grad_cols, 5);
                 body(tape, x0)
             });
             let reference = step(&params, par, |tape| {
-                let parts = [
-                    tape.gather(&params, t, &IDS),
-                    tape.bag_mean(&params, bag, &bag_ids, &offsets),
-                    tape.input(&dense, 5, 2),
-                ];
+                let parts = x0_recorded(tape, &params, t, bag, &dense, 2);
                 let x0 = tape.concat(&parts);
                 body(tape, x0)
             });
