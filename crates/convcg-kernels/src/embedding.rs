@@ -257,7 +257,8 @@ pub fn bag_mean_forward(
     out: &mut [f32],
     par: Par,
 ) {
-    let n = check_offsets("bag_mean_forward", offsets, ids.len());
+    // The block's own check of the offsets names this kernel if they break the contract.
+    let n = offsets.len().saturating_sub(1);
     let block = EmbedBlock::Table {
         table,
         dim,

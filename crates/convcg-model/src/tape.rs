@@ -563,8 +563,10 @@ impl Tape {
         k::embed_forward(&blocks, n, &mut out, self.par);
         let mut pools = self.pools();
         let mut lookups = Vec::with_capacity(parts.len());
-        let mut col = 0;
+        let mut next_col = 0;
         for (part, block) in parts.iter().zip(&blocks) {
+            let col = next_col;
+            next_col += block.width();
             let (table, ids, offsets) = match *part {
                 EmbedInput::Rows { table, ids } => (table, ids, None),
                 EmbedInput::Bags {
@@ -572,10 +574,7 @@ impl Tape {
                     ids,
                     offsets,
                 } => (table, ids, Some(pools.offsets.copy_of(offsets))),
-                EmbedInput::Dense { .. } => {
-                    col += block.width();
-                    continue;
-                }
+                EmbedInput::Dense { .. } => continue,
             };
             lookups.push(SavedLookup {
                 table,
@@ -583,7 +582,6 @@ impl Tape {
                 offsets,
                 col,
             });
-            col += block.width();
         }
         drop(pools);
         let needs_grad = !lookups.is_empty();
