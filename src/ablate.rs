@@ -7,6 +7,10 @@
 //! model. The `cross` ladder compares the DCN v2 cross-layer kinds on the full model. The data
 //! (the synthetic marketplace or a dataset directory) is made or read once; every run of a
 //! variant differs only in its seed, which sets the initialisation and the batch order.
+//!
+//! Every variant but the first is also set against the first (the reference: engagement-only on
+//! the `seeds` ladder) query by query: the paired bootstrap 95% interval of its conversion
+//! recall@100 delta and of its simulated online lifts ([`VersusReference`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,9 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use convcg_model::{CrossKind, Heads, Structure};
 
+use crate::bootstrap::{
+    BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval, paired_bootstrap,
+};
 use crate::config::RunConfig;
 use crate::metrics::Metrics;
 use crate::output::write_atomic;
+use crate::per_query::{OnlineLiftIntervals, PerQuery, QueryOutcomes};
 use crate::run::{Verbosity, generate, load, train_loaded};
 
 /// The ladders `convcg ablate --ladder` knows.
@@ -242,6 +250,129 @@ pub struct VariantResult {
     pub summary: BTreeMap<String, Spread>,
     /// The run directories, in seed order.
     pub run_dirs: Vec<PathBuf>,
+    /// This variant against the ladder's first, query by query (absent for the first itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versus_reference: Option<VersusReference>,
+}
+
+/// A variant against the ladder's first variant (the reference), pooled over the seeds: the
+/// run of seed s of the variant is paired with the reference's run of seed s, query by query.
+///
+/// When every run was scored on the same eval queries (the same `per_query.json` identity; the
+/// eval set does not depend on the run's seed), each query's figures are pooled over the seeds
+/// (recall@100 averaged, auction outcomes summed) and the *queries* are resampled, so that a
+/// query counts once however many seeds measured it. Otherwise the (seed, query) pairs of all
+/// seeds are concatenated and resampled as one set. Either way the estimate of the recall delta
+/// is the difference of the seeds' mean recall@100, and the conversion-volume lift is that of
+/// all seeds' conversions together.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersusReference {
+    /// The reference variant's name.
+    pub reference: String,
+    /// `queries` (each query's figures pooled over the seeds) or `seed_query_pairs`.
+    pub pooling: String,
+    /// Units resampled: queries, or (seed, query) pairs.
+    pub units: usize,
+    /// The paired bootstrap interval of conversion recall@100, this variant minus the reference.
+    pub conversion_recall_at_100: Option<BootstrapInterval>,
+    /// The paired bootstrap intervals of the simulated online lifts over the reference, in
+    /// percent (synthetic marketplace only).
+    pub online_lifts: Option<OnlineLiftIntervals>,
+    /// Why an interval is missing, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `new`'s runs (one per seed, in seed order) against `base`'s, as [`VersusReference`] says.
+fn versus_reference(reference: &str, base: &[PerQuery], new: &[PerQuery]) -> VersusReference {
+    let mut out = VersusReference {
+        reference: reference.to_owned(),
+        pooling: String::new(),
+        units: 0,
+        conversion_recall_at_100: None,
+        online_lifts: None,
+        note: None,
+    };
+    if base.is_empty() || base.len() != new.len() {
+        out.note = Some(format!(
+            "{} reference runs against {} runs of the variant",
+            base.len(),
+            new.len()
+        ));
+        return out;
+    }
+    if let Some(s) = (0..base.len()).find(|&s| {
+        base[s].conversion.identity != new[s].conversion.identity
+            || base[s].conversion.queries != new[s].conversion.queries
+    }) {
+        out.note = Some(format!(
+            "the conversion eval queries of its run {} differ from the reference's: no query pairs",
+            s + 1
+        ));
+        return out;
+    }
+    let same = base
+        .iter()
+        .all(|p| p.conversion.identity == base[0].conversion.identity);
+    let seeds = base.len() as f64;
+    let recall = |runs: &[PerQuery]| -> Option<Vec<f64>> {
+        let per: Vec<Vec<f64>> = runs
+            .iter()
+            .map(|p| p.conversion.recall(100))
+            .collect::<Option<_>>()?;
+        Some(if same {
+            (0..per[0].len())
+                .map(|q| per.iter().map(|r| r[q]).sum::<f64>() / seeds)
+                .collect()
+        } else {
+            per.concat()
+        })
+    };
+    let online = |runs: &[PerQuery]| -> Option<QueryOutcomes> {
+        let sets: Vec<&QueryOutcomes> = runs
+            .iter()
+            .map(|p| p.online.as_ref())
+            .collect::<Option<_>>()?;
+        if same {
+            QueryOutcomes::summed(&sets).ok()
+        } else {
+            Some(
+                sets[1..]
+                    .iter()
+                    .fold(sets[0].clone(), |acc, s| acc.concat(s)),
+            )
+        }
+    };
+    out.pooling = if same { "queries" } else { "seed_query_pairs" }.to_owned();
+    let mut notes = Vec::new();
+    match (recall(base), recall(new)) {
+        (Some(b), Some(n)) if !b.is_empty() => {
+            out.units = b.len();
+            match paired_bootstrap(&n, &b, BOOTSTRAP_RESAMPLES, BOOTSTRAP_LEVEL, BOOTSTRAP_SEED) {
+                Ok(ci) => out.conversion_recall_at_100 = Some(ci),
+                Err(e) => notes.push(format!("recall@100: {e}")),
+            }
+        }
+        _ => notes.push("no per-query conversion recall@100".to_owned()),
+    }
+    if let (Some(b), Some(n)) = (online(base), online(new))
+        && !b.is_empty()
+    {
+        match OnlineLiftIntervals::between(
+            &b,
+            &n,
+            BOOTSTRAP_RESAMPLES,
+            BOOTSTRAP_LEVEL,
+            BOOTSTRAP_SEED,
+        ) {
+            Ok(ci) => out.online_lifts = Some(ci),
+            Err(e) => notes.push(format!("online lifts: {e}")),
+        }
+    }
+    if !notes.is_empty() {
+        out.note = Some(notes.join("; "));
+    }
+    out
 }
 
 /// What `convcg ablate` measured: written as `ablation.json`.
@@ -367,9 +498,12 @@ pub fn run_ablation(req: &AblationRequest, verbosity: Verbosity) -> Result<Ablat
     let mut variants = Vec::with_capacity(configs.len());
     let mut conversion_queries = 0;
     let mut ceiling = BTreeMap::new();
+    // Every run's per-query figures, per variant in seed order: what the intervals pair.
+    let mut per_query: Vec<Vec<PerQuery>> = Vec::with_capacity(configs.len());
     for (v, (rung, cfg)) in configs.iter().enumerate() {
         let mut runs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut run_dirs = Vec::with_capacity(req.seeds.len());
+        let mut queries = Vec::with_capacity(req.seeds.len());
         for (s, &seed) in req.seeds.iter().enumerate() {
             let cfg = RunConfig {
                 seed,
@@ -402,7 +536,12 @@ pub fn run_ablation(req: &AblationRequest, verbosity: Verbosity) -> Result<Ablat
                 runs.entry(k).or_default().push(x);
             }
             run_dirs.push(dir);
+            queries.push(out.model_queries);
         }
+        let versus = per_query
+            .first()
+            .map(|base| versus_reference(configs[0].0.name, base, &queries));
+        per_query.push(queries);
         // A metric counts only if every seed's run has it.
         runs.retain(|_, xs| xs.len() == req.seeds.len());
         let summary = runs
@@ -415,6 +554,7 @@ pub fn run_ablation(req: &AblationRequest, verbosity: Verbosity) -> Result<Ablat
             runs,
             summary,
             run_dirs,
+            versus_reference: versus,
         });
     }
     let report = AblationReport {
@@ -437,9 +577,11 @@ pub fn run_ablation(req: &AblationRequest, verbosity: Verbosity) -> Result<Ablat
 }
 
 impl AblationReport {
-    /// The results as a markdown table: one row per variant, each metric as `mean ± sd`, and
-    /// the change in conversion recall@100 from the row before (cumulative ladders) or from
-    /// the first row.
+    /// The results as a markdown table: one row per variant, each metric as `mean ± sd`, the
+    /// change in conversion recall@100 from the row before (cumulative ladders) or from the
+    /// first row, and, against the first row, the conversion recall@100 delta and the
+    /// conversion-volume lift with their paired bootstrap intervals (`(n.s.)` where the interval
+    /// holds 0).
     pub fn table(&self) -> String {
         let present: Vec<(&str, &str)> = COLUMNS
             .iter()
@@ -459,8 +601,21 @@ impl AblationReport {
         for (_, header) in &present {
             s.push_str(&format!(" {header} |"));
         }
-        s.push_str(" Δ conv R@100 |\n|---|---|");
-        s.push_str(&"---:|".repeat(present.len() + 1));
+        s.push_str(" Δ conv R@100 |");
+        let first = self
+            .variants
+            .iter()
+            .find_map(|v| v.versus_reference.as_ref())
+            .map(|r| r.reference.clone());
+        let pct = 100.0 * BOOTSTRAP_LEVEL;
+        if let Some(r) = &first {
+            s.push_str(&format!(
+                " Δ conv R@100 vs {r} [{pct:.0}%] | conv volume vs {r} [{pct:.0}%] |"
+            ));
+        }
+        s.push_str("\n|---|---|");
+        let extra = if first.is_some() { 2 } else { 0 };
+        s.push_str(&"---:|".repeat(present.len() + 1 + extra));
         s.push('\n');
         let key = "conversion_recall@100";
         for (i, v) in self.variants.iter().enumerate() {
@@ -479,8 +634,52 @@ impl AblationReport {
             let delta =
                 reference.and_then(|r| Some(v.summary.get(key)?.mean - r.summary.get(key)?.mean));
             match delta {
-                Some(d) => s.push_str(&format!(" {d:+.4} |\n")),
-                None => s.push_str(" |\n"),
+                Some(d) => s.push_str(&format!(" {d:+.4} |")),
+                None => s.push_str(" |"),
+            }
+            if first.is_some() {
+                let (recall, volume) = match &v.versus_reference {
+                    Some(r) => (
+                        r.conversion_recall_at_100.map_or("-".to_owned(), |ci| {
+                            format!("{:+.4} {}", ci.mean, ci.bracket(4, ""))
+                        }),
+                        r.online_lifts
+                            .and_then(|o| o.conversion_volume)
+                            .map_or("-".to_owned(), |ci| {
+                                format!("{:+.1}% {}", ci.mean, ci.bracket(1, "%"))
+                            }),
+                    ),
+                    None if i == 0 => ("reference".to_owned(), "reference".to_owned()),
+                    None => ("-".to_owned(), "-".to_owned()),
+                };
+                s.push_str(&format!(" {recall} | {volume} |"));
+            }
+            s.push('\n');
+        }
+        if let Some(r) = &first {
+            let pooling = self
+                .variants
+                .iter()
+                .filter_map(|v| v.versus_reference.as_ref())
+                .find(|v| !v.pooling.is_empty());
+            let how = match pooling.map(|p| (p.pooling.as_str(), p.units)) {
+                Some(("queries", n)) => format!(
+                    "over the {n} conversion eval queries, each query's figures pooled over the seeds (recall averaged, conversions summed)"
+                ),
+                Some((_, n)) => format!(
+                    "over the {n} (seed, query) pairs of all seeds' conversion eval queries"
+                ),
+                None => "over the conversion eval queries".to_owned(),
+            };
+            s.push_str(&format!(
+                "\nIntervals against {r}: paired bootstrap {how}, {BOOTSTRAP_RESAMPLES} resamples, \
+                 {pct:.0}% percentile; (n.s.): the interval holds 0, the difference is not a result. \
+                 conv volume: the simulated serving's conversions (synthetic marketplace only).\n"
+            ));
+            for v in &self.variants {
+                if let Some(note) = v.versus_reference.as_ref().and_then(|r| r.note.as_ref()) {
+                    s.push_str(&format!("{}: no interval: {note}\n", v.name));
+                }
             }
         }
         let c = |k: &str| self.ceilings.get(k).copied();
@@ -610,6 +809,116 @@ mod tests {
             [CrossKind::Full, CrossKind::LowRank, CrossKind::Mixture]
         );
         assert_eq!(configs[0].1, full);
+    }
+
+    /// A run's per-query figures: conversion queries with one relevant pin each, found in the
+    /// top 100 where `hit` is 1, and `conversions` per query in the auction.
+    fn run_queries(identity: &str, hit: &[u32], conversions: &[f64]) -> PerQuery {
+        let n = hit.len();
+        let mut p = PerQuery::default();
+        p.conversion.queries = n;
+        p.conversion.identity = identity.to_owned();
+        p.conversion.surface = vec![0; n];
+        p.conversion.relevant = vec![1; n];
+        p.conversion.hits.insert("@100".to_owned(), hit.to_vec());
+        p.online = Some(QueryOutcomes {
+            ads_shown: vec![1; n],
+            impressions: vec![1.0; n],
+            clicks: vec![0.1; n],
+            conversions: conversions.to_vec(),
+            value: conversions.to_vec(),
+            cost: vec![1.0; n],
+        });
+        p
+    }
+
+    #[test]
+    fn a_variant_is_paired_with_the_reference_query_by_query_over_the_seeds() {
+        // Two seeds on the same 40 queries. The reference finds queries 0..10 in both seeds;
+        // the variant finds 0..20 in seed 1 and 0..30 in seed 2: +0.375 recall@100 on average.
+        let hits = |found: usize| -> Vec<u32> { (0..40).map(|q| u32::from(q < found)).collect() };
+        let conv = |c: f64| vec![c; 40];
+        let base = [
+            run_queries("q", &hits(10), &conv(1.0)),
+            run_queries("q", &hits(10), &conv(1.0)),
+        ];
+        let new = [
+            run_queries("q", &hits(20), &conv(1.5)),
+            run_queries("q", &hits(30), &conv(1.5)),
+        ];
+        let v = versus_reference("a", &base, &new);
+        assert_eq!(
+            (v.pooling.as_str(), v.units, v.note.as_deref()),
+            ("queries", 40, None)
+        );
+        let r = v.conversion_recall_at_100.unwrap();
+        assert!((r.mean - 0.375).abs() < 1e-12, "{r:?}");
+        assert!(r.low > 0.0 && r.high <= 1.0, "{r:?}");
+        let lift = v.online_lifts.unwrap().conversion_volume.unwrap();
+        assert!((lift.mean - 50.0).abs() < 1e-9 && (lift.low - 50.0).abs() < 1e-9);
+
+        // Different eval queries per seed (paired within each seed): (seed, query) pairs.
+        let base2 = [base[0].clone(), run_queries("other", &hits(10), &conv(1.0))];
+        let new2 = [new[0].clone(), run_queries("other", &hits(30), &conv(1.5))];
+        let v = versus_reference("a", &base2, &new2);
+        assert_eq!((v.pooling.as_str(), v.units), ("seed_query_pairs", 80));
+        assert!((v.conversion_recall_at_100.unwrap().mean - 0.375).abs() < 1e-12);
+
+        // A variant scored on other queries than the reference pairs nothing.
+        let v = versus_reference("a", &base, &new2);
+        assert!(v.conversion_recall_at_100.is_none() && v.online_lifts.is_none());
+        assert!(v.note.unwrap().contains("run 2 differ"));
+
+        // The table: the reference row, the variant's delta with its interval, (n.s.) for a
+        // variant no different from the reference, and how the intervals were drawn.
+        let variant = |name: &str, versus: Option<VersusReference>| VariantResult {
+            name: name.to_owned(),
+            change: "x".to_owned(),
+            runs: BTreeMap::new(),
+            summary: BTreeMap::new(),
+            run_dirs: Vec::new(),
+            versus_reference: versus,
+        };
+        let report = AblationReport {
+            ladder: Ladder::Seeds,
+            data: "synthetic".into(),
+            seeds: vec![1, 2],
+            conversion_queries: 40,
+            seconds: 1.0,
+            variants: vec![
+                variant("a", None),
+                variant("b", Some(versus_reference("a", &base, &new))),
+                variant("c", Some(versus_reference("a", &base, &base))),
+            ],
+            ceilings: BTreeMap::new(),
+        };
+        let table = report.table();
+        assert!(
+            table.contains("| Δ conv R@100 vs a [95%] | conv volume vs a [95%] |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| a | x | | reference | reference |"),
+            "{table}"
+        );
+        assert!(table.contains("| b | x | | +0.3750 ["), "{table}");
+        assert!(table.contains("| +50.0% [+50.0%, +50.0%] |"), "{table}");
+        assert!(
+            table.contains(
+                "| c | x | | +0.0000 [+0.0000, +0.0000] (n.s.) | +0.0% [+0.0%, +0.0%] (n.s.) |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("over the 40 conversion eval queries"),
+            "{table}"
+        );
+        let json = serde_json::to_string(&report).unwrap();
+        let back: AblationReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.variants[1].versus_reference,
+            report.variants[1].versus_reference
+        );
     }
 
     #[test]

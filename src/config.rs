@@ -26,9 +26,11 @@ pub struct RunConfig {
     pub optim: OptimConfig,
     /// The training loop.
     pub train: TrainConfig,
-    /// The simulated serving of the eval queries' conversion top K (synthetic marketplace only):
-    /// `candidates` (the K), `slots`, `reserve` (least expected cost per impression,
-    /// `p_click x bid`) and `position_decay` (examination `(1 + slot)^-position_decay`).
+    /// The simulated serving of the eval queries' and the traffic requests' conversion top K
+    /// (synthetic marketplace only): `candidates` (the K), `slots`, `reserve` (least expected
+    /// cost per impression under the ad's objective, `p_click x bid` or
+    /// `target_cpa x p_click x p_conv|click`), `position_decay` (examination
+    /// `(1 + slot)^-position_decay`) and `traffic_requests` (the A/B on traffic; 0 turns it off).
     pub online: AuctionConfig,
 }
 
@@ -38,7 +40,14 @@ impl Default for RunConfig {
             seed: 42,
             threads: 0,
             synth: SynthConfig::default(),
-            data: DatasetConfig::default(),
+            // Two weeks of the marketplace's four are the eval window, for enough conversion
+            // queries to resolve a few percent; the engagement task, with more relevant pins per
+            // query, is subsampled to 10,000 queries.
+            data: DatasetConfig {
+                eval_window_days: 14.0,
+                max_eval_queries: 10_000,
+                ..DatasetConfig::default()
+            },
             model: ModelConfig::default(),
             optim: OptimConfig::default(),
             train: TrainConfig::default(),
@@ -107,9 +116,16 @@ pub struct ConfigError {
 }
 
 impl RunConfig {
-    /// Parses TOML text (a subset of keys; the rest keep their defaults).
+    /// Parses TOML text (a subset of keys; the rest keep [`RunConfig::default`]'s values, which
+    /// for `[data]` are not the data crate's own defaults: see `Default`).
+    ///
+    /// # Errors
+    /// If `text` is not TOML or sets an unknown key or a value of the wrong type; the error
+    /// cites the text's own line.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        Ok(toml::from_str(text)?)
+        // Parsed alone first, so that an error points into `text` rather than the merged table.
+        let _: RunConfig = toml::from_str(text)?;
+        RunConfig::default().overridden_by(text)
     }
 
     /// The configuration of a run on a dataset directory: the defaults, overridden by the
@@ -278,6 +294,22 @@ fn overlay(mut base: toml::Table, top: toml::Table) -> toml::Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_file_keeps_the_run_defaults_of_the_keys_it_does_not_set() {
+        let cfg = RunConfig::from_toml("[data]\nhistory_len = 7\n").unwrap();
+        let want = RunConfig::default();
+        assert_eq!(cfg.data.history_len, 7);
+        // The run's [data] defaults, not the data crate's own.
+        assert_eq!(cfg.data.eval_window_days, want.data.eval_window_days);
+        assert_eq!(cfg.data.max_eval_queries, want.data.max_eval_queries);
+        assert_ne!(
+            want.data.eval_window_days,
+            DatasetConfig::default().eval_window_days
+        );
+        let err = RunConfig::from_toml("[data]\nhistory_len = \"seven\"\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
 
     #[test]
     fn overrides_keep_the_base_and_reject_unknown_keys() {

@@ -10,15 +10,18 @@
 #![forbid(unsafe_code)]
 
 mod ablate;
+mod bootstrap;
 mod checkpoint;
 mod compare;
 mod config;
 mod embed;
 mod fault;
+mod headroom;
 mod import;
 mod metrics;
 mod online;
 mod output;
+mod per_query;
 mod pipeline;
 mod report;
 mod run;
@@ -27,6 +30,10 @@ mod synth;
 pub use ablate::{
     AblationReport, AblationRequest, Ladder, Spread, VariantResult, ablation_config,
     ablation_config_with, run_ablation,
+};
+pub use bootstrap::{
+    BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval, RatioParts,
+    paired_bootstrap, paired_bootstraps, paired_lift_bootstrap, paired_lift_bootstraps,
 };
 pub use checkpoint::{
     CHECKPOINT_DIR, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, Checkpoint, CheckpointError, Found, KEEP,
@@ -41,13 +48,17 @@ pub use embed::{
     EMBED_FILES, EmbedSummary, Retrieved, embed_run, read_user_ids, retrieve, retrieved_csv,
 };
 pub use fault::{FAULT_ENV, FAULT_MARKER, FaultAction, FaultPlan, WriteStage};
+pub use headroom::{Headroom, headroom};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};
 pub use metrics::{
-    BootstrapInterval, EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics,
-    TrainingSummary, paired_bootstrap,
+    EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics, TrainingSummary,
 };
 pub use online::{LIFT_BASELINE, OnlineFigures, OnlineMetrics, online_metrics};
 pub use output::write_atomic;
+pub use per_query::{
+    OnlineLiftIntervals, PER_QUERY_FILE, PER_QUERY_FORMAT, PerQuery, QueryOutcomes, QuerySet,
+    per_query_path, query_identity, recall_intervals,
+};
 pub use pipeline::{PipelineRequest, report_json, report_table, run_w3};
 pub use report::{ReportFiles, default_report_dir, write_report};
 pub use run::{

@@ -49,6 +49,20 @@ enum Command {
     },
     /// Print the default configuration as TOML.
     Config,
+    /// Measure how much the synthetic marketplace lets conversions matter, with no model trained:
+    /// conversion recall@K of the oracle against the oracle of clicks (the engagement-only
+    /// ceiling), and both in the simulated A/B on traffic.
+    Headroom {
+        /// TOML file overriding any subset of the default config (as for `train`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seed of the marketplace (overrides the config's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Train a ladder of model variants, each with several seeds, on the same data, and print
     /// and write (ablation.json, ablation.md) what each change bought.
     Ablate {
@@ -229,6 +243,30 @@ fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Config => print!("{}", RunConfig::default().to_toml()?),
+        Command::Headroom { config, seed, json } => {
+            let mut cfg = match &config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    RunConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+                }
+                None => RunConfig::default(),
+            };
+            if let Some(seed) = seed {
+                cfg.seed = seed;
+            }
+            let threads = cfg.resolved_threads();
+            let report = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .context("cannot start the worker threads")?
+                .install(|| convcg::headroom(&cfg, convcg_eval::Par::rayon(threads)))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+        }
         Command::Ablate {
             ladder,
             data,

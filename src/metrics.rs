@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use convcg_data::{Surface, Task};
@@ -123,6 +121,11 @@ pub struct Metrics {
     /// (runs whose log has a ground truth: the synthetic marketplace; absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub online: Option<crate::online::OnlineMetrics>,
+    /// The simulated A/B on traffic: requests drawn from the marketplace's traffic model in the
+    /// eval window (`[online] traffic_requests`), each served through every retriever's
+    /// conversion top K and the same auction (synthetic marketplace only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub traffic: Option<crate::online::OnlineMetrics>,
 }
 
 /// One figure set per task, each a map from metric name to value.
@@ -379,6 +382,9 @@ impl Metrics {
         if let Some(online) = &self.online {
             out.push_str(&online.table());
         }
+        if let Some(traffic) = &self.traffic {
+            out.push_str(&traffic.traffic_table());
+        }
         out
     }
 
@@ -488,51 +494,6 @@ impl QueryRecalls {
     }
 }
 
-/// A paired bootstrap's estimate of `mean(a - b)` and its percentile interval.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BootstrapInterval {
-    /// `mean(a - b)` over all pairs.
-    pub mean: f64,
-    /// The lower percentile of the resampled means.
-    pub low: f64,
-    /// The upper percentile of the resampled means.
-    pub high: f64,
-}
-
-/// The paired bootstrap of `mean(a[i] - b[i])`: `resamples` draws of `n` indices with
-/// replacement (ChaCha8 seeded with `seed`), and the `(1 - level) / 2` and `(1 + level) / 2`
-/// percentiles (nearest rank) of the resampled means.
-///
-/// # Errors
-/// If `a` and `b` differ in length or are empty, `resamples` is 0, or `level` is not in (0, 1).
-pub fn paired_bootstrap(
-    a: &[f64],
-    b: &[f64],
-    resamples: usize,
-    level: f64,
-    seed: u64,
-) -> anyhow::Result<BootstrapInterval> {
-    if a.len() != b.len() || a.is_empty() {
-        anyhow::bail!("paired bootstrap of {} and {} values", a.len(), b.len());
-    }
-    if resamples == 0 || !(level > 0.0 && level < 1.0) {
-        anyhow::bail!("paired bootstrap with {resamples} resamples at level {level}");
-    }
-    let diff: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-    let n = diff.len();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).map(|_| diff[rng.random_range(0..n)]).sum::<f64>() / n as f64)
-        .collect();
-    means.sort_unstable_by(f64::total_cmp);
-    let at = |p: f64| means[((p * resamples as f64).ceil() as usize).clamp(1, resamples) - 1];
-    Ok(BootstrapInterval {
-        mean: diff.iter().sum::<f64>() / n as f64,
-        low: at((1.0 - level) / 2.0),
-        high: at((1.0 + level) / 2.0),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,37 +541,6 @@ mod tests {
             ..m
         };
         assert!(!without.table().contains("oracle of clicks"));
-    }
-
-    #[test]
-    fn bootstrap_interval_brackets_the_mean_and_separates_a_clear_difference() {
-        // 997 pairs (an awkward size), a - b = 0.1 + noise in [-0.05, 0.05].
-        let b: Vec<f64> = (0..997).map(|i| f64::from(i % 7) / 7.0).collect();
-        let a: Vec<f64> = b
-            .iter()
-            .enumerate()
-            .map(|(i, x)| x + 0.1 + (f64::from(i as u32 % 11) - 5.0) / 100.0)
-            .collect();
-        let ci = paired_bootstrap(&a, &b, 1000, 0.95, 3).unwrap();
-        assert!(ci.low <= ci.mean && ci.mean <= ci.high, "{ci:?}");
-        assert!(ci.low > 0.09 && ci.high < 0.11, "{ci:?}");
-        assert_eq!(ci, paired_bootstrap(&a, &b, 1000, 0.95, 3).unwrap());
-    }
-
-    #[test]
-    fn bootstrap_interval_of_pure_noise_covers_zero() {
-        let a: Vec<f64> = (0..501).map(|i| f64::from(i % 2)).collect();
-        let b: Vec<f64> = (0..501).map(|i| f64::from((i + 1) % 2)).collect();
-        let ci = paired_bootstrap(&a, &b, 1000, 0.95, 9).unwrap();
-        assert!(ci.low < 0.0 && ci.high > 0.0, "{ci:?}");
-    }
-
-    #[test]
-    fn bootstrap_rejects_bad_input() {
-        assert!(paired_bootstrap(&[1.0], &[1.0, 2.0], 10, 0.95, 0).is_err());
-        assert!(paired_bootstrap(&[], &[], 10, 0.95, 0).is_err());
-        assert!(paired_bootstrap(&[1.0], &[0.0], 0, 0.95, 0).is_err());
-        assert!(paired_bootstrap(&[1.0], &[0.0], 10, 1.0, 0).is_err());
     }
 
     fn assert_near(got: f64, want: f64) {

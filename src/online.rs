@@ -49,6 +49,10 @@ pub struct OnlineMetrics {
     pub retrievers: BTreeMap<String, OnlineFigures>,
     /// Lifts in percent of every other retriever over [`LIFT_BASELINE`].
     pub lift_vs_popularity: BTreeMap<String, OnlineLift>,
+    /// Per retriever, each served query's outcome in query order (what a paired bootstrap
+    /// resamples); not part of `metrics.json`.
+    #[serde(skip)]
+    pub per_query: BTreeMap<String, Vec<ServingOutcome>>,
 }
 
 impl OnlineMetrics {
@@ -59,17 +63,35 @@ impl OnlineMetrics {
         Some(OnlineLift::between(&b.outcome, &r.outcome))
     }
 
-    /// The results table's block: one row per retriever, then the model's lifts over popularity.
+    /// The results table's block for the eval queries: one row per retriever, then the model's
+    /// lifts over popularity.
     pub fn table(&self) -> String {
+        self.table_of("simulated serving: conversion queries'", "conv/1k q")
+    }
+
+    /// The same block for the simulated A/B on traffic.
+    pub fn traffic_table(&self) -> String {
+        let requests = self
+            .retrievers
+            .values()
+            .next()
+            .map_or(0, |f| f.outcome.queries);
+        self.table_of(
+            &format!("simulated A/B on {requests} traffic requests: each retriever's"),
+            "conv/1k r",
+        )
+    }
+
+    fn table_of(&self, what: &str, volume: &str) -> String {
         use std::fmt::Write as _;
         let a = &self.auction;
         let mut out = format!(
-            "\nsimulated serving: conversion queries' top {} into an auction ({} slots, reserve {}, examination (1 + slot)^-{})\n",
+            "\n{what} top {} into an auction ({} slots, reserve {}, examination (1 + slot)^-{})\n",
             a.candidates, a.slots, a.reserve, a.position_decay
         );
         let _ = writeln!(
             out,
-            "  {:<16}{:>9}{:>11}{:>10}{:>11}{:>11}{:>10}{:>12}{:>10}{:>8}",
+            "  {:<16}{:>9}{:>11}{:>10}{:>11}{:>11}{:>12}{:>12}{:>10}{:>8}",
             "retriever",
             "w/ ads",
             "impr.",
@@ -77,7 +99,7 @@ impl OnlineMetrics {
             "conv.",
             "value",
             "cost",
-            "conv/1k q",
+            volume,
             "i2c %",
             "RoAS"
         );
@@ -97,7 +119,7 @@ impl OnlineMetrics {
             let o = &f.outcome;
             let _ = writeln!(
                 out,
-                "  {:<16}{:>9}{:>11.2}{:>10.3}{:>11.4}{:>11.2}{:>10.3}{:>12.4}{:>10}{:>8}",
+                "  {:<16}{:>9}{:>11.2}{:>10.3}{:>11.4}{:>11.2}{:>12.2}{:>12.4}{:>10}{:>8}",
                 name,
                 o.queries_with_ads,
                 o.impressions,
@@ -162,7 +184,7 @@ pub fn online_metrics(
                 truth.num_pins()
             );
         }
-        let outcome = convcg_eval::simulate_serving(top, cfg, |q, pin| {
+        let each = convcg_eval::serve_each_query(top, cfg, |q, pin| {
             let key = &keys[q];
             CandidateTruth {
                 p_click: f64::from(truth.p_click(key.user, pin, key.surface)),
@@ -170,9 +192,15 @@ pub fn online_metrics(
                 p_view_through: f64::from(truth.p_view_through(key.user, pin)),
                 value: f64::from(truth.conversion_value(pin)),
                 bid: f64::from(truth.bid(pin)),
+                target_cpa: truth.target_cpa(pin).map(f64::from),
             }
         })?;
+        let mut outcome = ServingOutcome::default();
+        for o in &each {
+            outcome.add(o);
+        }
         out.retrievers.insert(name.to_owned(), outcome.into());
+        out.per_query.insert(name.to_owned(), each);
     }
     let others: Vec<String> = out
         .retrievers

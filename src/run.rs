@@ -36,6 +36,7 @@ use crate::metrics::{
     flatten, ranking_metrics,
 };
 use crate::output::write_atomic;
+use crate::per_query::{PerQuery, QueryOutcomes, QuerySet, TrafficOutcomes};
 use crate::synth::{MANIFEST_FILE, SynthManifest};
 
 /// Whether a run draws progress bars and prints its tables.
@@ -58,6 +59,8 @@ pub struct RunOutput {
     pub metrics: Metrics,
     /// Per eval query recall@K of every retriever.
     pub per_query: QueryRecalls,
+    /// The model's figures per eval query, as written to `per_query.json`.
+    pub model_queries: PerQuery,
     /// The reader's report (rows read and skipped per table) of a run on a directory.
     pub read_report: Option<ReadReport>,
 }
@@ -109,8 +112,8 @@ pub struct Interrupted {
 }
 
 /// Trains and evaluates on the synthetic marketplace `cfg.synth`; writes `config.toml`,
-/// `source.toml`, checkpoints (every `[train] checkpoint_every` steps), `model.ckpt` and
-/// `metrics.json` into `out_dir` (created if missing) and returns the metrics.
+/// `source.toml`, checkpoints (every `[train] checkpoint_every` steps), `model.ckpt`,
+/// `per_query.json` and `metrics.json` into `out_dir` (created if missing) and returns the metrics.
 pub fn train(cfg: &RunConfig, out_dir: &Path, verbosity: Verbosity) -> Result<Metrics> {
     let control = RunControl::new(verbosity);
     Ok(train_source(cfg, &RunSource::Synthetic, out_dir, &control)?.metrics)
@@ -141,7 +144,7 @@ pub fn train_data(
 
 /// Trains and evaluates on an event log already in memory (with its marketplace, for the
 /// clean-label, oracle and simulated metrics, when it is synthetic); writes `config.toml`,
-/// `model.ckpt` and `metrics.json` into `out_dir`, and no periodic checkpoint: nothing in the
+/// `model.ckpt`, `per_query.json` and `metrics.json` into `out_dir`, and no periodic checkpoint: nothing in the
 /// run directory could rebuild the data, so the run cannot be resumed. Several runs on the same
 /// data (`convcg ablate`) make or read it once.
 ///
@@ -171,10 +174,7 @@ pub fn train_loaded(
     let output = in_pool(&cfg, |par| {
         train_and_evaluate(&cfg, log, market, par, &session, None)
     })?;
-    write_atomic(
-        &out_dir.join("metrics.json"),
-        serde_json::to_string_pretty(&output.metrics)?.as_bytes(),
-    )?;
+    write_results(out_dir, &output)?;
     Ok(output)
 }
 
@@ -187,7 +187,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// A fresh run on `source` into `out_dir`, steered by `control`: writes `config.toml` and
-/// `source.toml` first, then checkpoints, `model.ckpt` and `metrics.json`.
+/// `source.toml` first, then checkpoints, `model.ckpt`, `per_query.json` and `metrics.json`.
 ///
 /// # Errors
 /// If `out_dir` already holds checkpoints (resume it, or delete them), a file cannot be
@@ -223,7 +223,7 @@ pub fn train_source(
 /// Continues the run in `run_dir` from its newest usable checkpoint: reads `config.toml` and
 /// `source.toml`, rebuilds the dataset from the same source, restores the model, optimisers,
 /// sampler, log-q estimator and loss curve, trains the remaining steps, evaluates and writes
-/// `model.ckpt` and `metrics.json`. With the same thread count the final parameters and the
+/// `model.ckpt`, `per_query.json` and `metrics.json`. With the same thread count the final parameters and the
 /// loss curve are bit-identical to those of an uninterrupted run. An unusable newest
 /// checkpoint is reported (file and reason), renamed to `*.bad`, and the previous one used.
 ///
@@ -364,11 +364,17 @@ fn execute(
         control,
     };
     let output = in_pool(cfg, |par| run(cfg, &session, resume, par))?;
+    write_results(out_dir, &output)?;
+    Ok(output)
+}
+
+/// Writes `per_query.json`, then `metrics.json` (the mark of a finished run), atomically.
+fn write_results(out_dir: &Path, output: &RunOutput) -> Result<()> {
+    output.model_queries.write(out_dir)?;
     write_atomic(
         &out_dir.join("metrics.json"),
         serde_json::to_string_pretty(&output.metrics)?.as_bytes(),
-    )?;
-    Ok(output)
+    )
 }
 
 /// Runs `f` on a thread pool of the run's thread count, handing it the matching parallelism.
@@ -551,6 +557,7 @@ fn train_and_evaluate(
     let Evaluation {
         mut metrics,
         per_query,
+        model_queries,
     } = evaluate(&model, &data, market, cfg.seed, &cfg.online, par)?;
     spinner.finish_and_clear();
     say(
@@ -564,6 +571,7 @@ fn train_and_evaluate(
     Ok(RunOutput {
         metrics,
         per_query,
+        model_queries,
         read_report: None,
     })
 }
@@ -1005,6 +1013,8 @@ pub struct Evaluation {
     pub metrics: Metrics,
     /// Per eval query recall@K of every retriever.
     pub per_query: QueryRecalls,
+    /// The model's figures per eval query (`per_query.json`).
+    pub model_queries: PerQuery,
 }
 
 /// Scores the model and the reference points (popularity, recently seen, random, and with a
@@ -1028,6 +1038,7 @@ pub fn evaluate(
     let eval = data.eval();
     let mut out = Metrics::default();
     let mut per_query = QueryRecalls::default();
+    let mut model_queries = PerQuery::default();
     for (task, queries) in [
         (Task::Conversion, &eval.conversion),
         (Task::Engagement, &eval.engagement),
@@ -1039,17 +1050,12 @@ pub fn evaluate(
         let qf = data.query_features(&queries.keys);
         let qe = model.embed_queries(&query_input(&qf)?, EMBED_CHUNK, par)?;
         let model_top = exact_top_k(dense_slice(&qe)?, corpus, d, k, par);
-        let mut counts = data.pin_counts(task);
-        let other = data.pin_counts(match task {
-            Task::Conversion => Task::Engagement,
-            Task::Engagement => Task::Conversion,
-        });
-        // Ties among the task's counts (most pins have no conversion) go to the other task's.
-        let tie = 1.0 / (other.iter().copied().fold(0.0f32, f32::max) + 1.0);
-        for (c, o) in counts.iter_mut().zip(&other) {
-            *c += o * tie;
+        let measured = QuerySet::measure(&queries.keys, &queries.relevant, &model_top, &RECALL_KS)?;
+        match task {
+            Task::Conversion => model_queries.conversion = measured,
+            Task::Engagement => model_queries.engagement = measured,
         }
-        let pop_top = popularity_top_k(&counts, nq, k);
+        let pop_top = popularity_top_k(&popularity_counts(data, task), nq, k);
         let seen_top = recently_seen_top_k(data, &queries.keys, &pop_top)?;
         let rand_top = random_top_k(n_pins, nq, k, seed ^ 0x5EED);
         let oracle_top = market.map(|m| {
@@ -1142,12 +1148,12 @@ pub fn evaluate(
                 .into_iter()
                 .chain(oracle_top.iter().map(|t| ("oracle", t)))
                 .collect();
-            out.online = Some(crate::online::online_metrics(
-                m,
-                &queries.keys,
-                &served,
-                online,
-            )?);
+            let measured = crate::online::online_metrics(m, &queries.keys, &served, online)?;
+            model_queries.online = measured
+                .per_query
+                .get("model")
+                .map(|o| QueryOutcomes::from_outcomes(o));
+            out.online = Some(measured);
         }
         let name = format!("{task:?}").to_lowercase();
         out.eval
@@ -1161,6 +1167,17 @@ pub fn evaluate(
             Task::Engagement => out.eval.engagement_queries = nq,
         }
     }
+    if let Some(m) = market.filter(|_| online.traffic_requests > 0) {
+        let keys = m.traffic(
+            online.traffic_requests,
+            eval.window_start,
+            eval.window_end.saturating_add(1),
+            seed ^ crate::headroom::TRAFFIC_SEED,
+        )?;
+        let (traffic, outcomes) = traffic_ab(model, data, m, &keys, seed, online, par)?;
+        model_queries.traffic = Some(outcomes);
+        out.traffic = Some(traffic);
+    }
     out.eval = EvalSummary {
         corpus_pins: n_pins,
         ..out.eval
@@ -1168,7 +1185,59 @@ pub fn evaluate(
     Ok(Evaluation {
         metrics: out,
         per_query,
+        model_queries,
     })
+}
+
+/// Each pin's count of `task` positives in the training data, ties broken by the other task's:
+/// what the popularity baseline ranks by.
+fn popularity_counts(data: &Dataset, task: Task) -> Vec<f32> {
+    let mut counts = data.pin_counts(task);
+    let other = data.pin_counts(match task {
+        Task::Conversion => Task::Engagement,
+        Task::Engagement => Task::Conversion,
+    });
+    // Ties among the task's counts (most pins have no conversion) go to the other task's.
+    let tie = 1.0 / (other.iter().copied().fold(0.0f32, f32::max) + 1.0);
+    for (c, o) in counts.iter_mut().zip(&other) {
+        *c += o * tie;
+    }
+    counts
+}
+
+/// The simulated A/B on traffic: the model's, popularity's, recently seen's and random's
+/// conversion top K (`online.candidates`) for each request of `keys` through the auction, with
+/// the model's outcome per request for `per_query.json`.
+fn traffic_ab(
+    model: &TwoTowerModel,
+    data: &Dataset,
+    market: &Marketplace,
+    keys: &[QueryKey],
+    seed: u64,
+    online: &AuctionConfig,
+    par: Par,
+) -> Result<(crate::online::OnlineMetrics, TrafficOutcomes)> {
+    let k = online.candidates.min(data.num_pins());
+    let pins = model.embed_pins(&pin_input(data.pin_features())?, EMBED_CHUNK, par)?;
+    let qf = data.query_features(keys);
+    let qe = model.embed_queries(&query_input(&qf)?, EMBED_CHUNK, par)?;
+    let model_top = exact_top_k(dense_slice(&qe)?, dense_slice(&pins)?, pins.ncols(), k, par);
+    let pop_top = popularity_top_k(&popularity_counts(data, Task::Conversion), keys.len(), k);
+    let seen_top = recently_seen_top_k(data, keys, &pop_top)?;
+    let rand_top = random_top_k(data.num_pins(), keys.len(), k, seed ^ 0x7AFF);
+    let served = [
+        ("model", &model_top),
+        ("popularity", &pop_top),
+        ("recently_seen", &seen_top),
+        ("random", &rand_top),
+    ];
+    let measured = crate::online::online_metrics(market, keys, &served, online)?;
+    let outcomes = measured
+        .per_query
+        .get("model")
+        .map(|o| QueryOutcomes::from_outcomes(o))
+        .unwrap_or_default();
+    Ok((measured, TrafficOutcomes::new(keys, outcomes)))
 }
 
 /// The recently-seen baseline: per query, the pins of the user's impressions strictly before

@@ -174,21 +174,44 @@ fn compare_warns_when_the_baselines_differ() {
 }
 
 #[test]
-fn compare_names_the_file_without_online_figures_or_missing() {
+fn compare_of_a_run_without_online_figures_prints_the_recall_deltas_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     write_run(&a, &run_a());
     let mut offline = run_b();
     offline.online = None;
     write_run(&b, &offline);
-    let out = convcg().arg("compare").arg(&a).arg(&b).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let text = stdout_of(convcg().arg("compare").arg(&a).arg(&b));
     let file = b.join("metrics.json").display().to_string();
     assert!(
-        err.contains(&file) && err.contains("no `online` section"),
-        "{err}"
+        text.contains(
+            "no simulated serving: online figures need the synthetic marketplace's ground truth"
+        ) && text.contains(&format!("  {file} has no `online` section")),
+        "{text}"
     );
+    assert!(!text.contains("B vs A"), "{text}");
+    assert!(
+        text.contains("conversion  all          100    0.5000    0.5500   +0.0500    +10.0%\n"),
+        "{text}"
+    );
+    // Hand-made runs have no per_query.json: no intervals, and the reason.
+    assert!(
+        text.contains("no interval: run A has no per_query.json beside"),
+        "{text}"
+    );
+    let json = stdout_of(convcg().args(["compare", "--json"]).arg(&a).arg(&b));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        v["online"].is_null() && v["recall"][0]["interval"].is_null(),
+        "{json}"
+    );
+}
+
+#[test]
+fn compare_names_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    write_run(&a, &run_a());
 
     let missing = dir.path().join("nowhere");
     let out = convcg()

@@ -5,7 +5,9 @@
 //! `cargo test -p convcg --test suite real_slices -- --nocapture`.
 
 mod cli;
+mod cli_compare;
 mod cli_embed;
+mod cli_headroom;
 mod cli_import;
 mod cli_online;
 mod cli_pipeline;

@@ -46,7 +46,7 @@ fn import_and_train(source: Source, src: &Path) -> (RunConfig, RunOutput) {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     for retriever in ["model", "popularity", "recently_seen", "random"] {
         for task in ["conversion", "engagement"] {
-            for k in [50, 100, 500, 1000] {
+            for k in [20, 50, 100, 500, 1000] {
                 let x = v[retriever][task][format!("recall@{k}")].as_f64();
                 assert!(
                     x.is_some_and(|x| x.is_finite() && (0.0..=1.0).contains(&x)),
@@ -63,6 +63,14 @@ fn import_and_train(source: Source, src: &Path) -> (RunConfig, RunOutput) {
     assert!(
         v.get("online").is_none(),
         "no simulated serving without ground truth"
+    );
+    let per_query = convcg::PerQuery::read_beside(&run.path().join("metrics.json"), &out.metrics)
+        .unwrap()
+        .expect("a --data run writes per_query.json");
+    assert!(per_query.online.is_none());
+    assert_eq!(
+        per_query.conversion.queries,
+        out.metrics.eval.conversion_queries
     );
     assert!(
         out.metrics

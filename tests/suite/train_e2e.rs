@@ -80,7 +80,7 @@ fn trained_model_beats_popularity_on_conversions() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     for retriever in ["model", "popularity", "random", "oracle"] {
         for task in ["conversion", "engagement"] {
-            for k in [50, 100, 500, 1000] {
+            for k in [20, 50, 100, 500, 1000] {
                 let x = &v[retriever][task][format!("recall@{k}")];
                 assert!(
                     x.is_f64(),
@@ -90,7 +90,7 @@ fn trained_model_beats_popularity_on_conversions() {
         }
     }
     // The oracle of clicks (the engagement-only ceiling) is scored on the conversion queries only.
-    for k in [50, 100, 500, 1000] {
+    for k in [20, 50, 100, 500, 1000] {
         let x = v["oracle_clicks"]["conversion"][format!("recall@{k}")].as_f64();
         assert!(
             x.is_some_and(|x| (0.0..=1.0).contains(&x)),
@@ -100,6 +100,33 @@ fn trained_model_beats_popularity_on_conversions() {
     assert_eq!(v["oracle_clicks"]["engagement"], serde_json::json!({}));
     check_ranking_sections(&v);
     check_online_section(&m, &v);
+    check_per_query_file(&m, &dir.path().join("metrics.json"));
+}
+
+/// `per_query.json`: read back beside `metrics.json` (which checks its counts and mean
+/// recall@100 against it), it gives every K's mean recall and the model's online totals.
+fn check_per_query_file(m: &Metrics, metrics_file: &std::path::Path) {
+    let p = convcg::PerQuery::read_beside(metrics_file, m)
+        .unwrap()
+        .expect("a run writes per_query.json");
+    assert_eq!(p.conversion.ks(), convcg_eval::RECALL_KS);
+    for k in convcg_eval::RECALL_KS {
+        let per = p.engagement.recall(k).unwrap();
+        let mean = per.iter().sum::<f64>() / per.len() as f64;
+        let want = m.model.engagement[&format!("recall@{k}")];
+        assert!(
+            (mean - want).abs() < 1e-9,
+            "engagement recall@{k}: {mean} vs {want}"
+        );
+    }
+    let online = p.online.expect("online outcomes per query");
+    let model = &m.online.as_ref().unwrap().retrievers["model"].outcome;
+    let conversions: f64 = online.conversions.iter().sum();
+    assert!((conversions - model.conversions).abs() < 1e-9 * model.conversions.max(1.0));
+    assert_eq!(
+        online.ads_shown.iter().map(|&a| a as usize).sum::<usize>(),
+        model.ads_shown
+    );
 }
 
 /// The `online` section: every retriever served, expected totals consistent with each other, and
@@ -152,7 +179,7 @@ fn figures(v: &serde_json::Value, path: String, out: &mut Vec<(String, f64)>) {
 fn check_ranking_sections(v: &serde_json::Value) {
     for retriever in ["model", "popularity", "recently_seen", "random", "oracle"] {
         for task in ["conversion", "engagement"] {
-            for k in [50, 100, 500, 1000] {
+            for k in [20, 50, 100, 500, 1000] {
                 let ndcg = &v["ndcg"][retriever][task][format!("ndcg@{k}")];
                 assert!(ndcg.is_f64(), "no ndcg.{retriever}.{task}.ndcg@{k}");
                 let adv = &v["advertiser"][retriever][task][format!("recall@{k}")];
@@ -200,10 +227,12 @@ fn same_seed_gives_the_same_metrics_file() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     run(&cfg, a.path());
     run(&cfg, b.path());
-    let read = |d: &tempfile::TempDir| std::fs::read(d.path().join("metrics.json")).unwrap();
-    assert_eq!(
-        read(&a),
-        read(&b),
-        "two runs with one seed wrote different metrics.json"
-    );
+    for file in ["metrics.json", "per_query.json"] {
+        let read = |d: &tempfile::TempDir| std::fs::read(d.path().join(file)).unwrap();
+        assert_eq!(
+            read(&a),
+            read(&b),
+            "two runs with one seed wrote different {file}"
+        );
+    }
 }

@@ -4,28 +4,35 @@
 
 use std::fmt;
 
+use convcg_kernels::vmath::{fast_exp, fast_ln};
+
 use crate::dataset::QueryKey;
 use crate::schema::Surface;
 use crate::synth::SynthConfig;
 use crate::synth::serve::ON_INTEREST;
 use crate::synth::world::QUERY_ID_BASE;
 
-/// Bins of the histogram of candidates' scaled click logits on which the selection threshold is
-/// solved: fine enough (about 0.02 nats at the default temperature) that binning moves no pin's
-/// selection probability by more than a few percent of itself, coarse enough to be cheap per query.
-const THRESHOLD_BINS: usize = 512;
-/// Bisection steps for the threshold: the bracket is about 100 nats wide, so 40 halvings leave
-/// an error far below the bins' width.
-const THRESHOLD_STEPS: usize = 40;
+/// Bins of the histogram of candidates' scaled log auction values on which the selection threshold
+/// is solved: fine enough (a few hundredths of a nat over the values' range at the default
+/// temperature) that binning moves no pin's selection probability by more than a few percent of
+/// itself, coarse enough to be cheap per query.
+const THRESHOLD_BINS: usize = 1024;
+/// Most steps of the threshold's search: the bracket is about 100 nats wide, so even 60 halvings
+/// alone would leave an error far below the bins' width; Newton steps end it in a few.
+const THRESHOLD_STEPS: usize = 60;
+/// The search stops once the expected number shown is within this share of the slots.
+const THRESHOLD_TOLERANCE: f64 = 1e-6;
 
 /// Ground truth: indices are positions in `log.users` / `log.pins`.
 ///
 /// With `s = surface`, `c = <u_click, v_click>` and `k = <u_conv, v_conv>`:
 /// `p_click = sigmoid(bias_s + a c + quality_pin)`,
-/// `p_conversion_given_click = (1 - accidental) sigmoid(conv_bias_pin + g k)`, and an
-/// unclicked impression converts (view-through) with `view_through_rate` times the latter's
+/// `p_conversion_given_click = (1 - accidental) sigmoid(conv_bias_pin + intent_user + g k)`, and
+/// an unclicked impression converts (view-through) with `view_through_rate` times the latter's
 /// sigmoid, so `p_conversion = p_click p_cgc + (1 - p_click) p_view`. These are exactly the
-/// probabilities the generator draws from.
+/// probabilities the generator draws from. `quality_pin` includes an inspiration pin's click lift
+/// and `conv_bias_pin` its advertiser's conversion propensity, its price effect and an inspiration
+/// pin's conversion drop.
 #[derive(Clone)]
 pub struct GroundTruth {
     pub(crate) dim: usize,
@@ -35,11 +42,28 @@ pub struct GroundTruth {
     pub(crate) pin_conv: Vec<f32>,
     pub(crate) pin_quality: Vec<f32>,
     pub(crate) pin_conv_bias: Vec<f32>,
+    /// Whether each pin is an inspiration pin (clicked above its category's rate, rarely bought).
+    pub(crate) pin_inspiration: Vec<bool>,
+    /// Each user's purchase intent: added to the conversion logit.
+    pub(crate) user_intent: Vec<f32>,
     pub(crate) pin_advertiser: Vec<u32>,
     /// Cost-per-click bid of each pin (`synth::bids`).
     pub(crate) pin_bid: Vec<f32>,
     /// Expected value of one conversion of each pin (`synth::bids`).
     pub(crate) pin_value: Vec<f32>,
+    /// Target cost per action of each advertiser running a conversion campaign (`synth::bids`).
+    pub(crate) advertiser_target_cpa: Vec<Option<f32>>,
+    /// Per pin, the log of what its auction value multiplies the click probability by, without
+    /// the conversion probability: `ln bid` (click campaign) or `ln(target_cpa x genuine click
+    /// share)` (conversion campaign).
+    pub(crate) pin_value_base: Vec<f32>,
+    /// Per pin, 1 where the conversion probability enters its auction value (a conversion
+    /// campaign), else 0.
+    pub(crate) pin_value_converts: Vec<f32>,
+    /// Share of auctions each advertiser takes part in (budget pacing, `synth::bids`).
+    pub(crate) advertiser_participation: Vec<f32>,
+    /// Expected requests of each user over the log's days (proportional to their activity).
+    pub(crate) user_request_rate: Vec<f64>,
     pub(crate) advertiser_reporting_rate: Vec<f32>,
     pub(crate) surface_bias: [f32; 3],
     pub(crate) click_scale: f32,
@@ -78,9 +102,6 @@ pub(crate) struct Exposure {
     pub(crate) interests: Vec<(u32, f32)>,
     /// Category of each search query, by `query_id - QUERY_ID_BASE`.
     pub(crate) query_category: Vec<u32>,
-    /// Smallest and largest pin click quality: with the surface bias and the click scale they
-    /// bound every click logit, which places the threshold histogram without a pass over the pins.
-    pub(crate) quality_range: (f32, f32),
 }
 
 /// `1 - (1 - x)^n`, accurate for the tiny per-draw probabilities of a large catalog.
@@ -98,7 +119,6 @@ impl Exposure {
         category_weight: &[f64],
         user_interests: &[Vec<(u32, f64)>],
         category_queries: &[Vec<u32>],
-        pin_quality: &[f32],
     ) -> Exposure {
         let nc = category_weight.len();
         let mut category_total = vec![0f64; nc];
@@ -133,11 +153,6 @@ impl Exposure {
                 query_category[q as usize] = c as u32;
             }
         }
-        let quality_range = pin_quality
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &q| {
-                (lo.min(q), hi.max(q))
-            });
         Exposure {
             category_inclusion: per_pin(&category_share, cfg.interest_candidates),
             pop_inclusion_home: per_pin(&pop_share, cfg.popularity_draws(Surface::HomeFeed)),
@@ -153,11 +168,10 @@ impl Exposure {
             interest_offsets,
             interests,
             query_category,
-            quality_range,
         }
     }
 
-    fn interests(&self, user: u32) -> &[(u32, f32)] {
+    pub(crate) fn interests(&self, user: u32) -> &[(u32, f32)] {
         let u = user as usize;
         &self.interests[self.interest_offsets[u] as usize..self.interest_offsets[u + 1] as usize]
     }
@@ -210,6 +224,31 @@ impl fmt::Debug for GroundTruth {
 #[inline]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
+}
+
+/// `ln sigmoid(x)`, without overflow for very negative `x`.
+#[inline]
+fn ln_sigmoid(x: f32) -> f32 {
+    if x < -30.0 { x } else { -(-x).exp().ln_1p() }
+}
+
+/// `<a, b>` summed in eight lanes, so that it vectorises.
+#[inline]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[inline]
@@ -268,12 +307,90 @@ impl GroundTruth {
         sigmoid(self.click_logit(user, pin, surface))
     }
 
+    /// The conversion logit of a genuine click: `sigmoid` of it is
+    /// [`GroundTruth::p_conversion_given_genuine_click`].
+    pub(crate) fn conversion_logit(&self, user: u32, pin: u32) -> f32 {
+        self.pin_conv_bias[pin as usize]
+            + self.user_intent[user as usize]
+            + self.conv_scale * self.conversion_affinity(user, pin)
+    }
+
     /// Conversion probability of a genuine (not accidental) click.
     pub(crate) fn p_conversion_given_genuine_click(&self, user: u32, pin: u32) -> f32 {
-        sigmoid(
-            self.pin_conv_bias[pin as usize]
-                + self.conv_scale * self.conversion_affinity(user, pin),
-        )
+        sigmoid(self.conversion_logit(user, pin))
+    }
+
+    /// The natural log of the expected value per impression both auctions rank `pin` by, from
+    /// its click logit and (called only for a conversion campaign) the conversion logit of a
+    /// genuine click: `ln(bid x p_click)` for a click campaign,
+    /// `ln(target_cpa x p_click x p_conv|click)` for a conversion campaign.
+    pub(crate) fn log_auction_value(
+        &self,
+        pin: u32,
+        click_logit: f32,
+        conversion_logit: impl FnOnce() -> f32,
+    ) -> f32 {
+        let p = pin as usize;
+        let v = ln_sigmoid(click_logit) + self.pin_value_base[p];
+        if self.pin_value_converts[p] > 0.0 {
+            v + ln_sigmoid(conversion_logit())
+        } else {
+            v
+        }
+    }
+
+    /// [`GroundTruth::pin_value_base`] and [`GroundTruth::pin_value_converts`] from the bids
+    /// and target CPAs.
+    pub(crate) fn value_bases(
+        pin_advertiser: &[u32],
+        pin_bid: &[f32],
+        target_cpa: &[Option<f32>],
+        genuine_click_share: f32,
+    ) -> (Vec<f32>, Vec<f32>) {
+        pin_advertiser
+            .iter()
+            .zip(pin_bid)
+            .map(|(&a, &bid)| match target_cpa[a as usize] {
+                None => (bid.ln(), 0.0),
+                Some(t) => ((t * genuine_click_share).ln(), 1.0),
+            })
+            .unzip()
+    }
+
+    /// Expected value per impression of `pin` to `user` on `surface` in both auctions:
+    /// `bid x p_click` for a click campaign, `target_cpa x p_click x p_conv|click` for a
+    /// conversion campaign.
+    pub fn auction_value(&self, user: u32, pin: u32, surface: Surface) -> f32 {
+        self.log_auction_value(pin, self.click_logit(user, pin, surface), || {
+            self.conversion_logit(user, pin)
+        })
+        .exp()
+    }
+
+    /// The target cost per action of the pin's advertiser if it runs a conversion campaign, `None`
+    /// for a click campaign.
+    ///
+    /// # Panics
+    /// If `pin` is out of range.
+    pub fn target_cpa(&self, pin: u32) -> Option<f32> {
+        self.advertiser_target_cpa[self.pin_advertiser[pin as usize] as usize]
+    }
+
+    /// Share of the incumbent's auctions the pin's advertiser takes part in (below 1 where its
+    /// budget binds).
+    pub fn participation(&self, pin: u32) -> f32 {
+        self.advertiser_participation[self.pin_advertiser[pin as usize] as usize]
+    }
+
+    /// Whether the pin inspires rather than sells: clicked above its category's rate, rarely
+    /// bought.
+    pub fn is_inspiration(&self, pin: u32) -> bool {
+        self.pin_inspiration[pin as usize]
+    }
+
+    /// The user's purchase intent, a shift of every conversion logit of theirs.
+    pub fn purchase_intent(&self, user: u32) -> f32 {
+        self.user_intent[user as usize]
     }
 
     /// Probability that a click of `pin` by `user` leads to a conversion.
@@ -335,6 +452,7 @@ impl GroundTruth {
         let uc = Self::row(&self.user_click, user, d);
         let uv = Self::row(&self.user_conv, user, d);
         let bias = self.surface_bias[surface.index()];
+        let intent = self.user_intent[user as usize];
         let pins = self
             .pin_click
             .chunks_exact(d)
@@ -342,7 +460,7 @@ impl GroundTruth {
             .zip(self.pin_quality.iter().zip(&self.pin_conv_bias));
         for (o, ((vc, vv), (&q, &cb))) in out.iter_mut().zip(pins) {
             let pc = sigmoid(bias + self.click_scale * dot(uc, vc) + q);
-            let g = sigmoid(cb + self.conv_scale * dot(uv, vv));
+            let g = sigmoid(cb + intent + self.conv_scale * dot(uv, vv));
             *o = pc * self.genuine_click_share * g + (1.0 - pc) * self.view_through_rate * g;
         }
     }
@@ -410,10 +528,10 @@ impl GroundTruth {
         CategoryDraws::PerRequest { weights, popular }
     }
 
-    /// `out[j] = P(pin j shown | key) * outcome(j, click logit of j)`: the policy-aware oracle's
-    /// expected outcomes per request. See [`GroundTruth::expected_conversion_scores`] for the
-    /// exposure model.
-    fn expected_scores(&self, key: &QueryKey, out: &mut [f32], outcome: impl Fn(u32, f32) -> f32) {
+    /// `out[j] = P(pin j shown | key) * outcome(p_click, p_conv|genuine click)` of pin `j`: the
+    /// policy-aware oracle's expected outcomes per request. See
+    /// [`GroundTruth::expected_conversion_scores`] for the exposure model.
+    fn expected_scores(&self, key: &QueryKey, out: &mut [f32], outcome: impl Fn(f32, f32) -> f32) {
         let e = &self.exposure;
         let cfg = &self.record.config;
         let n_cat = cfg.interest_candidates;
@@ -425,21 +543,22 @@ impl GroundTruth {
             Surface::HomeFeed | Surface::Search => None,
         };
         let pop_inclusion = e.pop_inclusion(key.surface);
-        // Bounds of the scaled click logits l/T (affinities of unit vectors lie in [-1, 1]),
-        // widened a little for rounding: the histogram's range.
-        let bias = self.surface_bias[key.surface.index()];
-        let reach = self.click_scale.abs() * 1.01;
-        let (q_lo, q_hi) = e.quality_range;
-        let (s_lo, s_hi) = {
-            let (a, b) = ((bias - reach + q_lo) / temp, (bias + reach + q_hi) / temp);
-            (f64::from(a.min(b)) - 1e-3, f64::from(a.max(b)) + 1e-3)
-        };
-        let width = (s_hi - s_lo) / THRESHOLD_BINS as f64;
-        let per_bin = 1.0 / width;
-        let mut hist = vec![0f64; THRESHOLD_BINS];
-        let mut scaled = vec![0f32; out.len()];
-        for (j, (o, s)) in out.iter_mut().zip(scaled.iter_mut()).enumerate() {
+        let n = out.len();
+        // Pass 1: each pin's probability of entering the auction (a candidate whose advertiser
+        // takes part) and its click and conversion logits.
+        let mut entry = vec![0f32; n];
+        let mut click = vec![0f32; n];
+        let mut conv = vec![0f32; n];
+        let d = self.dim;
+        let uc = Self::row(&self.user_click, key.user, d);
+        let uv = Self::row(&self.user_conv, key.user, d);
+        let click_bias = self.surface_bias[key.surface.index()];
+        let conv_bias = self.user_intent[key.user as usize];
+        for (j, en) in entry.iter_mut().enumerate() {
             let pin = j as u32;
+            if excluded == Some(pin) {
+                continue;
+            }
             let c = e.pin_category[j] as usize;
             let from_category = match &draws {
                 CategoryDraws::PerDraw { weights, popular } => {
@@ -456,16 +575,54 @@ impl GroundTruth {
                 }
             };
             let a_pop = f64::from(pop_inclusion[j]);
-            let a = if excluded == Some(pin) {
-                0.0
-            } else {
-                a_pop + (1.0 - a_pop) * from_category.min(1.0)
-            };
-            let logit = self.click_logit(key.user, pin, key.surface);
-            *s = logit / temp;
-            *o = a as f32 * outcome(pin, logit);
-            let bin = ((f64::from(*s) - s_lo) * per_bin).clamp(0.0, (THRESHOLD_BINS - 1) as f64);
-            hist[bin as usize] += a;
+            *en = (a_pop + (1.0 - a_pop) * from_category.min(1.0)) as f32
+                * self.advertiser_participation[self.pin_advertiser[j] as usize];
+        }
+        for (((l, k), vc), vv) in click
+            .iter_mut()
+            .zip(conv.iter_mut())
+            .zip(self.pin_click.chunks_exact(d))
+            .zip(self.pin_conv.chunks_exact(d))
+        {
+            *l = lane_dot(uc, vc);
+            *k = lane_dot(uv, vv);
+        }
+        // Pass 2 (vectorised): outcomes and scaled log auction values, one exponential per logit
+        // serving both its sigmoid and its log.
+        let inv_temp = 1.0 / temp;
+        let mut scaled = vec![0f32; n];
+        for j in 0..n {
+            let l = click_bias + self.click_scale * click[j] + self.pin_quality[j];
+            let k = conv_bias + self.conv_scale * conv[j] + self.pin_conv_bias[j];
+            let (e_click, e_conv) = (fast_exp(-l), fast_exp(-k));
+            let v = self.pin_value_base[j]
+                - fast_ln(1.0 + e_click)
+                - self.pin_value_converts[j] * fast_ln(1.0 + e_conv);
+            scaled[j] = v * inv_temp;
+            out[j] = entry[j] * outcome(1.0 / (1.0 + e_click), 1.0 / (1.0 + e_conv));
+        }
+        // Pass 3: the histogram of the scaled values weighted by the entry probability, over
+        // their range widened a little for rounding.
+        let (mut s_lo, mut s_hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        for (&s, &a) in scaled.iter().zip(&entry) {
+            if a > 0.0 {
+                s_lo = s_lo.min(s);
+                s_hi = s_hi.max(s);
+            }
+        }
+        if s_lo > s_hi {
+            // No pin can enter the auction.
+            return;
+        }
+        let (s_lo, s_hi) = (f64::from(s_lo) - 1e-3, f64::from(s_hi) + 1e-3);
+        let width = (s_hi - s_lo) / THRESHOLD_BINS as f64;
+        let per_bin = 1.0 / width;
+        let mut hist = vec![0f64; THRESHOLD_BINS];
+        for (&s, &a) in scaled.iter().zip(&entry) {
+            if a > 0.0 {
+                let bin = ((f64::from(s) - s_lo) * per_bin).clamp(0.0, (THRESHOLD_BINS - 1) as f64);
+                hist[bin as usize] += f64::from(a);
+            }
         }
         let Some(tau) = selection_threshold(
             &hist,
@@ -476,10 +633,16 @@ impl GroundTruth {
             // No more candidates expected than slots: every candidate is shown.
             return;
         };
-        // f32 here: this pass runs over every pin of every query, and pi needs no more precision.
+        // Pass 4 (vectorised): pi = 1 - exp(-x), x = exp(s - tau), by its series where x is tiny.
         let tau = tau as f32;
         for (o, &s) in out.iter_mut().zip(&scaled) {
-            *o *= -(-(s - tau).exp()).exp_m1();
+            let x = fast_exp(s - tau);
+            let pi = if x < 1e-3 {
+                x * (1.0 - 0.5 * x)
+            } else {
+                1.0 - fast_exp(-x)
+            };
+            *o *= pi;
         }
     }
 
@@ -494,13 +657,16 @@ impl GroundTruth {
     ///
     /// # Exposure model
     ///
-    /// With `l_j` the click logit, `T` the serving temperature, `k` the ads per request of the
-    /// surface, `p_j` a popularity draw's probability of pin `j` and `q_j` a category draw's
-    /// probability of it within its category `c_j`:
+    /// With `v_j` the log of pin `j`'s auction value ([`GroundTruth::auction_value`]: `bid x
+    /// p_click` or `target_cpa x p_click x p_conv|click` by its campaign's objective), `T` the
+    /// serving temperature, `k` the ads per request of the surface, `r_j` the share of auctions
+    /// its advertiser takes part in, `p_j` a popularity draw's probability of pin `j` and `q_j` a
+    /// category draw's probability of it within its category `c_j`:
     ///
     /// `P(shown_j) = a_j * pi_j`, where
     ///
-    /// * `a_j = 1 - (1 - p_j)^n_pop * (1 - b_j)` is the exact probability that `j` is a candidate:
+    /// * `a_j = r_j (1 - (1 - p_j)^n_pop * (1 - b_j))` is the exact probability that `j` enters
+    ///   the auction: its advertiser takes part, and it is a candidate:
     ///   `n_pop` popularity draws (the home feed's `popularity_candidates`, a quarter elsewhere) and
     ///   `n_cat = interest_candidates` category draws, with `b_j = 1 - (1 - w_u(c_j) q_j)^n_cat`
     ///   on the home feed (each draw picks an interest category `c` with weight `w_u(c)`) and
@@ -510,13 +676,13 @@ impl GroundTruth {
     ///   it from: `b_j = m(c_j) (1 - (1 - q_j)^n_cat)` with `m = 0.8 w_u + 0.2 * category prior`.
     ///   A draw from a category without pins is a popularity draw, as in serving (for an unknown
     ///   related context this approximates the popular context pin's category by popularity draws).
-    /// * `pi_j = 1 - exp(-exp(l_j / T - tau))` approximates `P(selected | candidate)`. Serving keeps
-    ///   the `k` candidates with the largest `l / T + Gumbel`; `j` is kept iff its perturbed score
+    /// * `pi_j = 1 - exp(-exp(v_j / T - tau))` approximates `P(selected | candidate)`. Serving keeps
+    ///   the `k` candidates with the largest `v / T + Gumbel`; `j` is kept iff its perturbed score
     ///   beats the `k`-th best of the others, and replacing that random threshold by a constant
-    ///   `tau` gives `P(G_j > tau - l_j / T)`, the expression above. `tau` (one per query: it sets
-    ///   how the click logit trades against candidate probability, so it changes the ranking) is
+    ///   `tau` gives `P(G_j > tau - v_j / T)`, the expression above. `tau` (one per query: it sets
+    ///   how the auction value trades against candidate probability, so it changes the ranking) is
     ///   set so that the expected number shown is `k`: `sum_i a_i pi_i(tau) = k`, solved by
-    ///   bisection on a fine histogram of `l / T` weighted by `a`. If fewer than `k` candidates
+    ///   Newton steps safeguarded by bisection on a fine histogram of `v / T` weighted by `a`. If fewer than `k` candidates
     ///   are expected, `pi = 1`. This mean-field threshold ignores that the candidate set, hence
     ///   the threshold, varies between requests (and correlates with `j`'s own presence).
     ///
@@ -531,9 +697,7 @@ impl GroundTruth {
             self.num_pins(),
             "expected_conversion_scores: out must have one slot per pin"
         );
-        self.expected_scores(key, out, |pin, logit| {
-            let pc = sigmoid(logit);
-            let g = self.p_conversion_given_genuine_click(key.user, pin);
+        self.expected_scores(key, out, |pc, g| {
             pc * self.genuine_click_share * g + (1.0 - pc) * self.view_through_rate * g
         });
     }
@@ -552,7 +716,7 @@ impl GroundTruth {
             self.num_pins(),
             "expected_click_scores: out must have one slot per pin"
         );
-        self.expected_scores(key, out, |_, logit| sigmoid(logit));
+        self.expected_scores(key, out, |pc, _| pc);
     }
 
     /// `P(pin shown | key)` for every pin: [`GroundTruth::expected_conversion_scores`]'s exposure
@@ -576,20 +740,34 @@ fn selection_threshold(hist: &[f64], lo: f64, width: f64, k: f64) -> Option<f64>
     if bins.iter().map(|b| b.1).sum::<f64>() <= k {
         return None;
     }
-    let shown = |tau: f64| -> f64 {
-        bins.iter()
-            .map(|&(t, a)| -a * (-(t - tau).exp()).exp_m1())
-            .sum()
+    // The expected number shown at `tau`, less k, and its derivative in tau.
+    let excess = |tau: f64| -> (f64, f64) {
+        bins.iter().fold((-k, 0.0), |(f, df), &(t, a)| {
+            let x = (t - tau).exp();
+            let stay = (-x).exp();
+            (f + a * (1.0 - stay), df - a * x * stay)
+        })
     };
-    // 50 nats beyond the logits' range, every candidate (resp. none) is shown: a bracket.
+    // 50 nats beyond the values' range, every candidate (resp. none) is shown: a bracket. Newton
+    // steps (the count falls smoothly in tau) where they stay inside it, bisection otherwise.
     let (mut below, mut above) = (lo - 50.0, lo + hist.len() as f64 * width + 50.0);
+    let mut tau = 0.5 * (below + above);
     for _ in 0..THRESHOLD_STEPS {
-        let mid = 0.5 * (below + above);
-        if shown(mid) > k {
-            below = mid;
-        } else {
-            above = mid;
+        let (f, df) = excess(tau);
+        if f.abs() <= THRESHOLD_TOLERANCE * k {
+            break;
         }
+        if f > 0.0 {
+            below = tau;
+        } else {
+            above = tau;
+        }
+        let newton = tau - f / df;
+        tau = if df < 0.0 && newton > below && newton < above {
+            newton
+        } else {
+            0.5 * (below + above)
+        };
     }
-    Some(0.5 * (below + above))
+    Some(tau)
 }

@@ -95,8 +95,8 @@ pub use convcg_kernels::Par;
 pub use error::{Error, Result};
 pub use exact::{exact_top_k, exact_top_k_arrays, top_k_by};
 pub use online::{
-    AuctionConfig, CandidateTruth, OnlineLift, ServingOutcome, lift_percent, serve_query,
-    simulate_serving,
+    AuctionConfig, CandidateTruth, OnlineLift, ServingOutcome, lift_percent, serve_each_query,
+    serve_query, simulate_serving,
 };
 pub use ranking::{Coverage, advertiser_recall_at_k, coverage_at_k, gini, ndcg_at_k};
 pub use recall::{RECALL_KS, RecallReport, recall_at_k};

@@ -1,10 +1,12 @@
 //! Simulated serving: what a retriever's candidates would earn downstream.
 //!
 //! Each query's first [`AuctionConfig::candidates`] retrieved items enter an auction that ranks
-//! them by expected cost per impression, `p_click x bid` (the true click probability on the
-//! query's surface times the advertiser's cost-per-click bid), and shows at most
-//! [`AuctionConfig::slots`] of them whose expected cost per impression is at least
-//! [`AuctionConfig::reserve`]. Equal `p_click x bid` go to the smaller item id, so the outcome
+//! them by expected cost per impression under each ad's campaign objective: `p_click x bid` for a
+//! click campaign (the true click probability on the query's surface times the advertiser's
+//! cost-per-click bid), `target_cpa x p_click x p_conv|click` for a conversion campaign (as
+//! oCPM / target-CPA auctions do), and shows at most [`AuctionConfig::slots`] of them whose
+//! expected cost per impression is at least [`AuctionConfig::reserve`]. Equal values go to the
+//! smaller item id, so the outcome
 //! depends on the candidate set alone, not on the order the retriever listed it in. The ad in
 //! slot `s` (from 0) is looked at with probability `exam(s) = (1 + s)^-position_decay`
 //! (position-based examination; `position_decay = 0` looks at every slot).
@@ -17,7 +19,8 @@
 //! - conversions `= Σ exam(s) (p_click p_conv|click + (1 - p_click) p_view)`, click-through plus
 //!   view-through conversions of an examined ad,
 //! - value `= Σ exam(s) p_conversion(s) value`, with `value` a conversion's expected value,
-//! - cost `= Σ exam(s) p_click bid` (the advertiser pays its bid per click).
+//! - cost `= Σ exam(s) x` the ad's expected cost per impression (a click campaign pays its bid per
+//!   click, a conversion campaign its target CPA per click-through conversion).
 //!
 //! Derived ([`ServingOutcome`]): conversion volume (conversions per 1,000 queries),
 //! impression-to-conversion rate (conversions / impressions) and return on ad spend (value /
@@ -32,9 +35,8 @@ use crate::topk::TopK;
 /// The downstream auction's settings. Its `Default` is convcg's simulated serving: the top 100
 /// candidates, 5 slots, a reserve of 0.05 expected cost per impression (a CPM of 50), and
 /// examination `(1 + slot)^-0.7`. The reserve binds on the default synthetic marketplace (whose
-/// click-through rates, 2.6-5.4% per surface, are higher than real ads'): in the default run
-/// (docs/results.md) popularity's candidates fill 55% of the slots, random's 26%, the model's 90%,
-/// so a better candidate set shows more ads as well as better ones.
+/// click-through rates are higher than real ads'), so a better candidate set shows more ads as
+/// well as better ones.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuctionConfig {
@@ -46,6 +48,10 @@ pub struct AuctionConfig {
     pub reserve: f64,
     /// Exponent of the position-based examination `(1 + slot)^-position_decay`.
     pub position_decay: f64,
+    /// Requests of the simulated A/B on traffic: drawn from the marketplace's traffic model in the
+    /// eval window, each served through every retriever's top K and this auction (0: no A/B on
+    /// traffic, only the eval queries are served).
+    pub traffic_requests: usize,
 }
 
 impl Default for AuctionConfig {
@@ -55,6 +61,7 @@ impl Default for AuctionConfig {
             slots: 5,
             reserve: 0.05,
             position_decay: 0.7,
+            traffic_requests: 20_000,
         }
     }
 }
@@ -110,8 +117,11 @@ pub struct CandidateTruth {
     pub p_view_through: f64,
     /// Expected value of one conversion (0 where conversions carry none).
     pub value: f64,
-    /// The advertiser's cost-per-click bid.
+    /// The advertiser's cost-per-click bid (what a click campaign pays per click).
     pub bid: f64,
+    /// The advertiser's target cost per action if it runs a conversion campaign (what it pays
+    /// per click-through conversion); `None` for a click campaign.
+    pub target_cpa: Option<f64>,
 }
 
 impl CandidateTruth {
@@ -120,9 +130,13 @@ impl CandidateTruth {
         self.p_click * self.p_conversion_given_click + (1.0 - self.p_click) * self.p_view_through
     }
 
-    /// The auction's score: expected cost per impression, `p_click x bid`.
+    /// The auction's score: expected cost per impression, `p_click x bid` for a click campaign,
+    /// `target_cpa x p_click x p_conversion_given_click` for a conversion campaign.
     pub fn expected_cost_per_impression(&self) -> f64 {
-        self.p_click * self.bid
+        match self.target_cpa {
+            None => self.p_click * self.bid,
+            Some(t) => t * self.p_click * self.p_conversion_given_click,
+        }
     }
 
     fn check(&self, query: usize, item: u32) -> Result<()> {
@@ -138,6 +152,8 @@ impl CandidateTruth {
             "value"
         } else if !amount(self.bid) {
             "bid"
+        } else if !self.target_cpa.is_none_or(amount) {
+            "target_cpa"
         } else {
             return Ok(());
         };
@@ -162,7 +178,7 @@ pub struct ServingOutcome {
     pub conversions: f64,
     /// Expected conversion value.
     pub value: f64,
-    /// Expected advertiser cost (clicks times bids).
+    /// Expected advertiser cost (clicks times bids, click-through conversions times target CPAs).
     pub cost: f64,
 }
 
@@ -243,7 +259,7 @@ pub fn serve_query(
         out.clicks += exam * t.p_click;
         out.conversions += conversions;
         out.value += conversions * t.value;
-        out.cost += exam * t.p_click * t.bid;
+        out.cost += exam * t.expected_cost_per_impression();
         shown.push((*item, exam));
     }
     Ok((shown, out))
@@ -261,6 +277,23 @@ pub fn simulate_serving(
     cfg: &AuctionConfig,
     truth: impl Fn(usize, u32) -> CandidateTruth,
 ) -> Result<ServingOutcome> {
+    let mut total = ServingOutcome::default();
+    for outcome in serve_each_query(top, cfg, truth)? {
+        total.add(&outcome);
+    }
+    Ok(total)
+}
+
+/// [`simulate_serving`]'s auction, one outcome per query of `top` in query order: what a paired
+/// comparison of two retrievers over the same queries resamples.
+///
+/// # Errors
+/// Those of [`simulate_serving`].
+pub fn serve_each_query(
+    top: &TopK,
+    cfg: &AuctionConfig,
+    truth: impl Fn(usize, u32) -> CandidateTruth,
+) -> Result<Vec<ServingOutcome>> {
     cfg.validate()?;
     if top.ids.len() != top.scores.len() || (top.k > 0 && !top.ids.len().is_multiple_of(top.k)) {
         return Err(Error::MalformedTopK {
@@ -275,7 +308,7 @@ pub fn simulate_serving(
             k: top.k,
         });
     }
-    let mut total = ServingOutcome::default();
+    let mut out = Vec::with_capacity(top.num_queries());
     let mut candidates = Vec::with_capacity(cfg.candidates);
     for q in 0..top.num_queries() {
         candidates.clear();
@@ -284,10 +317,9 @@ pub fn simulate_serving(
                 .iter()
                 .map(|&item| (item, truth(q, item))),
         );
-        let (_, outcome) = serve_query(q, &candidates, cfg)?;
-        total.add(&outcome);
+        out.push(serve_query(q, &candidates, cfg)?.1);
     }
-    Ok(total)
+    Ok(out)
 }
 
 /// Lifts of one outcome over another, in percent: `100 (new / base - 1)`; `None` where the base's
@@ -354,7 +386,45 @@ mod tests {
             p_view_through: 0.0,
             value: 10.0,
             bid,
+            target_cpa: None,
         }
+    }
+
+    #[test]
+    fn a_conversion_campaign_is_ranked_and_charged_by_its_target_cpa() {
+        let cfg = AuctionConfig {
+            slots: 1,
+            reserve: 0.0,
+            position_decay: 0.0,
+            ..AuctionConfig::default()
+        };
+        // Click campaign: 0.1 x 1.0 = 0.1 per impression. Conversion campaign: 20 x 0.05 x 0.2
+        // = 0.2 per impression, so it takes the one slot although its bid and click rate are lower.
+        let click = (1, t(0.1, 1.0));
+        let conversion = (
+            2,
+            CandidateTruth {
+                p_conversion_given_click: 0.2,
+                target_cpa: Some(20.0),
+                ..t(0.05, 0.5)
+            },
+        );
+        let (shown, out) = serve_query(0, &[click, conversion], &cfg).unwrap();
+        assert_eq!(shown, vec![(2, 1.0)]);
+        assert_near(out.cost, 20.0 * 0.05 * 0.2);
+        assert_near(out.conversions, 0.05 * 0.2);
+        let bad = CandidateTruth {
+            target_cpa: Some(-1.0),
+            ..conversion.1
+        };
+        let err = serve_query(0, &[(2, bad)], &cfg).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::BadCandidateTruth {
+                what: "target_cpa",
+                ..
+            }
+        ));
     }
 
     #[test]

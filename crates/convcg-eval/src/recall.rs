@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::topk::TopK;
 
-/// The recall cut-offs of the design: recall@50, @100, @500 and @1000.
-pub const RECALL_KS: [usize; 4] = [50, 100, 500, 1000];
+/// The recall cut-offs of the design: recall@20, @50, @100, @500 and @1000.
+pub const RECALL_KS: [usize; 5] = [20, 50, 100, 500, 1000];
 
 /// Macro-averaged recall and capped recall at several cut-offs.
 ///
@@ -246,6 +246,6 @@ mod tests {
             r#"{"queries":2,"recall":{"recall@1":0.0,"recall@2":0.5,"recall@4":1.0},"capped_recall""#
         ), "{json}");
         assert_eq!(serde_json::from_str::<RecallReport>(&json).unwrap(), r);
-        assert_eq!(RECALL_KS, [50, 100, 500, 1000]);
+        assert_eq!(RECALL_KS, [20, 50, 100, 500, 1000]);
     }
 }

@@ -25,6 +25,7 @@ fn truth(t: Truth) -> CandidateTruth {
         p_view_through: t.2,
         value: t.3,
         bid: t.4,
+        target_cpa: None,
     }
 }
 
@@ -35,6 +36,7 @@ fn cfg(candidates: usize) -> AuctionConfig {
         slots: 5,
         reserve: 0.01,
         position_decay: 1.0,
+        traffic_requests: 0,
     }
 }
 

@@ -84,6 +84,7 @@ mod simd;
 mod softmax;
 #[cfg(test)]
 mod testing;
+pub mod vmath;
 
 pub use activation::{relu_backward, relu_forward, relu_mask};
 pub use concat::{concat_cols_backward, concat_cols_forward};

@@ -1,5 +1,6 @@
 //! In-batch sampled softmax cross-entropy with logQ correction and accidental-hit masking.
 
+use crate::vmath::fast_exp;
 use faer::{Accum, Par};
 use rayon::prelude::*;
 
@@ -309,45 +310,6 @@ fn exp_sum(row: &mut [f32], max: f32) -> f64 {
         }
     }
     total.iter().sum()
-}
-
-/// `e^x` in f32 with a relative error below about 3e-7 for `x` in `[-87.3, 88]`, written with
-/// plain arithmetic, compares and integer bit operations only, so that loops over it vectorise
-/// on baseline SSE2 (no FMA, no rounding instructions, no calls).
-///
-/// `x = n ln 2 + r` with `n` the nearest integer of `x / ln 2` (rounded by adding and taking
-/// away 1.5 * 2^23) and `|r| <= ln 2 / 2` (Cody-Waite: `ln 2` in two parts, the first exact in
-/// a few bits so that `n * LN2_HI` is exact); `e^r ~= 1 + r + r^2 P(r)` with the minimax
-/// polynomial `P` of Cephes' `expf`; `2^n` is built in the exponent bits. Below
-/// `ln(f32::MIN_POSITIVE)` (about -87.34), where `e^x` would be subnormal, the result is
-/// exactly 0, `-inf` included; above 88 it is `e^88`; NaN gives NaN.
-#[inline(always)]
-pub(crate) fn fast_exp(x: f32) -> f32 {
-    const LO: f32 = -87.336_55;
-    const HI: f32 = 88.0;
-    const ROUND: f32 = 12_582_912.0;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const P: [f32; 6] = [
-        1.987_569_1e-4,
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ];
-    // Written as selects, not `f32::clamp`, so that they map to maxps/minps and keep NaN.
-    let xc = if x < LO { LO } else { x };
-    let xc = if xc > HI { HI } else { xc };
-    let t = xc * std::f32::consts::LOG2_E + ROUND;
-    let n = t - ROUND;
-    let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let poly = P[1..].iter().fold(P[0], |acc, &p| acc * r + p);
-    let er = (poly * (r * r) + r) + 1.0;
-    // The low bits of t hold n: 2^n has the exponent field n + 127.
-    let two_n = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits() - 127) << 23);
-    let y = er * two_n;
-    if x < LO { 0.0 } else { y }
 }
 
 /// Backward of [`softmax_xent_forward`] from its `dlogits`:
@@ -828,25 +790,6 @@ mod tests {
                 |p| naive(&p[0], &p[1], &k).0,
             );
         }
-    }
-
-    #[test]
-    fn fast_exp_is_accurate_over_its_range() {
-        // Dense over the softmax's range (x = l - max <= 0) and sparser up to 88.
-        let points = (0..=2_000_000)
-            .map(|k| -87.3 + 87.3 * k as f64 / 2e6)
-            .chain((0..=100_000).map(|k| 88.0 * k as f64 / 1e5));
-        for x in points {
-            let x = x as f32;
-            let want = f64::from(x).exp();
-            let rel = ((f64::from(fast_exp(x)) - want) / want).abs();
-            assert!(rel <= 3e-7, "fast_exp({x}): relative error {rel:e}");
-        }
-        assert_eq!(fast_exp(0.0), 1.0);
-        for x in [-87.4f32, -88.0, -100.0, -1e4, f32::MIN, f32::NEG_INFINITY] {
-            assert_eq!(fast_exp(x).to_bits(), 0.0f32.to_bits(), "fast_exp({x})");
-        }
-        assert!(fast_exp(f32::NAN).is_nan());
     }
 
     #[test]

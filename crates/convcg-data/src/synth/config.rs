@@ -111,21 +111,45 @@ pub struct SynthConfig {
     /// Log-bid gained per unit of log price above the catalog's median (0 without a price):
     /// dearer products bid more per click.
     pub bid_price_elasticity: f64,
+    /// Share of advertisers running a conversion campaign (a target cost per action, ranked by
+    /// `target_cpa x p_click x p_conv|click`); the rest run click campaigns (a cost-per-click bid,
+    /// ranked by `bid x p_click`). Both the incumbent's auction and the simulated serving rank so.
+    pub conversion_campaign_share: f64,
+    /// Sigma of the lognormal factor between an advertiser's target cost per action and the cost
+    /// per conversion its clicks would have bought at its typical conversion rate (its bid over
+    /// that rate, the usual starting point of a target CPA).
+    pub target_cpa_sigma: f64,
+    /// Share of advertisers whose budget binds: they take part in only some auctions (budget
+    /// pacing by throttling).
+    pub budget_limited_share: f64,
+    /// Least share of auctions a budget-limited advertiser takes part in; each one's share is
+    /// uniform between this and 1.
+    pub budget_pacing_min: f64,
+    /// Share of pins that inspire rather than sell (ideas, looks, recipes): clicked and saved above
+    /// their category's rate, rarely bought.
+    pub inspiration_share: f64,
+    /// Click logit an inspiration pin gains.
+    pub inspiration_click_lift: f64,
+    /// Conversion logit an inspiration pin loses.
+    pub inspiration_conversion_drop: f64,
+    /// Standard deviation of the users' purchase intent, added to the conversion logit (a
+    /// lognormal factor on the odds): a minority of users make most conversions.
+    pub purchase_intent_sd: f64,
 }
 
 impl Default for SynthConfig {
     fn default() -> Self {
         SynthConfig {
-            num_users: 50_000,
+            num_users: 100_000,
             num_pins: 100_000,
             num_advertisers: 2_000,
-            num_categories: 200,
+            num_categories: 100,
             num_brands: 5_000,
             num_queries: 2_000,
             latent_dim: 16,
             days: 28,
             start_ts: 1_704_067_200,
-            impressions: 6_000_000,
+            impressions: 18_000_000,
             label_horizon_days: 7.0,
             surface_traffic: [0.55, 0.25, 0.20],
             ads_per_request: [4, 3, 3],
@@ -141,10 +165,10 @@ impl Default for SynthConfig {
             rho: 0.5,
             click_affinity_scale: 3.0,
             pin_quality_sd: 0.5,
-            conversion_bias: -6.0,
+            conversion_bias: -9.4,
             conversion_affinity_scale: 3.0,
-            advertiser_quality_sd: 0.5,
-            price_conversion_slope: 0.3,
+            advertiser_quality_sd: 1.8,
+            price_conversion_slope: 2.0,
             accidental_click_share: 0.15,
             save_rate: 0.3,
             view_through_rate: 0.004,
@@ -166,6 +190,14 @@ impl Default for SynthConfig {
             bid_advertiser_sigma: 0.5,
             bid_pin_sigma: 0.2,
             bid_price_elasticity: 0.3,
+            conversion_campaign_share: 0.6,
+            target_cpa_sigma: 0.3,
+            budget_limited_share: 0.5,
+            budget_pacing_min: 0.2,
+            inspiration_share: 0.2,
+            inspiration_click_lift: 0.8,
+            inspiration_conversion_drop: 3.0,
+            purchase_intent_sd: 2.0,
         }
     }
 }
@@ -375,6 +407,26 @@ impl SynthConfig {
         non_negative("bid_advertiser_sigma", self.bid_advertiser_sigma)?;
         non_negative("bid_pin_sigma", self.bid_pin_sigma)?;
         finite("bid_price_elasticity", self.bid_price_elasticity)?;
+        share(
+            "conversion_campaign_share",
+            self.conversion_campaign_share,
+            false,
+        )?;
+        non_negative("target_cpa_sigma", self.target_cpa_sigma)?;
+        share("budget_limited_share", self.budget_limited_share, false)?;
+        if !(self.budget_pacing_min > 0.0 && self.budget_pacing_min <= 1.0) {
+            return Err(config_error(
+                "budget_pacing_min",
+                format!("must be in (0, 1], got {}", self.budget_pacing_min),
+            ));
+        }
+        share("inspiration_share", self.inspiration_share, false)?;
+        finite("inspiration_click_lift", self.inspiration_click_lift)?;
+        finite(
+            "inspiration_conversion_drop",
+            self.inspiration_conversion_drop,
+        )?;
+        non_negative("purchase_intent_sd", self.purchase_intent_sd)?;
         Ok(())
     }
 }

@@ -10,17 +10,27 @@
 //!   conversion part is built the same way from the conversion centroids and offsets; its
 //!   conversion factor is `normalise(rho * click + sqrt(1 - rho^2) * independent)`. Each pin has a
 //!   click quality, a lognormal popularity weight and a price; its `f_*` columns are noisy random
-//!   projections of its two factors.
+//!   projections of its two factors. An advertiser's conversion propensity
+//!   (`advertiser_quality_sd`) spreads its conversions per click over two orders of magnitude; a
+//!   pin's price above its category's typical one lowers its conversion logit
+//!   (`price_conversion_slope`); a share of pins inspire rather than sell (`inspiration_*`:
+//!   clicked more, bought far less).
 //! * **Users** are a mixture of 1-3 interest categories plus noise (their click factor), with a
-//!   conversion factor mixed exactly like the pins', and lognormal activity levels; their `f_*`
-//!   columns are a noisy log activity and noisy projections of their factors.
+//!   conversion factor mixed exactly like the pins', a purchase intent added to every conversion
+//!   logit of theirs (`purchase_intent_sd`: a minority makes most conversions), and lognormal
+//!   activity levels; their `f_*` columns are a noisy log activity and noisy projections of their
+//!   factors.
 //! * **Serving.** Each user makes a Poisson number of requests (rate proportional to activity)
 //!   at uniform times over `days`. A request picks a surface by traffic share; candidates come
 //!   from the popularity sampler plus, on the home feed, the user's interest categories; on related
 //!   pins, the category of a context pin (drawn from the user's interests 80% of the time); on
-//!   search, the category of a query (each query tied to one category). The incumbent shows
-//!   `ads_per_request` of them, drawn without replacement from a softmax over the true click logits:
-//!   an engagement-optimised system, so the log is biased towards clickable ads.
+//!   search, the category of a query (each query tied to one category): the incumbent's candidate
+//!   generator is engagement-optimised. Each candidate's advertiser takes part in the auction with
+//!   its budget's pacing share; the auction shows `ads_per_request` of them, drawn without
+//!   replacement from a softmax (`serving_temperature`, the competition of other demand) over the
+//!   log of each ad's expected value per impression under its campaign's objective:
+//!   `bid x p_click` (click campaigns), `target_cpa x p_click x p_conv|click` (conversion
+//!   campaigns, `conversion_campaign_share` of the advertisers).
 //! * **Outcomes.** Clicks with probability [`GroundTruth::p_click`]; a share of clicks is
 //!   accidental (1-3 s, never converting); genuine click durations are lognormal and longer with
 //!   conversion affinity; saves with `save_rate` times the click probability. A genuine click
@@ -33,10 +43,13 @@
 //!   conversions (a pin the user never saw, random time) are added so that they make up
 //!   `fake_share` of the reported ones.
 //!
-//! * **Bids and values** (for the simulated serving only): a lognormal cost-per-click bid per pin
-//!   around its advertiser's level, higher for dearer pins, and the expected value of a conversion
-//!   (its price times the share of conversions that report one); drawn from a stream of their
-//!   own after everything else, so they change no event.
+//! * **Campaigns** (`bids`): a lognormal cost-per-click bid per pin around its advertiser's level,
+//!   higher for dearer pins; each advertiser's objective, target cost per action and budget
+//!   pacing; and the expected value of a conversion (its price times the share of conversions that
+//!   report one). Drawn from a stream of their own after the world, so that their settings move
+//!   no draw of the world; they decide which ads the auctions show.
+//! * **Traffic** (`traffic`): requests drawn as serving draws them (user by activity, surface,
+//!   context), for the simulated A/B on traffic.
 //!
 //! Each user draws from their own ChaCha8 stream of the seed, so the log does not depend on the
 //! number of threads or on how users are split among them.
@@ -45,6 +58,7 @@ mod bids;
 mod config;
 mod realised;
 pub(crate) mod serve;
+mod traffic;
 pub(crate) mod world;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -73,7 +73,34 @@ pub struct RealisedProperties {
     pub reporting_rate_p10: f64,
     /// 90th percentile of the advertisers' reporting rates.
     pub reporting_rate_p90: f64,
+    /// Share of advertisers running a conversion campaign.
+    pub conversion_campaign_share: f64,
+    /// Share of advertisers whose budget binds (taking part in fewer than all auctions).
+    pub budget_limited_share: f64,
+    /// 10th, 50th and 90th percentiles over advertisers (with at least
+    /// [`MIN_ADVERTISER_CLICKS`] logged clicks) of their conversion probability per genuine
+    /// click, averaged over their logged clicks.
+    pub advertiser_conversion_rate: [f64; 3],
+    /// Spearman correlation, over random (user, pin) pairs of pins with a price, of the pin's log
+    /// price relative to its category's mean with `p_conversion_given_click` and with `p_click`.
+    pub price_rank_correlation: (f64, f64),
+    /// Share of pins that are inspiration pins.
+    pub inspiration_share: f64,
+    /// Click-through rate of inspiration pins' impressions over that of the other pins of the same
+    /// categories (impressions weighted per category as the inspiration pins').
+    pub inspiration_ctr_ratio: f64,
+    /// True conversions per click of inspiration pins over that of the other pins, likewise.
+    pub inspiration_conversion_ratio: f64,
+    /// Share of true conversions made by the 10% of users of highest purchase intent.
+    pub top_intent_conversion_share: f64,
+    /// Share of clicks made by the same users.
+    pub top_intent_click_share: f64,
+    /// Median number of distinct pins a user was shown over the whole log.
+    pub shown_per_user_median: usize,
 }
+
+/// Logged clicks an advertiser needs to count in [`RealisedProperties::advertiser_conversion_rate`].
+pub const MIN_ADVERTISER_CLICKS: usize = 20;
 
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
@@ -194,6 +221,7 @@ impl Marketplace {
             .sqrt();
         let (affinity_correlation, click_conversion_rank_correlation) =
             pair_correlations(truth, rec.seed);
+        let mechanisms = mechanisms(self, &pin_index);
 
         RealisedProperties {
             config: rec.config.clone(),
@@ -232,8 +260,207 @@ impl Marketplace {
             reporting_rate_sd: rate_sd,
             reporting_rate_p10: quantile(&rates, 0.1),
             reporting_rate_p90: quantile(&rates, 0.9),
+            conversion_campaign_share: ratio(
+                truth
+                    .advertiser_target_cpa
+                    .iter()
+                    .filter(|t| t.is_some())
+                    .count() as f64,
+                truth.advertiser_target_cpa.len() as f64,
+            ),
+            budget_limited_share: ratio(
+                truth
+                    .advertiser_participation
+                    .iter()
+                    .filter(|&&r| r < 1.0)
+                    .count() as f64,
+                truth.advertiser_participation.len() as f64,
+            ),
+            price_rank_correlation: price_correlations(self, rec.seed),
+            inspiration_share: ratio(
+                truth.pin_inspiration.iter().filter(|&&i| i).count() as f64,
+                n_pins as f64,
+            ),
+            advertiser_conversion_rate: mechanisms.advertiser_conversion_rate,
+            inspiration_ctr_ratio: mechanisms.inspiration_ctr_ratio,
+            inspiration_conversion_ratio: mechanisms.inspiration_conversion_ratio,
+            top_intent_conversion_share: mechanisms.top_intent_conversion_share,
+            top_intent_click_share: mechanisms.top_intent_click_share,
+            shown_per_user_median: mechanisms.shown_per_user_median,
         }
     }
+}
+
+/// The realised properties computed in one pass over the log's impressions and clicks.
+struct Mechanisms {
+    advertiser_conversion_rate: [f64; 3],
+    inspiration_ctr_ratio: f64,
+    inspiration_conversion_ratio: f64,
+    top_intent_conversion_share: f64,
+    top_intent_click_share: f64,
+    shown_per_user_median: usize,
+}
+
+/// Per pin: impressions, clicks and true conversions.
+#[derive(Clone, Copy, Default)]
+struct PinCounts {
+    impressions: f64,
+    clicks: f64,
+    conversions: f64,
+}
+
+fn mechanisms(market: &Marketplace, pin_index: &crate::hash::IdMap<i64, usize>) -> Mechanisms {
+    let log = &market.log;
+    let truth = &market.truth;
+    let imps = &log.impressions;
+    let user_index: crate::hash::IdMap<i64, usize> = log
+        .users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.user_id, i))
+        .collect();
+    let impression_index: crate::hash::IdMap<i64, usize> = imps
+        .impression_id
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (id, i))
+        .collect();
+    let n_pins = log.pins.len();
+    let n_adv = truth.advertiser_participation.len();
+    let mut pins = vec![PinCounts::default(); n_pins];
+    let mut user_pins: Vec<(usize, usize)> = Vec::with_capacity(imps.len());
+    for (u, p) in imps.user_id.iter().zip(&imps.pin_id) {
+        if let (Some(&u), Some(&p)) = (user_index.get(u), pin_index.get(p)) {
+            pins[p].impressions += 1.0;
+            user_pins.push((u, p));
+        }
+    }
+    // Advertisers' conversion probability per genuine click, over their logged clicks (accidental
+    // clicks are a share independent of the pin, so they do not bias the mean).
+    let mut adv_rate = vec![(0f64, 0usize); n_adv];
+    let mut user_clicks = vec![0f64; log.users.len()];
+    for e in &log.engagements {
+        if e.kind != EngagementKind::Click {
+            continue;
+        }
+        let Some(&i) = impression_index.get(&e.impression_id) else {
+            continue;
+        };
+        let (Some(&u), Some(&p)) = (
+            user_index.get(&imps.user_id[i]),
+            pin_index.get(&imps.pin_id[i]),
+        ) else {
+            continue;
+        };
+        pins[p].clicks += 1.0;
+        user_clicks[u] += 1.0;
+        let a = &mut adv_rate[truth.pin_advertiser[p] as usize];
+        a.0 += f64::from(truth.p_conversion_given_genuine_click(u as u32, p as u32));
+        a.1 += 1;
+    }
+    let mut user_conversions = vec![0f64; log.users.len()];
+    for c in &market.true_conversions {
+        if let (Some(&u), Some(&p)) = (user_index.get(&c.user_id), pin_index.get(&c.pin_id)) {
+            pins[p].conversions += 1.0;
+            user_conversions[u] += 1.0;
+        }
+    }
+    let rates = sorted(
+        adv_rate
+            .iter()
+            .filter(|(_, n)| *n >= MIN_ADVERTISER_CLICKS)
+            .map(|(s, n)| s / *n as f64)
+            .collect(),
+    );
+    // Inspiration pins against the other pins of their categories: per category, the others'
+    // rates weighted by the inspiration pins' impressions there.
+    let mut per_category: std::collections::BTreeMap<i64, [PinCounts; 2]> = Default::default();
+    for (p, counts) in pins.iter().enumerate() {
+        let slot = &mut per_category.entry(log.pins[p].category_id).or_default()
+            [usize::from(truth.pin_inspiration[p])];
+        slot.impressions += counts.impressions;
+        slot.clicks += counts.clicks;
+        slot.conversions += counts.conversions;
+    }
+    let (mut insp, mut others_ctr, mut others_conv) = (PinCounts::default(), 0.0, 0.0);
+    for [other, inspiring] in per_category.values() {
+        if inspiring.impressions == 0.0 || other.impressions == 0.0 {
+            continue;
+        }
+        insp.impressions += inspiring.impressions;
+        insp.clicks += inspiring.clicks;
+        insp.conversions += inspiring.conversions;
+        others_ctr += inspiring.impressions * ratio(other.clicks, other.impressions);
+        if other.clicks > 0.0 {
+            others_conv += inspiring.clicks * other.conversions / other.clicks;
+        }
+    }
+    // Purchase intent: the top decile of users by intent.
+    let mut by_intent: Vec<usize> = (0..log.users.len()).collect();
+    by_intent.sort_by(|&a, &b| truth.user_intent[b].total_cmp(&truth.user_intent[a]));
+    let top = &by_intent[..log.users.len().div_ceil(10)];
+    let share_of = |v: &[f64]| ratio(top.iter().map(|&u| v[u]).sum(), v.iter().sum());
+    user_pins.sort_unstable();
+    user_pins.dedup();
+    let mut shown: Vec<usize> = Vec::new();
+    let mut last = None;
+    for &(u, _) in &user_pins {
+        if last == Some(u) {
+            if let Some(n) = shown.last_mut() {
+                *n += 1;
+            }
+        } else {
+            shown.push(1);
+            last = Some(u);
+        }
+    }
+    shown.sort_unstable();
+    Mechanisms {
+        advertiser_conversion_rate: [
+            quantile(&rates, 0.1),
+            quantile(&rates, 0.5),
+            quantile(&rates, 0.9),
+        ],
+        inspiration_ctr_ratio: ratio(insp.clicks, others_ctr),
+        inspiration_conversion_ratio: ratio(insp.conversions, others_conv),
+        top_intent_conversion_share: share_of(&user_conversions),
+        top_intent_click_share: share_of(&user_clicks),
+        shown_per_user_median: shown.get(shown.len() / 2).copied().unwrap_or(0),
+    }
+}
+
+/// Spearman correlations of relative log price with `p_conversion_given_click` and `p_click`
+/// over random (user, priced pin) pairs.
+fn price_correlations(market: &Marketplace, seed: u64) -> (f64, f64) {
+    let truth = &market.truth;
+    let pins = &market.log.pins;
+    let mut sums: crate::hash::IdMap<i64, (f64, f64)> = Default::default();
+    for p in pins {
+        if let Some(price) = p.price {
+            let e = sums.entry(p.category_id).or_insert((0.0, 0.0));
+            e.0 += f64::from(price).ln();
+            e.1 += 1.0;
+        }
+    }
+    let priced: Vec<usize> = (0..pins.len())
+        .filter(|&i| pins[i].price.is_some())
+        .collect();
+    if priced.is_empty() || truth.num_users() == 0 {
+        return (0.0, 0.0);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(u64::MAX - 1);
+    let (mut rel, mut conv, mut click) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..PAIRS {
+        let u = rng.random_range(0..truth.num_users()) as u32;
+        let p = priced[rng.random_range(0..priced.len())];
+        let pin = &pins[p];
+        let (sum, n) = sums[&pin.category_id];
+        rel.push(f64::from(pin.price.unwrap_or(1.0)).ln() - sum / n);
+        conv.push(f64::from(truth.p_conversion_given_click(u, p as u32)));
+        click.push(f64::from(truth.p_click(u, p as u32, Surface::HomeFeed)));
+    }
+    (spearman(&rel, &conv), spearman(&rel, &click))
 }
 
 fn factor_correlation(truth: &GroundTruth) -> f64 {
@@ -387,6 +614,62 @@ impl fmt::Display for RealisedProperties {
                     self.reporting_rate_p10,
                     self.reporting_rate_p90
                 ),
+            ),
+            (
+                "conversion campaigns (share of advertisers)".into(),
+                pct(c.conversion_campaign_share),
+                pct(self.conversion_campaign_share),
+            ),
+            (
+                "budget-limited advertisers".into(),
+                pct(c.budget_limited_share),
+                pct(self.budget_limited_share),
+            ),
+            (
+                "advertisers' conv. per genuine click p10/50/90".into(),
+                "~0.1% to ~10%, p90 >= 10x p10".into(),
+                format!(
+                    "{} / {} / {} ({:.1}x)",
+                    pct(self.advertiser_conversion_rate[0]),
+                    pct(self.advertiser_conversion_rate[1]),
+                    pct(self.advertiser_conversion_rate[2]),
+                    ratio(
+                        self.advertiser_conversion_rate[2],
+                        self.advertiser_conversion_rate[0]
+                    )
+                ),
+            ),
+            (
+                "rank corr. relative price vs p_conv|click / p_click".into(),
+                "negative / about 0".into(),
+                format!(
+                    "{:+.3} / {:+.3}",
+                    self.price_rank_correlation.0, self.price_rank_correlation.1
+                ),
+            ),
+            (
+                "inspiration pins: share, CTR and conv./click vs category".into(),
+                format!("{}, CTR above, conv. far below", pct(c.inspiration_share)),
+                format!(
+                    "{}, {:.2}x, {:.2}x",
+                    pct(self.inspiration_share),
+                    self.inspiration_ctr_ratio,
+                    self.inspiration_conversion_ratio
+                ),
+            ),
+            (
+                "top 10% users by intent: share of conv. / clicks".into(),
+                "most conversions".into(),
+                format!(
+                    "{} / {}",
+                    pct(self.top_intent_conversion_share),
+                    pct(self.top_intent_click_share)
+                ),
+            ),
+            (
+                "distinct pins shown per user (median)".into(),
+                "broad".into(),
+                self.shown_per_user_median.to_string(),
             ),
             (
                 "true / reported conversions".into(),

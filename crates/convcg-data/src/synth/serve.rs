@@ -184,12 +184,21 @@ impl<'a> Serving<'a> {
         if let Some(ctx) = context_pin {
             cands.retain(|&p| p != ctx);
         }
-        // The incumbent: a softmax over click logits, sampled without replacement (Gumbel top-k).
+        // The incumbent's auction: each candidate's advertiser takes part with its budget's
+        // pacing share; a softmax over the log expected value per impression under each ad's
+        // objective, sampled without replacement (Gumbel top-k), stands for the competition.
         keyed.clear();
         let temp = cfg.serving_temperature as f32;
+        let truth = &w.truth;
         for &p in cands.iter() {
+            let takes_part = rng.random::<f32>() < truth.participation(p);
             let g = -(-(rng.random::<f64>().max(f64::MIN_POSITIVE)).ln()).ln() as f32;
-            keyed.push((w.click_logit(u, p, surface) / temp + g, p));
+            if takes_part {
+                let value = truth.log_auction_value(p, w.click_logit(u, p, surface), || {
+                    truth.conversion_logit(u, p)
+                });
+                keyed.push((value / temp + g, p));
+            }
         }
         keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let k = (cfg.ads_per_request[surface.index()] as usize).min(keyed.len());
@@ -419,7 +428,9 @@ mod tests {
             let r = pearson(&g.shown, &g.expected);
             let r_naive = pearson(&g.shown, &naive);
             // Share of impressions the closed form misplaces (half the L1 distance of the two
-            // per-pin distributions): sampling noise alone is a few percent here.
+            // per-pin distributions): sampling noise alone is a few percent here, more on the
+            // surfaces with fewer requests; the mean-field threshold adds a few more where the
+            // auction values spread over many nats (bids and conversion probabilities).
             let total: f64 = g.shown.iter().sum();
             let misplaced = 0.5
                 * g.shown
@@ -437,7 +448,7 @@ mod tests {
             );
             assert!(r > 0.97, "{surface:?}: correlation {r}");
             assert!(r > r_naive + 0.2, "{surface:?}: {r} vs naive {r_naive}");
-            assert!(misplaced < 0.12, "{surface:?}: misplaced {misplaced}");
+            assert!(misplaced < 0.16, "{surface:?}: misplaced {misplaced}");
             assert!((expected_total / total - 1.0).abs() < 0.01);
         }
     }

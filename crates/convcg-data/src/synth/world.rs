@@ -215,6 +215,7 @@ impl World {
         let mut pin_conv = Vec::with_capacity(np * d);
         let mut pin_quality = Vec::with_capacity(np);
         let mut pin_conv_bias = Vec::with_capacity(np);
+        let mut pin_inspiration = Vec::with_capacity(np);
         let mut pin_category = Vec::with_capacity(np);
         let mut popularity = Vec::with_capacity(np);
         let mut pins = Vec::with_capacity(np);
@@ -234,8 +235,20 @@ impl World {
             } else {
                 0.0
             };
-            pin_conv_bias.push((cfg.conversion_bias + adv_quality[a] - price_effect) as f32);
-            pin_quality.push((cfg.pin_quality_sd * rng.sample::<f64, _>(StandardNormal)) as f32);
+            // Inspiration pins draw clicks and saves above their category's rate and rarely sell.
+            let inspiration = rng.random_bool(cfg.inspiration_share);
+            let (click_lift, conversion_drop) = if inspiration {
+                (cfg.inspiration_click_lift, cfg.inspiration_conversion_drop)
+            } else {
+                (0.0, 0.0)
+            };
+            pin_inspiration.push(inspiration);
+            pin_conv_bias.push(
+                (cfg.conversion_bias + adv_quality[a] - price_effect - conversion_drop) as f32,
+            );
+            pin_quality.push(
+                (cfg.pin_quality_sd * rng.sample::<f64, _>(StandardNormal) + click_lift) as f32,
+            );
             popularity.push(pop.sample(rng));
             let brand_id = (!rng.random_bool(cfg.brand_missing_share))
                 .then(|| adv_brands[a][rng.random_range(0..adv_brands[a].len())]);
@@ -282,6 +295,7 @@ impl World {
         let mut user_conv = Vec::with_capacity(nu * d);
         let mut user_interests = Vec::with_capacity(nu);
         let mut user_activity = Vec::with_capacity(nu);
+        let mut user_intent = Vec::with_capacity(nu);
         let mut users = Vec::with_capacity(nu);
         for u in 0..nu {
             let k = rng.random_range(1..=3usize);
@@ -309,6 +323,8 @@ impl World {
             let ui = around(rng, &mi, &zero, cfg.user_noise_sd);
             let uv = mix(&uc, &ui, rho);
             let act: f64 = activity.sample(rng);
+            user_intent
+                .push((cfg.purchase_intent_sd * rng.sample::<f64, _>(StandardNormal)) as f32);
             let both: Vec<f32> = uc.iter().chain(&uv).copied().collect();
             let mut dense = vec![
                 (act.ln() + 0.3 * cfg.dense_noise_sd * rng.sample::<f64, _>(StandardNormal)) as f32,
@@ -333,7 +349,7 @@ impl World {
             .sum();
         let requests = cfg.impressions as f64 / ads_per_request;
         let activity_total: f64 = user_activity.iter().sum();
-        let user_request_rate = user_activity
+        let user_request_rate: Vec<f64> = user_activity
             .iter()
             .map(|a| requests * a / activity_total)
             .collect();
@@ -355,9 +371,29 @@ impl World {
             &cat_weight,
             &user_interests,
             &category_queries,
-            &pin_quality,
         );
-        let pin_bid = super::bids::draw_bids(cfg, seed, &pins, &pin_advertiser);
+        // (p_click on the home feed, p_conv | genuine click) of the pin for a random user.
+        let outcome = |rng: &mut ChaCha8Rng, p: u32| -> (f64, f64) {
+            let (p, u) = (p as usize, rng.random_range(0..nu));
+            let dot = |a: &[f32], b: &[f32]| -> f64 {
+                f64::from(a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
+            };
+            let (ru, rp) = (u * d..(u + 1) * d, p * d..(p + 1) * d);
+            let click = cfg.surface_click_bias[0]
+                + cfg.click_affinity_scale * dot(&user_click[ru.clone()], &pin_click[rp.clone()])
+                + f64::from(pin_quality[p]);
+            let conv = f64::from(pin_conv_bias[p] + user_intent[u])
+                + cfg.conversion_affinity_scale * dot(&user_conv[ru], &pin_conv[rp]);
+            let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+            (sigmoid(click), sigmoid(conv))
+        };
+        let campaigns = super::bids::draw_campaigns(cfg, seed, &pins, &pin_advertiser, outcome);
+        let (pin_value_base, pin_value_converts) = GroundTruth::value_bases(
+            &pin_advertiser,
+            &campaigns.pin_bid,
+            &campaigns.target_cpa,
+            (1.0 - cfg.accidental_click_share) as f32,
+        );
         let pin_value = super::bids::conversion_values(&pins);
         let truth = GroundTruth {
             dim: d,
@@ -367,9 +403,16 @@ impl World {
             pin_conv,
             pin_quality,
             pin_conv_bias,
+            pin_inspiration,
+            user_intent,
             pin_advertiser,
-            pin_bid,
+            pin_value_base,
+            pin_value_converts,
+            pin_bid: campaigns.pin_bid,
             pin_value,
+            advertiser_target_cpa: campaigns.target_cpa,
+            advertiser_participation: campaigns.participation,
+            user_request_rate: user_request_rate.clone(),
             advertiser_reporting_rate,
             surface_bias: cfg.surface_click_bias.map(|b| b as f32),
             click_scale: cfg.click_affinity_scale as f32,
@@ -414,7 +457,7 @@ impl World {
             .map_or(0, |(c, _)| *c)
     }
 
-    /// The incumbent's click logit: [`GroundTruth::click_logit`] from the packed copy.
+    /// The click logit: [`GroundTruth::click_logit`] from the packed copy.
     pub(crate) fn click_logit(&self, user: u32, pin: u32, surface: Surface) -> f32 {
         let d = self.truth.dim;
         let uc = &self.truth.user_click[user as usize * d..(user as usize + 1) * d];

@@ -17,3 +17,4 @@ mod labels_props;
 mod last_conversion;
 mod synth;
 mod synth_bids;
+mod synth_mechanisms;
