@@ -278,6 +278,10 @@ pub struct VersusReference {
     /// The paired bootstrap intervals of the simulated online lifts over the reference, in
     /// percent (synthetic marketplace only).
     pub online_lifts: Option<OnlineLiftIntervals>,
+    /// The paired bootstrap intervals of the lifts in the simulated A/B on traffic, over the
+    /// requests, in percent (synthetic marketplace only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_lifts: Option<OnlineLiftIntervals>,
     /// Why an interval is missing, if one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -291,6 +295,7 @@ fn versus_reference(reference: &str, base: &[PerQuery], new: &[PerQuery]) -> Ver
         units: 0,
         conversion_recall_at_100: None,
         online_lifts: None,
+        traffic_lifts: None,
         note: None,
     };
     if base.is_empty() || base.len() != new.len() {
@@ -328,11 +333,7 @@ fn versus_reference(reference: &str, base: &[PerQuery], new: &[PerQuery]) -> Ver
             per.concat()
         })
     };
-    let online = |runs: &[PerQuery]| -> Option<QueryOutcomes> {
-        let sets: Vec<&QueryOutcomes> = runs
-            .iter()
-            .map(|p| p.online.as_ref())
-            .collect::<Option<_>>()?;
+    let pooled = |sets: Vec<&QueryOutcomes>, same: bool| -> Option<QueryOutcomes> {
         if same {
             QueryOutcomes::summed(&sets).ok()
         } else {
@@ -342,6 +343,30 @@ fn versus_reference(reference: &str, base: &[PerQuery], new: &[PerQuery]) -> Ver
                     .fold(sets[0].clone(), |acc, s| acc.concat(s)),
             )
         }
+    };
+    let online = |runs: &[PerQuery]| -> Option<QueryOutcomes> {
+        pooled(
+            runs.iter()
+                .map(|p| p.online.as_ref())
+                .collect::<Option<_>>()?,
+            same,
+        )
+    };
+    // Traffic requests pair only where both runs served the same ones.
+    let traffic_pairs = (0..base.len()).all(|s| {
+        matches!((&base[s].traffic, &new[s].traffic), (Some(a), Some(b)) if a.identity == b.identity)
+    });
+    let traffic = |runs: &[PerQuery]| -> Option<QueryOutcomes> {
+        let first = runs.first()?.traffic.as_ref()?.identity.clone();
+        let same = runs
+            .iter()
+            .all(|p| p.traffic.as_ref().is_some_and(|t| t.identity == first));
+        pooled(
+            runs.iter()
+                .map(|p| p.traffic.as_ref().map(|t| &t.outcomes))
+                .collect::<Option<_>>()?,
+            same,
+        )
     };
     out.pooling = if same { "queries" } else { "seed_query_pairs" }.to_owned();
     let mut notes = Vec::new();
@@ -355,19 +380,15 @@ fn versus_reference(reference: &str, base: &[PerQuery], new: &[PerQuery]) -> Ver
         }
         _ => notes.push("no per-query conversion recall@100".to_owned()),
     }
-    if let (Some(b), Some(n)) = (online(base), online(new))
-        && !b.is_empty()
-    {
-        match OnlineLiftIntervals::between(
-            &b,
-            &n,
-            BOOTSTRAP_RESAMPLES,
-            BOOTSTRAP_LEVEL,
-            BOOTSTRAP_SEED,
-        ) {
-            Ok(ci) => out.online_lifts = Some(ci),
-            Err(e) => notes.push(format!("online lifts: {e}")),
-        }
+    let mut lifts = |what: &str, b: Option<QueryOutcomes>, n: Option<QueryOutcomes>| {
+        let (b, n) = (b.filter(|b| !b.is_empty())?, n?);
+        OnlineLiftIntervals::between(&b, &n, BOOTSTRAP_RESAMPLES, BOOTSTRAP_LEVEL, BOOTSTRAP_SEED)
+            .map_err(|e| notes.push(format!("{what}: {e}")))
+            .ok()
+    };
+    out.online_lifts = lifts("online lifts", online(base), online(new));
+    if traffic_pairs {
+        out.traffic_lifts = lifts("traffic lifts", traffic(base), traffic(new));
     }
     if !notes.is_empty() {
         out.note = Some(notes.join("; "));
@@ -610,11 +631,11 @@ impl AblationReport {
         let pct = 100.0 * BOOTSTRAP_LEVEL;
         if let Some(r) = &first {
             s.push_str(&format!(
-                " Δ conv R@100 vs {r} [{pct:.0}%] | conv volume vs {r} [{pct:.0}%] |"
+                " Δ conv R@100 vs {r} [{pct:.0}%] | conv volume vs {r} [{pct:.0}%] | traffic conv volume vs {r} [{pct:.0}%] |"
             ));
         }
         s.push_str("\n|---|---|");
-        let extra = if first.is_some() { 2 } else { 0 };
+        let extra = if first.is_some() { 3 } else { 0 };
         s.push_str(&"---:|".repeat(present.len() + 1 + extra));
         s.push('\n');
         let key = "conversion_recall@100";
@@ -638,21 +659,29 @@ impl AblationReport {
                 None => s.push_str(" |"),
             }
             if first.is_some() {
-                let (recall, volume) = match &v.versus_reference {
-                    Some(r) => (
+                let volume = |lifts: Option<OnlineLiftIntervals>| {
+                    lifts
+                        .and_then(|o| o.conversion_volume)
+                        .map_or("-".to_owned(), |ci| {
+                            format!("{:+.1}% {}", ci.mean, ci.bracket(1, "%"))
+                        })
+                };
+                let cells = match &v.versus_reference {
+                    Some(r) => [
                         r.conversion_recall_at_100.map_or("-".to_owned(), |ci| {
                             format!("{:+.4} {}", ci.mean, ci.bracket(4, ""))
                         }),
-                        r.online_lifts
-                            .and_then(|o| o.conversion_volume)
-                            .map_or("-".to_owned(), |ci| {
-                                format!("{:+.1}% {}", ci.mean, ci.bracket(1, "%"))
-                            }),
-                    ),
-                    None if i == 0 => ("reference".to_owned(), "reference".to_owned()),
-                    None => ("-".to_owned(), "-".to_owned()),
+                        volume(r.online_lifts),
+                        volume(r.traffic_lifts),
+                    ],
+                    None if i == 0 => [
+                        "reference".to_owned(),
+                        "reference".to_owned(),
+                        "reference".to_owned(),
+                    ],
+                    None => ["-".to_owned(), "-".to_owned(), "-".to_owned()],
                 };
-                s.push_str(&format!(" {recall} | {volume} |"));
+                s.push_str(&format!(" {} | {} | {} |", cells[0], cells[1], cells[2]));
             }
             s.push('\n');
         }
@@ -821,14 +850,21 @@ mod tests {
         p.conversion.surface = vec![0; n];
         p.conversion.relevant = vec![1; n];
         p.conversion.hits.insert("@100".to_owned(), hit.to_vec());
-        p.online = Some(QueryOutcomes {
+        let outcomes = QueryOutcomes {
             ads_shown: vec![1; n],
             impressions: vec![1.0; n],
             clicks: vec![0.1; n],
             conversions: conversions.to_vec(),
             value: conversions.to_vec(),
             cost: vec![1.0; n],
+        };
+        // The same numbers as traffic requests of their own identity.
+        p.traffic = Some(crate::per_query::TrafficOutcomes {
+            requests: n,
+            identity: "traffic".to_owned(),
+            outcomes: outcomes.clone(),
         });
+        p.online = Some(outcomes);
         p
     }
 
@@ -856,6 +892,14 @@ mod tests {
         assert!(r.low > 0.0 && r.high <= 1.0, "{r:?}");
         let lift = v.online_lifts.unwrap().conversion_volume.unwrap();
         assert!((lift.mean - 50.0).abs() < 1e-9 && (lift.low - 50.0).abs() < 1e-9);
+        let traffic = v.traffic_lifts.unwrap().conversion_volume.unwrap();
+        assert!((traffic.mean - 50.0).abs() < 1e-9, "{traffic:?}");
+        // Runs that served different traffic requests give no traffic interval.
+        let mut other = new.clone();
+        for p in &mut other {
+            p.traffic.as_mut().unwrap().identity = "elsewhere".to_owned();
+        }
+        assert!(versus_reference("a", &base, &other).traffic_lifts.is_none());
 
         // Different eval queries per seed (paired within each seed): (seed, query) pairs.
         let base2 = [base[0].clone(), run_queries("other", &hits(10), &conv(1.0))];

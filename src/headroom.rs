@@ -138,38 +138,6 @@ impl Headroom {
     }
 }
 
-/// Median number of distinct pins shown per user in `[from_ts, ..)`, and the number of users
-/// with an impression there.
-fn shown_per_user(market: &Marketplace, from_ts: i64) -> (usize, usize) {
-    let imps = &market.log.impressions;
-    let mut pairs: Vec<(i64, i64)> = imps
-        .ts
-        .iter()
-        .zip(imps.user_id.iter().zip(&imps.pin_id))
-        .filter(|(t, _)| **t >= from_ts)
-        .map(|(_, (&u, &p))| (u, p))
-        .collect();
-    pairs.sort_unstable();
-    pairs.dedup();
-    let mut per_user: Vec<usize> = Vec::new();
-    let mut last = None;
-    for (u, _) in pairs {
-        if last == Some(u) {
-            if let Some(n) = per_user.last_mut() {
-                *n += 1;
-            }
-        } else {
-            per_user.push(1);
-            last = Some(u);
-        }
-    }
-    per_user.sort_unstable();
-    (
-        per_user.get(per_user.len() / 2).copied().unwrap_or(0),
-        per_user.len(),
-    )
-}
-
 /// Both oracles' top `k` for `keys`: (oracle, oracle of clicks).
 pub(crate) fn oracle_tops(
     truth: &GroundTruth,
@@ -213,7 +181,7 @@ pub fn headroom(cfg: &RunConfig, par: Par) -> Result<Headroom> {
     let flat = |top: &TopK| -> Result<BTreeMap<String, f64>> {
         Ok(recall_at_k(top, &conv.relevant, &RECALL_KS)?.recall)
     };
-    let (shown_per_user_median, users_shown) = shown_per_user(&market, eval.window_start);
+    let (shown_per_user_median, users_shown) = market.distinct_pins_shown(eval.window_start);
 
     let online_on_traffic = cfg.online.traffic_requests > 0;
     let served_keys = if online_on_traffic {
@@ -221,7 +189,7 @@ pub fn headroom(cfg: &RunConfig, par: Par) -> Result<Headroom> {
             cfg.online.traffic_requests,
             eval.window_start,
             eval.window_end + 1,
-            cfg.seed ^ TRAFFIC_SEED,
+            market.truth.seed() ^ TRAFFIC_SEED,
         )?
     } else {
         conv.keys.clone()
@@ -260,6 +228,7 @@ pub fn headroom(cfg: &RunConfig, par: Par) -> Result<Headroom> {
     })
 }
 
-/// Mixed into the run's seed for the traffic requests, so they are not drawn from the stream of
-/// anything else seeded with it.
+/// Mixed into the marketplace's seed for the traffic requests, so that they are not drawn from
+/// the stream of anything else seeded with it, and are the same for every run on that marketplace
+/// whatever the run's own seed (so that two runs' traffic lifts pair request by request).
 pub(crate) const TRAFFIC_SEED: u64 = 0x7AFF_1C00_0000_0001;

@@ -1172,7 +1172,7 @@ pub fn evaluate(
             online.traffic_requests,
             eval.window_start,
             eval.window_end.saturating_add(1),
-            seed ^ crate::headroom::TRAFFIC_SEED,
+            m.truth.seed() ^ crate::headroom::TRAFFIC_SEED,
         )?;
         let (traffic, outcomes) = traffic_ab(model, data, m, &keys, seed, online, par)?;
         model_queries.traffic = Some(outcomes);

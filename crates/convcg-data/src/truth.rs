@@ -272,6 +272,11 @@ impl GroundTruth {
         self.dim
     }
 
+    /// The seed the marketplace was generated with.
+    pub fn seed(&self) -> u64 {
+        self.record.seed
+    }
+
     fn row(v: &[f32], i: u32, d: usize) -> &[f32] {
         let i = i as usize;
         &v[i * d..(i + 1) * d]

@@ -328,11 +328,9 @@ fn mechanisms(market: &Marketplace, pin_index: &crate::hash::IdMap<i64, usize>) 
     let n_pins = log.pins.len();
     let n_adv = truth.advertiser_participation.len();
     let mut pins = vec![PinCounts::default(); n_pins];
-    let mut user_pins: Vec<(usize, usize)> = Vec::with_capacity(imps.len());
-    for (u, p) in imps.user_id.iter().zip(&imps.pin_id) {
-        if let (Some(&u), Some(&p)) = (user_index.get(u), pin_index.get(p)) {
+    for p in &imps.pin_id {
+        if let Some(&p) = pin_index.get(p) {
             pins[p].impressions += 1.0;
-            user_pins.push((u, p));
         }
     }
     // Advertisers' conversion probability per genuine click, over their logged clicks (accidental
@@ -400,21 +398,6 @@ fn mechanisms(market: &Marketplace, pin_index: &crate::hash::IdMap<i64, usize>) 
     by_intent.sort_by(|&a, &b| truth.user_intent[b].total_cmp(&truth.user_intent[a]));
     let top = &by_intent[..log.users.len().div_ceil(10)];
     let share_of = |v: &[f64]| ratio(top.iter().map(|&u| v[u]).sum(), v.iter().sum());
-    user_pins.sort_unstable();
-    user_pins.dedup();
-    let mut shown: Vec<usize> = Vec::new();
-    let mut last = None;
-    for &(u, _) in &user_pins {
-        if last == Some(u) {
-            if let Some(n) = shown.last_mut() {
-                *n += 1;
-            }
-        } else {
-            shown.push(1);
-            last = Some(u);
-        }
-    }
-    shown.sort_unstable();
     Mechanisms {
         advertiser_conversion_rate: [
             quantile(&rates, 0.1),
@@ -425,7 +408,40 @@ fn mechanisms(market: &Marketplace, pin_index: &crate::hash::IdMap<i64, usize>) 
         inspiration_conversion_ratio: ratio(insp.conversions, others_conv),
         top_intent_conversion_share: share_of(&user_conversions),
         top_intent_click_share: share_of(&user_clicks),
-        shown_per_user_median: shown.get(shown.len() / 2).copied().unwrap_or(0),
+        shown_per_user_median: market.distinct_pins_shown(i64::MIN).0,
+    }
+}
+
+impl Marketplace {
+    /// The median over users of the distinct pins each was shown from `from_ts` on, and the
+    /// number of users shown any pin then.
+    pub fn distinct_pins_shown(&self, from_ts: i64) -> (usize, usize) {
+        let imps = &self.log.impressions;
+        let mut pairs: Vec<(i64, i64)> = imps
+            .ts
+            .iter()
+            .zip(imps.user_id.iter().zip(&imps.pin_id))
+            .filter(|(t, _)| **t >= from_ts)
+            .map(|(_, (&u, &p))| (u, p))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut per_user: Vec<usize> = Vec::new();
+        let mut last = None;
+        for (u, _) in pairs {
+            match per_user.last_mut() {
+                Some(n) if last == Some(u) => *n += 1,
+                _ => {
+                    per_user.push(1);
+                    last = Some(u);
+                }
+            }
+        }
+        per_user.sort_unstable();
+        (
+            per_user.get(per_user.len() / 2).copied().unwrap_or(0),
+            per_user.len(),
+        )
     }
 }
 
