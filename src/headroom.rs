@@ -11,14 +11,19 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use convcg_data::{Dataset, GroundTruth, Marketplace, QueryKey};
 use convcg_eval::{OnlineLift, Par, RECALL_KS, TopK, recall_at_k, top_k_by};
 
+use crate::bootstrap::{
+    BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval, RatioParts,
+    paired_lift_bootstraps,
+};
 use crate::config::RunConfig;
 use crate::online::{OnlineFigures, online_metrics};
+use crate::per_query::{OnlineLiftIntervals, QueryOutcomes, QuerySet};
 
 /// What `convcg headroom` measured.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -52,6 +57,11 @@ pub struct Headroom {
     pub oracle_clicks_online: OnlineFigures,
     /// The oracle's lifts over the oracle of clicks, in percent.
     pub lift: OnlineLift,
+    /// Paired bootstrap 95% interval, over the conversion eval queries, of the offline headroom:
+    /// the oracle's mean conversion recall@100 over the oracle of clicks', in percent.
+    pub offline_interval: Option<BootstrapInterval>,
+    /// Paired bootstrap 95% intervals, over the served requests, of [`Headroom::lift`].
+    pub lift_intervals: Option<OnlineLiftIntervals>,
 }
 
 impl Headroom {
@@ -126,13 +136,35 @@ impl Headroom {
             "  oracle vs oracle of clicks: {}",
             self.lift.seed_style()
         );
-        let pct = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |v| format!("{v:+.1}%"));
+        if let Some(ci) = &self.lift_intervals {
+            let one = |name: &str, x: Option<BootstrapInterval>| {
+                x.map_or_else(String::new, |x| format!(" {name} {}", x.bracket(1, "%")))
+            };
+            let _ = writeln!(
+                out,
+                "  95% intervals:{}{}{}",
+                one("conversion volume", ci.conversion_volume),
+                one("impression-to-conversion", ci.impression_to_conversion),
+                one("RoAS", ci.roas)
+            );
+        }
+        let pct = |x: Option<f64>, ci: Option<BootstrapInterval>| {
+            let figure = x.map_or_else(|| "n/a".to_owned(), |v| format!("{v:+.1}%"));
+            match ci {
+                Some(ci) => format!("{figure} {}", ci.bracket(1, "%")),
+                None => figure,
+            }
+        };
         let _ = writeln!(
             out,
             "\nheadroom: {} offline (conversion recall@100), {} online (conversion volume); \
-             design.md asks at least +15% and +10%",
-            pct(self.offline_percent(100)),
-            pct(self.lift.conversion_volume)
+             the marketplace's targets are at least +15% and +10% (docs/marketplace.md); \
+             intervals: paired bootstrap 95% over the queries and requests",
+            pct(self.offline_percent(100), self.offline_interval),
+            pct(
+                self.lift.conversion_volume,
+                self.lift_intervals.and_then(|i| i.conversion_volume)
+            )
         );
         out
     }
@@ -181,6 +213,30 @@ pub fn headroom(cfg: &RunConfig, par: Par) -> Result<Headroom> {
     let flat = |top: &TopK| -> Result<BTreeMap<String, f64>> {
         Ok(recall_at_k(top, &conv.relevant, &RECALL_KS)?.recall)
     };
+    let per_query = |top: &TopK| -> Result<Vec<f64>> {
+        QuerySet::measure(&conv.keys, &conv.relevant, top, &[100])?
+            .recall(100)
+            .context("no recall@100 per query")
+    };
+    let ones = vec![1.0; conv.keys.len()];
+    let (oracle_100, clicks_100) = (per_query(&oracle_top)?, per_query(&clicks_top)?);
+    let offline_interval = paired_lift_bootstraps(
+        &[(
+            RatioParts {
+                num: &clicks_100,
+                den: &ones,
+            },
+            RatioParts {
+                num: &oracle_100,
+                den: &ones,
+            },
+        )],
+        BOOTSTRAP_RESAMPLES,
+        BOOTSTRAP_LEVEL,
+        BOOTSTRAP_SEED,
+    )?
+    .pop()
+    .flatten();
     let (shown_per_user_median, users_shown) = market.distinct_pins_shown(eval.window_start);
 
     let online_on_traffic = cfg.online.traffic_requests > 0;
@@ -209,6 +265,22 @@ pub fn headroom(cfg: &RunConfig, par: Par) -> Result<Headroom> {
         &cfg.online,
     )?;
     let figures = |name: &str| online.retrievers.get(name).cloned().unwrap_or_default();
+    let outcomes = |name: &str| {
+        online
+            .per_query
+            .get(name)
+            .map(|o| QueryOutcomes::from_outcomes(o))
+    };
+    let lift_intervals = match (outcomes("oracle_clicks"), outcomes("oracle")) {
+        (Some(base), Some(new)) => Some(OnlineLiftIntervals::between(
+            &base,
+            &new,
+            BOOTSTRAP_RESAMPLES,
+            BOOTSTRAP_LEVEL,
+            BOOTSTRAP_SEED,
+        )?),
+        _ => None,
+    };
     let oracle_online = figures("oracle");
     let oracle_clicks_online = figures("oracle_clicks");
     Ok(Headroom {
@@ -223,6 +295,8 @@ pub fn headroom(cfg: &RunConfig, par: Par) -> Result<Headroom> {
         online_on_traffic,
         candidates: cfg.online.candidates,
         lift: OnlineLift::between(&oracle_clicks_online.outcome, &oracle_online.outcome),
+        offline_interval,
+        lift_intervals,
         oracle_online,
         oracle_clicks_online,
     })

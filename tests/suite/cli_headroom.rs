@@ -59,6 +59,28 @@ fn headroom_prints_both_oracles_offline_and_on_traffic() {
         "{lift} vs {o} / {c}"
     );
 
+    // Each headroom carries its paired bootstrap interval, around its estimate.
+    let offline = &v["offline_interval"];
+    let at100 = 100.0
+        * (v["oracle"]["recall@100"].as_f64().unwrap()
+            / v["oracle_clicks"]["recall@100"].as_f64().unwrap()
+            - 1.0);
+    assert!(
+        (offline["mean"].as_f64().unwrap() - at100).abs() < 1e-9,
+        "{offline}"
+    );
+    let online = &v["lift_intervals"]["conversion_volume"];
+    assert!(
+        (online["mean"].as_f64().unwrap() - lift).abs() < 1e-9,
+        "{online}"
+    );
+    for ci in [offline, online] {
+        assert!(
+            ci["low"].as_f64().unwrap() <= ci["high"].as_f64().unwrap(),
+            "{ci}"
+        );
+    }
+
     let table = headroom(dir.path(), 0, false);
     assert!(
         table.contains("conversion campaigns (share of advertisers)"),

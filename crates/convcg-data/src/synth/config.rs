@@ -195,8 +195,8 @@ impl Default for SynthConfig {
             budget_limited_share: 0.5,
             budget_pacing_min: 0.2,
             inspiration_share: 0.2,
-            inspiration_click_lift: 0.8,
-            inspiration_conversion_drop: 3.0,
+            inspiration_click_lift: 1.0,
+            inspiration_conversion_drop: 4.0,
             purchase_intent_sd: 2.0,
         }
     }
