@@ -275,6 +275,9 @@ pub struct VersusReference {
     pub units: usize,
     /// The paired bootstrap interval of conversion recall@100, this variant minus the reference.
     pub conversion_recall_at_100: Option<BootstrapInterval>,
+    /// The same for every K the runs measured (`recall@K` keys), recall@100 included.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub conversion_recall: BTreeMap<String, BootstrapInterval>,
     /// The paired bootstrap intervals of the simulated online lifts over the reference, in
     /// percent (synthetic marketplace only).
     pub online_lifts: Option<OnlineLiftIntervals>,
@@ -294,6 +297,7 @@ fn versus_reference(reference: &str, base: &[PerQuery], new: &[PerQuery]) -> Ver
         pooling: String::new(),
         units: 0,
         conversion_recall_at_100: None,
+        conversion_recall: BTreeMap::new(),
         online_lifts: None,
         traffic_lifts: None,
         note: None,
@@ -320,10 +324,10 @@ fn versus_reference(reference: &str, base: &[PerQuery], new: &[PerQuery]) -> Ver
         .iter()
         .all(|p| p.conversion.identity == base[0].conversion.identity);
     let seeds = base.len() as f64;
-    let recall = |runs: &[PerQuery]| -> Option<Vec<f64>> {
+    let recall = |runs: &[PerQuery], k: usize| -> Option<Vec<f64>> {
         let per: Vec<Vec<f64>> = runs
             .iter()
-            .map(|p| p.conversion.recall(100))
+            .map(|p| p.conversion.recall(k))
             .collect::<Option<_>>()?;
         Some(if same {
             (0..per[0].len())
@@ -370,15 +374,24 @@ fn versus_reference(reference: &str, base: &[PerQuery], new: &[PerQuery]) -> Ver
     };
     out.pooling = if same { "queries" } else { "seed_query_pairs" }.to_owned();
     let mut notes = Vec::new();
-    match (recall(base), recall(new)) {
-        (Some(b), Some(n)) if !b.is_empty() => {
-            out.units = b.len();
-            match paired_bootstrap(&n, &b, BOOTSTRAP_RESAMPLES, BOOTSTRAP_LEVEL, BOOTSTRAP_SEED) {
-                Ok(ci) => out.conversion_recall_at_100 = Some(ci),
-                Err(e) => notes.push(format!("recall@100: {e}")),
+    for k in base[0].conversion.ks() {
+        match (recall(base, k), recall(new, k)) {
+            (Some(b), Some(n)) if !b.is_empty() => {
+                out.units = b.len();
+                match paired_bootstrap(&n, &b, BOOTSTRAP_RESAMPLES, BOOTSTRAP_LEVEL, BOOTSTRAP_SEED)
+                {
+                    Ok(ci) => {
+                        out.conversion_recall.insert(format!("recall@{k}"), ci);
+                    }
+                    Err(e) => notes.push(format!("recall@{k}: {e}")),
+                }
             }
+            _ => notes.push(format!("no per-query conversion recall@{k}")),
         }
-        _ => notes.push("no per-query conversion recall@100".to_owned()),
+    }
+    out.conversion_recall_at_100 = out.conversion_recall.get("recall@100").copied();
+    if out.conversion_recall_at_100.is_none() && notes.is_empty() {
+        notes.push("no per-query conversion recall@100".to_owned());
     }
     let mut lifts = |what: &str, b: Option<QueryOutcomes>, n: Option<QueryOutcomes>| {
         let (b, n) = (b.filter(|b| !b.is_empty())?, n?);
@@ -703,10 +716,34 @@ impl AblationReport {
             s.push_str(&format!(
                 "\nIntervals against {r}: paired bootstrap {how}, {BOOTSTRAP_RESAMPLES} resamples, \
                  {pct:.0}% percentile; (n.s.): the interval holds 0, the difference is not a result. \
-                 conv volume: the simulated serving's conversions (synthetic marketplace only).\n"
+                 conv volume: the simulated serving's conversions on the eval queries and on the \
+                 traffic requests (synthetic marketplace only).\n"
             ));
             for v in &self.variants {
-                if let Some(note) = v.versus_reference.as_ref().and_then(|r| r.note.as_ref()) {
+                let Some(r) = v.versus_reference.as_ref() else {
+                    continue;
+                };
+                if !r.conversion_recall.is_empty() {
+                    let mut ks: Vec<(usize, &BootstrapInterval)> = r
+                        .conversion_recall
+                        .iter()
+                        .filter_map(|(key, ci)| {
+                            Some((key.strip_prefix("recall@")?.parse().ok()?, ci))
+                        })
+                        .collect();
+                    ks.sort_unstable_by_key(|(k, _)| *k);
+                    let cells: Vec<String> = ks
+                        .iter()
+                        .map(|(k, ci)| format!("@{k} {:+.4} {}", ci.mean, ci.bracket(4, "")))
+                        .collect();
+                    s.push_str(&format!(
+                        "{}: Δ conv recall vs {r}: {}\n",
+                        v.name,
+                        cells.join(", "),
+                        r = r.reference
+                    ));
+                }
+                if let Some(note) = &r.note {
                     s.push_str(&format!("{}: no interval: {note}\n", v.name));
                 }
             }
@@ -850,6 +887,7 @@ mod tests {
         p.conversion.surface = vec![0; n];
         p.conversion.relevant = vec![1; n];
         p.conversion.hits.insert("@100".to_owned(), hit.to_vec());
+        p.conversion.hits.insert("@20".to_owned(), hit.to_vec());
         let outcomes = QueryOutcomes {
             ads_shown: vec![1; n],
             impressions: vec![1.0; n],
@@ -888,6 +926,10 @@ mod tests {
             ("queries", 40, None)
         );
         let r = v.conversion_recall_at_100.unwrap();
+        // Every K the runs measured gets its interval.
+        let keys: Vec<&str> = v.conversion_recall.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["recall@100", "recall@20"]);
+        assert_eq!(v.conversion_recall["recall@20"], r);
         assert!((r.mean - 0.375).abs() < 1e-12, "{r:?}");
         assert!(r.low > 0.0 && r.high <= 1.0, "{r:?}");
         let lift = v.online_lifts.unwrap().conversion_volume.unwrap();
