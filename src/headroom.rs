@@ -15,15 +15,16 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use convcg_data::{Dataset, GroundTruth, Marketplace, QueryKey};
-use convcg_eval::{OnlineLift, Par, RECALL_KS, TopK, recall_at_k, top_k_by};
+use convcg_eval::{OnlineLift, Par, RECALL_KS, TopK, recall_at_k};
 
 use crate::bootstrap::{
     BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval, RatioParts,
     paired_lift_bootstraps,
 };
 use crate::config::RunConfig;
-use crate::online::{OnlineFigures, online_metrics};
+use crate::online::{OnlineFigures, online_metrics, traffic_requests};
 use crate::per_query::{OnlineLiftIntervals, QueryOutcomes, QuerySet};
+use crate::run::truth_top_k;
 
 /// What `convcg headroom` measured.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -171,24 +172,10 @@ impl Headroom {
 }
 
 /// Both oracles' top `k` for `keys`: (oracle, oracle of clicks).
-pub(crate) fn oracle_tops(
-    truth: &GroundTruth,
-    keys: &[QueryKey],
-    k: usize,
-    par: Par,
-) -> (TopK, TopK) {
-    let by = |scores: fn(&GroundTruth, &QueryKey, &mut [f32])| {
-        top_k_by(
-            keys.len(),
-            truth.num_pins(),
-            k,
-            |q, buf| scores(truth, &keys[q], buf),
-            par,
-        )
-    };
+fn oracle_tops(truth: &GroundTruth, keys: &[QueryKey], k: usize, par: Par) -> (TopK, TopK) {
     (
-        by(GroundTruth::expected_conversion_scores),
-        by(GroundTruth::expected_click_scores),
+        truth_top_k(truth, keys, k, par, GroundTruth::expected_conversion_scores),
+        truth_top_k(truth, keys, k, par, GroundTruth::expected_click_scores),
     )
 }
 
@@ -241,12 +228,7 @@ pub fn headroom(cfg: &RunConfig, par: Par) -> Result<Headroom> {
 
     let online_on_traffic = cfg.online.traffic_requests > 0;
     let served_keys = if online_on_traffic {
-        market.traffic(
-            cfg.online.traffic_requests,
-            eval.window_start,
-            eval.window_end + 1,
-            market.truth.seed() ^ TRAFFIC_SEED,
-        )?
+        traffic_requests(&market, eval, cfg.online.traffic_requests)?
     } else {
         conv.keys.clone()
     };
@@ -301,8 +283,3 @@ pub fn headroom(cfg: &RunConfig, par: Par) -> Result<Headroom> {
         oracle_clicks_online,
     })
 }
-
-/// Mixed into the marketplace's seed for the traffic requests, so that they are not drawn from
-/// the stream of anything else seeded with it, and are the same for every run on that marketplace
-/// whatever the run's own seed (so that two runs' traffic lifts pair request by request).
-pub(crate) const TRAFFIC_SEED: u64 = 0x7AFF_1C00_0000_0001;

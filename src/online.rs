@@ -7,8 +7,31 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use convcg_data::{Marketplace, QueryKey};
+use convcg_data::{EvalSet, Marketplace, QueryKey};
 use convcg_eval::{AuctionConfig, CandidateTruth, OnlineLift, ServingOutcome, TopK};
+
+/// Mixed into the marketplace's seed for the traffic requests, so that they are not drawn from
+/// the stream of anything else seeded with it, and are the same for every run on that marketplace
+/// whatever the run's own seed (so that two runs' traffic lifts pair request by request).
+const TRAFFIC_SEED: u64 = 0x7AFF_1C00_0000_0001;
+
+/// The simulated A/B's requests: `requests` draws of the marketplace's traffic in the eval window
+/// of `eval` ([`Marketplace::traffic`]), seeded by the marketplace alone.
+///
+/// # Errors
+/// Those of [`Marketplace::traffic`].
+pub(crate) fn traffic_requests(
+    market: &Marketplace,
+    eval: &EvalSet,
+    requests: usize,
+) -> Result<Vec<QueryKey>> {
+    Ok(market.traffic(
+        requests,
+        eval.window_start,
+        eval.window_end.saturating_add(1),
+        market.truth.seed() ^ TRAFFIC_SEED,
+    )?)
+}
 
 /// The retriever every lift is measured against.
 pub const LIFT_BASELINE: &str = "popularity";

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use convcg_data::io::{ReadOptions, ReadReport, read_log};
 use convcg_data::{
-    Batcher, Dataset, EvalQueries, EventLog, LogQEstimator, Marketplace, PinFeatures,
+    Batcher, Dataset, EvalQueries, EventLog, GroundTruth, LogQEstimator, Marketplace, PinFeatures,
     QueryFeatures, QueryKey, Surface, Task, uniform_log_q, uniform_negatives,
 };
 use convcg_eval::{
@@ -1059,30 +1059,22 @@ pub fn evaluate(
         let seen_top = recently_seen_top_k(data, &queries.keys, &pop_top)?;
         let rand_top = random_top_k(n_pins, nq, k, seed ^ 0x5EED);
         let oracle_top = market.map(|m| {
-            top_k_by(
-                nq,
-                n_pins,
-                k,
-                |q, buf| {
-                    let key = &queries.keys[q];
-                    match task {
-                        Task::Conversion => m.truth.expected_conversion_scores(key, buf),
-                        Task::Engagement => m.truth.expected_click_scores(key, buf),
-                    }
-                },
-                par,
-            )
+            let scores = match task {
+                Task::Conversion => GroundTruth::expected_conversion_scores,
+                Task::Engagement => GroundTruth::expected_click_scores,
+            };
+            truth_top_k(&m.truth, &queries.keys, k, par, scores)
         });
         // The same oracle's exposure with clicks in place of conversions, on the conversion
         // queries: the best an engagement-only retriever can do there. The gap to the oracle is
         // all that conversion labels can add on this log.
         let click_oracle_top = market.filter(|_| task == Task::Conversion).map(|m| {
-            top_k_by(
-                nq,
-                n_pins,
+            truth_top_k(
+                &m.truth,
+                &queries.keys,
                 k,
-                |q, buf| m.truth.expected_click_scores(&queries.keys[q], buf),
                 par,
+                GroundTruth::expected_click_scores,
             )
         });
         if let Some(top) = &click_oracle_top {
@@ -1168,12 +1160,7 @@ pub fn evaluate(
         }
     }
     if let Some(m) = market.filter(|_| online.traffic_requests > 0) {
-        let keys = m.traffic(
-            online.traffic_requests,
-            eval.window_start,
-            eval.window_end.saturating_add(1),
-            m.truth.seed() ^ crate::headroom::TRAFFIC_SEED,
-        )?;
+        let keys = crate::online::traffic_requests(m, eval, online.traffic_requests)?;
         let (traffic, outcomes) = traffic_ab(model, data, m, &keys, seed, online, par)?;
         model_queries.traffic = Some(outcomes);
         out.traffic = Some(traffic);
@@ -1187,6 +1174,23 @@ pub fn evaluate(
         per_query,
         model_queries,
     })
+}
+
+/// The top `k` pins for each of `keys` by a ground-truth scorer: an oracle's lists.
+pub(crate) fn truth_top_k(
+    truth: &GroundTruth,
+    keys: &[QueryKey],
+    k: usize,
+    par: Par,
+    scores: fn(&GroundTruth, &QueryKey, &mut [f32]),
+) -> TopK {
+    top_k_by(
+        keys.len(),
+        truth.num_pins(),
+        k,
+        |q, buf| scores(truth, &keys[q], buf),
+        par,
+    )
 }
 
 /// Each pin's count of `task` positives in the training data, ties broken by the other task's:

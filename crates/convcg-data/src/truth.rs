@@ -387,17 +387,6 @@ impl GroundTruth {
         self.advertiser_participation[self.pin_advertiser[pin as usize] as usize]
     }
 
-    /// Whether the pin inspires rather than sells: clicked above its category's rate, rarely
-    /// bought.
-    pub fn is_inspiration(&self, pin: u32) -> bool {
-        self.pin_inspiration[pin as usize]
-    }
-
-    /// The user's purchase intent, a shift of every conversion logit of theirs.
-    pub fn purchase_intent(&self, user: u32) -> f32 {
-        self.user_intent[user as usize]
-    }
-
     /// Probability that a click of `pin` by `user` leads to a conversion.
     pub fn p_conversion_given_click(&self, user: u32, pin: u32) -> f32 {
         self.genuine_click_share * self.p_conversion_given_genuine_click(user, pin)

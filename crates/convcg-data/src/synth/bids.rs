@@ -44,7 +44,8 @@ const RATE_USERS_PER_PIN: usize = 4;
 /// factor of its target CPA and its budget pacing.
 ///
 /// An advertiser's target CPA follows what a conversion is worth to it: `kappa x` its pins' mean
-/// expected conversion value ([`conversion_values`]; the catalog's mean where it has no price)
+/// expected conversion value (`values`, [`conversion_values`] of `pins`; the catalog's mean where
+/// it has no price)
 /// `x exp(target_cpa_sigma Z)`. `kappa` puts the auctions' two currencies on one scale: over
 /// [`RATE_USERS_PER_PIN`] random users of every pin, with `(p_click, p_conv|genuine click) =
 /// outcome(rng, pin)`, it makes the mean auction value of a conversion campaign,
@@ -60,6 +61,7 @@ pub(crate) fn draw_campaigns(
     seed: u64,
     pins: &[PinRecord],
     pin_advertiser: &[u32],
+    values: &[f32],
     outcome: impl Fn(&mut ChaCha8Rng, u32) -> (f64, f64),
 ) -> Campaigns {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -69,7 +71,6 @@ pub(crate) fn draw_campaigns(
     let mut value_sum = vec![0f64; na];
     let mut priced = vec![0f64; na];
     let mut count = vec![0f64; na];
-    let values = conversion_values(pins);
     // Per pin, the mean over random users of p_click and of p_click x p_conv.
     let mut clicks = vec![(0f64, 0f64); pins.len()];
     for (p, (&a, c)) in pin_advertiser.iter().zip(clicks.iter_mut()).enumerate() {

@@ -187,6 +187,7 @@ impl Marketplace {
                 per_pin[i] += 1;
             }
         }
+        let mechanisms = mechanisms(self, &pin_index, &per_pin);
         per_pin.sort_unstable_by(|a, b| b.cmp(a));
         let top = n_pins.div_ceil(100);
         let top1 = ratio(
@@ -221,7 +222,6 @@ impl Marketplace {
             .sqrt();
         let (affinity_correlation, click_conversion_rank_correlation) =
             pair_correlations(truth, rec.seed);
-        let mechanisms = mechanisms(self, &pin_index);
 
         RealisedProperties {
             config: rec.config.clone(),
@@ -309,7 +309,12 @@ struct PinCounts {
     conversions: f64,
 }
 
-fn mechanisms(market: &Marketplace, pin_index: &crate::hash::IdMap<i64, usize>) -> Mechanisms {
+/// `impressions[p]`: the impressions of pin `p` (in `log.pins` order).
+fn mechanisms(
+    market: &Marketplace,
+    pin_index: &crate::hash::IdMap<i64, usize>,
+    impressions: &[u64],
+) -> Mechanisms {
     let log = &market.log;
     let truth = &market.truth;
     let imps = &log.impressions;
@@ -325,14 +330,14 @@ fn mechanisms(market: &Marketplace, pin_index: &crate::hash::IdMap<i64, usize>) 
         .enumerate()
         .map(|(i, &id)| (id, i))
         .collect();
-    let n_pins = log.pins.len();
     let n_adv = truth.advertiser_participation.len();
-    let mut pins = vec![PinCounts::default(); n_pins];
-    for p in &imps.pin_id {
-        if let Some(&p) = pin_index.get(p) {
-            pins[p].impressions += 1.0;
-        }
-    }
+    let mut pins: Vec<PinCounts> = impressions
+        .iter()
+        .map(|&n| PinCounts {
+            impressions: n as f64,
+            ..PinCounts::default()
+        })
+        .collect();
     // Advertisers' conversion probability per genuine click, over their logged clicks (accidental
     // clicks are a share independent of the pin, so they do not bias the mean).
     let mut adv_rate = vec![(0f64, 0usize); n_adv];

@@ -387,14 +387,15 @@ impl World {
             let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
             (sigmoid(click), sigmoid(conv))
         };
-        let campaigns = super::bids::draw_campaigns(cfg, seed, &pins, &pin_advertiser, outcome);
+        let pin_value = super::bids::conversion_values(&pins);
+        let campaigns =
+            super::bids::draw_campaigns(cfg, seed, &pins, &pin_advertiser, &pin_value, outcome);
         let (pin_value_base, pin_value_converts) = GroundTruth::value_bases(
             &pin_advertiser,
             &campaigns.pin_bid,
             &campaigns.target_cpa,
             (1.0 - cfg.accidental_click_share) as f32,
         );
-        let pin_value = super::bids::conversion_values(&pins);
         let truth = GroundTruth {
             dim: d,
             user_click,
