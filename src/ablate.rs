@@ -19,11 +19,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use convcg_eval::{Bootstrap, BootstrapInterval};
 use convcg_model::{CrossKind, Heads, Structure};
 
-use crate::bootstrap::{
-    BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval, paired_bootstrap,
-};
 use crate::config::RunConfig;
 use crate::metrics::Metrics;
 use crate::output::write_atomic;
@@ -378,8 +376,7 @@ fn versus_reference(reference: &str, base: &[PerQuery], new: &[PerQuery]) -> Ver
         match (recall(base, k), recall(new, k)) {
             (Some(b), Some(n)) if !b.is_empty() => {
                 out.units = b.len();
-                match paired_bootstrap(&n, &b, BOOTSTRAP_RESAMPLES, BOOTSTRAP_LEVEL, BOOTSTRAP_SEED)
-                {
+                match Bootstrap::default().mean_difference(&n, &b) {
                     Ok(ci) => {
                         out.conversion_recall.insert(format!("recall@{k}"), ci);
                     }
@@ -395,7 +392,7 @@ fn versus_reference(reference: &str, base: &[PerQuery], new: &[PerQuery]) -> Ver
     }
     let mut lifts = |what: &str, b: Option<QueryOutcomes>, n: Option<QueryOutcomes>| {
         let (b, n) = (b.filter(|b| !b.is_empty())?, n?);
-        OnlineLiftIntervals::between(&b, &n, BOOTSTRAP_RESAMPLES, BOOTSTRAP_LEVEL, BOOTSTRAP_SEED)
+        OnlineLiftIntervals::between(&b, &n, &Bootstrap::default())
             .map_err(|e| notes.push(format!("{what}: {e}")))
             .ok()
     };
@@ -641,7 +638,7 @@ impl AblationReport {
             .iter()
             .find_map(|v| v.versus_reference.as_ref())
             .map(|r| r.reference.clone());
-        let pct = 100.0 * BOOTSTRAP_LEVEL;
+        let pct = 100.0 * Bootstrap::default().level;
         if let Some(r) = &first {
             s.push_str(&format!(
                 " Δ conv R@100 vs {r} [{pct:.0}%] | conv volume vs {r} [{pct:.0}%] | traffic conv volume vs {r} [{pct:.0}%] |"
@@ -714,10 +711,11 @@ impl AblationReport {
                 None => "over the conversion eval queries".to_owned(),
             };
             s.push_str(&format!(
-                "\nIntervals against {r}: paired bootstrap {how}, {BOOTSTRAP_RESAMPLES} resamples, \
+                "\nIntervals against {r}: paired bootstrap {how}, {} resamples, \
                  {pct:.0}% percentile; (n.s.): the interval holds 0, the difference is not a result. \
                  conv volume: the simulated serving's conversions on the eval queries and on the \
-                 traffic requests (synthetic marketplace only).\n"
+                 traffic requests (synthetic marketplace only).\n",
+                Bootstrap::default().resamples
             ));
             for v in &self.variants {
                 let Some(r) = v.versus_reference.as_ref() else {

@@ -10,9 +10,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use convcg_data::Surface;
-use convcg_eval::OnlineLift;
+use convcg_eval::{Bootstrap, BootstrapInterval, OnlineLift};
 
-use crate::bootstrap::{BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval};
 use crate::metrics::Metrics;
 use crate::online::{LIFT_BASELINE, OnlineFigures};
 use crate::per_query::{OnlineLiftIntervals, PerQuery, QuerySet, recall_intervals};
@@ -75,27 +74,6 @@ pub struct OnlineComparison {
     pub intervals: Option<OnlineLiftIntervals>,
 }
 
-/// How the intervals were drawn ([`crate::paired_bootstrap`], [`crate::paired_lift_bootstrap`]).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct BootstrapSettings {
-    /// Resamples of the queries.
-    pub resamples: usize,
-    /// Coverage of the percentile interval.
-    pub level: f64,
-    /// ChaCha8 seed.
-    pub seed: u64,
-}
-
-impl Default for BootstrapSettings {
-    fn default() -> Self {
-        BootstrapSettings {
-            resamples: BOOTSTRAP_RESAMPLES,
-            level: BOOTSTRAP_LEVEL,
-            seed: BOOTSTRAP_SEED,
-        }
-    }
-}
-
 /// Run B against run A.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Comparison {
@@ -115,7 +93,7 @@ pub struct Comparison {
     /// the runs served the same queries through the same auction.
     pub warnings: Vec<String>,
     /// How the intervals were drawn.
-    pub bootstrap: BootstrapSettings,
+    pub bootstrap: Bootstrap,
     /// Why figures lack an interval (a run without `per_query.json`, different eval queries);
     /// empty when every figure has one.
     pub no_interval: Vec<String>,
@@ -158,7 +136,7 @@ fn per_query_of(label: &str, file: &Path, m: &Metrics) -> std::result::Result<Pe
 pub fn compare_runs(a: &Path, b: &Path) -> Result<Comparison> {
     let (file_a, ma) = read_metrics(a)?;
     let (file_b, mb) = read_metrics(b)?;
-    let settings = BootstrapSettings::default();
+    let settings = Bootstrap::default();
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
     let mut no_interval = Vec::new();
@@ -206,13 +184,8 @@ pub fn compare_runs(a: &Path, b: &Path) -> Result<Comparison> {
             }
         }
         for (surface, rows) in subsets {
-            let intervals = recall_intervals(
-                sa,
-                sb,
-                rows.as_deref(),
-                &convcg_eval::RECALL_KS,
-                (settings.resamples, settings.level, settings.seed),
-            )?;
+            let intervals =
+                recall_intervals(sa, sb, rows.as_deref(), &convcg_eval::RECALL_KS, &settings)?;
             for r in recall
                 .iter_mut()
                 .filter(|r| r.task == *task && r.surface == surface)
@@ -228,13 +201,7 @@ pub fn compare_runs(a: &Path, b: &Path) -> Result<Comparison> {
                     (Some(qa), Some(qb))
                         if paired_sets.iter().any(|(t, _, _)| *t == "conversion") =>
                     {
-                        Some(OnlineLiftIntervals::between(
-                            qa,
-                            qb,
-                            settings.resamples,
-                            settings.level,
-                            settings.seed,
-                        )?)
+                        Some(OnlineLiftIntervals::between(qa, qb, &settings)?)
                     }
                     (Some(_), Some(_)) => None,
                     _ => {
@@ -292,7 +259,7 @@ fn traffic_comparison(
     ma: &Metrics,
     mb: &Metrics,
     pair: Option<&(PerQuery, PerQuery)>,
-    settings: &BootstrapSettings,
+    settings: &Bootstrap,
     no_interval: &mut Vec<String>,
 ) -> Result<Option<OnlineComparison>> {
     fn model(m: &Metrics) -> Option<&OnlineFigures> {
@@ -302,15 +269,9 @@ fn traffic_comparison(
         return Ok(None);
     };
     let intervals = match pair.map(|(a, b)| (&a.traffic, &b.traffic)) {
-        Some((Some(qa), Some(qb))) if qa.identity == qb.identity => {
-            Some(OnlineLiftIntervals::between(
-                &qa.outcomes,
-                &qb.outcomes,
-                settings.resamples,
-                settings.level,
-                settings.seed,
-            )?)
-        }
+        Some((Some(qa), Some(qb))) if qa.identity == qb.identity => Some(
+            OnlineLiftIntervals::between(&qa.outcomes, &qb.outcomes, settings)?,
+        ),
         Some((Some(_), Some(_))) => {
             no_interval.push(
                 "the runs served different traffic requests: the traffic lifts have no interval"

@@ -253,16 +253,14 @@ pub fn retrieve(
     Ok(users
         .iter()
         .enumerate()
-        .map(|(q, &user_id)| {
-            let span = q * top.k..(q + 1) * top.k;
-            Retrieved {
-                user_id,
-                pin_ids: top.ids[span.clone()]
-                    .iter()
-                    .map(|&p| run.log.pins[p as usize].pin_id)
-                    .collect(),
-                scores: top.scores[span].to_vec(),
-            }
+        .map(|(q, &user_id)| Retrieved {
+            user_id,
+            pin_ids: top
+                .row(q)
+                .iter()
+                .map(|&p| run.log.pins[p as usize].pin_id)
+                .collect(),
+            scores: top.row_scores(q).to_vec(),
         })
         .collect())
 }

@@ -15,12 +15,10 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use convcg_data::{Dataset, GroundTruth, Marketplace, QueryKey};
-use convcg_eval::{OnlineLift, Par, RECALL_KS, TopK, recall_at_k};
-
-use crate::bootstrap::{
-    BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval, RatioParts,
-    paired_lift_bootstraps,
+use convcg_eval::{
+    Bootstrap, BootstrapInterval, OnlineLift, Par, RECALL_KS, RatioParts, TopK, recall_at_k,
 };
+
 use crate::config::RunConfig;
 use crate::online::{OnlineFigures, online_metrics, traffic_requests};
 use crate::per_query::{OnlineLiftIntervals, QueryOutcomes, QuerySet};
@@ -207,23 +205,16 @@ pub fn headroom(cfg: &RunConfig, par: Par) -> Result<Headroom> {
     };
     let ones = vec![1.0; conv.keys.len()];
     let (oracle_100, clicks_100) = (per_query(&oracle_top)?, per_query(&clicks_top)?);
-    let offline_interval = paired_lift_bootstraps(
-        &[(
-            RatioParts {
-                num: &clicks_100,
-                den: &ones,
-            },
-            RatioParts {
-                num: &oracle_100,
-                den: &ones,
-            },
-        )],
-        BOOTSTRAP_RESAMPLES,
-        BOOTSTRAP_LEVEL,
-        BOOTSTRAP_SEED,
-    )?
-    .pop()
-    .flatten();
+    let offline_interval = Bootstrap::default().lift(
+        RatioParts {
+            num: &clicks_100,
+            den: &ones,
+        },
+        RatioParts {
+            num: &oracle_100,
+            den: &ones,
+        },
+    )?;
     let (shown_per_user_median, users_shown) = market.distinct_pins_shown(eval.window_start);
 
     let online_on_traffic = cfg.online.traffic_requests > 0;
@@ -257,9 +248,7 @@ pub fn headroom(cfg: &RunConfig, par: Par) -> Result<Headroom> {
         (Some(base), Some(new)) => Some(OnlineLiftIntervals::between(
             &base,
             &new,
-            BOOTSTRAP_RESAMPLES,
-            BOOTSTRAP_LEVEL,
-            BOOTSTRAP_SEED,
+            &Bootstrap::default(),
         )?),
         _ => None,
     };

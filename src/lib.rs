@@ -10,7 +10,6 @@
 #![forbid(unsafe_code)]
 
 mod ablate;
-mod bootstrap;
 mod checkpoint;
 mod compare;
 mod config;
@@ -30,10 +29,6 @@ mod synth;
 pub use ablate::{
     AblationReport, AblationRequest, Ladder, Spread, VariantResult, ablation_config,
     ablation_config_with, run_ablation,
-};
-pub use bootstrap::{
-    BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval, RatioParts,
-    paired_bootstrap, paired_bootstraps, paired_lift_bootstrap, paired_lift_bootstraps,
 };
 pub use checkpoint::{
     CHECKPOINT_DIR, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, Checkpoint, CheckpointError, Found, KEEP,

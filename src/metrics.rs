@@ -190,21 +190,6 @@ pub struct RankingMetrics {
     pub surfaces: BTreeMap<String, SurfaceRecall>,
 }
 
-/// The rows `keep` of `top`, in that order.
-fn select_rows(top: &TopK, keep: &[usize]) -> TopK {
-    TopK {
-        k: top.k,
-        ids: keep
-            .iter()
-            .flat_map(|&q| top.row(q).iter().copied())
-            .collect(),
-        scores: keep
-            .iter()
-            .flat_map(|&q| top.row_scores(q).iter().copied())
-            .collect(),
-    }
-}
-
 /// NDCG@K, advertiser recall@K and per-surface recall@K of `top` (one row per query) against
 /// `relevant[q]`, for every K in `ks`, where query `q` was asked on `surfaces[q]` and
 /// `pin_advertiser[pin]` is each pin's advertiser. Queries with no relevant pin are skipped and
@@ -239,7 +224,7 @@ pub fn ranking_metrics(
         out.ndcg = ndcg_at_k(top, relevant, ks)?;
         out.advertiser = flatten(&advertiser_recall_at_k(top, relevant, pin_advertiser, ks)?);
     } else if !keep.is_empty() {
-        let sub = select_rows(top, &keep);
+        let sub = top.select_rows(&keep);
         let rel: Vec<Vec<u32>> = keep.iter().map(|&q| relevant[q].clone()).collect();
         out.ndcg = ndcg_at_k(&sub, &rel, ks)?;
         out.advertiser = flatten(&advertiser_recall_at_k(&sub, &rel, pin_advertiser, ks)?);
@@ -252,7 +237,7 @@ pub fn ranking_metrics(
             BTreeMap::new()
         } else {
             let rel: Vec<Vec<u32>> = rows.iter().map(|&q| relevant[q].clone()).collect();
-            flatten(&recall_at_k(&select_rows(top, &rows), &rel, ks)?)
+            flatten(&recall_at_k(&top.select_rows(&rows), &rel, ks)?)
         };
         out.surfaces.insert(
             surface.as_str().to_owned(),
@@ -459,7 +444,7 @@ impl QueryRecalls {
         top: &TopK,
         relevant: &[Vec<u32>],
     ) {
-        for &k in convcg_eval::RECALL_KS.iter().filter(|&&k| k <= top.k) {
+        for &k in convcg_eval::RECALL_KS.iter().filter(|&&k| k <= top.k()) {
             let values = relevant
                 .iter()
                 .enumerate()
@@ -555,11 +540,12 @@ mod tests {
     /// Four queries over pins 0..6 of advertisers [0, 0, 1, 1, 2, 2], lists of 3 with ties in
     /// their scores (broken by the smaller id, as the retrievers do).
     fn hand_made() -> (TopK, Vec<Vec<u32>>, Vec<Surface>) {
-        let top = TopK {
-            k: 3,
-            ids: vec![1, 0, 4, 2, 3, 5, 5, 2, 1, 3, 1, 0],
-            scores: vec![2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 2.0, 1.0, 3.0, 2.0, 1.0],
-        };
+        let top = TopK::new(
+            3,
+            vec![1, 0, 4, 2, 3, 5, 5, 2, 1, 3, 1, 0],
+            vec![2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 2.0, 1.0, 3.0, 2.0, 1.0],
+        )
+        .unwrap();
         // Query 1 has no relevant pin: skipped and counted.
         let relevant = vec![vec![4, 0], vec![], vec![2], vec![2, 3, 1]];
         let surfaces = vec![
@@ -612,7 +598,7 @@ mod tests {
         let with_skip = ranking_metrics(&top, &relevant, &surfaces, &OWNER, &[1, 3]).unwrap();
         let rows = [0, 2, 3];
         let without = ranking_metrics(
-            &select_rows(&top, &rows),
+            &top.select_rows(&rows),
             &rows.map(|q| relevant[q].clone()),
             &rows.map(|q| surfaces[q]),
             &OWNER,
@@ -676,13 +662,14 @@ mod tests {
         let (top, relevant, surfaces) = hand_made();
         let ks = convcg_eval::RECALL_KS;
         // Lists of 1000 from the hand-made rows, padded with pins 6.. (advertiser 3).
-        let long = TopK {
-            k: 1000,
-            ids: (0..4)
+        let long = TopK::new(
+            1000,
+            (0..4)
                 .flat_map(|q| top.row(q).iter().copied().chain(6..6 + 997))
                 .collect(),
-            scores: vec![0.0; 4000],
-        };
+            vec![0.0; 4000],
+        )
+        .unwrap();
         let owner: Vec<u32> = (0..1003u32)
             .map(|p| OWNER.get(p as usize).copied().unwrap_or(3))
             .collect();
@@ -720,11 +707,12 @@ mod tests {
 
     #[test]
     fn per_query_recall_matches_the_definition() {
-        let top = TopK {
-            k: 1000,
-            ids: (0..2000u32).map(|i| i % 1000).collect(),
-            scores: vec![0.0; 2000],
-        };
+        let top = TopK::new(
+            1000,
+            (0..2000u32).map(|i| i % 1000).collect(),
+            vec![0.0; 2000],
+        )
+        .unwrap();
         let mut r = QueryRecalls::default();
         r.insert(
             "x",

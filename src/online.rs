@@ -201,7 +201,7 @@ pub fn online_metrics(
                 keys.len()
             );
         }
-        if let Some(&pin) = top.ids.iter().find(|&&p| p as usize >= truth.num_pins()) {
+        if let Some(&pin) = top.ids().iter().find(|&&p| p as usize >= truth.num_pins()) {
             bail!(
                 "{name} lists pin index {pin} but the marketplace has {} pins",
                 truth.num_pins()

@@ -33,9 +33,9 @@ use serde::{Deserialize, Serialize};
 use convcg_data::{QueryKey, Surface};
 use convcg_eval::{ServingOutcome, TopK};
 
-use crate::bootstrap::{BootstrapInterval, RatioParts, paired_bootstraps, paired_lift_bootstraps};
 use crate::metrics::Metrics;
 use crate::output::write_atomic;
+use convcg_eval::{Bootstrap, BootstrapInterval, RatioParts};
 
 /// The file of a run directory that holds its model's per-query figures.
 pub const PER_QUERY_FILE: &str = "per_query.json";
@@ -184,7 +184,7 @@ impl QuerySet {
                 top.num_queries()
             );
         }
-        let ks: Vec<usize> = ks.iter().copied().filter(|&k| k <= top.k).collect();
+        let ks: Vec<usize> = ks.iter().copied().filter(|&k| k <= top.k()).collect();
         let deepest = ks.iter().copied().max().unwrap_or(0);
         let mut hits: Vec<Vec<u32>> = vec![Vec::with_capacity(keys.len()); ks.len()];
         let mut counts = Vec::with_capacity(keys.len());
@@ -379,16 +379,14 @@ pub struct OnlineLiftIntervals {
 
 impl OnlineLiftIntervals {
     /// The three lifts of `new` over `base` (the same queries in the same order), resampled
-    /// jointly ([`crate::paired_lift_bootstraps`]).
+    /// jointly ([`Bootstrap::lifts`]).
     ///
     /// # Errors
     /// If the sets differ in length or are empty, or the bootstrap settings are invalid.
     pub fn between(
         base: &QueryOutcomes,
         new: &QueryOutcomes,
-        resamples: usize,
-        level: f64,
-        seed: u64,
+        bootstrap: &Bootstrap,
     ) -> Result<OnlineLiftIntervals> {
         // Conversion volume is conversions per query: each query adds 1 to the denominator.
         let (ones_base, ones_new) = (vec![1.0; base.len()], vec![1.0; new.len()]);
@@ -406,7 +404,7 @@ impl OnlineLiftIntervals {
             ),
             (part(&base.value, &base.cost), part(&new.value, &new.cost)),
         ];
-        let out = paired_lift_bootstraps(&pairs, resamples, level, seed)?;
+        let out = bootstrap.lifts(&pairs)?;
         Ok(OnlineLiftIntervals {
             conversion_volume: out[0],
             impression_to_conversion: out[1],
@@ -426,7 +424,7 @@ pub fn recall_intervals(
     b: &QuerySet,
     rows: Option<&[usize]>,
     ks: &[usize],
-    (resamples, level, seed): (usize, f64, u64),
+    bootstrap: &Bootstrap,
 ) -> Result<BTreeMap<usize, BootstrapInterval>> {
     if a.queries != b.queries {
         bail!("{} and {} queries", a.queries, b.queries);
@@ -451,7 +449,7 @@ pub fn recall_intervals(
         .iter()
         .map(|(_, b, a)| (b.as_slice(), a.as_slice()))
         .collect();
-    let out = paired_bootstraps(&pairs, resamples, level, seed)?;
+    let out = bootstrap.mean_differences(&pairs)?;
     Ok(columns.iter().map(|(k, _, _)| *k).zip(out).collect())
 }
 
@@ -564,11 +562,7 @@ mod tests {
     fn hits_count_distinct_relevant_pins_and_give_the_recall_by_hand() {
         let keys = [key(0, Surface::HomeFeed), key(1, Surface::Search)];
         // Lists of 4: query 0 lists 7, 3, 7, 9; query 1 lists 1, 2, 3, 4.
-        let top = TopK {
-            k: 4,
-            ids: vec![7, 3, 7, 9, 1, 2, 3, 4],
-            scores: vec![0.0; 8],
-        };
+        let top = TopK::new(4, vec![7, 3, 7, 9, 1, 2, 3, 4], vec![0.0; 8]).unwrap();
         let relevant = vec![vec![9, 7, 7], vec![5]];
         let set = QuerySet::measure(&keys, &relevant, &top, &[1, 2, 4, 8]).unwrap();
         assert_eq!(set.relevant, [2, 1]);
@@ -647,7 +641,12 @@ mod tests {
             })
             .collect();
         let o = QueryOutcomes::from_outcomes(&outcomes);
-        let ci = OnlineLiftIntervals::between(&o, &o, 100, 0.95, 1).unwrap();
+        let b = Bootstrap {
+            resamples: 100,
+            level: 0.95,
+            seed: 1,
+        };
+        let ci = OnlineLiftIntervals::between(&o, &o, &b).unwrap();
         for x in [ci.conversion_volume, ci.impression_to_conversion, ci.roas] {
             let x = x.unwrap();
             assert_eq!((x.mean, x.low, x.high), (0.0, 0.0, 0.0));
@@ -655,7 +654,7 @@ mod tests {
         // Doubling every conversion is +100% volume and i2c, exactly, in every resample.
         let mut double = o.clone();
         double.conversions.iter_mut().for_each(|c| *c *= 2.0);
-        let ci = OnlineLiftIntervals::between(&o, &double, 100, 0.95, 1).unwrap();
+        let ci = OnlineLiftIntervals::between(&o, &double, &b).unwrap();
         let v = ci.conversion_volume.unwrap();
         assert!((v.mean - 100.0).abs() < 1e-9 && (v.low - 100.0).abs() < 1e-9);
         assert_eq!(ci.roas.unwrap().mean, 0.0);

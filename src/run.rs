@@ -1248,7 +1248,7 @@ fn traffic_ab(
 /// the query's moment, most recent first ([`Dataset::recently_seen`]), then popularity's list
 /// (`popularity`, one row per query) for the rest of the K slots, skipping pins already listed.
 fn recently_seen_top_k(data: &Dataset, keys: &[QueryKey], popularity: &TopK) -> Result<TopK> {
-    let k = popularity.k;
+    let k = popularity.k();
     if popularity.num_queries() != keys.len() {
         bail!(
             "{} popularity lists for {} queries",
@@ -1274,7 +1274,7 @@ fn recently_seen_top_k(data: &Dataset, keys: &[QueryKey], popularity: &TopK) -> 
     let scores = (0..keys.len())
         .flat_map(|_| (0..k).map(|r| (k - r) as f32))
         .collect();
-    Ok(TopK { k, ids, scores })
+    Ok(TopK::new(k, ids, scores)?)
 }
 
 /// Scores one retriever's top K on one task's queries; on the conversion task also against the
@@ -1301,17 +1301,7 @@ fn score_into(
     if keep.is_empty() {
         return Ok(());
     }
-    let sub = TopK {
-        k: top.k,
-        ids: keep
-            .iter()
-            .flat_map(|&q| top.row(q).iter().copied())
-            .collect(),
-        scores: keep
-            .iter()
-            .flat_map(|&q| top.row_scores(q).iter().copied())
-            .collect(),
-    };
+    let sub = top.select_rows(&keep);
     let rel: Vec<Vec<u32>> = keep.iter().map(|&q| clean[q].clone()).collect();
     r.conversion_clean = Some(flatten(&recall_at_k(&sub, &rel, &RECALL_KS)?));
     Ok(())

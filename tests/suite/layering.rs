@@ -17,7 +17,14 @@ struct Rule {
 
 /// Presentation, serving and CLI crates: the trainer's business, never a library layer's.
 const TRAINER_ONLY: &[&str] = &[
-    "plotters", "png", "clap", "indicatif", "anyhow", "ctrlc", "crc32fast", "toml",
+    "plotters",
+    "png",
+    "clap",
+    "indicatif",
+    "anyhow",
+    "ctrlc",
+    "crc32fast",
+    "toml",
 ];
 /// File formats: the data layer's I/O, nobody below or beside it.
 const IO: &[&str] = &["arrow-array", "arrow-schema", "parquet", "csv", "bytes"];
@@ -48,7 +55,13 @@ const RULES: &[Rule] = &[
 /// Each workspace package's normal (non-dev, non-build) dependencies, by name.
 fn normal_dependencies() -> BTreeMap<String, Vec<String>> {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");

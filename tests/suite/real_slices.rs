@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use convcg::{RunConfig, RunOutput, Verbosity, import_dataset, paired_bootstrap, train_data};
+use convcg::{RunConfig, RunOutput, Verbosity, import_dataset, train_data};
 use convcg_data::import::Source;
 use convcg_data::io::Format;
 use convcg_data::shared::require_shared_file;
 use convcg_data::{EvalProtocol, Task};
+use convcg_eval::Bootstrap;
 
 /// Run settings small enough for the test profile; `[data]` comes from the importer's
 /// dataset.toml except the eval-query cap, which keeps evaluation to a few seconds.
@@ -107,7 +108,13 @@ fn taobao_model_beats_popularity_on_buys_with_a_bootstrap_interval_above_zero() 
     // The per-query values are the ones the table averages.
     let mean = model.iter().sum::<f64>() / model.len() as f64;
     assert!((mean - m.model.conversion["recall@100"]).abs() < 1e-9);
-    let ci = paired_bootstrap(model, popularity, 1000, 0.95, 2024).unwrap();
+    let ci = Bootstrap {
+        resamples: 1000,
+        level: 0.95,
+        seed: 2024,
+    }
+    .mean_difference(model, popularity)
+    .unwrap();
     eprintln!("buy recall@100, model - popularity: {ci:?}");
     assert!(
         ci.low > 0.0,

@@ -73,6 +73,29 @@ pub enum Error {
         /// Which field (`p_click`, `p_conversion_given_click`, `p_view_through`, `value`, `bid`).
         what: &'static str,
     },
+    /// A paired bootstrap was asked of no columns, of an empty one, or of columns of different
+    /// lengths.
+    #[error(
+        "paired bootstrap of columns of {lengths:?} values: they must be non-empty and equally long"
+    )]
+    BootstrapColumns {
+        /// Each column's length.
+        lengths: Vec<usize>,
+    },
+    /// The bootstrap's settings are out of range ([`Bootstrap`](crate::Bootstrap)).
+    #[error(
+        "paired bootstrap with {resamples} resamples at level {level}: needs at least one resample and a level in (0, 1)"
+    )]
+    BootstrapSettings {
+        /// Resamples asked for.
+        resamples: usize,
+        /// The level asked for.
+        level: String,
+    },
+    /// A bootstrapped difference is not finite on most resamples (its columns hold NaN or
+    /// infinities).
+    #[error("paired bootstrap of non-finite values")]
+    NonFiniteBootstrap,
 }
 
 /// Result of the fallible operations of this crate.

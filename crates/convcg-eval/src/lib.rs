@@ -80,6 +80,7 @@
 #![deny(unsafe_code)]
 
 mod baselines;
+mod bootstrap;
 mod error;
 mod exact;
 mod online;
@@ -91,6 +92,7 @@ mod simd;
 mod topk;
 
 pub use baselines::{popularity_top_k, random_top_k};
+pub use bootstrap::{Bootstrap, BootstrapInterval, RatioParts};
 pub use convcg_kernels::Par;
 pub use error::{Error, Result};
 pub use exact::{exact_top_k, exact_top_k_arrays, top_k_by};

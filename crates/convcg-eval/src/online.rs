@@ -295,13 +295,7 @@ pub fn serve_each_query(
     truth: impl Fn(usize, u32) -> CandidateTruth,
 ) -> Result<Vec<ServingOutcome>> {
     cfg.validate()?;
-    if top.ids.len() != top.scores.len() || (top.k > 0 && !top.ids.len().is_multiple_of(top.k)) {
-        return Err(Error::MalformedTopK {
-            k: top.k,
-            ids: top.ids.len(),
-            scores: top.scores.len(),
-        });
-    }
+    top.check_shape()?;
     if cfg.candidates > top.k {
         return Err(Error::CutoffExceedsK {
             cutoff: cfg.candidates,

@@ -115,14 +115,7 @@ impl HitMarker {
 /// [`Error::EmptyRelevant`], which needs the sets themselves) and returns the number of queries.
 pub(crate) fn check_request(topk: &TopK, relevant_sets: usize, ks: &[usize]) -> Result<usize> {
     let k = topk.k;
-    // `is_multiple_of(0)` holds only for 0, so k = 0 with ids left over is caught too.
-    if !topk.ids.len().is_multiple_of(k) || topk.ids.len() != topk.scores.len() {
-        return Err(Error::MalformedTopK {
-            k,
-            ids: topk.ids.len(),
-            scores: topk.scores.len(),
-        });
-    }
+    topk.check_shape()?;
     if let Some(&cutoff) = ks.iter().find(|&&c| c > k) {
         return Err(Error::CutoffExceedsK { cutoff, k });
     }

@@ -4,22 +4,85 @@ use std::sync::{Mutex, PoisonError};
 use convcg_kernels::Par;
 use rayon::prelude::*;
 
+use crate::error::{Error, Result};
+
 /// Top-k of each query: `ids[q*k..(q+1)*k]` best first (ties broken by smaller id), scores likewise.
 ///
 /// `k` is the length actually retrieved per query, so it is already clamped to the corpus size by
 /// every constructor of this crate. With `k == 0` the lists are empty and [`TopK::num_queries`]
-/// is 0, whatever the number of queries asked about.
+/// is 0, whatever the number of queries asked about. The fields are private so that a `TopK`
+/// from outside this crate is well formed ([`TopK::new`] checks it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopK {
     /// Length of every query's list.
-    pub k: usize,
+    pub(crate) k: usize,
     /// Item ids, `k` per query, query-major.
-    pub ids: Vec<u32>,
+    pub(crate) ids: Vec<u32>,
     /// Scores of `ids`, in the same layout.
-    pub scores: Vec<f32>,
+    pub(crate) scores: Vec<f32>,
 }
 
 impl TopK {
+    /// Lists of `k` per query: `ids[q*k..(q+1)*k]` is query `q`'s, best first, and `scores` their
+    /// scores in the same layout.
+    ///
+    /// # Errors
+    /// [`Error::MalformedTopK`] if `ids` and `scores` differ in length or are not a whole number
+    /// of lists of `k` (with `k == 0`, unless both are empty).
+    pub fn new(k: usize, ids: Vec<u32>, scores: Vec<f32>) -> Result<Self> {
+        let top = Self { k, ids, scores };
+        top.check_shape()?;
+        Ok(top)
+    }
+
+    /// [`Error::MalformedTopK`] unless the fields agree: a crate-internal literal (or a test's)
+    /// can break what [`TopK::new`] guarantees, so metrics check again.
+    pub(crate) fn check_shape(&self) -> Result<()> {
+        // `is_multiple_of(0)` holds only for 0, so k = 0 with ids left over is caught too.
+        if !self.ids.len().is_multiple_of(self.k) || self.ids.len() != self.scores.len() {
+            return Err(Error::MalformedTopK {
+                k: self.k,
+                ids: self.ids.len(),
+                scores: self.scores.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Length of every query's list.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Every query's ids, query-major (`k` per query).
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Every query's scores, in the layout of [`TopK::ids`].
+    pub fn scores(&self) -> &[f32] {
+        &self.scores
+    }
+
+    /// The lists of the queries `keep`, in that order.
+    ///
+    /// # Panics
+    /// If a query of `keep` is out of range.
+    #[track_caller]
+    pub fn select_rows(&self, keep: &[usize]) -> TopK {
+        TopK {
+            k: self.k,
+            ids: keep
+                .iter()
+                .flat_map(|&q| self.row(q).iter().copied())
+                .collect(),
+            scores: keep
+                .iter()
+                .flat_map(|&q| self.row_scores(q).iter().copied())
+                .collect(),
+        }
+    }
+
     /// Number of queries held (0 when `k == 0`).
     pub fn num_queries(&self) -> usize {
         self.ids.len().checked_div(self.k).unwrap_or(0)

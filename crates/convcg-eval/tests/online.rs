@@ -83,11 +83,8 @@ fn three_queries() -> (TopK, HashMap<(usize, u32), CandidateTruth>) {
             map.insert((q, id), truth(t));
         }
     }
-    let top = TopK {
-        k: 7,
-        scores: vec![0.0; ids.len()],
-        ids,
-    };
+    let scores = vec![0.0; ids.len()];
+    let top = TopK::new(7, ids, scores).unwrap();
     (top, map)
 }
 
@@ -178,16 +175,8 @@ fn only_the_first_candidates_of_each_list_enter() {
 /// converts less per impression: the three lifts come out different.
 #[test]
 fn the_three_lifts_are_not_forced_equal() {
-    let base = TopK {
-        k: 2,
-        ids: vec![1, 3],
-        scores: vec![0.0; 2],
-    };
-    let better = TopK {
-        k: 2,
-        ids: vec![1, 2],
-        scores: vec![0.0; 2],
-    };
+    let base = TopK::new(2, vec![1, 3], vec![0.0; 2]).unwrap();
+    let better = TopK::new(2, vec![1, 2], vec![0.0; 2]).unwrap();
     let truth_of = |_: usize, id: u32| match id {
         1 => truth((0.05, 0.1, 0.0, 20.0, 1.0)),
         2 => truth((0.02, 0.2, 0.0, 10.0, 1.0)),

@@ -1,5 +1,5 @@
-//! Paired bootstrap intervals over queries: what `convcg compare` and `convcg ablate` print beside
-//! every recall delta and every online lift (design.md, "Evaluation": a difference inside its
+//! Paired bootstrap intervals over queries: what a comparison of two retrievers prints beside
+//! every recall delta and every online lift (docs/design.md, "Evaluation": a difference inside its
 //! interval is not a result).
 //!
 //! Both retrievers were scored on the same queries, so a resample draws `n` query indices with
@@ -12,18 +12,36 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-/// Resamples of every interval `compare` and `ablate` print.
-pub const BOOTSTRAP_RESAMPLES: usize = 2000;
-/// Their coverage: 95% intervals.
-pub const BOOTSTRAP_LEVEL: f64 = 0.95;
-/// Their seed.
-pub const BOOTSTRAP_SEED: u64 = 17;
+use crate::error::{Error, Result};
+
+/// How intervals are drawn: resamples of the queries, the interval's coverage and the seed of
+/// the draws. The default (2,000 resamples, 95%, seed 17) is what `convcg compare`, `ablate` and
+/// `headroom` print.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bootstrap {
+    /// Resamples of the queries.
+    pub resamples: usize,
+    /// Coverage of the percentile interval, in (0, 1).
+    pub level: f64,
+    /// ChaCha8 seed of the draws.
+    pub seed: u64,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Self {
+            resamples: 2000,
+            level: 0.95,
+            seed: 17,
+        }
+    }
+}
 
 /// A paired bootstrap's estimate and its percentile interval.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BootstrapInterval {
-    /// The statistic on all pairs: `mean(a - b)` for [`paired_bootstrap`], the lift in percent
-    /// for [`paired_lift_bootstrap`].
+    /// The statistic on all pairs: `mean(a - b)` for [`Bootstrap::mean_difference`], the lift in
+    /// percent for [`Bootstrap::lift`].
     pub mean: f64,
     /// The lower percentile of the resampled statistics.
     pub low: f64,
@@ -59,15 +77,108 @@ pub struct RatioParts<'a> {
     pub den: &'a [f64],
 }
 
-fn check(lengths: &[usize], resamples: usize, level: f64) -> anyhow::Result<usize> {
-    let n = lengths.first().copied().unwrap_or(0);
-    if n == 0 || lengths.iter().any(|&l| l != n) {
-        anyhow::bail!("paired bootstrap of columns of {lengths:?} values");
+impl Bootstrap {
+    /// The number of queries every column holds.
+    fn check(&self, lengths: &[usize]) -> Result<usize> {
+        let n = lengths.first().copied().unwrap_or(0);
+        if n == 0 || lengths.iter().any(|&l| l != n) {
+            return Err(Error::BootstrapColumns {
+                lengths: lengths.to_vec(),
+            });
+        }
+        if self.resamples == 0 || !(self.level > 0.0 && self.level < 1.0) {
+            return Err(Error::BootstrapSettings {
+                resamples: self.resamples,
+                level: self.level.to_string(),
+            });
+        }
+        Ok(n)
     }
-    if resamples == 0 || !(level > 0.0 && level < 1.0) {
-        anyhow::bail!("paired bootstrap with {resamples} resamples at level {level}");
+
+    /// The paired bootstrap of `mean(a[i] - b[i])`: `resamples` draws of `n` indices with
+    /// replacement, and the `(1 - level) / 2` and `(1 + level) / 2` percentiles (nearest rank)
+    /// of the resampled means.
+    ///
+    /// # Errors
+    /// If `a` and `b` differ in length or are empty, or the settings are out of range.
+    pub fn mean_difference(&self, a: &[f64], b: &[f64]) -> Result<BootstrapInterval> {
+        let mut out = self.mean_differences(&[(a, b)])?;
+        out.pop().ok_or(Error::NonFiniteBootstrap)
     }
-    Ok(n)
+
+    /// [`Bootstrap::mean_difference`] of several pairs of columns over the same queries at once
+    /// (recall@K at every K): every resample's indices serve every pair, so the intervals are
+    /// those of one resampling of the queries.
+    ///
+    /// # Errors
+    /// If `pairs` is empty, any column differs in length from the first or is empty, the
+    /// settings are out of range, or a column's values are not finite.
+    pub fn mean_differences(&self, pairs: &[(&[f64], &[f64])]) -> Result<Vec<BootstrapInterval>> {
+        let lengths: Vec<usize> = pairs.iter().flat_map(|(a, b)| [a.len(), b.len()]).collect();
+        let n = self.check(&lengths)?;
+        let diffs: Vec<Vec<f64>> = pairs
+            .iter()
+            .map(|(a, b)| a.iter().zip(*b).map(|(x, y)| x - y).collect())
+            .collect();
+        let columns: Vec<&[f64]> = diffs.iter().map(Vec::as_slice).collect();
+        let drawn = drawn_sums(&columns, n, self.resamples, self.seed);
+        let all = sums_over(&columns, 0..n);
+        (0..pairs.len())
+            .map(|c| {
+                let stats = drawn.iter().map(|s| s[c] / n as f64).collect();
+                interval_of(all[c] / n as f64, stats, self.level).ok_or(Error::NonFiniteBootstrap)
+            })
+            .collect()
+    }
+
+    /// The paired bootstrap of the lift in percent of a ratio metric,
+    /// `100 ((sum(new.num) / sum(new.den)) / (sum(base.num) / sum(base.den)) - 1)`: each resample
+    /// draws `n` query indices with replacement and sums all four columns over them, so a
+    /// query's numerator and denominator, and its base and new values, stay together. The
+    /// interval is the `(1 - level) / 2` and `(1 + level) / 2` percentiles (nearest rank) of the
+    /// resampled lifts; resamples where the lift is undefined (a base ratio or a denominator of
+    /// 0) are left out. `None` when the lift on all queries is undefined, or on more than half
+    /// of the resamples.
+    ///
+    /// # Errors
+    /// If the four columns differ in length or are empty, or the settings are out of range.
+    pub fn lift(
+        &self,
+        base: RatioParts<'_>,
+        new: RatioParts<'_>,
+    ) -> Result<Option<BootstrapInterval>> {
+        let mut out = self.lifts(&[(base, new)])?;
+        Ok(out.pop().flatten())
+    }
+
+    /// [`Bootstrap::lift`] of several ratio metrics over the same queries at once (conversion
+    /// volume, impression-to-conversion and RoAS): every resample's indices serve every metric.
+    ///
+    /// # Errors
+    /// As [`Bootstrap::lift`], for any column; and if `pairs` is empty.
+    pub fn lifts(
+        &self,
+        pairs: &[(RatioParts<'_>, RatioParts<'_>)],
+    ) -> Result<Vec<Option<BootstrapInterval>>> {
+        let columns: Vec<&[f64]> = pairs
+            .iter()
+            .flat_map(|(base, new)| [new.num, new.den, base.num, base.den])
+            .collect();
+        let lengths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
+        let n = self.check(&lengths)?;
+        let drawn = drawn_sums(&columns, n, self.resamples, self.seed);
+        let all = sums_over(&columns, 0..n);
+        Ok((0..pairs.len())
+            .map(|p| {
+                let of = |s: &[f64]| lift_of(&s[4 * p..4 * p + 4]);
+                let estimate = of(&all);
+                if !estimate.is_finite() {
+                    return None;
+                }
+                interval_of(estimate, drawn.iter().map(|s| of(s)).collect(), self.level)
+            })
+            .collect())
+    }
 }
 
 /// The sums of every column over one resample's indices (in draw order).
@@ -110,58 +221,9 @@ fn interval_of(estimate: f64, mut stats: Vec<f64>, level: f64) -> Option<Bootstr
     })
 }
 
-/// The paired bootstrap of `mean(a[i] - b[i])`: `resamples` draws of `n` indices with
-/// replacement (ChaCha8 seeded with `seed`), and the `(1 - level) / 2` and `(1 + level) / 2`
-/// percentiles (nearest rank) of the resampled means.
-///
-/// # Errors
-/// If `a` and `b` differ in length or are empty, `resamples` is 0, or `level` is not in (0, 1).
-pub fn paired_bootstrap(
-    a: &[f64],
-    b: &[f64],
-    resamples: usize,
-    level: f64,
-    seed: u64,
-) -> anyhow::Result<BootstrapInterval> {
-    let mut out = paired_bootstraps(&[(a, b)], resamples, level, seed)?;
-    out.pop()
-        .ok_or_else(|| anyhow::anyhow!("paired bootstrap without a pair"))
-}
-
-/// [`paired_bootstrap`] of several pairs of columns over the same queries at once (recall@K at
-/// every K): every resample's indices serve every pair, so the intervals are those of one
-/// resampling of the queries.
-///
-/// # Errors
-/// If `pairs` is empty, any column differs in length from the first or is empty, `resamples` is
-/// 0, or `level` is not in (0, 1).
-pub fn paired_bootstraps(
-    pairs: &[(&[f64], &[f64])],
-    resamples: usize,
-    level: f64,
-    seed: u64,
-) -> anyhow::Result<Vec<BootstrapInterval>> {
-    let lengths: Vec<usize> = pairs.iter().flat_map(|(a, b)| [a.len(), b.len()]).collect();
-    let n = check(&lengths, resamples, level)?;
-    let diffs: Vec<Vec<f64>> = pairs
-        .iter()
-        .map(|(a, b)| a.iter().zip(*b).map(|(x, y)| x - y).collect())
-        .collect();
-    let columns: Vec<&[f64]> = diffs.iter().map(Vec::as_slice).collect();
-    let drawn = drawn_sums(&columns, n, resamples, seed);
-    let all = sums_over(&columns, 0..n);
-    (0..pairs.len())
-        .map(|c| {
-            let stats = drawn.iter().map(|s| s[c] / n as f64).collect();
-            interval_of(all[c] / n as f64, stats, level)
-                .ok_or_else(|| anyhow::anyhow!("paired bootstrap of non-finite values"))
-        })
-        .collect()
-}
-
 /// The lift in percent of `new` over `base` from the sums `[new num, new den, base num, base
 /// den]`: `100 ((new num / new den) / (base num / base den) - 1)`; NaN where a denominator or the
-/// base's ratio is not positive (as [`convcg_eval::lift_percent`] leaves it undefined).
+/// base's ratio is not positive (as [`crate::lift_percent`] leaves it undefined).
 fn lift_of(s: &[f64]) -> f64 {
     let (nn, nd, bn, bd) = (s[0], s[1], s[2], s[3]);
     if nd > 0.0 && bd > 0.0 && bn > 0.0 {
@@ -171,63 +233,17 @@ fn lift_of(s: &[f64]) -> f64 {
     }
 }
 
-/// The paired bootstrap of the lift in percent of a ratio metric,
-/// `100 ((sum(new.num) / sum(new.den)) / (sum(base.num) / sum(base.den)) - 1)`: each resample
-/// draws `n` query indices with replacement (ChaCha8 seeded with `seed`) and sums all four
-/// columns over them, so a query's numerator and denominator, and its base and new values, stay
-/// together. The interval is the `(1 - level) / 2` and `(1 + level) / 2` percentiles (nearest
-/// rank) of the resampled lifts; resamples where the lift is undefined (a base ratio or a
-/// denominator of 0) are left out. `None` when the lift on all queries is undefined, or on more
-/// than half of the resamples.
-///
-/// # Errors
-/// If the four columns differ in length or are empty, `resamples` is 0, or `level` is not in
-/// (0, 1).
-pub fn paired_lift_bootstrap(
-    base: RatioParts<'_>,
-    new: RatioParts<'_>,
-    resamples: usize,
-    level: f64,
-    seed: u64,
-) -> anyhow::Result<Option<BootstrapInterval>> {
-    let mut out = paired_lift_bootstraps(&[(base, new)], resamples, level, seed)?;
-    Ok(out.pop().flatten())
-}
-
-/// [`paired_lift_bootstrap`] of several ratio metrics over the same queries at once (conversion
-/// volume, impression-to-conversion and RoAS): every resample's indices serve every metric.
-///
-/// # Errors
-/// As [`paired_lift_bootstrap`], for any column; and if `pairs` is empty.
-pub fn paired_lift_bootstraps(
-    pairs: &[(RatioParts<'_>, RatioParts<'_>)],
-    resamples: usize,
-    level: f64,
-    seed: u64,
-) -> anyhow::Result<Vec<Option<BootstrapInterval>>> {
-    let columns: Vec<&[f64]> = pairs
-        .iter()
-        .flat_map(|(base, new)| [new.num, new.den, base.num, base.den])
-        .collect();
-    let lengths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
-    let n = check(&lengths, resamples, level)?;
-    let drawn = drawn_sums(&columns, n, resamples, seed);
-    let all = sums_over(&columns, 0..n);
-    Ok((0..pairs.len())
-        .map(|p| {
-            let of = |s: &[f64]| lift_of(&s[4 * p..4 * p + 4]);
-            let estimate = of(&all);
-            if !estimate.is_finite() {
-                return None;
-            }
-            interval_of(estimate, drawn.iter().map(|s| of(s)).collect(), level)
-        })
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(resamples: usize, level: f64, seed: u64) -> Bootstrap {
+        Bootstrap {
+            resamples,
+            level,
+            seed,
+        }
+    }
 
     /// Every ordered resample of 3 queries: the 27 index triples, each as likely as the others.
     fn all_triples() -> Vec<[usize; 3]> {
@@ -305,21 +321,19 @@ mod tests {
         // With many draws the empirical 10th and 90th percentiles fall on the same values as
         // the exact distribution above: the cumulative shares around them are 1/27 | 7/27 and
         // 21/27 | 27/27, far (> 0.06) from 0.1 and 0.9 beside the draws' noise (about 0.002).
-        let ci = paired_lift_bootstrap(
-            RatioParts {
-                num: &BASE_NUM,
-                den: &BASE_DEN,
-            },
-            RatioParts {
-                num: &NEW_NUM,
-                den: &NEW_DEN,
-            },
-            20_000,
-            0.8,
-            5,
-        )
-        .unwrap()
-        .unwrap();
+        let ci = settings(20_000, 0.8, 5)
+            .lift(
+                RatioParts {
+                    num: &BASE_NUM,
+                    den: &BASE_DEN,
+                },
+                RatioParts {
+                    num: &NEW_NUM,
+                    den: &NEW_DEN,
+                },
+            )
+            .unwrap()
+            .unwrap();
         assert_near(ci.mean, 25.0 / 6.0);
         assert_near(ci.low, -100.0 / 3.0);
         assert_near(ci.high, 1100.0 / 9.0);
@@ -341,20 +355,18 @@ mod tests {
             .collect();
         let exact = interval_of(1.0, means, 0.8).unwrap();
         assert_eq!((exact.low, exact.high), (0.0, 2.0));
-        let drawn = paired_bootstrap(&a, &b, 20_000, 0.8, 1).unwrap();
+        let drawn = settings(20_000, 0.8, 1).mean_difference(&a, &b).unwrap();
         assert_eq!(drawn, exact);
     }
 
     #[test]
     fn a_retriever_against_itself_has_a_zero_interval() {
         let x: Vec<f64> = (0..50).map(|i| f64::from(i % 7) / 3.0).collect();
-        let ci = paired_bootstrap(&x, &x, 200, 0.95, 0).unwrap();
+        let ci = settings(200, 0.95, 0).mean_difference(&x, &x).unwrap();
         assert_eq!((ci.mean, ci.low, ci.high), (0.0, 0.0, 0.0));
         assert!(ci.covers_zero());
         let side = RatioParts { num: &x, den: &x };
-        let lift = paired_lift_bootstrap(side, side, 200, 0.95, 0)
-            .unwrap()
-            .unwrap();
+        let lift = settings(200, 0.95, 0).lift(side, side).unwrap().unwrap();
         assert_eq!((lift.mean, lift.low, lift.high), (0.0, 0.0, 0.0));
         assert_eq!(lift.bracket(1, "%"), "[+0.0%, +0.0%] (n.s.)");
     }
@@ -371,30 +383,25 @@ mod tests {
             num: &one,
             den: &one,
         };
-        assert_eq!(
-            paired_lift_bootstrap(base, new, 100, 0.95, 0).unwrap(),
-            None
-        );
+        assert_eq!(settings(100, 0.95, 0).lift(base, new).unwrap(), None);
         // Base conversions in one query of 40: most resamples draw it, some do not; those are
         // left out, and the interval stays defined.
         let mut few = vec![0.0; 40];
         few[7] = 1.0;
         let ones = vec![1.0; 40];
-        let ci = paired_lift_bootstrap(
-            RatioParts {
-                num: &few,
-                den: &ones,
-            },
-            RatioParts {
-                num: &ones,
-                den: &ones,
-            },
-            500,
-            0.95,
-            0,
-        )
-        .unwrap()
-        .unwrap();
+        let ci = settings(500, 0.95, 0)
+            .lift(
+                RatioParts {
+                    num: &few,
+                    den: &ones,
+                },
+                RatioParts {
+                    num: &ones,
+                    den: &ones,
+                },
+            )
+            .unwrap()
+            .unwrap();
         assert_near(ci.mean, 3900.0);
         assert!(ci.low > 0.0 && ci.high >= ci.low, "{ci:?}");
     }
@@ -403,9 +410,17 @@ mod tests {
     fn joint_intervals_equal_the_single_ones() {
         let a: Vec<f64> = (0..101).map(|i| f64::from(i % 5)).collect();
         let b: Vec<f64> = (0..101).map(|i| f64::from(i % 3)).collect();
-        let both = paired_bootstraps(&[(&a, &b), (&b, &a)], 300, 0.9, 4).unwrap();
-        assert_eq!(both[0], paired_bootstrap(&a, &b, 300, 0.9, 4).unwrap());
-        assert_eq!(both[1], paired_bootstrap(&b, &a, 300, 0.9, 4).unwrap());
+        let both = settings(300, 0.9, 4)
+            .mean_differences(&[(&a, &b), (&b, &a)])
+            .unwrap();
+        assert_eq!(
+            both[0],
+            settings(300, 0.9, 4).mean_difference(&a, &b).unwrap()
+        );
+        assert_eq!(
+            both[1],
+            settings(300, 0.9, 4).mean_difference(&b, &a).unwrap()
+        );
     }
 
     #[test]
@@ -417,10 +432,10 @@ mod tests {
             .enumerate()
             .map(|(i, x)| x + 0.1 + (f64::from(i as u32 % 11) - 5.0) / 100.0)
             .collect();
-        let ci = paired_bootstrap(&a, &b, 1000, 0.95, 3).unwrap();
+        let ci = settings(1000, 0.95, 3).mean_difference(&a, &b).unwrap();
         assert!(ci.low <= ci.mean && ci.mean <= ci.high, "{ci:?}");
         assert!(ci.low > 0.09 && ci.high < 0.11, "{ci:?}");
-        assert_eq!(ci, paired_bootstrap(&a, &b, 1000, 0.95, 3).unwrap());
+        assert_eq!(ci, settings(1000, 0.95, 3).mean_difference(&a, &b).unwrap());
         assert!(!ci.covers_zero());
         assert_eq!(
             ci.bracket(4, ""),
@@ -432,22 +447,31 @@ mod tests {
     fn bootstrap_interval_of_pure_noise_covers_zero() {
         let a: Vec<f64> = (0..501).map(|i| f64::from(i % 2)).collect();
         let b: Vec<f64> = (0..501).map(|i| f64::from((i + 1) % 2)).collect();
-        let ci = paired_bootstrap(&a, &b, 1000, 0.95, 9).unwrap();
+        let ci = settings(1000, 0.95, 9).mean_difference(&a, &b).unwrap();
         assert!(ci.low < 0.0 && ci.high > 0.0, "{ci:?}");
     }
 
     #[test]
     fn bootstrap_rejects_bad_input() {
-        assert!(paired_bootstrap(&[1.0], &[1.0, 2.0], 10, 0.95, 0).is_err());
-        assert!(paired_bootstrap(&[], &[], 10, 0.95, 0).is_err());
-        assert!(paired_bootstrap(&[1.0], &[0.0], 0, 0.95, 0).is_err());
-        assert!(paired_bootstrap(&[1.0], &[0.0], 10, 1.0, 0).is_err());
-        assert!(paired_bootstraps(&[], 10, 0.95, 0).is_err());
+        let b = settings(10, 0.95, 0);
+        assert!(b.mean_difference(&[1.0], &[1.0, 2.0]).is_err());
+        assert!(b.mean_difference(&[], &[]).is_err());
+        assert!(
+            settings(0, 0.95, 0)
+                .mean_difference(&[1.0], &[0.0])
+                .is_err()
+        );
+        assert!(
+            settings(10, 1.0, 0)
+                .mean_difference(&[1.0], &[0.0])
+                .is_err()
+        );
+        assert!(b.mean_differences(&[]).is_err());
         let one = [1.0];
         let side = RatioParts {
             num: &one,
             den: &[1.0, 1.0],
         };
-        assert!(paired_lift_bootstrap(side, side, 10, 0.95, 0).is_err());
+        assert!(b.lift(side, side).is_err());
     }
 }
