@@ -26,7 +26,7 @@ use crate::config::RunConfig;
 use crate::metrics::Metrics;
 use crate::output::write_atomic;
 use crate::per_query::{OnlineLiftIntervals, PerQuery, QueryOutcomes};
-use crate::run::{Verbosity, generate, load, train_loaded};
+use crate::run::{TrainData, TrainRequest, Verbosity, generate, load};
 
 /// The ladders `convcg ablate --ladder` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -546,8 +546,16 @@ pub fn run_ablation(req: &AblationRequest, verbosity: Verbosity) -> Result<Ablat
                 .join(rung.name)
                 .join(format!("seed-{seed}"));
             let started = Instant::now();
-            let out = train_loaded(&log, market.as_ref(), &cfg, &dir, Verbosity::Quiet)
-                .with_context(|| format!("ablation run {} with seed {seed}", rung.name))?;
+            let out = TrainRequest::new(
+                &cfg,
+                TrainData::Loaded {
+                    log: &log,
+                    market: market.as_ref(),
+                },
+                &dir,
+            )
+            .run()
+            .with_context(|| format!("ablation run {} with seed {seed}", rung.name))?;
             conversion_queries = out.metrics.eval.conversion_queries;
             if ceiling.is_empty() {
                 ceiling = ceilings(&out.metrics);

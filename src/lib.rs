@@ -10,11 +10,14 @@
 #![forbid(unsafe_code)]
 
 mod ablate;
-mod checkpoint;
+pub mod checkpoint;
 mod compare;
 mod config;
 mod embed;
-mod fault;
+// The fault-injection seam the reliability tests drive through the `CONVCG_FAULT` environment
+// variable; public for them and for the binary, not part of the library's interface.
+#[doc(hidden)]
+pub mod fault;
 mod headroom;
 mod import;
 mod metrics;
@@ -30,11 +33,7 @@ pub use ablate::{
     AblationReport, AblationRequest, Ladder, Spread, VariantResult, ablation_config,
     ablation_config_with, run_ablation,
 };
-pub use checkpoint::{
-    CHECKPOINT_DIR, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, Checkpoint, CheckpointError, Found, KEEP,
-    MODEL_FILE, RunSource, SOURCE_FILE, TrainingState, checkpoint_name, data_fingerprint,
-    list_checkpoints, load_model, newest_usable, prune, remove_stale_temp_files,
-};
+pub use checkpoint::{MODEL_FILE, load_model};
 pub use compare::{
     Comparison, METRICS_FILE, OnlineComparison, RecallDelta, compare_runs, read_metrics,
 };
@@ -42,22 +41,17 @@ pub use config::{ConfigError, DEFAULT_CHECKPOINT_EVERY, OnNonFinite, RunConfig, 
 pub use embed::{
     EMBED_FILES, EmbedSummary, Retrieved, embed_run, read_user_ids, retrieve, retrieved_csv,
 };
-pub use fault::{FAULT_ENV, FAULT_MARKER, FaultAction, FaultPlan, WriteStage};
 pub use headroom::{Headroom, headroom};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};
 pub use metrics::{
     EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics, TrainingSummary,
 };
-pub use online::{LIFT_BASELINE, OnlineFigures, OnlineMetrics, online_metrics};
+pub use online::{LIFT_BASELINE, OnlineFigures, OnlineMetrics};
 pub use output::write_atomic;
-pub use per_query::{
-    OnlineLiftIntervals, PER_QUERY_FILE, PER_QUERY_FORMAT, PerQuery, QueryOutcomes, QuerySet,
-    per_query_path, query_identity, recall_intervals,
-};
+pub use per_query::{OnlineLiftIntervals, PER_QUERY_FILE, PerQuery, QueryOutcomes, QuerySet};
 pub use pipeline::{PipelineRequest, report_json, report_table, run_w3};
 pub use report::{ReportFiles, default_report_dir, write_report};
 pub use run::{
-    Evaluation, Interrupted, RunControl, RunOutput, Verbosity, default_run_dir, evaluate,
-    feature_tables, resume, train, train_data, train_loaded, train_model, train_source,
+    Interrupted, RunControl, RunOutput, TrainData, TrainRequest, Verbosity, default_run_dir,
 };
-pub use synth::{MANIFEST_FILE, SynthManifest, SynthRequest, SynthSummary, scale_to_events, synth};
+pub use synth::{MANIFEST_FILE, SynthManifest, SynthRequest, SynthSummary, synth};

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use convcg::{FaultPlan, Interrupted, RunConfig, RunControl, RunSource, SynthRequest, Verbosity};
+use convcg::{
+    Interrupted, RunConfig, RunControl, SynthRequest, TrainData, TrainRequest, Verbosity,
+};
 use convcg_data::SynthConfig;
 use convcg_data::io::Format;
 
@@ -467,11 +469,11 @@ fn run(cli: Cli) -> Result<()> {
                     Verbosity::Normal
                 },
                 stop: Some(ctrl_c_flag()?),
-                faults: FaultPlan::from_env()?,
+                faults: convcg::fault::FaultPlan::from_env()?,
             };
             let dir = match resume {
                 Some(dir) => {
-                    convcg::resume(&dir, &control)?;
+                    TrainRequest::resume(&dir).with_control(control).run()?;
                     dir
                 }
                 None => {
@@ -490,14 +492,12 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     let dir = out.unwrap_or_else(|| convcg::default_run_dir(cfg.seed));
                     let source = match &data {
-                        Some(data_dir) => RunSource::Directory {
-                            path: std::fs::canonicalize(data_dir).with_context(|| {
-                                format!("cannot open the data directory {}", data_dir.display())
-                            })?,
-                        },
-                        None => RunSource::Synthetic,
+                        Some(data_dir) => TrainData::Directory(data_dir),
+                        None => TrainData::Synthetic,
                     };
-                    convcg::train_source(&cfg, &source, &dir, &control)?;
+                    TrainRequest::new(&cfg, source, &dir)
+                        .with_control(control)
+                        .run()?;
                     dir
                 }
             };

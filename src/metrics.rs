@@ -111,7 +111,7 @@ pub struct Metrics {
     #[serde(default)]
     pub advertiser: BTreeMap<String, TaskScores>,
     /// Pin and advertiser coverage of the served top K and their Gini per retriever, keyed
-    /// `"@K"`, over the conversion task's eval queries (see [`coverage_of`]).
+    /// `"@K"`, over the conversion task's eval queries (see `coverage_of`).
     #[serde(default)]
     pub coverage: BTreeMap<String, BTreeMap<String, Coverage>>,
     /// recall@K per retriever, task and surface ("homefeed", "related", "search").
@@ -275,7 +275,7 @@ pub fn flatten(report: &RecallReport) -> BTreeMap<String, f64> {
 }
 
 impl Metrics {
-    /// Files one retriever's [`RankingMetrics`] on one task under [`Metrics::ndcg`],
+    /// Files one retriever's ranking metrics on one task under [`Metrics::ndcg`],
     /// [`Metrics::advertiser`] and [`Metrics::surfaces`].
     pub fn insert_ranking(&mut self, retriever: &str, task: Task, m: RankingMetrics) {
         *self

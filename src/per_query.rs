@@ -46,7 +46,7 @@ pub const PER_QUERY_FORMAT: &str = "convcg-per-query/1";
 /// The contents of `per_query.json` (see the module's documentation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PerQuery {
-    /// [`PER_QUERY_FORMAT`].
+    /// The version of this file's layout (`PER_QUERY_FORMAT`).
     pub format: String,
     /// The retriever measured: `model`.
     pub retriever: String,
@@ -108,7 +108,7 @@ impl Default for PerQuery {
 pub struct QuerySet {
     /// Eval queries.
     pub queries: usize,
-    /// 16 hex digits of FNV-1a over the queries in order ([`query_identity`]).
+    /// 16 hex digits of FNV-1a over the queries in order.
     pub identity: String,
     /// Each query's surface, as its [`Surface::index`].
     pub surface: Vec<u8>,

@@ -111,51 +111,134 @@ pub struct Interrupted {
     pub run_dir: PathBuf,
 }
 
-/// Trains and evaluates on the synthetic marketplace `cfg.synth`; writes `config.toml`,
-/// `source.toml`, checkpoints (every `[train] checkpoint_every` steps), `model.ckpt`,
-/// `per_query.json` and `metrics.json` into `out_dir` (created if missing) and returns the metrics.
-pub fn train(cfg: &RunConfig, out_dir: &Path, verbosity: Verbosity) -> Result<Metrics> {
-    let control = RunControl::new(verbosity);
-    Ok(train_source(cfg, &RunSource::Synthetic, out_dir, &control)?.metrics)
+/// Where a fresh run's event log comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum TrainData<'a> {
+    /// The synthetic marketplace of the config's `[synth]` and seed.
+    Synthetic,
+    /// The canonical-schema event log in a directory, read with `[data] on_bad_row` (skipped
+    /// rows are counted in [`RunOutput::read_report`] and printed unless quiet). If the directory
+    /// holds `synth.toml` (written by `convcg synth`), the marketplace is regenerated from it so
+    /// that the clean-label, oracle and simulated metrics use its ground truth; otherwise they are
+    /// absent, as for any real log. [`RunConfig::for_dataset_dir`] says how a dataset's own
+    /// settings get into the config.
+    Directory(&'a Path),
+    /// An event log already in memory, with its marketplace when it is synthetic. Nothing in the
+    /// run directory could rebuild such data, so the run writes no periodic checkpoint and cannot
+    /// be resumed; several runs on the same data (`convcg ablate`) make or read it once.
+    Loaded {
+        /// The log.
+        log: &'a EventLog,
+        /// Its marketplace, if it was generated.
+        market: Option<&'a Marketplace>,
+    },
 }
 
-/// Trains and evaluates on the canonical-schema event log in `data_dir` (read with
-/// `cfg.data.on_bad_row`; skipped rows are counted in the returned report and printed unless
-/// quiet). If the directory holds `synth.toml` (written by `convcg synth`), the marketplace is
-/// regenerated from it so that the clean-label and oracle metrics use its ground truth, as in
-/// [`train`]; otherwise they are absent, as for any real log. Writes into `out_dir` what
-/// [`train`] writes (`config.toml` is `cfg`, see [`RunConfig::for_dataset_dir`] for how a
-/// dataset's own settings get into it).
-///
-/// # Errors
-/// If the log cannot be read (the error names the file, row and column), `synth.toml` does not
-/// describe the tables beside it, or training or evaluation fails.
-pub fn train_data(
-    data_dir: &Path,
-    cfg: &RunConfig,
-    out_dir: &Path,
-    verbosity: Verbosity,
-) -> Result<RunOutput> {
-    let source = RunSource::Directory {
-        path: absolute(data_dir)?,
-    };
-    train_source(cfg, &source, out_dir, &RunControl::new(verbosity))
+/// What a request trains: a fresh run, or the run already in its directory.
+#[derive(Clone, Copy, Debug)]
+enum Job<'a> {
+    Fresh {
+        config: &'a RunConfig,
+        data: TrainData<'a>,
+    },
+    Resume,
 }
 
-/// Trains and evaluates on an event log already in memory (with its marketplace, for the
-/// clean-label, oracle and simulated metrics, when it is synthetic); writes `config.toml`,
-/// `model.ckpt`, `per_query.json` and `metrics.json` into `out_dir`, and no periodic checkpoint: nothing in the
-/// run directory could rebuild the data, so the run cannot be resumed. Several runs on the same
-/// data (`convcg ablate`) make or read it once.
+/// One training run: what it trains (a fresh run's config and data, or a run directory to
+/// continue), the run directory it writes, and how it is steered ([`RunControl`]; quiet unless
+/// told otherwise).
 ///
-/// # Errors
-/// If training or evaluation fails, or the outputs cannot be written.
-pub fn train_loaded(
+/// A fresh run writes `config.toml`, `source.toml` (not for [`TrainData::Loaded`]), checkpoints
+/// every `[train] checkpoint_every` steps and on a stop request, then `model.ckpt`,
+/// `per_query.json` and `metrics.json` (the mark of a finished run).
+///
+/// ```no_run
+/// use convcg::{RunConfig, TrainData, TrainRequest};
+/// let cfg = RunConfig::default();
+/// let out = TrainRequest::new(&cfg, TrainData::Synthetic, "runs/example".as_ref()).run()?;
+/// println!("{}", out.metrics.table());
+/// # Ok::<(), anyhow::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct TrainRequest<'a> {
+    job: Job<'a>,
+    run_dir: &'a Path,
+    control: RunControl,
+}
+
+impl<'a> TrainRequest<'a> {
+    /// A fresh run of `config` on `data`, written into `run_dir` (created if missing).
+    pub fn new(config: &'a RunConfig, data: TrainData<'a>, run_dir: &'a Path) -> Self {
+        Self {
+            job: Job::Fresh { config, data },
+            run_dir,
+            control: RunControl::new(Verbosity::Quiet),
+        }
+    }
+
+    /// Continues the run in `run_dir` from its newest usable checkpoint: reads `config.toml`
+    /// and `source.toml`, rebuilds the dataset from the same source, restores the model,
+    /// optimisers, sampler, log-q estimator and loss curve, trains the remaining steps and
+    /// writes what a fresh run writes. With the same thread count the final parameters and the
+    /// loss curve are bit-identical to those of an uninterrupted run. An unusable newest
+    /// checkpoint is reported (file and reason), renamed to `*.bad`, and the previous one used.
+    pub fn resume(run_dir: &'a Path) -> Self {
+        Self {
+            job: Job::Resume,
+            run_dir,
+            control: RunControl::new(Verbosity::Quiet),
+        }
+    }
+
+    /// Steered by `control`: what it prints, when it stops early, where it fails (tests).
+    pub fn with_control(mut self, control: RunControl) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// Prints progress and tables, or nothing.
+    pub fn with_verbosity(mut self, verbosity: Verbosity) -> Self {
+        self.control.verbosity = verbosity;
+        self
+    }
+
+    /// Trains and evaluates.
+    ///
+    /// # Errors
+    /// If the config is invalid; the run directory already holds checkpoints of a fresh run
+    /// (resume it, or delete them); a file cannot be written (the error says which, why, and
+    /// what is intact); the data cannot be read (the error names the file, row and column) or
+    /// `synth.toml` does not describe the tables beside it; training or evaluation fails; the
+    /// run is interrupted ([`Interrupted`]). A resume also fails if the run directory is not
+    /// one, its data directory is gone, no checkpoint is usable, the checkpoint's config or
+    /// source differ from the run directory's, or the data no longer builds the same examples.
+    pub fn run(&self) -> Result<RunOutput> {
+        let (config, data) = match self.job {
+            Job::Resume => return resume(self.run_dir, &self.control),
+            Job::Fresh { config, data } => (config, data),
+        };
+        let source = match data {
+            TrainData::Loaded { log, market } => {
+                return train_loaded(log, market, config, self.run_dir, &self.control);
+            }
+            TrainData::Synthetic => RunSource::Synthetic,
+            TrainData::Directory(dir) => RunSource::Directory {
+                path: std::fs::canonicalize(dir)
+                    .with_context(|| format!("cannot open the data directory {}", dir.display()))?,
+            },
+        };
+        train_source(config, &source, self.run_dir, &self.control)
+    }
+}
+
+/// [`TrainData::Loaded`]: writes `config.toml`, `model.ckpt`, `per_query.json` and
+/// `metrics.json` into `out_dir`, and no periodic checkpoint.
+fn train_loaded(
     log: &EventLog,
     market: Option<&Marketplace>,
     cfg: &RunConfig,
     out_dir: &Path,
-    verbosity: Verbosity,
+    control: &RunControl,
 ) -> Result<RunOutput> {
     let mut cfg = cfg.clone();
     cfg.train.checkpoint_every = 0;
@@ -164,12 +247,11 @@ pub fn train_loaded(
         .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
     let config_toml = cfg.to_toml()?;
     write_atomic(&out_dir.join("config.toml"), config_toml.as_bytes())?;
-    let control = RunControl::new(verbosity);
     let session = Session {
         run_dir: out_dir,
         source: &RunSource::Supplied,
         config_toml,
-        control: &control,
+        control,
     };
     let output = in_pool(&cfg, |par| {
         train_and_evaluate(&cfg, log, market, par, &session, None)
@@ -178,22 +260,9 @@ pub fn train_loaded(
     Ok(output)
 }
 
-/// `path` made absolute (symbolic links resolved where it exists), so that a resumed run finds
-/// the data from any working directory.
-fn absolute(path: &Path) -> Result<PathBuf> {
-    std::fs::canonicalize(path)
-        .or_else(|_| std::path::absolute(path))
-        .with_context(|| format!("cannot make {} absolute", path.display()))
-}
-
-/// A fresh run on `source` into `out_dir`, steered by `control`: writes `config.toml` and
-/// `source.toml` first, then checkpoints, `model.ckpt`, `per_query.json` and `metrics.json`.
-///
-/// # Errors
-/// If `out_dir` already holds checkpoints (resume it, or delete them), a file cannot be
-/// written (the error says which, why, and what is intact), the data cannot be read, training
-/// fails, or the run is interrupted ([`Interrupted`]).
-pub fn train_source(
+/// A fresh run on `source` into `out_dir`: writes `config.toml` and `source.toml` first, then
+/// what [`execute`] writes.
+fn train_source(
     cfg: &RunConfig,
     source: &RunSource,
     out_dir: &Path,
@@ -220,18 +289,8 @@ pub fn train_source(
     execute(cfg, source, out_dir, control, None)
 }
 
-/// Continues the run in `run_dir` from its newest usable checkpoint: reads `config.toml` and
-/// `source.toml`, rebuilds the dataset from the same source, restores the model, optimisers,
-/// sampler, log-q estimator and loss curve, trains the remaining steps, evaluates and writes
-/// `model.ckpt`, `per_query.json` and `metrics.json`. With the same thread count the final parameters and the
-/// loss curve are bit-identical to those of an uninterrupted run. An unusable newest
-/// checkpoint is reported (file and reason), renamed to `*.bad`, and the previous one used.
-///
-/// # Errors
-/// If `run_dir` is not a run directory, its data directory is gone, no checkpoint is usable,
-/// the checkpoint's config or source differ from the run directory's, the data no longer
-/// builds the same examples, or training fails as in [`train_source`].
-pub fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
+/// [`TrainRequest::resume`].
+fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
     let loud = control.verbosity == Verbosity::Normal;
     let cfg_path = run_dir.join("config.toml");
     let text = std::fs::read_to_string(&cfg_path).with_context(|| {
@@ -603,7 +662,7 @@ fn progress(loud: bool, len: u64, msg: &'static str) -> ProgressBar {
 }
 
 /// The towers' inputs as the model sees them, from the dataset's feature schema.
-pub fn feature_tables(data: &Dataset) -> (FeatureTables, FeatureTables) {
+pub(crate) fn feature_tables(data: &Dataset) -> (FeatureTables, FeatureTables) {
     let defs = |specs: &[convcg_data::TableSpec]| {
         specs
             .iter()
@@ -655,17 +714,6 @@ pub(crate) fn pin_input(p: &PinFeatures) -> Result<TowerInput<'_>> {
         bags: Vec::new(),
         dense: dense_slice(&p.dense)?,
     })
-}
-
-/// Trains `model` for `cfg.train.epochs` passes over the training examples (no checkpoints).
-pub fn train_model(
-    model: &mut TwoTowerModel,
-    data: &Dataset,
-    cfg: &RunConfig,
-    par: Par,
-    loud: bool,
-) -> Result<TrainingSummary> {
-    train_loop(model, data, cfg, par, loud, None, None)
 }
 
 /// Writes a run's checkpoints and final model.
@@ -1008,7 +1056,7 @@ fn checkpoint_boundary(
 
 /// What [`evaluate`] measured: the metrics and every query's recall.
 #[derive(Clone, Debug)]
-pub struct Evaluation {
+pub(crate) struct Evaluation {
     /// The metrics (`training` left empty).
     pub metrics: Metrics,
     /// Per eval query recall@K of every retriever.
@@ -1022,7 +1070,7 @@ pub struct Evaluation {
 /// recall@K and recall@K per surface per task, and the pin and advertiser coverage of the lists
 /// served to the conversion task's queries. With a marketplace, every retriever's conversion
 /// lists are also served through the auction `online` ([`crate::online_metrics`]).
-pub fn evaluate(
+pub(crate) fn evaluate(
     model: &TwoTowerModel,
     data: &Dataset,
     market: Option<&Marketplace>,

@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use convcg::{CHECKPOINT_MAGIC, CHECKPOINT_VERSION, Checkpoint, RunConfig};
+use convcg::RunConfig;
+use convcg::checkpoint::{CHECKPOINT_MAGIC, CHECKPOINT_VERSION, Checkpoint};
 use convcg_data::io::{OnBadRow, ReadOptions, read_log};
 
 /// The tables of a tiny valid dataset (`convcg synth --events 80 --format csv`, 6 users, 12 pins).

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use convcg::{RunConfig, RunOutput, Verbosity, import_dataset, train_data};
+use convcg::{RunConfig, RunOutput, TrainData, TrainRequest, import_dataset};
 use convcg_data::import::Source;
 use convcg_data::io::Format;
 use convcg_data::shared::require_shared_file;
@@ -38,7 +38,9 @@ fn import_and_train(source: Source, src: &Path) -> (RunConfig, RunOutput) {
     std::fs::write(&settings, RUN_SETTINGS).unwrap();
     let cfg = RunConfig::for_dataset_dir(data.path(), Some(&settings)).unwrap();
     let run = tempfile::tempdir().unwrap();
-    let out = train_data(data.path(), &cfg, run.path(), Verbosity::Quiet).unwrap();
+    let out = TrainRequest::new(&cfg, TrainData::Directory(data.path()), run.path())
+        .run()
+        .unwrap();
     eprintln!("{source}:\n{}", out.metrics.table());
 
     let written = std::fs::read_to_string(run.path().join("config.toml")).unwrap();

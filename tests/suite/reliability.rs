@@ -14,7 +14,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use convcg::{CHECKPOINT_DIR, Checkpoint, FAULT_ENV, FAULT_MARKER, MODEL_FILE, checkpoint_name};
+use convcg::MODEL_FILE;
+use convcg::checkpoint::{CHECKPOINT_DIR, Checkpoint, KEEP, checkpoint_name, list_checkpoints};
+use convcg::fault::{FAULT_ENV, FAULT_MARKER};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -173,7 +175,7 @@ fn resumed_from(stderr: &str) -> u64 {
 
 /// The newest periodic checkpoint's step, read back sound.
 fn newest_checkpoint(dir: &Path) -> Option<u64> {
-    let newest = convcg::list_checkpoints(dir).expect("listable");
+    let newest = list_checkpoints(dir).expect("listable");
     let (step, path) = newest.into_iter().next()?;
     Checkpoint::read(&path).expect("the newest checkpoint reads back");
     Some(step)
@@ -202,8 +204,8 @@ fn reference(fx: &Fixture) -> Reference {
         serde_json::from_slice(&std::fs::read(run.join("metrics.json")).expect("metrics"))
             .expect("json");
     let steps = metrics["training"]["steps"].as_u64().expect("steps");
-    let kept = convcg::list_checkpoints(&fx.checkpoints("reference")).expect("listable");
-    assert_eq!(kept.len(), convcg::KEEP, "{kept:?}");
+    let kept = list_checkpoints(&fx.checkpoints("reference")).expect("listable");
+    assert_eq!(kept.len(), KEEP, "{kept:?}");
     let newest = (steps - 1) / EVERY * EVERY;
     assert_eq!(kept[0].0, newest, "{kept:?}");
     Reference {

@@ -1,7 +1,7 @@
 //! End to end on a small synthetic marketplace: the trained model must retrieve conversions
 //! clearly better than popularity, and a run must be reproducible from its seed.
 
-use convcg::{Metrics, RunConfig, Verbosity};
+use convcg::{Metrics, RunConfig};
 
 /// A marketplace a fifth of the default's size, and a few hundred training steps.
 fn small_config() -> RunConfig {
@@ -32,7 +32,10 @@ fn small_config() -> RunConfig {
 }
 
 fn run(cfg: &RunConfig, dir: &std::path::Path) -> Metrics {
-    convcg::train(cfg, dir, Verbosity::Quiet).unwrap()
+    convcg::TrainRequest::new(cfg, convcg::TrainData::Synthetic, dir)
+        .run()
+        .unwrap()
+        .metrics
 }
 
 fn at(m: &std::collections::BTreeMap<String, f64>, key: &str) -> f64 {

@@ -1,156 +1,25 @@
-//! Checkpoints: a run's training state on disk, written atomically, checked when read back.
-//!
-//! # Format (version 1, little-endian)
-//!
-//! ```text
-//! magic "CONVCGCK" | version u32 | body length u64 | body | CRC-32 (IEEE) u32 of all before it
-//! ```
-//!
-//! The body is a sequence of sections, each `tag [u8; 4] | length u64 | payload`, in this order:
-//! `CONF` (the run config as TOML text), `SRCE` (where the event log came from), `FEAT` (the
-//! towers' feature tables: what [`load_model`] needs to rebuild them), `PARM` (every parameter
-//! by name with its shape and values), `TRST` (the training state: a presence byte, then step,
-//! loss-curve accumulators and points, skipped batches, sampler and RNG position, log-q state
-//! and optimiser state; absent in `model.ckpt`). Strings and vectors are a `u64` count then
-//! their items. A reader checks the magic, the version, the body length against the file's
-//! length (a short file is "truncated"), the checksum, then every count against the bytes left
-//! before allocating, and names the file and what is wrong.
-//!
-//! # Policy
-//!
-//! A run directory holds `checkpoints/step-NNNNNNNN.ckpt`, the newest [`KEEP`] of them (the
-//! older one is the fallback if the newest turns out unreadable), and `model.ckpt` (the final
-//! parameters) once training ends. Every file goes through [`write_atomic_with`]: temporary
-//! file, write, fsync, rename, fsync of the directory.
+//! The bytes of one checkpoint file: header, sections, checksum (the layout is in the parent
+//! module's docs). Every count is checked against the bytes left before anything is allocated.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
-
 use convcg_data::{BatcherState, LogQState, RngState, StreamingCell, StreamingState};
 use convcg_model::{
-    DenseParam, EmbeddingTable, FeatureTables, OptimizerState, ParamStore, TableDef, TwoTowerModel,
+    DenseParam, EmbeddingTable, FeatureTables, OptimizerState, ParamStore, TableDef,
 };
 
-use crate::config::RunConfig;
-use crate::fault::FaultPlan;
+use super::{Checkpoint, CheckpointError, RunSource, TrainingState};
 use crate::metrics::LossPoint;
-use crate::output::{is_temp_name, write_atomic_with};
 
 /// The first 8 bytes of every checkpoint.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"CONVCGCK";
 /// The format version this build writes and reads.
 pub const CHECKPOINT_VERSION: u32 = 1;
-/// The run directory's folder of periodic checkpoints.
-pub const CHECKPOINT_DIR: &str = "checkpoints";
-/// The final parameters in a run directory.
-pub const MODEL_FILE: &str = "model.ckpt";
-/// Where a run directory records the source of its event log (see [`RunSource`]).
-pub const SOURCE_FILE: &str = "source.toml";
-/// Periodic checkpoints kept: the newest and one fallback.
-pub const KEEP: usize = 2;
 
 /// Magic, version and body length.
 const HEADER_LEN: usize = 8 + 4 + 8;
 /// The trailing CRC-32.
 const CRC_LEN: usize = 4;
-
-/// Where a run's event log came from, so that a resumed run can rebuild the same dataset.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RunSource {
-    /// The synthetic marketplace of the run config's `[synth]` (regenerated from the seed).
-    Synthetic,
-    /// A canonical-schema dataset directory (an absolute path).
-    Directory {
-        /// The directory.
-        path: PathBuf,
-    },
-    /// A log the caller had in memory (`convcg ablate`, which makes or reads its data once for
-    /// many runs): nothing in the run directory rebuilds it, so such a run cannot be resumed.
-    Supplied,
-}
-
-impl RunSource {
-    /// `source.toml` text.
-    pub fn to_toml(&self) -> Result<String> {
-        Ok(toml::to_string(self)?)
-    }
-
-    /// Reads `source.toml` of `run_dir`.
-    ///
-    /// # Errors
-    /// If the file is missing (the error says the directory is not a resumable run) or
-    /// malformed.
-    pub fn read(run_dir: &Path) -> Result<RunSource> {
-        let path = run_dir.join(SOURCE_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read {}: {} is not a run directory that `convcg train --resume` can continue",
-                path.display(),
-                run_dir.display()
-            )
-        })?;
-        toml::from_str(&text).with_context(|| format!("in {}", path.display()))
-    }
-}
-
-/// The state of a training loop between two steps.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainingState {
-    /// Steps done.
-    pub step: u64,
-    /// Steps the run takes in all.
-    pub total_steps: u64,
-    /// Worker threads of the run that wrote it (results are bit-identical only with as many).
-    pub threads: u64,
-    /// Training examples of the dataset.
-    pub examples: u64,
-    /// [`data_fingerprint`] of the dataset's training examples.
-    pub data_fingerprint: u64,
-    /// Sum of the batch losses since the last loss-curve point.
-    pub loss_sum: f64,
-    /// Batches in that sum.
-    pub loss_count: u64,
-    /// Batches skipped for a non-finite loss or gradient so far.
-    pub skipped: u64,
-    /// The loss curve so far.
-    pub loss_curve: Vec<LossPoint>,
-    /// The batch sampler, with its RNG position.
-    pub sampler: BatcherState,
-    /// The log-q estimator.
-    pub log_q: LogQState,
-    /// Both optimisers.
-    pub optimizer: OptimizerState,
-}
-
-/// One checkpoint file's contents.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Checkpoint {
-    /// The run config as TOML (as in the run directory's `config.toml`).
-    pub config_toml: String,
-    /// Where the event log came from.
-    pub source: RunSource,
-    /// The query tower's feature tables.
-    pub query_tables: FeatureTables,
-    /// The pin tower's feature tables.
-    pub pin_tables: FeatureTables,
-    /// Every parameter.
-    pub params: ParamStore,
-    /// The training loop's state; `None` in `model.ckpt`.
-    pub training: Option<TrainingState>,
-}
-
-/// A checkpoint that cannot be used: the file and what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("checkpoint {} is unusable: {problem}", path.display())]
-pub struct CheckpointError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong with it.
-    pub problem: String,
-}
 
 impl Checkpoint {
     /// The file's bytes (see the module docs for the layout).
@@ -276,187 +145,6 @@ impl Checkpoint {
             training,
         })
     }
-
-    /// Reads and checks the checkpoint at `path`.
-    ///
-    /// # Errors
-    /// A [`CheckpointError`] if the file cannot be read or is not a sound checkpoint.
-    pub fn read(path: &Path) -> std::result::Result<Checkpoint, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|e| CheckpointError {
-            path: path.to_owned(),
-            problem: format!("cannot read it: {e}"),
-        })?;
-        Checkpoint::decode(&bytes, path)
-    }
-
-    /// The model it holds: towers built from `cfg`'s `[model]` (the config it was saved with)
-    /// and its feature tables, with its parameters; `path` names the file in errors.
-    ///
-    /// # Errors
-    /// If the parameters do not fit those towers by name and shape.
-    pub fn model(&self, cfg: &RunConfig, path: &Path) -> Result<TwoTowerModel> {
-        let mut model = TwoTowerModel::new(&cfg.model, &self.query_tables, &self.pin_tables, 0)?;
-        model
-            .params_mut()
-            .assign_from(&self.params)
-            .with_context(|| format!("the parameters in {}", path.display()))?;
-        Ok(model)
-    }
-
-    /// Writes it to `path` atomically, through `faults` (the test-only seam). On error `path`
-    /// is as it was and no temporary file is left.
-    ///
-    /// # Errors
-    /// The I/O error of the step that failed.
-    pub fn write(&self, path: &Path, faults: &FaultPlan) -> std::io::Result<()> {
-        write_atomic_with(path, &self.encode(), faults)
-    }
-}
-
-/// Loads a model saved by training (`RUN_DIR/model.ckpt`, or any checkpoint): its run config
-/// and the model with the saved parameters. The towers are rebuilt from the saved config's
-/// `[model]` and the feature tables stored beside the parameters (table names and row counts,
-/// dense widths); the parameters must then match them by name and shape.
-///
-/// # Errors
-/// If the file is unusable ([`CheckpointError`]), its config does not parse, or the
-/// parameters do not fit the towers the config and tables describe.
-pub fn load_model(path: &Path) -> Result<(RunConfig, TwoTowerModel)> {
-    let ckpt = Checkpoint::read(path)?;
-    let cfg = RunConfig::from_toml(&ckpt.config_toml)
-        .with_context(|| format!("in the config saved in {}", path.display()))?;
-    let model = ckpt.model(&cfg, path)?;
-    Ok((cfg, model))
-}
-
-/// A cheap fingerprint of a dataset's training examples (their pins and weights, in order),
-/// so that a resumed run notices data that changed under it.
-pub fn data_fingerprint(examples: &[convcg_data::Example]) -> u64 {
-    // FNV-1a over the fields' bytes: stable across builds and platforms.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(&(examples.len() as u64).to_le_bytes());
-    for e in examples {
-        eat(&e.pin.to_le_bytes());
-        eat(&e.weight.to_bits().to_le_bytes());
-        eat(&e.key.ts.to_le_bytes());
-    }
-    h
-}
-
-/// The file name of the periodic checkpoint after `step`.
-pub fn checkpoint_name(step: u64) -> String {
-    format!("step-{step:08}.ckpt")
-}
-
-/// The step a periodic checkpoint's file name stands for, if it is one.
-fn step_of(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("step-")?.strip_suffix(".ckpt")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// The periodic checkpoints in `dir`, newest first (an absent directory has none).
-///
-/// # Errors
-/// If the directory exists but cannot be listed.
-pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    };
-    let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-        if let Some(step) = entry.file_name().to_str().and_then(step_of) {
-            found.push((step, entry.path()));
-        }
-    }
-    found.sort_by_key(|f| std::cmp::Reverse(f.0));
-    Ok(found)
-}
-
-/// Removes temporary files that an interrupted checkpoint write left in `dir`; returns them.
-pub fn remove_stale_temp_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if (is_temp_name(name, "step-") || is_temp_name(name, MODEL_FILE))
-            && std::fs::remove_file(entry.path()).is_ok()
-        {
-            removed.push(entry.path());
-        }
-    }
-    removed
-}
-
-/// Deletes all but the newest [`KEEP`] periodic checkpoints in `dir`.
-///
-/// # Errors
-/// If the directory cannot be listed or a file cannot be removed.
-pub fn prune(dir: &Path) -> Result<()> {
-    for (_, path) in list_checkpoints(dir)?.into_iter().skip(KEEP) {
-        std::fs::remove_file(&path)
-            .with_context(|| format!("cannot remove the old checkpoint {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// What [`newest_usable`] found: the checkpoint, its path, and every newer file it refused
-/// (each with its reason), which the caller should report.
-#[derive(Debug)]
-pub struct Found {
-    /// The newest checkpoint that reads back sound.
-    pub checkpoint: Checkpoint,
-    /// Its file.
-    pub path: PathBuf,
-    /// Newer checkpoints that were refused, newest first.
-    pub refused: Vec<CheckpointError>,
-}
-
-/// The newest checkpoint in `dir` that reads back sound, falling back past unusable ones.
-///
-/// # Errors
-/// If there is no checkpoint at all, or none is usable (the error lists each with its reason).
-pub fn newest_usable(dir: &Path) -> Result<Found> {
-    let all = list_checkpoints(dir)?;
-    if all.is_empty() {
-        bail!(
-            "no checkpoint in {}: the run stopped before its first checkpoint (see `[train] checkpoint_every`); start it again",
-            dir.display()
-        );
-    }
-    let mut refused = Vec::new();
-    for (_, path) in all {
-        match Checkpoint::read(&path) {
-            Ok(checkpoint) => {
-                return Ok(Found {
-                    checkpoint,
-                    path,
-                    refused,
-                });
-            }
-            Err(e) => refused.push(e),
-        }
-    }
-    let reasons: Vec<String> = refused.iter().map(ToString::to_string).collect();
-    bail!(
-        "no usable checkpoint in {}:\n  {}",
-        dir.display(),
-        reasons.join("\n  ")
-    )
 }
 
 /// Writes little-endian values into a growing buffer.
@@ -1020,31 +708,5 @@ mod tests {
             body[at] = value;
             let _ = Checkpoint::decode(&with_crc(&body), Path::new("d.ckpt"));
         }
-    }
-
-    #[test]
-    fn periodic_checkpoint_names_parse_and_sort_newest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        for s in [3u64, 120, 40] {
-            std::fs::write(dir.path().join(checkpoint_name(s)), b"x").unwrap();
-        }
-        std::fs::write(dir.path().join("step-12.ckpt.bad"), b"x").unwrap();
-        std::fs::write(dir.path().join(".step-00000050.ckpt.tmp-7"), b"x").unwrap();
-        let steps: Vec<u64> = list_checkpoints(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
-        assert_eq!(steps, [120, 40, 3]);
-        assert_eq!(remove_stale_temp_files(dir.path()).len(), 1);
-        prune(dir.path()).unwrap();
-        let steps: Vec<u64> = list_checkpoints(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
-        assert_eq!(steps, [120, 40]);
-        assert_eq!(step_of("step-.ckpt"), None);
-        assert_eq!(step_of("step-1a.ckpt"), None);
     }
 }
