@@ -1,7 +1,8 @@
 //! `convcg ablate`: a named ladder of model variants, each trained with several seeds on the
 //! same data, and a table of what every change bought.
 //!
-//! The `seeds` ladder retraces the history the seed texts tell: an engagement-only retriever,
+//! The `pinterest` ladder retraces the history the source papers (Pinterest's shopping conversion
+//! candidate generator) tell: an engagement-only retriever,
 //! then one change at a time (conversion positives on a second head, click-duration weights,
 //! hard negatives, a parallel body, a unified head, the advertiser-level loss) up to the full
 //! model. The `cross` ladder compares the DCN v2 cross-layer kinds on the full model. The data
@@ -9,7 +10,7 @@
 //! variant differs only in its seed, which sets the initialisation and the batch order.
 //!
 //! Every variant but the first is also set against the first (the reference: engagement-only on
-//! the `seeds` ladder) query by query: the paired bootstrap 95% interval of its conversion
+//! the `pinterest` ladder) query by query: the paired bootstrap 95% interval of its conversion
 //! recall@100 delta and of its simulated online lifts ([`VersusReference`]).
 
 use std::collections::BTreeMap;
@@ -32,8 +33,11 @@ use crate::run::{TrainData, TrainRequest, Verbosity, generate, load};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Ladder {
-    /// The seeds' history, each step adding one change to the one before.
-    Seeds,
+    /// The source papers' history, each step adding one change to the one before. `seeds`, its
+    /// former name, is still accepted.
+    #[value(alias = "seeds")]
+    #[serde(alias = "seeds")]
+    Pinterest,
     /// Full-rank, low-rank and mixture-of-experts cross layers, each on the full model.
     Cross,
 }
@@ -66,7 +70,7 @@ fn advertiser_weight(full: &RunConfig) -> f32 {
     }
 }
 
-const SEEDS_LADDER: [Rung; 7] = [
+const PINTEREST_LADDER: [Rung; 7] = [
     Rung {
         name: "a_engagement_only",
         change: "engagement positives only, one head, stacked, in-batch negatives only, unweighted clicks, no advertiser loss",
@@ -145,14 +149,14 @@ const CROSS_LADDER: [Rung; 3] = [
 impl Ladder {
     fn rungs(self) -> &'static [Rung] {
         match self {
-            Ladder::Seeds => &SEEDS_LADDER,
+            Ladder::Pinterest => &PINTEREST_LADDER,
             Ladder::Cross => &CROSS_LADDER,
         }
     }
 
     /// Whether each rung builds on the one before (else each starts from the full model).
     fn cumulative(self) -> bool {
-        self == Ladder::Seeds
+        self == Ladder::Pinterest
     }
 
     /// The configuration of every rung, in order.
@@ -665,7 +669,7 @@ impl AblationReport {
                     None => s.push_str(" - |"),
                 }
             }
-            let reference = match (i, self.ladder == Ladder::Seeds) {
+            let reference = match (i, self.ladder == Ladder::Pinterest) {
                 (0, _) => None,
                 (_, true) => self.variants.get(i - 1),
                 (_, false) => self.variants.first(),
@@ -786,7 +790,7 @@ mod tests {
     #[test]
     fn the_seeds_ladder_changes_one_thing_per_rung_and_ends_at_the_full_model() {
         let full = RunConfig::default();
-        let configs = Ladder::Seeds.configs(&full);
+        let configs = Ladder::Pinterest.configs(&full);
         assert_eq!(configs.len(), 7);
         let (_, a) = &configs[0];
         assert_eq!(a.data.conversion_weight, 0.0);
@@ -816,7 +820,7 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/engagement_only.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let from_file = RunConfig::default().overridden_by(&text).unwrap();
-        let (_, a) = &Ladder::Seeds.configs(&RunConfig::default())[0];
+        let (_, a) = &Ladder::Pinterest.configs(&RunConfig::default())[0];
         assert_eq!(&from_file, a);
     }
 
@@ -972,7 +976,7 @@ mod tests {
             versus_reference: versus,
         };
         let report = AblationReport {
-            ladder: Ladder::Seeds,
+            ladder: Ladder::Pinterest,
             data: "synthetic".into(),
             seeds: vec![1, 2],
             conversion_queries: 40,
@@ -1049,7 +1053,7 @@ mod tests {
         assert_eq!(c["oracle_conversion_recall@100"], 0.8);
         assert_eq!(c["oracle_clicks_conversion_recall@1000"], 0.97);
         let report = AblationReport {
-            ladder: Ladder::Seeds,
+            ladder: Ladder::Pinterest,
             data: "synthetic".into(),
             seeds: vec![1],
             conversion_queries: 10,

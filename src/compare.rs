@@ -349,11 +349,11 @@ fn figure(x: Option<f64>, digits: usize) -> String {
     x.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
 }
 
-/// The seed's line with an interval after each lift where there is one:
+/// The source paper's line with an interval after each lift where there is one:
 /// `+4.1% conversion volume [+2.0%, +6.3%], +2.7% impression-to-conversion [..], +3.1% RoAS [..]`.
-fn seed_style_with(lift: &OnlineLift, intervals: Option<&OnlineLiftIntervals>) -> String {
+fn paper_style_with(lift: &OnlineLift, intervals: Option<&OnlineLiftIntervals>) -> String {
     let Some(ci) = intervals else {
-        return lift.seed_style();
+        return lift.paper_style();
     };
     let one = |l: Option<f64>, name: &str, ci: Option<BootstrapInterval>| {
         let mut s = format!("{} {name}", signed_percent(l));
@@ -380,7 +380,7 @@ fn seed_style_with(lift: &OnlineLift, intervals: Option<&OnlineLiftIntervals>) -
 }
 
 impl Comparison {
-    /// The printed comparison: the files, the model's online figures and lifts, the seed-style
+    /// The printed comparison: the files, the model's online figures and lifts, the paper-style
     /// line, then the recall deltas, each with its interval where there is one, and why not
     /// where there is none.
     pub fn table(&self) -> String {
@@ -510,6 +510,6 @@ impl Comparison {
             }
             out.push('\n');
         }
-        let _ = writeln!(out, "\nB vs A: {}", seed_style_with(lift, ci));
+        let _ = writeln!(out, "\nB vs A: {}", paper_style_with(lift, ci));
     }
 }

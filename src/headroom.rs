@@ -133,7 +133,7 @@ impl Headroom {
         let _ = writeln!(
             out,
             "  oracle vs oracle of clicks: {}",
-            self.lift.seed_style()
+            self.lift.paper_style()
         );
         if let Some(ci) = &self.lift_intervals {
             let one = |name: &str, x: Option<BootstrapInterval>| {

@@ -68,9 +68,9 @@ enum Command {
     /// Train a ladder of model variants, each with several seeds, on the same data, and print
     /// and write (ablation.json, ablation.md) what each change bought.
     Ablate {
-        /// Which ladder: `seeds` (the seeds' history, one change at a time) or `cross` (the
+        /// Which ladder: `pinterest` (the source papers' history, one change at a time) or `cross` (the
         /// DCN v2 cross-layer kinds on the full model).
-        #[arg(long, value_enum, default_value_t = convcg::Ladder::Seeds)]
+        #[arg(long, value_enum, default_value_t = convcg::Ladder::Pinterest)]
         ladder: convcg::Ladder,
         /// Canonical-schema dataset directory (default: the ablation-sized synthetic marketplace).
         #[arg(long)]

@@ -156,7 +156,7 @@ impl OnlineMetrics {
             );
         }
         if let Some(lift) = self.lift_vs_popularity.get("model") {
-            let _ = writeln!(out, "model vs {LIFT_BASELINE}: {}", lift.seed_style());
+            let _ = writeln!(out, "model vs {LIFT_BASELINE}: {}", lift.paper_style());
         }
         out
     }

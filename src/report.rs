@@ -563,7 +563,7 @@ fn summary(runs: &[Run], figures: &[Figure]) -> String {
                     out,
                     "- {}: model vs popularity: {}",
                     run.label,
-                    lift.seed_style()
+                    lift.paper_style()
                 );
             }
         }
@@ -582,7 +582,7 @@ fn summary(runs: &[Run], figures: &[Figure]) -> String {
                         "- {} vs {} (models): {}",
                         run.label,
                         first.label,
-                        OnlineLift::between(&a, &b).seed_style()
+                        OnlineLift::between(&a, &b).paper_style()
                     );
                 }
             }

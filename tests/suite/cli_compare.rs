@@ -37,7 +37,7 @@ fn train(dir: &Path, name: &str, seed: u64, epochs: f64) -> std::path::PathBuf {
     out
 }
 
-/// Whether a recall row or the seed-style line of `compare`'s output has an interval.
+/// Whether a recall row or the paper-style line of `compare`'s output has an interval.
 fn has_interval(text: &str) -> bool {
     text.lines()
         .filter(|l| {

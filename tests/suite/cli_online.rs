@@ -111,7 +111,7 @@ fn stdout_of(cmd: &mut Command) -> String {
 }
 
 #[test]
-fn compare_prints_the_seed_style_lifts_and_recall_deltas() {
+fn compare_prints_the_paper_style_lifts_and_recall_deltas() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     write_run(&a, &run_a());

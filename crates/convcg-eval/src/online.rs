@@ -349,9 +349,9 @@ impl OnlineLift {
         }
     }
 
-    /// The seed's way of reporting them: `+2.3% conversion volume, +2.7% impression-to-conversion,
+    /// The source paper's way of reporting them: `+2.3% conversion volume, +2.7% impression-to-conversion,
     /// +3.1% RoAS` (one decimal, signed; `n/a` for an undefined lift).
-    pub fn seed_style(&self) -> String {
+    pub fn paper_style(&self) -> String {
         let f = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |v| format!("{v:+.1}%"));
         format!(
             "{} conversion volume, {} impression-to-conversion, {} RoAS",

@@ -64,7 +64,7 @@ pub fn ndcg_at_k(
 }
 
 /// Advertiser recall@K: a query's relevant advertisers are those of its relevant pins, and one
-/// counts as found when any pin of that advertiser is in the top `K` (the seed's converted
+/// counts as found when any pin of that advertiser is in the top `K` (the source paper's converted
 /// user-advertiser pairs). `pin_advertiser[pin]` is the advertiser of each pin.
 ///
 /// Returns a [`RecallReport`] over advertisers: `recall@K` divides by the query's number of

@@ -201,7 +201,7 @@ fn the_three_lifts_are_not_forced_equal() {
     assert!(lift.impression_to_conversion.unwrap() < -6.0);
     assert!(lift.roas.unwrap().abs() < 1e-9);
     assert_eq!(
-        lift.seed_style(),
+        lift.paper_style(),
         "+40.0% conversion volume, -6.7% impression-to-conversion, +0.0% RoAS"
     );
 }
@@ -216,7 +216,7 @@ fn undefined_lifts_are_none() {
     let lift = OnlineLift::between(&empty, &empty);
     assert_eq!(lift, OnlineLift::default());
     assert_eq!(
-        lift.seed_style(),
+        lift.paper_style(),
         "n/a conversion volume, n/a impression-to-conversion, n/a RoAS"
     );
 }

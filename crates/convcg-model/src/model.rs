@@ -38,7 +38,7 @@ pub struct ModelConfig {
 #[serde(rename_all = "snake_case")]
 pub enum Heads {
     /// One embedding per tower, trained by the engagement and the conversion losses together
-    /// (the seeds' unified single head).
+    /// (the source paper's unified single head).
     Unified,
     /// A projection head per task on shared tower bodies, each trained by its task's loss;
     /// serving and evaluation use the conversion head.

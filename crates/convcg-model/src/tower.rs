@@ -13,7 +13,7 @@ use crate::tape::{EmbedInput, Tape, ValueId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Structure {
-    /// Both read x0; their outputs are concatenated (the seeds' architecture).
+    /// Both read x0; their outputs are concatenated (the source paper's architecture).
     Parallel,
     /// The MLP reads the cross network's output (the baseline).
     Stacked,
