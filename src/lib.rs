@@ -25,6 +25,7 @@ mod online;
 mod output;
 mod per_query;
 mod pipeline;
+mod progress;
 mod report;
 mod run;
 mod synth;

@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use indicatif::ProgressBar;
 use serde_json::json;
 
 use convcg_data::pipeline::{PipelineConfig, PipelineReport, run_pipeline};
 
+use crate::progress::spinner;
 use crate::run::Verbosity;
 
 /// What `convcg pipeline` runs.
@@ -48,13 +48,7 @@ pub fn run_w3(dir: &Path, req: &PipelineRequest, verbosity: Verbosity) -> Result
         pool = pool.num_threads(t);
     }
     let pool = pool.build().context("cannot start the worker threads")?;
-    let spin = if verbosity == Verbosity::Normal {
-        let s = ProgressBar::new_spinner();
-        s.enable_steady_tick(std::time::Duration::from_millis(200));
-        s
-    } else {
-        ProgressBar::hidden()
-    };
+    let spin = spinner(verbosity == Verbosity::Normal, "");
     let cfg = req.config();
     let report = pool.install(|| {
         run_pipeline(dir, &cfg, &mut |phase| {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use convcg_data::io::{ReadOptions, ReadReport, read_log};
 use convcg_data::{
@@ -37,6 +37,7 @@ use crate::metrics::{
 };
 use crate::output::write_atomic;
 use crate::per_query::{PerQuery, QueryOutcomes, QuerySet, TrafficOutcomes};
+use crate::progress::{progress, spinner};
 use crate::synth::{MANIFEST_FILE, SynthManifest};
 
 /// Whether a run draws progress bars and prints its tables.
@@ -633,32 +634,6 @@ fn train_and_evaluate(
         model_queries,
         read_report: None,
     })
-}
-
-/// A ticking spinner for work of unknown length, hidden when quiet.
-fn spinner(loud: bool, msg: &'static str) -> ProgressBar {
-    if !loud {
-        return ProgressBar::hidden();
-    }
-    let s = ProgressBar::new_spinner();
-    s.set_message(msg);
-    s.enable_steady_tick(std::time::Duration::from_millis(200));
-    s
-}
-
-/// A progress bar of `len` steps, hidden when quiet.
-fn progress(loud: bool, len: u64, msg: &'static str) -> ProgressBar {
-    if !loud {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} ({eta} left)")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message(msg);
-    bar
 }
 
 /// The towers' inputs as the model sees them, from the dataset's feature schema.

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use convcg_data::io::{Format, WriteOptions, write_log};
 use convcg_data::{Marketplace, RealisedProperties, SynthConfig};
 
 use crate::output::write_atomic;
+use crate::progress::{progress, spinner};
 use crate::run::Verbosity;
 
 /// The manifest's file name, beside the tables.
@@ -117,7 +117,7 @@ pub fn synth(req: &SynthRequest, verbosity: Verbosity) -> Result<SynthSummary> {
         impressions,
         ..req.config.clone()
     };
-    let bar = progress(loud, "generating marketplace");
+    let bar = progress(loud, 1, "generating marketplace");
     let market = Marketplace::generate(&config, req.seed, &|done, total| {
         bar.set_length(total);
         bar.set_position(done);
@@ -187,30 +187,4 @@ fn print_summary(req: &SynthRequest, market: &Marketplace, s: &SynthSummary) {
         req.shards,
         req.out.display()
     );
-}
-
-/// A ticking spinner for work of unknown length, hidden when quiet.
-fn spinner(loud: bool, msg: &'static str) -> ProgressBar {
-    if !loud {
-        return ProgressBar::hidden();
-    }
-    let s = ProgressBar::new_spinner();
-    s.set_message(msg);
-    s.enable_steady_tick(std::time::Duration::from_millis(200));
-    s
-}
-
-/// A progress bar whose length the work sets, hidden when quiet.
-fn progress(loud: bool, msg: &'static str) -> ProgressBar {
-    if !loud {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(1);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} ({eta} left)")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message(msg);
-    bar
 }
