@@ -1,5 +1,5 @@
 //! What the synthetic marketplace's ground truth says about the ablation ladder's choices, with
-//! no model trained: docs/results.md's "Measured reasons" come from this.
+//! no model trained.
 //!
 //! ```sh
 //! cargo run --release --example oracle_gap -- configs/ablation_conversions.toml

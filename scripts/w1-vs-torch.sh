@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# W1 beside its PyTorch peer, interleaved: the comparison of issue 4 and docs/performance.md.
+# W1 beside its PyTorch peer, interleaved: the comparison docs/performance.md reports.
 #
 #   scripts/w1-vs-torch.sh [ROUNDS]          # default 5 rounds
 #
@@ -12,7 +12,7 @@
 # Environment:
 #   CONVCG_SHARED   the shared folder (default: `shared` beside the repository)
 #   W1_COMPILE=1    also run the peer with --compile in each round; a round's ratio is then
-#                   taken against the faster of eager and --compile, as issue 4 asks
+#                   taken against the faster of eager and --compile
 #   W1_MEASURE=S    criterion's measurement time in seconds (default 5; warm-up 2)
 #   W1_BENCH=PATH   a benchmark binary built earlier (default: build this checkout's)
 #   W1_TSV=PATH     also write the rounds as tab-separated values there

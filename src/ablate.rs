@@ -176,9 +176,9 @@ impl Ladder {
 }
 
 /// The configuration `convcg ablate` starts from: `convcg train`'s default marketplace and full
-/// model, with the engagement eval subsampled to 5,000 queries (from 20,000) so that scoring
-/// them, the oracle's above all, does not dominate 21 runs; the conversion eval queries (about
-/// 560) are all kept.
+/// model, with the engagement eval subsampled to 5,000 queries (`convcg train` keeps up to
+/// 10,000) so that scoring them, the oracle's above all, does not dominate a ladder's many
+/// runs; the conversion eval queries are all kept.
 pub fn ablation_config() -> RunConfig {
     let mut cfg = RunConfig::default();
     cfg.data.max_eval_queries = 5_000;

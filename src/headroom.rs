@@ -1,5 +1,5 @@
 //! `convcg headroom`: how much a synthetic marketplace lets conversions matter, measured on its
-//! ground truth with no model trained (design.md, "The synthetic marketplace").
+//! ground truth with no model trained (docs/design.md, Headroom).
 //!
 //! Two ceilings rank every pin for every query by the truth under the logging policy: the
 //! *oracle* by expected conversions per request, the *oracle of clicks* by expected clicks per

@@ -1,6 +1,6 @@
 //! Simulated online metrics of a run on the synthetic marketplace: every retriever's conversion
 //! top K served through `convcg_eval`'s auction, with the marketplace's ground truth deciding the
-//! outcome (design.md, "Simulated serving").
+//! outcome (docs/design.md, Simulated serving).
 
 use std::collections::BTreeMap;
 

@@ -519,7 +519,7 @@ fn summary(runs: &[Run], figures: &[Figure]) -> String {
     if !online.is_empty() {
         out.push_str("\n## Simulated online metrics\n\n");
         out.push_str(
-            "Each conversion eval query's top K enters the simulated auction (design.md, \"Simulated serving\"); \
+            "Each conversion eval query's top K enters the simulated auction (docs/design.md, \"Simulated serving\"); \
              expected outcomes from the marketplace's ground truth.\n\n",
         );
         let _ = writeln!(

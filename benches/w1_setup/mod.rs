@@ -128,7 +128,7 @@ pub fn threads() -> usize {
 /// epochs inside one: the thread that calls a kernel is then one of the pool's workers and
 /// takes a share of each parallel loop itself. Called from outside a pool, every parallel loop
 /// of a step would wake the pool's workers and put the caller to sleep until they finished
-/// (about 360 context switches a step instead of about 60, `perf stat`).
+/// (`perf stat -e context-switches` shows the difference).
 pub fn pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -10,7 +10,7 @@ use std::process::Command;
 use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-/// 400 users, 1,500 pins, a small model: training takes about a second.
+/// 400 users, 1,500 pins, a small model: quick to train.
 fn tiny() -> String {
     format!("seed = 5\nthreads = 2\n{TINY_WORLD}\n[train]\nbatch_size = 32\nepochs = 1.0\n")
 }

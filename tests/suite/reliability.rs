@@ -23,8 +23,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::support::TINY_WORLD;
 
-/// A marketplace of 40,000 impressions and a small model: a run takes about a second (105
-/// steps, checkpointing every [`EVERY`]).
+/// A marketplace of 40,000 impressions and a small model, so that a run is quick (105 steps,
+/// checkpointing every [`EVERY`]).
 fn tiny() -> String {
     format!(
         "seed = 11\nthreads = 2\n{TINY_WORLD}\n[train]\nbatch_size = 32\nepochs = 3.0\n\

@@ -8,7 +8,7 @@ pub fn convcg() -> Command {
 }
 
 /// The `[synth]` and `[model]` sections of the suite's tiny runs: 400 users, 1,500 pins and a
-/// small model, which train in about a second. A config puts its top-level keys before it and
+/// small model, quick to train. A config puts its top-level keys before it and
 /// its `[train]` section after it.
 pub const TINY_WORLD: &str = r#"
 [synth]

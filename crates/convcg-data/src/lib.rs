@@ -1,11 +1,11 @@
 //! Event data for convcg: the canonical event schema, a seeded synthetic marketplace with its
 //! ground truth, and everything between an event log and a training batch.
 //!
-//! * [`EventLog`] holds the tables of design.md's canonical schema ([`PinRecord`],
+//! * [`EventLog`] holds the tables of the canonical schema (docs/design.md) ([`PinRecord`],
 //!   [`UserRecord`], [`Impression`], [`Engagement`], [`Conversion`]).
 //! * [`Marketplace::generate`] makes a synthetic log from a [`SynthConfig`] and a seed, with the
 //!   [`GroundTruth`] behind it (true click and conversion probabilities) and every true
-//!   conversion; [`Marketplace::realised`] measures it against design.md's table.
+//!   conversion; [`Marketplace::realised`] measures it against docs/design.md, Targets.
 //! * [`Dataset::build`] turns any [`EventLog`] into dictionaries (built from the training window
 //!   only, row 0 for anything unseen), pin features, labelled [`Example`]s (engaged or converted
 //!   training impressions with both task labels, weights and hard negatives), a time split and

@@ -1,4 +1,4 @@
-//! The canonical event schema of design.md: one record type per table.
+//! The canonical event schema (docs/design.md, Canonical schema): one record type per table.
 
 use std::fmt;
 use std::str::FromStr;

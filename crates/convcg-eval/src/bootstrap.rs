@@ -1,5 +1,5 @@
 //! Paired bootstrap intervals over queries: what a comparison of two retrievers prints beside
-//! every recall delta and every online lift (docs/design.md, "Evaluation": a difference inside its
+//! every recall delta and every online lift (docs/design.md, Intervals: a difference inside its
 //! interval is not a result).
 //!
 //! Both retrievers were scored on the same queries, so a resample draws `n` query indices with

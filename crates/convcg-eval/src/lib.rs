@@ -2,8 +2,8 @@
 //! convcg.
 //!
 //! The crate takes embeddings and ids, never the model: the trainer hands it query and pin
-//! embeddings (row-major `f32`), and it returns each query's best pins and the metrics of the
-//! design's "Evaluation" section. Metrics are never sampled: every query is scored against every
+//! embeddings (row-major `f32`), and it returns each query's best pins and the metrics of
+//! docs/design.md, Evaluation. Metrics are never sampled: every query is scored against every
 //! pin.
 //!
 //! # Retrieval

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::topk::TopK;
 
-/// The recall cut-offs of the design: recall@20, @50, @100, @500 and @1000.
+/// The recall cut-offs of docs/design.md (Metrics): recall@20, @50, @100, @500 and @1000.
 pub const RECALL_KS: [usize; 5] = [20, 50, 100, 500, 1000];
 
 /// Macro-averaged recall and capped recall at several cut-offs.
@@ -31,7 +31,7 @@ pub struct RecallReport {
 /// # Errors
 /// - [`Error::QueryCountMismatch`] unless there is one relevant set per query;
 /// - [`Error::EmptyRelevant`] for a query without relevant items: the caller skips (and counts)
-///   those, as the design says;
+///   those (docs/design.md, Eval queries);
 /// - [`Error::NoQueries`] when there is nothing to average;
 /// - [`Error::ZeroCutoff`] / [`Error::CutoffExceedsK`] for a `K` of 0 or larger than `topk.k`;
 /// - [`Error::MalformedTopK`] when `topk`'s fields disagree.

@@ -1,6 +1,6 @@
 //! Times every GEMM shape of a W1 step through [`gemm`] with two threads, and prints the median
 //! of 30 runs and its GFLOP/s: the way to see which product of a step runs far from the machine's
-//! GEMM peak (docs/performance.md, section 5).
+//! GEMM peak (docs/performance.md, W1's GEMM rates).
 //!
 //! ```sh
 //! cargo run --release -p convcg-kernels --example gemm_shapes

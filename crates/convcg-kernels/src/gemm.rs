@@ -3,7 +3,7 @@
 //! Under `Par::Rayon(t)` a product big enough to pay for it is split here into `t` independent
 //! sequential faer products, one per thread, instead of handing the threads to faer: faer's own
 //! parallel kernel synchronises its threads at barriers many times per product, which on W1's
-//! small shapes cost about a sixth of a training step. Tall products split by rows of the result;
+//! small shapes keeps the threads waiting at them. Tall products split by rows of the result;
 //! products with a long inner dimension and a small result (weight gradients,
 //! `[128 x 2048] x [2048 x 128]`) split the inner dimension, each part into its own buffer, and
 //! add the parts in a fixed order.
@@ -95,8 +95,8 @@ pub(crate) fn gemm_ld(
     if stride >= PAGE_FLOATS && k > DEPTH_CHUNK {
         // Every step of the inner dimension lands on another page (dlogitsᵀ · users in the
         // loss backward: [4096 x 2048] x [2048 x 64] from a row-major [2048 x 4096]). Over
-        // thousands of steps the pages outrun the TLB and faer ran at 64 GFLOP/s on two cores;
-        // in chunks of 256 steps, each added to the last, it ran at 103.
+        // thousands of steps the pages outrun the TLB and faer slows down; in chunks of
+        // DEPTH_CHUNK steps, each added to the last, they stay within it (docs/performance.md).
         let mut dst = dst;
         for (i, k0) in (0..k).step_by(DEPTH_CHUNK).enumerate() {
             let len = DEPTH_CHUNK.min(k - k0);
@@ -145,9 +145,9 @@ impl Dst<'_> {
 
 /// A stride (in `f32`s) at or above which one step of the inner dimension is a new 4 KiB page.
 const PAGE_FLOATS: usize = 1024;
-/// Steps of the inner dimension per product when they are that far apart: enough pages to stay
-/// within the TLB, enough depth for faer's kernels (`examples/gemm_shapes.rs` measured 64 to
-/// 1024; 512 and up fell back to the slow rate).
+/// Steps of the inner dimension per product when they are that far apart: few enough pages to
+/// stay within the TLB, enough depth for faer's kernels (`examples/gemm_shapes.rs` times the
+/// alternatives: longer chunks fall back to the slow rate).
 const DEPTH_CHUNK: usize = 256;
 
 /// Below this many multiply-adds a product runs on one thread: splitting costs more than it saves.

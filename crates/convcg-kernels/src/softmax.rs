@@ -238,7 +238,7 @@ impl Avx2Body for Block<'_, '_, '_> {
 
 /// Independent accumulators of the row loops: 8 f32 lanes keep two SSE2 vectors of partial
 /// maxima and sums in flight, so the loops vectorise without a serial dependency (16 lanes
-/// measured a few percent more instructions, from register pressure in the exp loop).
+/// would add register pressure in the exp loop).
 const LANES: usize = 8;
 
 /// Elements whose exponentials are summed in f32 lanes before the lanes are flushed into f64,

@@ -579,7 +579,7 @@ impl TwoTowerModel {
 
 /// Whether every value is finite: `x * 0` is 0 for a finite `x` and NaN for an infinite or NaN
 /// one, so the sums are 0 exactly when all are finite. Eight independent lanes and no early exit,
-/// so that the loop vectorises (the guard costs well under 1% of a W1 step).
+/// so that the loop vectorises and the guard stays cheap beside a step.
 fn all_finite(values: &[f32]) -> bool {
     const LANES: usize = 8;
     let (chunks, tail) = values.as_chunks::<LANES>();

@@ -305,7 +305,7 @@ impl Tape {
 
     /// Turns per-node timing on or off. While on, every recorded op and every node's backward is
     /// timed ([`Tape::profile`]); off (the default) costs nothing. Timing reads the clock once
-    /// per recorded node and twice per node's backward: a few microseconds a W1 step.
+    /// per recorded node and twice per node's backward, little beside the nodes' work.
     pub fn set_profiling(&mut self, on: bool) {
         self.clock = on.then(Clock::new);
     }

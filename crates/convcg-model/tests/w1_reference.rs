@@ -252,8 +252,8 @@ fn optimised_steps_match_sequential_fresh_steps() {
             "step {s}: loss {a} (optimised) vs {b} (reference)"
         );
     }
-    // The paths differ only in how GEMM sums are split, so the parameters agree to rounding
-    // (measured: largest difference 2e-7, mean 3e-9). Adam moves a weight by up to about lr per
+    // The paths differ only in how GEMM sums are split, so the parameters agree to rounding,
+    // far inside the bounds below. Adam moves a weight by up to about lr per
     // step whatever its gradient's size, so a gradient that is pure rounding noise could differ in
     // sign between the paths; the bound on the largest difference leaves room for a few of those.
     let (max, mean) = param_diff(&fast, &slow);

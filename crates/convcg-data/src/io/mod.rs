@@ -1,10 +1,10 @@
-//! Event logs on disk in design.md's canonical schema: [`read_log`] and [`write_log`].
+//! Event logs on disk in the canonical schema (docs/design.md): [`read_log`] and [`write_log`].
 //!
 //! A dataset is a directory holding, per table, `NAME.parquet`, `NAME.csv`, or a folder `NAME/`
 //! (or `NAME.parquet/`, as Spark names it) of `*.parquet` part files, read in file-name order
 //! (hidden files and `_SUCCESS`-style bookkeeping files are left out). The tables are `pins`,
 //! `users` (optional), `impressions`, `engagements` and `conversions`; their columns are in
-//! design.md. Column order does not matter and unknown columns are ignored.
+//! docs/data-format.md. Column order does not matter and unknown columns are ignored.
 //!
 //! # Types
 //! Ids and `ts` accept any Arrow integer type (INT64 canonical; narrower and unsigned types are
@@ -19,9 +19,9 @@
 //! # Bad values
 //! Each of these is an [`Error::BadInput`] at [`Location::cell`](crate::Location::cell) (file,
 //! data row from 1 counted per file, column), or with [`OnBadRow::Skip`] a skipped row counted in
-//! the [`ReadReport`]: a null in a required column (every canonical column without a `?` in
-//! design.md, and every `f_*` / `c_*` column), a CSV value that does not parse, an unknown
-//! surface or kind, a timestamp outside [`TS_RANGE`], a non-finite float, a negative
+//! the [`ReadReport`]: a null in a required column (every column without a `?` in
+//! docs/data-format.md, and every `f_*` / `c_*` column), a CSV value that does not parse, an
+//! unknown surface or kind, a timestamp outside [`TS_RANGE`], a non-finite float, a negative
 //! `duration_s` or `price`, a position outside `u32`, a repeated `pin_id` or `user_id` (the first
 //! is kept), an impression whose pin is not in the catalogue, and a CSV row with too few or too
 //! many fields. Structural problems are always errors: a missing table, file or required column,

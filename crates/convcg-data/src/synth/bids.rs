@@ -1,4 +1,4 @@
-//! The advertisers' side of the auctions (design.md, "The synthetic marketplace" and
+//! The advertisers' side of the auctions (docs/design.md, "The synthetic marketplace" and
 //! "Simulated serving"): cost-per-click bids, campaign objectives with their target cost per
 //! action, budget pacing, and the expected value of a conversion.
 //!

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, config_error};
 use crate::schema::Surface;
 
-/// Every knob of the synthetic marketplace. [`Default`] is design.md's table: a world
+/// Every knob of the synthetic marketplace. [`Default`] meets docs/design.md's targets: a world
 /// in which conversions are rare, delayed and noisy, so that no result is bought by an easy one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -52,7 +52,8 @@ pub struct SynthConfig {
     pub pin_noise_sd: f64,
     /// Norm of a user's own noise around the mixture of their interest categories.
     pub user_noise_sd: f64,
-    /// Correlation of the click and conversion latent factors (design.md: 0.5; also 0.3 and 0.8).
+    /// Correlation of the click and conversion latent factors (docs/design.md, Targets: 0.5; also
+    /// 0.3 and 0.8).
     pub rho: f64,
     /// Scale of the click affinity `<u_click, v_click>` in the click logit.
     pub click_affinity_scale: f64,

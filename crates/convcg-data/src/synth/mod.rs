@@ -1,4 +1,4 @@
-//! The seeded synthetic marketplace (design.md's embedded default).
+//! The seeded synthetic marketplace (docs/design.md, The synthetic marketplace).
 //!
 //! # Generative model
 //!

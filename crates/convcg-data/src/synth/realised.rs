@@ -10,7 +10,7 @@ use crate::truth::GroundTruth;
 /// Random (user, pin) pairs behind the correlation figures.
 const PAIRS: usize = 20_000;
 
-/// The realised value of every property of design.md's synthetic-marketplace table (and a few
+/// The realised value of every property of docs/design.md's targets table (and a few
 /// more), beside the configuration that targeted them. `Display` prints an aligned table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RealisedProperties {
@@ -49,7 +49,7 @@ pub struct RealisedProperties {
     /// Share of true conversions that are view-through (no click).
     pub view_through_share: f64,
     /// Pearson correlation of the coordinates of the click and conversion factors, pooled over
-    /// users and pins: the `rho` of design.md's table.
+    /// users and pins: the `rho` of docs/design.md, Targets.
     pub factor_correlation: f64,
     /// Pearson correlation of click and conversion affinities over random (user, pin) pairs.
     pub affinity_correlation: f64,
@@ -168,7 +168,7 @@ fn distinct(mut v: Vec<i64>) -> usize {
 }
 
 impl Marketplace {
-    /// Realised value of every property of design.md's table, beside its configured target.
+    /// Realised value of every property of docs/design.md's targets, beside its configured one.
     pub fn realised(&self) -> RealisedProperties {
         let log = &self.log;
         let truth = &self.truth;

@@ -1,5 +1,6 @@
 //! Requests drawn from the marketplace's traffic model, for the simulated A/B on traffic
-//! (design.md, "Evaluation"): who asks for ads, on which surface, in which context.
+//! (docs/design.md, Simulated A/B on traffic): who asks for ads, on which surface, in which
+//! context.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -1,5 +1,5 @@
-//! The synthetic marketplace: design.md's ranges, determinism, a ground truth that is the
-//! generator's, and a policy-aware oracle that finds what users convert on.
+//! The synthetic marketplace: docs/design.md's target ranges, determinism, a ground truth that is
+//! the generator's, and a policy-aware oracle that finds what users convert on.
 
 use convcg_data::{
     Dataset, DatasetConfig, EvalQueries, GroundTruth, Marketplace, QueryKey, Surface, SynthConfig,
@@ -19,8 +19,8 @@ fn small() -> SynthConfig {
     }
 }
 
-/// A fifth of the default catalog and users at a quarter of the traffic: enough conversions for
-/// the noise shares to be measured, a few seconds to generate.
+/// A fifth of the default catalog, a tenth of its users and a twelfth of its traffic: enough
+/// conversions for the noise shares to be measured, quick to generate.
 fn medium() -> SynthConfig {
     SynthConfig {
         num_users: 10_000,
@@ -96,7 +96,7 @@ fn realised_properties_are_in_design_ranges() {
     assert_in_design_ranges(&m);
 }
 
-/// The default config itself (6M impressions; about 10 s of CPU in the test profile).
+/// The default config itself (the full world, the largest these tests generate).
 #[test]
 fn default_config_realised_properties_are_in_design_ranges() {
     let m = generate(&SynthConfig::default(), 0);

@@ -1,6 +1,6 @@
-//! The marketplace's mechanisms that make conversions differ from clicks (design.md, "The
-//! synthetic marketplace"): each one moves what it should, on a world small enough to generate in
-//! a few seconds.
+//! The marketplace's mechanisms that make conversions differ from clicks (docs/design.md, "The
+//! synthetic marketplace"): each one moves what it should, on a world small enough to generate
+//! quickly.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
