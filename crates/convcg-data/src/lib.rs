@@ -16,9 +16,16 @@
 //!   hard negatives, log q) on any log with a cutoff; [`batches`] shuffles its positives into
 //!   columnar batches.
 //! * [`Batcher`] yields seeded, shuffled, full batches of example indices.
-//! * [`import::import`] turns the real public logs (taobao, tmall, trivago) into an [`EventLog`];
-//!   [`shared`] finds the shared real-data folder for tests.
-//! * [`pipeline::run_pipeline`] runs W3: a log on disk to every shuffled batch, timed and counted.
+//! * [`shared`] finds the shared real-data folder for tests.
+//!
+//! Reading and writing logs on disk, and importing the real public logs, need arrow, parquet
+//! and csv; they sit behind cargo features, both on by default, so that a crate that wants
+//! labels and batches alone can leave them out (`default-features = false`):
+//!
+//! * `io`: [`io::read_log`] and [`io::write_log`] (Parquet and CSV in the canonical schema), and
+//!   [`pipeline::run_pipeline`], W3: a log on disk to every shuffled batch, timed and counted.
+//! * `import` (with `io`): [`import::import`] turns the real public logs (taobao, tmall,
+//!   trivago) into an [`EventLog`].
 //!
 //! ```
 //! use convcg_data::{Batcher, Dataset, DatasetConfig, Marketplace, SynthConfig, Task};
@@ -53,9 +60,12 @@ mod dataset;
 mod error;
 mod features;
 mod hash;
+#[cfg(feature = "import")]
 pub mod import;
+#[cfg(feature = "io")]
 pub mod io;
 mod labels;
+#[cfg(feature = "io")]
 pub mod pipeline;
 mod schema;
 pub mod shared;
@@ -77,7 +87,7 @@ pub use labels::{
 };
 pub use schema::{
     CategoricalColumn, Conversion, ConversionKind, Engagement, EngagementKind, EventLog,
-    Impression, Impressions, PinRecord, Surface, UserRecord, stable_string_id,
+    Impression, Impressions, OnBadRow, PinRecord, Surface, UserRecord, stable_string_id,
 };
 pub use synth::{Marketplace, RealisedProperties, SynthConfig, pearson, spearman};
 pub use truth::GroundTruth;

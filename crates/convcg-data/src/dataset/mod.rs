@@ -15,13 +15,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result, config_error};
 use crate::features::{Bag, FeatureSchema, PinFeatures, QueryFeatures};
 use crate::hash::{IdMap, IdSet};
-use crate::io::OnBadRow;
 use crate::labels::{
     CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats, Labelled,
     LogQMode, MAX_HARD_NEGATIVES, StreamingConfig, StreamingFrequency, StreamingState,
     ValueWeighting, label, non_negative,
 };
-use crate::schema::{Conversion, EventLog, Surface};
+use crate::schema::{Conversion, EventLog, OnBadRow, Surface};
 use eval::{Hit, build_queries, subsample};
 use history::History;
 use resolve::{PairImpressions, Resolved};
@@ -174,7 +173,7 @@ pub struct DatasetConfig {
     /// `"time"` or `"last_conversion"`: how eval queries are held out ([`EvalProtocol`]).
     pub eval_protocol: EvalProtocol,
     /// `"error"` (default) or `"skip"`: what reading a log from disk does with a bad row
-    /// (passed to [`read_log`](crate::io::read_log); skipped rows are counted in its report).
+    /// (passed to `io::read_log`, of the `io` feature; skipped rows are counted in its report).
     pub on_bad_row: OnBadRow,
     /// Time protocol: the last days of impressions form the eval window; train is before, and
     /// the window's start is the cutoff of conversion-label maturity. Unused by
