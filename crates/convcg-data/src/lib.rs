@@ -80,10 +80,11 @@ pub use dataset::{
 pub use error::{Error, ExpectedNames, Location, Result};
 pub use features::{Bag, FeatureSchema, PinFeatures, QueryFeatures, TableSpec};
 pub use labels::{
-    Attribution, CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats,
-    Labelled, LabelledBatch, LogQMode, MASKED_LABEL, MAX_HARD_NEGATIVES, NONE, NOT_CONVERTED_LABEL,
-    StreamingCell, StreamingConfig, StreamingFrequency, StreamingState, Touch, ValueWeighting,
-    batches, engagement_impressions, label, pick_hash, uniform_log_q, uniform_negatives,
+    Attribution, CONVERTED_LABEL, ClickWeight, ConversionKindWeights, HardNegativeSlots,
+    LabelConfig, LabelStats, Labelled, LabelledBatch, LogQMode, MASKED_LABEL, MAX_HARD_NEGATIVES,
+    NONE, NOT_CONVERTED_LABEL, StreamingCell, StreamingConfig, StreamingFrequency, StreamingState,
+    Touch, ValueWeighting, batches, engagement_impressions, label, pick_hash, uniform_log_q,
+    uniform_negatives,
 };
 pub use schema::{
     CategoricalColumn, Conversion, ConversionKind, Engagement, EngagementKind, EventLog,

@@ -3,6 +3,7 @@
 use ndarray::Array2;
 
 use crate::features::{Bag, QueryFeatures};
+use crate::labels::HardNegativeSlots;
 
 use super::{Dataset, Example, LogQEstimator, QueryKey};
 
@@ -13,17 +14,12 @@ pub struct Batch {
     pub query: QueryFeatures,
     /// Catalog pin index of each positive (B).
     pub pins: Vec<u32>,
-    /// Hard-negative slots per positive (`H`).
-    pub hard_negatives_per_positive: usize,
-    /// `B x H` catalog pins, row-major; an empty slot holds the row's own positive pin (a
-    /// valid index whose candidate must be masked, see [`Batch::candidate_log_q`]).
-    pub hard_negatives: Vec<u32>,
-    /// `B x H`: whether each slot holds a drawn hard negative.
-    pub hard_negative_valid: Vec<bool>,
+    /// `H` hard-negative slots per positive: catalog pins, each log q from the dataset's
+    /// estimator. An empty slot's pin is a valid index whose candidate must be masked, see
+    /// [`Batch::candidate_log_q`].
+    pub hard_negatives: HardNegativeSlots<u32>,
     /// Log sampling probability of each positive's pin (B), from the dataset's estimator.
     pub log_q: Vec<f32>,
-    /// `B x H`: log sampling probability of each hard negative's pin, 0 for an empty slot.
-    pub hard_negative_log_q: Vec<f32>,
     /// Loss weight of each row: engagement_weight x weight_engagement + conversion_weight x
     /// weight_conversion.
     pub weight: Vec<f32>,
@@ -42,7 +38,7 @@ impl Batch {
     pub fn candidate_pins(&self) -> Vec<u32> {
         let mut c = Vec::with_capacity(self.pins.len() + self.hard_negatives.len());
         c.extend_from_slice(&self.pins);
-        c.extend_from_slice(&self.hard_negatives);
+        c.extend_from_slice(self.hard_negatives.pins());
         c
     }
 
@@ -52,9 +48,10 @@ impl Batch {
         let mut q = Vec::with_capacity(self.pins.len() + self.hard_negatives.len());
         q.extend_from_slice(&self.log_q);
         q.extend(
-            self.hard_negative_log_q
+            self.hard_negatives
+                .log_q()
                 .iter()
-                .zip(&self.hard_negative_valid)
+                .zip(self.hard_negatives.valid())
                 .map(|(&q, &valid)| if valid { q } else { f32::INFINITY }),
         );
         q
@@ -190,11 +187,13 @@ impl Dataset {
         Batch {
             query: self.query_features(&keys),
             pins,
-            hard_negatives_per_positive: h,
-            hard_negatives,
-            hard_negative_valid,
+            hard_negatives: HardNegativeSlots::new(
+                h,
+                hard_negatives,
+                hard_negative_valid,
+                hard_negative_log_q,
+            ),
             log_q,
-            hard_negative_log_q,
             weight: rows.iter().map(|e| e.weight).collect(),
             label_engagement: rows.iter().map(|e| u8::from(e.label_engagement)).collect(),
             label_conversion: rows.iter().map(|e| e.label_conversion).collect(),

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::schema::{EngagementKind, EventLog, Surface};
 
 pub use attribution::{Attribution, Touch};
-pub use batches::{LabelledBatch, batches};
+pub use batches::{HardNegativeSlots, LabelledBatch, batches};
 pub use config::{
     ClickWeight, ConversionKindWeights, LabelConfig, MAX_HARD_NEGATIVES, ValueWeighting,
 };
@@ -234,7 +234,8 @@ pub struct Labelled {
     pub hard_negatives_per_positive: usize,
     /// `H` impression rows per positive (row-major), [`NONE`] past the ones drawn.
     pub hard_negative: Vec<u32>,
-    /// `H` per positive: the hard negative's pin id, -1 where there is none.
+    /// `H` per positive: the hard negative's pin id; past the ones drawn, the positive's own pin
+    /// id, as in the slots of a batch ([`HardNegativeSlots`]).
     pub hard_negative_pin_id: Vec<i64>,
     /// `H` per positive: ln of the hard negative's pin's share of all drawn hard negatives,
     /// 0 where there is none.
@@ -403,8 +404,9 @@ pub fn label(
     let hard_negative_pin_id: Vec<i64> = drawn
         .impressions
         .par_iter()
-        .map(|&i| match i {
-            NONE => -1,
+        .enumerate()
+        .map(|(slot, &i)| match i {
+            NONE => pin_id[slot / h],
             i => imps.pin_id[i as usize],
         })
         .collect();
