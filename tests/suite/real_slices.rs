@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use convcg::{RunConfig, RunOutput, Verbosity, import_dataset, paired_bootstrap, train_data};
 use convcg_data::import::Source;
 use convcg_data::io::Format;
-use convcg_data::shared::require_shared_file;
+use convcg_data::testing::require_shared_file;
 use convcg_data::{EvalProtocol, Task};
 
 /// Run settings small enough for the test profile; `[data]` comes from the importer's

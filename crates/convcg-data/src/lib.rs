@@ -16,7 +16,6 @@
 //!   hard negatives, log q) on any log with a cutoff; [`batches`] shuffles its positives into
 //!   columnar batches.
 //! * [`Batcher`] yields seeded, shuffled, full batches of example indices.
-//! * [`shared`] finds the shared real-data folder for tests.
 //!
 //! Reading and writing logs on disk, and importing the real public logs, need arrow, parquet
 //! and csv; they sit behind cargo features, both on by default, so that a crate that wants
@@ -26,6 +25,10 @@
 //!   [`pipeline::run_pipeline`], W3: a log on disk to every shuffled batch, timed and counted.
 //! * `import` (with `io`): [`import::import`] turns the real public logs (taobao, tmall,
 //!   trivago) into an [`EventLog`].
+//!
+//! A third feature, `testing`, off by default and turned on by dev-dependencies, adds
+//! `testing`: the helpers the workspace's tests share (finding the shared real-data folder,
+//! correlations).
 //!
 //! ```
 //! use convcg_data::{Batcher, Dataset, DatasetConfig, Marketplace, SynthConfig, Task};
@@ -68,8 +71,9 @@ mod labels;
 #[cfg(feature = "io")]
 pub mod pipeline;
 mod schema;
-pub mod shared;
 mod synth;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod truth;
 
 pub use batcher::{Batcher, BatcherState, RngState};
@@ -82,13 +86,12 @@ pub use features::{Bag, FeatureSchema, PinFeatures, QueryFeatures, TableSpec};
 pub use labels::{
     Attribution, CONVERTED_LABEL, ClickWeight, ConversionKindWeights, HardNegativeSlots,
     LabelConfig, LabelStats, Labelled, LabelledBatch, LogQMode, MASKED_LABEL, MAX_HARD_NEGATIVES,
-    NONE, NOT_CONVERTED_LABEL, StreamingCell, StreamingConfig, StreamingFrequency, StreamingState,
-    Touch, ValueWeighting, batches, engagement_impressions, label, pick_hash, uniform_log_q,
-    uniform_negatives,
+    NOT_CONVERTED_LABEL, StreamingCell, StreamingConfig, StreamingFrequency, StreamingState, Touch,
+    ValueWeighting, batches, engagement_impressions, label, uniform_log_q, uniform_negatives,
 };
 pub use schema::{
     CategoricalColumn, Conversion, ConversionKind, Engagement, EngagementKind, EventLog,
     Impression, Impressions, OnBadRow, PinRecord, Surface, UserRecord, stable_string_id,
 };
-pub use synth::{Marketplace, RealisedProperties, SynthConfig, pearson, spearman};
+pub use synth::{Marketplace, RealisedProperties, SynthConfig};
 pub use truth::GroundTruth;

@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use convcg_data::testing::NONE;
 use convcg_data::{
     ClickWeight, Conversion, ConversionKind, Engagement, EngagementKind, EventLog, Impression,
-    LabelConfig, Labelled, MASKED_LABEL, NONE, StreamingConfig, StreamingFrequency, Surface, Touch,
+    LabelConfig, Labelled, MASKED_LABEL, StreamingConfig, StreamingFrequency, Surface, Touch,
     ValueWeighting, batches, engagement_impressions, label,
 };
 
