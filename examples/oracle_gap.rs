@@ -25,7 +25,8 @@
 
 use anyhow::{Context, Result, bail};
 use convcg::{RunConfig, ablation_config};
-use convcg_data::{Dataset, GroundTruth, Marketplace, QueryKey, pearson};
+use convcg_data::testing::pearson;
+use convcg_data::{Dataset, GroundTruth, Marketplace, QueryKey};
 use convcg_eval::{Par, recall_at_k, top_k_by};
 use rayon::prelude::*;
 

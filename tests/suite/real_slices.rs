@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use convcg::{RunConfig, RunOutput, TrainData, TrainRequest, import_dataset};
 use convcg_data::import::Source;
 use convcg_data::io::Format;
-use convcg_data::shared::require_shared_file;
+use convcg_data::testing::require_shared_file;
 use convcg_data::{EvalProtocol, Task};
 use convcg_eval::Bootstrap;
 

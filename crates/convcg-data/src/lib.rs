@@ -16,9 +16,19 @@
 //!   hard negatives, log q) on any log with a cutoff; [`batches`] shuffles its positives into
 //!   columnar batches.
 //! * [`Batcher`] yields seeded, shuffled, full batches of example indices.
-//! * [`import::import`] turns the real public logs (taobao, tmall, trivago) into an [`EventLog`];
-//!   [`shared`] finds the shared real-data folder for tests.
-//! * [`pipeline::run_pipeline`] runs W3: a log on disk to every shuffled batch, timed and counted.
+//!
+//! Reading and writing logs on disk, and importing the real public logs, need arrow, parquet
+//! and csv; they sit behind cargo features, both on by default, so that a crate that wants
+//! labels and batches alone can leave them out (`default-features = false`):
+//!
+//! * `io`: [`io::read_log`] and [`io::write_log`] (Parquet and CSV in the canonical schema), and
+//!   [`pipeline::run_pipeline`], W3: a log on disk to every shuffled batch, timed and counted.
+//! * `import` (with `io`): [`import::import`] turns the real public logs (taobao, tmall,
+//!   trivago) into an [`EventLog`].
+//!
+//! A third feature, `testing`, off by default and turned on by dev-dependencies, adds
+//! `testing`: the helpers the workspace's tests share (finding the shared real-data folder,
+//! correlations).
 //!
 //! ```
 //! use convcg_data::{Batcher, Dataset, DatasetConfig, Marketplace, SynthConfig, Task};
@@ -53,13 +63,17 @@ mod dataset;
 mod error;
 mod features;
 mod hash;
+#[cfg(feature = "import")]
 pub mod import;
+#[cfg(feature = "io")]
 pub mod io;
 mod labels;
+#[cfg(feature = "io")]
 pub mod pipeline;
 mod schema;
-pub mod shared;
 mod synth;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod truth;
 
 pub use batcher::{Batcher, BatcherState, RngState};
@@ -70,14 +84,14 @@ pub use dataset::{
 pub use error::{Error, ExpectedNames, Location, Result};
 pub use features::{Bag, FeatureSchema, PinFeatures, QueryFeatures, TableSpec};
 pub use labels::{
-    Attribution, CONVERTED_LABEL, ClickWeight, ConversionKindWeights, LabelConfig, LabelStats,
-    Labelled, LabelledBatch, LogQMode, MASKED_LABEL, MAX_HARD_NEGATIVES, NONE, NOT_CONVERTED_LABEL,
-    StreamingCell, StreamingConfig, StreamingFrequency, StreamingState, Touch, ValueWeighting,
-    batches, engagement_impressions, label, pick_hash, uniform_log_q, uniform_negatives,
+    Attribution, CONVERTED_LABEL, ClickWeight, ConversionKindWeights, HardNegativeSlots,
+    LabelConfig, LabelStats, Labelled, LabelledBatch, LogQMode, MASKED_LABEL, MAX_HARD_NEGATIVES,
+    NOT_CONVERTED_LABEL, StreamingCell, StreamingConfig, StreamingFrequency, StreamingState, Touch,
+    ValueWeighting, batches, engagement_impressions, label, uniform_log_q, uniform_negatives,
 };
 pub use schema::{
     CategoricalColumn, Conversion, ConversionKind, Engagement, EngagementKind, EventLog,
-    Impression, Impressions, PinRecord, Surface, UserRecord, stable_string_id,
+    Impression, Impressions, OnBadRow, PinRecord, Surface, UserRecord, stable_string_id,
 };
-pub use synth::{Marketplace, RealisedProperties, SynthConfig, pearson, spearman};
+pub use synth::{Marketplace, RealisedProperties, SynthConfig};
 pub use truth::GroundTruth;

@@ -212,10 +212,7 @@ pub fn run_pipeline_batches(
             .iter()
             .map(|b| count(&b.label_conversion, |&l| l == MASKED_LABEL))
             .sum(),
-        hard_negatives: out
-            .iter()
-            .map(|b| count(&b.hard_negative_pin_id, |&p| p >= 0))
-            .sum(),
+        hard_negatives: out.iter().map(|b| b.hard_negatives.drawn()).sum(),
         batches: out.len(),
         read_s: t_read,
         label_s: t_label - t_read,
@@ -322,7 +319,7 @@ mod tests {
         let (last, full) = out.split_last().expect("batches");
         assert!(full.iter().all(|b| b.len() == 333));
         assert_eq!(last.len(), s.positives - 333 * full.len());
-        let mut got: Vec<(i64, i64, i8, i64)> = out
+        let mut got: Vec<(i64, i64, i8, i64, bool)> = out
             .iter()
             .flat_map(|b| {
                 (0..b.len()).map(|k| {
@@ -330,18 +327,20 @@ mod tests {
                         b.user_id[k],
                         b.pin_id[k],
                         b.label_conversion[k],
-                        b.hard_negative_pin_id[k],
+                        b.hard_negatives.pins()[k],
+                        b.hard_negatives.valid()[k],
                     )
                 })
             })
             .collect();
-        let mut want: Vec<(i64, i64, i8, i64)> = (0..labelled.len())
+        let mut want: Vec<(i64, i64, i8, i64, bool)> = (0..labelled.len())
             .map(|k| {
                 (
                     labelled.user_id[k],
                     labelled.pin_id[k],
                     labelled.label_conversion[k],
                     labelled.hard_negative_pin_id[k],
+                    labelled.hard_negative[k] != NONE,
                 )
             })
             .collect();

@@ -459,3 +459,16 @@ impl EventLog {
         self.impressions.len() + self.engagements.len() + self.conversions.len()
     }
 }
+
+/// What a reader of an event log on disk does with a row holding a bad value (config:
+/// `on_bad_row = "error" | "skip"`). It lives with the schema rather than the readers because
+/// the run config's `[data]` section names it whether or not the readers are compiled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadRow {
+    /// Fail with the first bad value, naming its file, row and column.
+    #[default]
+    Error,
+    /// Drop the row, count it per table in the reader's report and keep a few examples.
+    Skip,
+}

@@ -6,8 +6,9 @@ use crate::hash::IdSet;
 use crate::labels::NONE;
 use crate::schema::EventLog;
 
-use super::QueryKey;
+use super::config::window_s;
 use super::resolve::{PairImpressions, Resolved};
+use super::{DatasetConfig, QueryKey};
 
 /// A moment in file order: unix seconds, then a tie-break within the second (an impression id;
 /// `i64::MIN` is before everything of that second, `i64::MAX` after it).
@@ -171,4 +172,54 @@ fn conversion_points(log: &EventLog, r: &Resolved) -> (Vec<Option<Point>>, Vec<O
             (Some(point), anchor.map(|a| a.1))
         })
         .unzip()
+}
+
+/// What the protocol decided: which impressions train, which log labels them, at what cutoff.
+pub(crate) struct Split {
+    pub(crate) train_mask: Vec<bool>,
+    /// The log without held-out conversions (`None`: the log itself labels).
+    pub(crate) label_log: Option<EventLog>,
+    pub(crate) cutoff: i64,
+    pub(crate) held_out: Option<HeldOut>,
+}
+
+impl Split {
+    pub(crate) fn time(log: &EventLog, window_start: i64) -> Split {
+        Split {
+            train_mask: log
+                .impressions
+                .ts
+                .iter()
+                .map(|&t| t < window_start)
+                .collect(),
+            label_log: None,
+            cutoff: window_start,
+            held_out: None,
+        }
+    }
+
+    pub(crate) fn last_conversion(log: &EventLog, r: &Resolved, cfg: &DatasetConfig) -> Split {
+        let held_out = HeldOut::new(log, r);
+        let keep = held_out.labelling_conversions(log, r);
+        // label() reads conversions from a log, so the held-out ones go from a copy; the real
+        // slices this protocol is for are small.
+        let label_log = EventLog {
+            conversions: log
+                .conversions
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c.clone())
+                .collect(),
+            ..log.clone()
+        };
+        let last = log.impressions.ts.iter().copied().max().unwrap_or(0);
+        Split {
+            train_mask: held_out.train_mask(log, r),
+            label_log: Some(label_log),
+            // Every training label is known: these logs record conversions as they happen.
+            cutoff: last.saturating_add(window_s(cfg.click_window_days)),
+            held_out: Some(held_out),
+        }
+    }
 }

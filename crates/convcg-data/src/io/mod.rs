@@ -83,6 +83,7 @@ use crate::schema::{Conversion, Engagement, EventLog, Impressions, PinRecord, Us
 use layout::{Source, locate};
 use table::{MAX_EXAMPLES, Skipped, TableData};
 
+pub use crate::schema::OnBadRow;
 pub use report::{ReadReport, TableCounts};
 pub use write::write_log;
 
@@ -165,17 +166,6 @@ impl FromStr for Format {
             }),
         }
     }
-}
-
-/// What a reader does with a row holding a bad value (config: `on_bad_row = "error" | "skip"`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnBadRow {
-    /// Fail with the first bad value, naming its file, row and column.
-    #[default]
-    Error,
-    /// Drop the row, count it per table in the [`ReadReport`] and keep a few examples.
-    Skip,
 }
 
 /// Which impression columns to read.

@@ -7,7 +7,78 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
-use super::Labelled;
+use super::{Labelled, NONE};
+
+/// The hard negatives of a batch: `H` slots per positive, row-major, each holding a drawn hard
+/// negative or empty. Both kinds of batch ([`LabelledBatch`], with the log's pin ids, and
+/// [`Batch`](crate::Batch), with catalog pin indices) carry their hard negatives this way. An
+/// empty slot holds its row's own positive pin, so that every slot names a pin a caller can look
+/// up without a branch, and log q 0; [`valid`](Self::valid) tells the slots apart.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HardNegativeSlots<P> {
+    per_positive: usize,
+    pins: Vec<P>,
+    valid: Vec<bool>,
+    log_q: Vec<f32>,
+}
+
+impl<P> HardNegativeSlots<P> {
+    /// `per_positive` slots per positive, with the per-slot columns given.
+    pub(crate) fn new(
+        per_positive: usize,
+        pins: Vec<P>,
+        valid: Vec<bool>,
+        log_q: Vec<f32>,
+    ) -> HardNegativeSlots<P> {
+        debug_assert!(
+            pins.len() == valid.len()
+                && pins.len() == log_q.len()
+                && pins.len().is_multiple_of(per_positive.max(1)),
+            "unequal slot columns"
+        );
+        HardNegativeSlots {
+            per_positive,
+            pins,
+            valid,
+            log_q,
+        }
+    }
+
+    /// Slots per positive (`H`).
+    pub fn per_positive(&self) -> usize {
+        self.per_positive
+    }
+
+    /// `B x H` pins, row-major; an empty slot holds its row's positive pin.
+    pub fn pins(&self) -> &[P] {
+        &self.pins
+    }
+
+    /// `B x H`: whether each slot holds a drawn hard negative.
+    pub fn valid(&self) -> &[bool] {
+        &self.valid
+    }
+
+    /// `B x H`: log sampling probability of each slot's hard negative, 0 for an empty slot.
+    pub fn log_q(&self) -> &[f32] {
+        &self.log_q
+    }
+
+    /// Slots (`B x H`).
+    pub fn len(&self) -> usize {
+        self.pins.len()
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.pins.is_empty()
+    }
+
+    /// Slots holding a drawn hard negative.
+    pub fn drawn(&self) -> usize {
+        self.valid.iter().filter(|&&v| v).count()
+    }
+}
 
 /// One batch of positives, column by column, with raw ids from the log.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -26,13 +97,11 @@ pub struct LabelledBatch {
     pub weight_engagement: Vec<f32>,
     /// Conversion weight.
     pub weight_conversion: Vec<f32>,
-    /// `H` per row (row-major): the hard negatives' pins, -1 where there is none.
-    pub hard_negative_pin_id: Vec<i64>,
     /// ln of the positive's pin's share of all positives.
     pub log_q: Vec<f32>,
-    /// `H` per row: ln of the hard negative's pin's share of all drawn hard negatives, 0 where
-    /// there is none.
-    pub hard_negative_log_q: Vec<f32>,
+    /// `H` slots per row: the hard negatives' pin ids, each log q the ln of its pin's share of
+    /// all drawn hard negatives.
+    pub hard_negatives: HardNegativeSlots<i64>,
 }
 
 impl LabelledBatch {
@@ -68,11 +137,6 @@ pub fn batches(labelled: &Labelled, batch_size: usize, seed: u64) -> Result<Vec<
         .par_chunks(batch_size)
         .map(|rows| {
             let col = |c: &[f32]| rows.iter().map(|&k| c[k as usize]).collect::<Vec<f32>>();
-            let per_slot = |c: &[f32]| {
-                rows.iter()
-                    .flat_map(|&k| c[k as usize * h..(k as usize + 1) * h].iter().copied())
-                    .collect::<Vec<f32>>()
-            };
             LabelledBatch {
                 user_id: rows.iter().map(|&k| labelled.user_id[k as usize]).collect(),
                 pin_id: rows.iter().map(|&k| labelled.pin_id[k as usize]).collect(),
@@ -90,19 +154,24 @@ pub fn batches(labelled: &Labelled, batch_size: usize, seed: u64) -> Result<Vec<
                     .collect(),
                 weight_engagement: col(&labelled.weight_engagement),
                 weight_conversion: col(&labelled.weight_conversion),
-                hard_negative_pin_id: rows
-                    .iter()
-                    .flat_map(|&k| {
-                        labelled.hard_negative_pin_id[k as usize * h..(k as usize + 1) * h]
-                            .iter()
-                            .copied()
-                    })
-                    .collect(),
                 log_q: col(&labelled.log_q),
-                hard_negative_log_q: per_slot(&labelled.hard_negative_log_q),
+                hard_negatives: HardNegativeSlots::new(
+                    h,
+                    per_slot(&labelled.hard_negative_pin_id, rows, h, |p| p),
+                    per_slot(&labelled.hard_negative, rows, h, |i| i != NONE),
+                    per_slot(&labelled.hard_negative_log_q, rows, h, |q| q),
+                ),
             }
         })
         .collect())
+}
+
+/// The `h` slots of each of `rows` (positives) in the per-slot column `column`, through `f`.
+fn per_slot<T: Copy, U>(column: &[T], rows: &[u32], h: usize, f: impl Fn(T) -> U) -> Vec<U> {
+    rows.iter()
+        .flat_map(|&k| column[k as usize * h..(k as usize + 1) * h].iter())
+        .map(|&x| f(x))
+        .collect()
 }
 
 /// Checks that the per-positive columns of `labelled` have one entry per positive and the

@@ -21,17 +21,17 @@ use crate::error::{Error, Result};
 use crate::schema::{EngagementKind, EventLog, Surface};
 
 pub use attribution::{Attribution, Touch};
-pub use batches::{LabelledBatch, batches};
+pub use batches::{HardNegativeSlots, LabelledBatch, batches};
 pub use config::{
     ClickWeight, ConversionKindWeights, LabelConfig, MAX_HARD_NEGATIVES, ValueWeighting,
 };
 pub use log_q::{LogQMode, StreamingCell, StreamingConfig, StreamingFrequency, StreamingState};
-pub use negatives::{pick_hash, uniform_log_q, uniform_negatives};
+pub use negatives::{uniform_log_q, uniform_negatives};
 
 pub(crate) use config::non_negative;
 
 /// The "no index" sentinel of index columns (an orphan engagement, an unattributed conversion,
-/// a missing hard negative).
+/// a missing hard negative); public documentation spells it `u32::MAX`.
 pub const NONE: u32 = u32::MAX;
 
 const CLICKED: u8 = 1;
@@ -45,7 +45,7 @@ pub const NOT_CONVERTED_LABEL: i8 = 0;
 /// Conversion label of a positive: the impression is too recent to know (masked in the loss).
 pub const MASKED_LABEL: i8 = -1;
 
-/// The impression index of each engagement (in `log.engagements` order), [`NONE`] for an
+/// The impression index of each engagement (in `log.engagements` order), [`u32::MAX`] for an
 /// engagement whose impression id is not in the log.
 ///
 /// # Errors
@@ -232,9 +232,10 @@ pub struct Labelled {
     pub log_q: Vec<f32>,
     /// Hard negatives asked per positive (`H`).
     pub hard_negatives_per_positive: usize,
-    /// `H` impression rows per positive (row-major), [`NONE`] past the ones drawn.
+    /// `H` impression rows per positive (row-major), [`u32::MAX`] past the ones drawn.
     pub hard_negative: Vec<u32>,
-    /// `H` per positive: the hard negative's pin id, -1 where there is none.
+    /// `H` per positive: the hard negative's pin id; past the ones drawn, the positive's own pin
+    /// id, as in the slots of a batch ([`HardNegativeSlots`]).
     pub hard_negative_pin_id: Vec<i64>,
     /// `H` per positive: ln of the hard negative's pin's share of all drawn hard negatives,
     /// 0 where there is none.
@@ -354,7 +355,8 @@ fn signals(
 ///   conversion label is 1, else 0.
 /// * **Hard negatives** (`hard_negatives_per_positive` = H): candidates are in-scope impressions
 ///   with no engagement and no attributed conversion (mature or not). Each positive draws, on
-///   its own, the H candidates of least [`pick_hash`]`(seed, positive id, candidate id)` among
+///   its own, the H candidates of least seeded hash `mix(mix(mix(seed) ^ positive id) ^
+///   candidate id)` (`mix` is splitmix64's finaliser; impression ids, not rows) among
 ///   its request's candidates, or, if its request has none, among the same user's candidates of
 ///   the same UTC day (`ts.div_euclid(86_400)`); fewer if there are fewer.
 /// * **log q**: a positive's is `ln(count of its pin among positives / positives)`; a hard
@@ -403,8 +405,9 @@ pub fn label(
     let hard_negative_pin_id: Vec<i64> = drawn
         .impressions
         .par_iter()
-        .map(|&i| match i {
-            NONE => -1,
+        .enumerate()
+        .map(|(slot, &i)| match i {
+            NONE => pin_id[slot / h],
             i => imps.pin_id[i as usize],
         })
         .collect();

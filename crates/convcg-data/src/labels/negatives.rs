@@ -46,7 +46,7 @@ pub fn uniform_log_q(n_pins: usize) -> f32 {
 /// `mix(mix(mix(seed) ^ positive_id) ^ candidate_id)`, over impression ids (not row indices, so
 /// the draw does not depend on the log's row order). Taking the candidates with the least hash
 /// is a uniform draw without replacement, independent between positives.
-pub fn pick_hash(seed: u64, positive_id: i64, candidate_id: i64) -> u64 {
+pub(crate) fn pick_hash(seed: u64, positive_id: i64, candidate_id: i64) -> u64 {
     candidate_hash(positive_state(seed, positive_id), candidate_id)
 }
 

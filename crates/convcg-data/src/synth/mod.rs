@@ -56,7 +56,7 @@
 
 mod bids;
 mod config;
-mod realised;
+pub(crate) mod realised;
 pub(crate) mod serve;
 mod traffic;
 pub(crate) mod world;
@@ -68,7 +68,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 pub use config::SynthConfig;
-pub use realised::{RealisedProperties, pearson, spearman};
+pub use realised::RealisedProperties;
 
 use crate::error::Result;
 use crate::schema::{Conversion, EventLog, Impressions};

@@ -294,22 +294,20 @@ fn hard_negatives_and_log_q_in_batches() {
     let mut exact = d.log_q_estimator().expect("valid");
     assert!(!exact.is_streaming());
     let batch = d.batch(&all, &mut exact);
-    assert_eq!(batch.hard_negatives_per_positive, 1);
+    assert_eq!(batch.hard_negatives.per_positive(), 1);
     assert_eq!(batch.hard_negatives.len(), 5);
     let shares = [2.0f32 / 5.0, 2.0 / 5.0, 1.0 / 5.0];
     for (k, e) in d.train().iter().enumerate() {
         assert!((batch.log_q[k] - shares[e.pin as usize].ln()).abs() < 1e-6);
         let valid = !e.hard_negatives.is_empty();
-        assert_eq!(batch.hard_negative_valid[k], valid);
+        let slots = &batch.hard_negatives;
+        assert_eq!(slots.valid()[k], valid);
         if valid {
-            assert_eq!(batch.hard_negatives[k], P0);
-            assert_eq!(batch.hard_negative_log_q[k], 0.0, "ln(1 / 1)");
+            assert_eq!(slots.pins()[k], P0);
+            assert_eq!(slots.log_q()[k], 0.0, "ln(1 / 1)");
         } else {
-            assert_eq!(
-                batch.hard_negatives[k], e.pin,
-                "an empty slot holds the row's pin"
-            );
-            assert_eq!(batch.hard_negative_log_q[k], 0.0);
+            assert_eq!(slots.pins()[k], e.pin, "an empty slot holds the row's pin");
+            assert_eq!(slots.log_q()[k], 0.0);
         }
     }
     let cands = batch.candidate_pins();
@@ -317,8 +315,8 @@ fn hard_negatives_and_log_q_in_batches() {
     assert_eq!((cands.len(), q.len()), (10, 10));
     assert_eq!(&cands[..5], &batch.pins[..]);
     for k in 0..5 {
-        assert_eq!(q[5 + k].is_infinite(), !batch.hard_negative_valid[k]);
-        assert!(q[5 + k] > 0.0 || batch.hard_negative_valid[k]);
+        assert_eq!(q[5 + k].is_infinite(), !batch.hard_negatives.valid()[k]);
+        assert!(q[5 + k] > 0.0 || batch.hard_negatives.valid()[k]);
     }
     assert_eq!(
         batch.label_conversion.iter().filter(|&&l| l == 1).count(),
@@ -343,8 +341,8 @@ fn hard_negatives_and_log_q_in_batches() {
         let b = streaming.batch(&all, &mut est);
         assert!(b.log_q.iter().all(|q| q.is_finite() && *q <= 0.0));
         let drawn: Vec<f32> = (0..5)
-            .filter(|&k| b.hard_negative_valid[k])
-            .map(|k| b.hard_negative_log_q[k])
+            .filter(|&k| b.hard_negatives.valid()[k])
+            .map(|k| b.hard_negatives.log_q()[k])
             .collect();
         assert_eq!(drawn, vec![0.0], "the only drawn pin is all of its stream");
     }
@@ -360,7 +358,7 @@ fn hard_negatives_and_log_q_in_batches() {
     )
     .expect("valid");
     let b = off.batch(&all, &mut off.log_q_estimator().expect("valid"));
-    assert!(b.hard_negatives.is_empty() && b.hard_negative_log_q.is_empty());
+    assert!(b.hard_negatives.is_empty() && b.hard_negatives.log_q().is_empty());
     assert_eq!(b.candidate_pins(), b.pins);
     assert_eq!(off.stats().positives_without_hard_negative, 0);
 }

@@ -14,7 +14,7 @@ use parquet::arrow::ArrowWriter;
 use proptest::prelude::*;
 
 use convcg_data::import::{Dictionary, Imported, QUERY_SEPARATOR, Source, import};
-use convcg_data::shared::require_shared_file;
+use convcg_data::testing::require_shared_file;
 use convcg_data::{
     ConversionKind, Dataset, DatasetConfig, EngagementKind, Error, EventLog, Surface,
 };

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use convcg_data::shared::{REQUIRE_ENV, SHARED_ENV, require_shared_file};
+use convcg_data::testing::{REQUIRE_ENV, SHARED_ENV, require_shared_file};
 
 /// Tells the probe which file to ask for.
 const PROBE_REL: &str = "CONVCG_SHARED_PROBE_REL";

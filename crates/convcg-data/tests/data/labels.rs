@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use convcg_data::testing::NONE;
 use convcg_data::{
     ClickWeight, Conversion, ConversionKind, Engagement, EngagementKind, EventLog, Impression,
-    LabelConfig, Labelled, MASKED_LABEL, NONE, StreamingConfig, StreamingFrequency, Surface, Touch,
+    LabelConfig, Labelled, MASKED_LABEL, StreamingConfig, StreamingFrequency, Surface, Touch,
     ValueWeighting, batches, engagement_impressions, label,
 };
 
@@ -162,9 +163,9 @@ fn peer_self_test() {
                     we: b.weight_engagement[k],
                     wc: b.weight_conversion[k],
                     surface: b.surface[k],
-                    hn: b.hard_negative_pin_id[k],
+                    hn: b.hard_negatives.valid()[k].then_some(b.hard_negatives.pins()[k]),
                     log_q: b.log_q[k],
-                    hn_log_q: b.hard_negative_log_q[k],
+                    hn_log_q: b.hard_negatives.log_q()[k],
                 });
             }
         }
@@ -200,28 +201,23 @@ fn peer_self_test() {
             }
         }
 
-        let hn: BTreeMap<i64, i64> = rows.iter().map(|(p, rs)| (*p, rs[0].hn)).collect();
+        let hn: BTreeMap<i64, Option<i64>> = rows.iter().map(|(p, rs)| (*p, rs[0].hn)).collect();
         for p in [101, 104, 105] {
-            assert!([102, 103].contains(&hn[&p]), "pin {p}: {}", hn[&p]);
-            seen_hn.entry(p).or_default().insert(hn[&p]);
+            let drawn = hn[&p].expect("a hard negative");
+            assert!([102, 103].contains(&drawn), "pin {p}: {drawn}");
+            seen_hn.entry(p).or_default().insert(drawn);
         }
-        assert_eq!(hn[&201], 202);
-        assert!(rows[&301].iter().all(|r| r.hn == -1));
-        assert_eq!((hn[&402], hn[&403]), (-1, -1));
+        assert_eq!(hn[&201], Some(202));
+        assert!(rows[&301].iter().all(|r| r.hn.is_none()));
+        assert_eq!((hn[&402], hn[&403]), (None, None));
         assert_eq!(l.stats.hard_negatives(), 4);
         // 104 and 105's request has no candidate: theirs come from user 1's day 0.
         assert_eq!(l.stats.hard_negatives_from_same_day, 2);
-        let drawn: Vec<i64> = rows
-            .values()
-            .flatten()
-            .map(|r| r.hn)
-            .filter(|&h| h >= 0)
-            .collect();
+        let drawn: Vec<i64> = rows.values().flatten().filter_map(|r| r.hn).collect();
         for r in rows.values().flatten() {
-            let want = if r.hn >= 0 {
-                (drawn.iter().filter(|&&h| h == r.hn).count() as f32 / 4.0).ln()
-            } else {
-                0.0
+            let want = match r.hn {
+                Some(h) => (drawn.iter().filter(|&&d| d == h).count() as f32 / 4.0).ln(),
+                None => 0.0,
             };
             assert!((r.hn_log_q - want).abs() < 1e-6);
         }
@@ -241,7 +237,8 @@ struct Row {
     we: f32,
     wc: f32,
     surface: u8,
-    hn: i64,
+    /// The slot's hard negative, `None` for an empty slot.
+    hn: Option<i64>,
     log_q: f32,
     hn_log_q: f32,
 }

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use convcg_data::testing::NONE;
 use convcg_data::{
     Conversion, ConversionKind, Engagement, EngagementKind, EventLog, Impression, LabelConfig,
-    Labelled, NONE, Surface, Touch, engagement_impressions, label,
+    Labelled, Surface, Touch, engagement_impressions, label,
 };
 use proptest::prelude::*;
 

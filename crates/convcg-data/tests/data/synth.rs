@@ -1,9 +1,9 @@
 //! The synthetic marketplace: docs/design.md's target ranges, determinism, a ground truth that is
 //! the generator's, and a policy-aware oracle that finds what users convert on.
 
+use convcg_data::testing::spearman;
 use convcg_data::{
     Dataset, DatasetConfig, EvalQueries, GroundTruth, Marketplace, QueryKey, Surface, SynthConfig,
-    spearman,
 };
 
 fn small() -> SynthConfig {

@@ -98,7 +98,7 @@ fn bids_are_realistic_and_deterministic() {
         .collect();
     let prices: Vec<f64> = priced.iter().map(|x| x.0).collect();
     let priced_bids: Vec<f64> = priced.iter().map(|x| x.1).collect();
-    let rho = convcg_data::spearman(&prices, &priced_bids);
+    let rho = convcg_data::testing::spearman(&prices, &priced_bids);
     assert!(rho > 0.2, "spearman(price, bid) = {rho}");
 }
 

@@ -13,7 +13,7 @@
 //! use std::path::Path;
 //!
 //! let rel = "data/tmall-userlog-10k/user_log_10k.csv";
-//! if let Some(path) = convcg_data::shared::require_shared_file(Path::new(env!("CARGO_MANIFEST_DIR")), rel) {
+//! if let Some(path) = convcg_data::testing::require_shared_file(Path::new(env!("CARGO_MANIFEST_DIR")), rel) {
 //!     assert!(path.is_file());
 //! }
 //! ```

@@ -1,0 +1,204 @@
+//! Training batches and the query tower's features.
+
+use ndarray::Array2;
+
+use crate::features::{Bag, QueryFeatures};
+use crate::labels::HardNegativeSlots;
+
+use super::{Dataset, Example, LogQEstimator, QueryKey};
+
+/// A training batch: B positives, each with `H` hard-negative slots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// Query-tower inputs, one row per positive.
+    pub query: QueryFeatures,
+    /// Catalog pin index of each positive (B).
+    pub pins: Vec<u32>,
+    /// `H` hard-negative slots per positive: catalog pins, each log q from the dataset's
+    /// estimator. An empty slot's pin is a valid index whose candidate must be masked, see
+    /// [`Batch::candidate_log_q`].
+    pub hard_negatives: HardNegativeSlots<u32>,
+    /// Log sampling probability of each positive's pin (B), from the dataset's estimator.
+    pub log_q: Vec<f32>,
+    /// Loss weight of each row: engagement_weight x weight_engagement + conversion_weight x
+    /// weight_conversion.
+    pub weight: Vec<f32>,
+    /// Engagement label of each row (0 or 1).
+    pub label_engagement: Vec<u8>,
+    /// Conversion label of each row (1, 0, or -1 masked).
+    pub label_conversion: Vec<i8>,
+    /// Engagement weight of each row.
+    pub weight_engagement: Vec<f32>,
+    /// Conversion weight of each row.
+    pub weight_conversion: Vec<f32>,
+}
+
+impl Batch {
+    /// The softmax's candidates: the B positives, then the `B x H` hard-negative slots.
+    pub fn candidate_pins(&self) -> Vec<u32> {
+        let mut c = Vec::with_capacity(self.pins.len() + self.hard_negatives.len());
+        c.extend_from_slice(&self.pins);
+        c.extend_from_slice(self.hard_negatives.pins());
+        c
+    }
+
+    /// Log q of each of [`Batch::candidate_pins`]: an empty slot gets `+inf`, so that its logit
+    /// `s - log q` is `-inf` and it takes no probability mass and no gradient.
+    pub fn candidate_log_q(&self) -> Vec<f32> {
+        let mut q = Vec::with_capacity(self.pins.len() + self.hard_negatives.len());
+        q.extend_from_slice(&self.log_q);
+        q.extend(
+            self.hard_negatives
+                .log_q()
+                .iter()
+                .zip(self.hard_negatives.valid())
+                .map(|(&q, &valid)| if valid { q } else { f32::INFINITY }),
+        );
+        q
+    }
+}
+
+impl Dataset {
+    /// Query-tower features for these keys (history bags from events strictly before each key's
+    /// moment `(ts, seq)`).
+    ///
+    /// # Panics
+    /// If a key's user or context pin is not an index of this dataset's log.
+    #[track_caller]
+    pub fn query_features(&self, keys: &[QueryKey]) -> QueryFeatures {
+        let v = &self.vocab;
+        let n = keys.len();
+        let mut sparse: Vec<Vec<u32>> = (0..5).map(|_| Vec::with_capacity(n)).collect();
+        let mut bags = [
+            Vec::with_capacity(n * self.history_len),
+            Vec::with_capacity(n * self.history_len),
+        ];
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0);
+        let mut dense = Array2::zeros((n, self.user_dense.ncols()));
+        for (i, k) in keys.iter().enumerate() {
+            let ctx_row = k.context_pin.map_or(0, |p| v.pin_row[p as usize]);
+            let ctx_category = match (k.context_pin, k.query_id) {
+                (Some(p), _) => v.pin_category_row[p as usize],
+                (None, Some(q)) => v.query_category_row.get(&q).copied().unwrap_or(0),
+                (None, None) => 0,
+            };
+            sparse[0].push(v.user_row[k.user as usize]);
+            sparse[1].push(k.surface.index() as u32 + 1);
+            sparse[2].push(ctx_row);
+            sparse[3].push(ctx_category);
+            sparse[4].push(
+                k.query_id
+                    .and_then(|q| v.query_row.get(&q).copied())
+                    .unwrap_or(0),
+            );
+            for &p in self.history.before(k.user, k.ts, k.seq, self.history_len) {
+                bags[0].push(v.pin_category_row[p as usize]);
+                bags[1].push(v.pin_advertiser_row[p as usize]);
+            }
+            offsets.push(bags[0].len());
+            dense
+                .row_mut(i)
+                .assign(&self.user_dense.row(k.user as usize));
+        }
+        let [categories, advertisers] = bags;
+        QueryFeatures {
+            sparse,
+            bags: vec![
+                Bag {
+                    ids: categories,
+                    offsets: offsets.clone(),
+                },
+                Bag {
+                    ids: advertisers,
+                    offsets,
+                },
+            ],
+            dense,
+        }
+    }
+
+    /// A training batch of these example indices, with `hard_negatives_per_positive` slots per
+    /// row and log q from `estimator`: exact training-set frequencies, or the streaming
+    /// estimates after this batch's pins are observed (positives and drawn hard negatives in
+    /// their own streams, each item's share of its stream's occurrences in this batch).
+    ///
+    /// # Panics
+    /// If an index is out of range of [`Dataset::train`].
+    #[track_caller]
+    pub fn batch(&self, examples: &[usize], estimator: &mut LogQEstimator) -> Batch {
+        let h = self.hard_negatives_per_positive;
+        let rows: Vec<&Example> = examples.iter().map(|&i| &self.train[i]).collect();
+        let keys: Vec<QueryKey> = rows.iter().map(|e| e.key).collect();
+        let pins: Vec<u32> = rows.iter().map(|e| e.pin).collect();
+        let mut hard_negatives = Vec::with_capacity(rows.len() * h);
+        let mut hard_negative_valid = Vec::with_capacity(rows.len() * h);
+        for e in &rows {
+            let drawn = e.hard_negatives.as_slice();
+            for k in 0..h {
+                hard_negatives.push(drawn.get(k).copied().unwrap_or(e.pin));
+                hard_negative_valid.push(k < drawn.len());
+            }
+        }
+        let valid_pins = || {
+            hard_negatives
+                .iter()
+                .zip(&hard_negative_valid)
+                .filter(|(_, v)| **v)
+                .map(|(&p, _)| p)
+        };
+        let (log_q, hard_negative_log_q): (Vec<f32>, Vec<f32>) = match &mut estimator.streaming {
+            None => (
+                pins.iter().map(|&p| self.log_q[p as usize]).collect(),
+                hard_negatives
+                    .iter()
+                    .zip(&hard_negative_valid)
+                    .map(|(&p, &v)| {
+                        if v {
+                            self.hard_negative_log_q[p as usize]
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect(),
+            ),
+            Some([positives, negatives]) => {
+                positives.observe(pins.iter().map(|&p| u64::from(p)));
+                negatives.observe(valid_pins().map(u64::from));
+                let drawn = valid_pins().count();
+                (
+                    pins.iter()
+                        .map(|&p| positives.log_q(u64::from(p), pins.len()))
+                        .collect(),
+                    hard_negatives
+                        .iter()
+                        .zip(&hard_negative_valid)
+                        .map(|(&p, &v)| {
+                            if v {
+                                negatives.log_q(u64::from(p), drawn)
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect(),
+                )
+            }
+        };
+        Batch {
+            query: self.query_features(&keys),
+            pins,
+            hard_negatives: HardNegativeSlots::new(
+                h,
+                hard_negatives,
+                hard_negative_valid,
+                hard_negative_log_q,
+            ),
+            log_q,
+            weight: rows.iter().map(|e| e.weight).collect(),
+            label_engagement: rows.iter().map(|e| u8::from(e.label_engagement)).collect(),
+            label_conversion: rows.iter().map(|e| e.label_conversion).collect(),
+            weight_engagement: rows.iter().map(|e| e.weight_engagement).collect(),
+            weight_conversion: rows.iter().map(|e| e.weight_conversion).collect(),
+        }
+    }
+}

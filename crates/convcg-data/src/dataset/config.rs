@@ -1,0 +1,175 @@
+//! How examples and eval queries are cut from a log: the run config's `[data]` section.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, config_error};
+use crate::labels::{
+    ClickWeight, ConversionKindWeights, LabelConfig, LogQMode, StreamingConfig, ValueWeighting,
+    non_negative,
+};
+use crate::schema::OnBadRow;
+
+const DAY_S: f64 = 86_400.0;
+
+/// How the eval queries are chosen (`[data] eval_protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalProtocol {
+    /// `"time"`: the last `eval_window_days` of impressions are the eval window; queries are
+    /// (user, surface) pairs with a relevant pin in it, asked as of the window's start; the
+    /// impressions before the window train, with its start as the maturity cutoff.
+    #[default]
+    Time,
+    /// `"last_conversion"`: for logs too short (or too coarse in time) to split by time. Each
+    /// converting user's last conversion (by time, then file order: the impression id of the
+    /// conversion's own record, then conversion row) is a conversion query and each engaged
+    /// user's last engagement an engagement query, each with one relevant pin and asked at that
+    /// event's moment, so the user's earlier events are its history. A user's impressions and
+    /// conversions from the first of their query points on are held out: neither examples, nor
+    /// hard negatives, nor labels (training on a user's events after the query would show the
+    /// model that query's future). Everything else trains, every label counted as mature (these
+    /// logs record conversions as they happen). History bags break ties within a second by
+    /// impression id (see [`QueryKey::seq`]).
+    LastConversion,
+}
+
+/// How examples and eval queries are cut from a log (the run config's `[data]` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// `"time"` or `"last_conversion"`: how eval queries are held out ([`EvalProtocol`]).
+    pub eval_protocol: EvalProtocol,
+    /// `"error"` (default) or `"skip"`: what reading a log from disk does with a bad row
+    /// (passed to `io::read_log`, of the `io` feature; skipped rows are counted in its report).
+    pub on_bad_row: OnBadRow,
+    /// Time protocol: the last days of impressions form the eval window; train is before, and
+    /// the window's start is the cutoff of conversion-label maturity. Unused by
+    /// `last_conversion` (but still validated).
+    pub eval_window_days: f64,
+    /// Click-through attribution window, days; also the maturity window of conversion labels.
+    pub click_window_days: f64,
+    /// View-through attribution window, days.
+    pub view_window_days: f64,
+    /// Length of the recent-engagement bags.
+    pub history_len: usize,
+    /// Scale of the engagement task in a row's weight.
+    pub engagement_weight: f32,
+    /// Scale of the conversion task in a row's weight.
+    pub conversion_weight: f32,
+    /// Click weight from the landing-page duration.
+    pub click_weight: ClickWeight,
+    /// Engagement weight of a save.
+    pub save_weight: f32,
+    /// Conversion weight by kind; several conversions on one impression take the largest.
+    pub conversion_kind_weights: ConversionKindWeights,
+    /// `"none"` or `"log"`: scale a conversion's weight by `1 + ln(1 + value)`.
+    pub value_weighting: ValueWeighting,
+    /// Hard negatives per positive, `0..=8` (0: in-batch negatives only).
+    pub hard_negatives_per_positive: usize,
+    /// Seed of the hard-negative draw.
+    pub hard_negative_seed: u64,
+    /// `"exact"` or `"streaming"` sampling probabilities for the logQ correction.
+    pub log_q: LogQMode,
+    /// Settings of the streaming estimate.
+    pub streaming_log_q: StreamingConfig,
+    /// Eval queries kept per task; a seeded subsample beyond this, counted.
+    pub max_eval_queries: usize,
+    /// Seed of that subsample.
+    pub eval_seed: u64,
+}
+
+impl Default for DatasetConfig {
+    fn default() -> Self {
+        let labels = LabelConfig::default();
+        DatasetConfig {
+            eval_protocol: EvalProtocol::Time,
+            on_bad_row: OnBadRow::Error,
+            eval_window_days: 7.0,
+            click_window_days: 7.0,
+            view_window_days: 1.0,
+            history_len: 20,
+            engagement_weight: 1.0,
+            conversion_weight: 1.0,
+            click_weight: labels.click_weight,
+            save_weight: labels.save_weight,
+            conversion_kind_weights: labels.conversion_kind_weights,
+            value_weighting: labels.value_weighting,
+            hard_negatives_per_positive: labels.hard_negatives_per_positive,
+            hard_negative_seed: labels.seed,
+            log_q: LogQMode::Exact,
+            streaming_log_q: StreamingConfig::default(),
+            max_eval_queries: 20_000,
+            eval_seed: 0,
+        }
+    }
+}
+
+/// Longest history bag accepted: far beyond any use (the importers pick 5..=50), and small
+/// enough that a batch's bag buffers cannot overflow.
+const MAX_HISTORY_LEN: usize = 1000;
+
+/// Longest window accepted, days: far beyond any use, and safely inside i64 seconds.
+const MAX_WINDOW_DAYS: f64 = 36_500.0;
+
+impl DatasetConfig {
+    /// Checks every key; the error names the bad key, its value and what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.eval_window_days.is_finite()
+            && self.eval_window_days > 0.0
+            && self.eval_window_days <= MAX_WINDOW_DAYS)
+        {
+            return Err(config_error(
+                "eval_window_days",
+                format!(
+                    "must be a number in (0, {MAX_WINDOW_DAYS}], got {}",
+                    self.eval_window_days
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("click_window_days", self.click_window_days),
+            ("view_window_days", self.view_window_days),
+        ] {
+            if !(v.is_finite() && (0.0..=MAX_WINDOW_DAYS).contains(&v)) {
+                return Err(config_error(
+                    key,
+                    format!("must be a number in [0, {MAX_WINDOW_DAYS}], got {v}"),
+                ));
+            }
+        }
+        if self.history_len > MAX_HISTORY_LEN {
+            return Err(config_error(
+                "history_len",
+                format!("must be in 0..={MAX_HISTORY_LEN}, got {}", self.history_len),
+            ));
+        }
+        non_negative("engagement_weight", self.engagement_weight)?;
+        non_negative("conversion_weight", self.conversion_weight)?;
+        if self.max_eval_queries == 0 {
+            return Err(config_error(
+                "max_eval_queries",
+                "must be at least 1, got 0",
+            ));
+        }
+        self.label_config().validate()?;
+        self.streaming_log_q.validate()
+    }
+
+    /// The labelling rules' settings these keys describe.
+    pub fn label_config(&self) -> LabelConfig {
+        LabelConfig {
+            click_window_s: window_s(self.click_window_days),
+            view_window_s: window_s(self.view_window_days),
+            click_weight: self.click_weight,
+            save_weight: self.save_weight,
+            conversion_kind_weights: self.conversion_kind_weights,
+            value_weighting: self.value_weighting,
+            hard_negatives_per_positive: self.hard_negatives_per_positive,
+            seed: self.hard_negative_seed,
+        }
+    }
+}
+
+pub(crate) fn window_s(days: f64) -> i64 {
+    (days * DAY_S).round() as i64
+}
