@@ -767,8 +767,7 @@ impl Dataset {
             None => eval_set(
                 log,
                 &r,
-                &labelled,
-                train_mask,
+                (&labelled, train_mask),
                 (window_start, window_end),
                 true_conversions,
                 cfg,
@@ -1164,13 +1163,13 @@ impl DatasetStats {
 }
 
 /// The eval queries of the window `[start, end]`: conversion ones from the conversions credited
-/// to impressions in the window, engagement ones from the window's clicks and saves. Counts the
+/// to impressions in the window, engagement ones from the window's clicks and saves; `labelled`
+/// is the training part's labels and `train_mask` says which impressions it holds. Counts the
 /// unknown-id and straddling conversions and the queries into `stats`.
 fn eval_set(
     log: &EventLog,
     r: &Resolved,
-    labelled: &Labelled,
-    train_mask: &[bool],
+    (labelled, train_mask): (&Labelled, &[bool]),
     (window_start, window_end): (i64, i64),
     true_conversions: Option<&[Conversion]>,
     cfg: &DatasetConfig,

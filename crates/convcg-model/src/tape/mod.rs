@@ -24,14 +24,14 @@ mod testing;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use convcg_kernels::{Accum, Par};
+use convcg_kernels::{Accum, InputGrad, Par, Rows, RowsMut};
 
 use crate::params::{Grads, ParamStore};
 use ops::Op;
 use pool::{Pools, capacity_bytes};
 use profile::Clock;
 
-pub use ops::{EmbedInput, SoftmaxArgs};
+pub use ops::EmbedInput;
 pub use profile::NodeTiming;
 
 /// Handle of a value on a [`Tape`].
@@ -50,6 +50,29 @@ struct Value {
     /// [`Tape::embed`] that ends in constant inputs. Kernels may leave the gradient of the
     /// columns past it unwritten, so its contents there are unspecified.
     grad_cols: usize,
+}
+
+impl Value {
+    /// The value as a matrix.
+    fn view(&self) -> Rows<'_> {
+        self.shaped(&self.data)
+    }
+
+    /// `data` (the value's gradient, say) as a matrix of the value's shape.
+    fn shaped<'a>(&self, data: &'a [f32]) -> Rows<'a> {
+        Rows::new(data, self.rows, self.cols)
+    }
+
+    /// `data` as a mutable matrix of the value's shape.
+    fn shaped_mut<'a>(&self, data: &'a mut [f32]) -> RowsMut<'a> {
+        RowsMut::new(data, self.rows, self.cols)
+    }
+
+    /// `g` as the value's gradient, receiving a kernel's contribution per `accum`, of which
+    /// only the columns anything reads are wanted.
+    fn grad<'a>(&self, g: &'a mut [f32], accum: Accum) -> InputGrad<'a> {
+        InputGrad::new(self.shaped_mut(g), accum).leading(self.grad_cols)
+    }
 }
 
 /// The tape: values in creation order, each with the op that made it.
@@ -180,6 +203,11 @@ impl Tape {
         &self.values[v.0].data
     }
 
+    /// A value as a matrix.
+    fn view(&self, v: ValueId) -> Rows<'_> {
+        self.values[v.0].view()
+    }
+
     /// A value's shape `(rows, cols)`.
     pub fn shape(&self, v: ValueId) -> (usize, usize) {
         let val = &self.values[v.0];
@@ -285,21 +313,21 @@ impl Slots<'_> {
 
     /// Where a kernel puts its contribution to `v`'s gradient, and how: the existing slot with
     /// `Accum::Add`, or, for the first contribution, a fresh slot with `Accum::Replace` (which
-    /// saves zeroing it); `None` if `v` needs no gradient.
-    fn out(&mut self, v: ValueId) -> Option<(&mut [f32], Accum)> {
+    /// saves zeroing it); only the columns anything reads are wanted. `None` if `v` needs no
+    /// gradient.
+    fn out(&mut self, v: ValueId) -> Option<InputGrad<'_>> {
         let val = &self.tape.values[v.0];
         if !val.needs_grad {
             return None;
         }
-        Some(match &mut self.grads[v.0] {
-            Some(slot) => (slot.as_mut_slice(), Accum::Add),
+        let (slot, accum) = match &mut self.grads[v.0] {
+            Some(slot) => (slot, Accum::Add),
             empty => (
-                empty
-                    .insert(self.tape.scratch(val.rows * val.cols))
-                    .as_mut_slice(),
+                empty.insert(self.tape.scratch(val.rows * val.cols)),
                 Accum::Replace,
             ),
-        })
+        };
+        Some(val.grad(slot, accum))
     }
 
     /// `v`'s gradient buffer taken out of its slot, with how a kernel must put its contribution

@@ -1,9 +1,10 @@
 //! What the ops' tests share: a step that puts a loss on a built value and runs the backward,
 //! and a comparison of two steps' outcomes.
 
-use super::{SoftmaxArgs, Tape, ValueId};
+use convcg_kernels::{Par, SoftmaxArgs};
+
+use super::{Tape, ValueId};
 use crate::params::ParamStore;
-use convcg_kernels::Par;
 
 /// Asserts that `a` and `b` agree within `1e-5` relative.
 pub(super) fn close(a: &[f32], b: &[f32], what: &str) {

@@ -1,8 +1,8 @@
 //! The DCN v2 full-rank cross layer.
 
-use convcg_kernels as k;
+use convcg_kernels::{self as k, CrossSaved, RowsMut, WeightGrads};
 
-use super::{Node, dense_pair};
+use super::{Node, dense_pair, weight};
 use crate::params::{ParamId, ParamStore};
 use crate::tape::pool::{Pools, capacity_bytes};
 use crate::tape::{Backward, Tape, Value, ValueId};
@@ -43,14 +43,12 @@ impl Tape {
         let mut z = self.scratch(n * d);
         let mut out = self.scratch(n * d);
         k::cross_forward(
-            self.data(x0),
-            self.data(xl),
-            &wp.value,
+            RowsMut::new(&mut out, n, d),
+            RowsMut::new(&mut z, n, d),
+            self.view(x0),
+            self.view(xl),
+            weight(wp),
             &params.dense(b).value,
-            &mut z,
-            &mut out,
-            n,
-            d,
             self.par,
         );
         self.push(out, n, d, true, Cross { x0, xl, w, b, z })
@@ -63,39 +61,30 @@ impl Node for Cross {
         let (n, d) = (y.rows, y.cols);
         let (x0, xl) = (self.x0, self.xl);
         let (dw, db) = dense_pair(cx.grads, self.w, Some(self.b));
-        let db = db.unwrap_or_else(|| unreachable!("a cross layer always has a bias"));
+        let weights = WeightGrads {
+            dw: RowsMut::new(dw, d, d),
+            db,
+        };
         let mut dz = tape.scratch(n * d);
         // The kernel writes (first contribution) or adds into the inputs' gradient slots; an
         // input that needs none gets a scratch buffer, dropped afterwards.
         let (mut dx0, dx0_accum) = cx.slots.take(x0);
         // The first layer reads x0 twice (xl is x0): one slot gets both gradients.
         let mut dxl = (xl != x0).then(|| cx.slots.take(xl));
-        let grads = match &mut dxl {
-            None => k::CrossInputGrads::One {
-                dx0: &mut dx0,
-                accum: dx0_accum,
-                cols: tape.values[x0.0].grad_cols,
-            },
-            Some((dxl, dxl_accum)) => k::CrossInputGrads::Two {
-                dx0: &mut dx0,
-                dx0_accum,
-                dxl,
-                dxl_accum: *dxl_accum,
-                dxl_cols: tape.values[xl.0].grad_cols,
-            },
+        let saved = CrossSaved {
+            x0: tape.view(x0),
+            xl: tape.view(xl),
+            w: weight(cx.params.dense(self.w)),
+            z: y.shaped(&self.z),
         };
         k::cross_backward(
-            tape.data(x0),
-            tape.data(xl),
-            &cx.params.dense(self.w).value,
-            &self.z,
-            dy,
-            &mut dz,
-            grads,
-            dw,
-            db,
-            n,
-            d,
+            tape.values[x0.0].grad(&mut dx0, dx0_accum),
+            dxl.as_mut()
+                .map(|(g, accum)| tape.values[xl.0].grad(g, *accum)),
+            weights,
+            RowsMut::new(&mut dz, n, d),
+            saved,
+            y.shaped(dy),
             tape.par,
         );
         if let Some((g, _)) = dxl {

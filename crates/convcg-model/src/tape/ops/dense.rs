@@ -1,9 +1,9 @@
 //! Affine maps (of one input, or of several read as their concatenation), alone or fused with
 //! their ReLU, and the ReLU.
 
-use convcg_kernels::{self as k, Accum};
+use convcg_kernels::{self as k, Accum, Rows, RowsMut, WeightGrads};
 
-use super::{Node, dense_pair};
+use super::{Node, dense_pair, weight};
 use crate::params::{ParamId, ParamStore};
 use crate::tape::{Backward, Tape, Value, ValueId};
 
@@ -70,24 +70,14 @@ impl Tape {
         let bias = b.map(|b| params.dense(b).value.as_slice());
         let mut row = 0;
         for (i, x) in xs.iter().enumerate() {
-            let width = self.values[x.0].cols;
-            let band = &wp.value[row * d_out..(row + width) * d_out];
+            let x = self.view(*x);
+            let width = x.cols();
+            let band = Rows::new(&wp.value[row * d_out..(row + width) * d_out], width, d_out);
+            let out = RowsMut::new(&mut y, n, d_out);
             if i == 0 {
-                k::linear_forward(self.data(*x), band, bias, &mut y, n, width, d_out, self.par);
+                k::linear_forward(out, x, band, bias, self.par);
             } else {
-                k::gemm(
-                    &mut y,
-                    n,
-                    d_out,
-                    width,
-                    Accum::Add,
-                    self.data(*x),
-                    k::Trans::No,
-                    band,
-                    k::Trans::No,
-                    1.0,
-                    self.par,
-                );
+                k::gemm(out, Accum::Add, x.mat(), band.mat(), 1.0, self.par);
             }
             row += width;
         }
@@ -120,16 +110,8 @@ impl Tape {
         let d_out = wp.cols;
         let mut h = self.scratch(n * d_out);
         let bias = b.map(|b| params.dense(b).value.as_slice());
-        k::linear_relu_forward(
-            self.data(x),
-            &wp.value,
-            bias,
-            &mut h,
-            n,
-            d_in,
-            d_out,
-            self.par,
-        );
+        let out = RowsMut::new(&mut h, n, d_out);
+        k::linear_relu_forward(out, self.view(x), weight(wp), bias, self.par);
         let op = Linear {
             xs: vec![x],
             w,
@@ -143,7 +125,7 @@ impl Tape {
     pub fn relu(&mut self, x: ValueId) -> ValueId {
         let (n, d) = self.shape(x);
         let mut y = self.scratch(n * d);
-        k::relu_forward(self.data(x), &mut y, self.par);
+        k::relu_forward(RowsMut::new(&mut y, n, d), self.view(x), self.par);
         let needs_grad = self.values[x.0].needs_grad;
         self.push(y, n, d, needs_grad, Relu { x })
     }
@@ -152,35 +134,25 @@ impl Tape {
 impl Node for Linear {
     fn backward(&self, y: &Value, dy: &mut [f32], cx: &mut Backward<'_>) {
         let (tape, par) = (cx.tape, cx.tape.par);
-        let (n, d) = (y.rows, y.cols);
+        let d = y.cols;
         if self.relu {
             // The gradient of the pre-activation, where the unit is on.
-            k::relu_mask(&y.data, dy, par);
+            k::relu_mask(y.shaped_mut(dy), y.view(), par);
         }
-        let dy = &*dy;
+        let dy = y.shaped(dy);
         let (dw, mut db) = dense_pair(cx.grads, self.w, self.b);
         let w = &cx.params.dense(self.w).value;
         let mut row = 0;
         for x in &self.xs {
-            let width = tape.values[x.0].cols;
+            let xv = tape.view(*x);
+            let width = xv.cols();
             let band = row * d..(row + width) * d;
-            let cols = tape.values[x.0].grad_cols;
-            let dx = cx
-                .slots
-                .out(*x)
-                .map(|(dx, accum)| k::InputGrad { dx, accum, cols });
-            k::linear_backward(
-                tape.data(*x),
-                &w[band.clone()],
-                dy,
-                dx,
-                &mut dw[band],
-                db.take(),
-                n,
-                width,
-                d,
-                par,
-            );
+            let weights = WeightGrads {
+                dw: RowsMut::new(&mut dw[band.clone()], width, d),
+                db: db.take(),
+            };
+            let w_band = Rows::new(&w[band], width, d);
+            k::linear_backward(cx.slots.out(*x), weights, xv, w_band, dy, par);
             row += width;
         }
     }
@@ -199,8 +171,9 @@ impl Node for Linear {
 
 impl Node for Relu {
     fn backward(&self, y: &Value, dy: &mut [f32], cx: &mut Backward<'_>) {
-        if let Some((g, accum)) = cx.slots.out(self.x) {
-            k::relu_backward(&y.data, dy, g, accum, cx.tape.par);
+        let par = cx.tape.par;
+        if let Some(dx) = cx.slots.out(self.x) {
+            k::relu_backward(dx, y.view(), y.shaped(dy), par);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Elementwise products and sums, and column concatenation.
 
-use convcg_kernels::{self as k, Accum};
+use convcg_kernels::{self as k, Accum, InputGrad, Rows, RowsMut};
 
 use super::Node;
 use crate::params::ParamStore;
@@ -36,7 +36,12 @@ impl Tape {
         let (n, d) = self.shape(a);
         assert_eq!(self.shape(b), (n, d), "mul: operands differ in shape");
         let mut out = self.scratch(n * d);
-        k::mul_forward(self.data(a), self.data(b), &mut out, self.par);
+        k::mul_forward(
+            RowsMut::new(&mut out, n, d),
+            self.view(a),
+            self.view(b),
+            self.par,
+        );
         let needs_grad = self.values[a.0].needs_grad || self.values[b.0].needs_grad;
         self.push(out, n, d, needs_grad, Mul { a, b })
     }
@@ -72,17 +77,17 @@ impl Tape {
             "concat parts must be distinct values"
         );
         let n = self.values[parts[0].0].rows;
-        let blocks: Vec<(&[f32], usize)> = parts
+        let blocks: Vec<Rows<'_>> = parts
             .iter()
             .map(|p| {
                 let v = &self.values[p.0];
                 assert_eq!(v.rows, n, "concat parts disagree on rows");
-                (v.data.as_slice(), v.cols)
+                v.view()
             })
             .collect();
-        let width: usize = blocks.iter().map(|b| b.1).sum();
+        let width: usize = blocks.iter().map(|b| b.cols()).sum();
         let mut out = self.scratch(n * width);
-        k::concat_cols_forward(&blocks, &mut out, n);
+        k::concat_cols_forward(RowsMut::new(&mut out, n, width), &blocks);
         let needs_grad = parts.iter().any(|p| self.values[p.0].needs_grad);
         let op = Concat {
             parts: parts.to_vec(),
@@ -100,13 +105,11 @@ impl Node for Mul {
         let mut da = tape.scratch(len);
         let mut db = tape.scratch(len);
         k::mul_backward(
-            tape.data(self.a),
-            tape.data(self.b),
-            dy,
-            &mut da,
-            Accum::Replace,
-            &mut db,
-            Accum::Replace,
+            InputGrad::new(y.shaped_mut(&mut da), Accum::Replace),
+            InputGrad::new(y.shaped_mut(&mut db), Accum::Replace),
+            tape.view(self.a),
+            tape.view(self.b),
+            y.shaped(dy),
             tape.par,
         );
         cx.slots.accumulate(self.a, da);
@@ -148,12 +151,13 @@ impl Node for Concat {
                 }
             })
             .collect();
-        let mut blocks: Vec<(&mut [f32], usize)> = bufs
+        let mut blocks: Vec<InputGrad<'_>> = bufs
             .iter_mut()
             .zip(&self.parts)
-            .map(|(g, p)| (g.as_mut_slice(), tape.values[p.0].cols))
+            .map(|(g, p)| InputGrad::new(tape.values[p.0].shaped_mut(g), Accum::Add))
             .collect();
-        k::concat_cols_backward(dy, &mut blocks, y.rows, Accum::Add);
+        k::concat_cols_backward(&mut blocks, y.shaped(dy));
+        drop(blocks);
         for (p, g) in self.parts.iter().zip(bufs) {
             cx.slots.put(*p, g);
         }

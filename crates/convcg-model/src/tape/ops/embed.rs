@@ -1,7 +1,7 @@
 //! The leaves of the tape: constant inputs, and embedding lookups and bags written side by side
 //! with constant inputs (a tower's x0).
 
-use convcg_kernels as k;
+use convcg_kernels::{self as k, Rows, RowsMut};
 
 use super::Node;
 use crate::params::{ParamStore, TableId};
@@ -134,32 +134,26 @@ impl Tape {
         let blocks: Vec<k::EmbedBlock<'_>> = parts
             .iter()
             .map(|part| match *part {
-                EmbedInput::Rows { table, ids } => {
-                    let t = params.table(table);
-                    k::EmbedBlock::Table {
-                        table: &t.value,
-                        dim: t.dim,
-                        lookup: k::Lookup::Rows(ids),
-                    }
-                }
+                EmbedInput::Rows { table, ids } => k::EmbedBlock::Table {
+                    table: table_view(params, table),
+                    lookup: k::Lookup::Rows(ids),
+                },
                 EmbedInput::Bags {
                     table,
                     ids,
                     offsets,
-                } => {
-                    let t = params.table(table);
-                    k::EmbedBlock::Table {
-                        table: &t.value,
-                        dim: t.dim,
-                        lookup: k::Lookup::Bags { ids, offsets },
-                    }
+                } => k::EmbedBlock::Table {
+                    table: table_view(params, table),
+                    lookup: k::Lookup::Bags { ids, offsets },
+                },
+                EmbedInput::Dense { values, cols } => {
+                    k::EmbedBlock::Dense(Rows::new(values, n, cols))
                 }
-                EmbedInput::Dense { values, cols } => k::EmbedBlock::Dense { values, cols },
             })
             .collect();
         let width: usize = blocks.iter().map(k::EmbedBlock::width).sum();
         let mut out = self.scratch(n * width);
-        k::embed_forward(&blocks, n, &mut out, self.par);
+        k::embed_forward(RowsMut::new(&mut out, n, width), &blocks, self.par);
         let mut pools = self.pools();
         let mut lookups = Vec::with_capacity(parts.len());
         let mut next_col = 0;
@@ -195,6 +189,12 @@ impl Tape {
     }
 }
 
+/// An embedding table as a matrix.
+fn table_view(params: &ParamStore, table: TableId) -> Rows<'_> {
+    let t = params.table(table);
+    Rows::new(&t.value, t.rows, t.dim)
+}
+
 impl Node for Embed {
     fn backward(&self, y: &Value, dy: &mut [f32], cx: &mut Backward<'_>) {
         // One task per table, its lookups in reverse order (the order in which a backward pass
@@ -218,7 +218,7 @@ impl Node for Embed {
                 })
             })
             .collect();
-        k::embed_backward(&mut tasks, dy, y.cols, cx.tape.par);
+        k::embed_backward(&mut tasks, y.shaped(dy), cx.tape.par);
     }
 
     fn label(&self, params: &ParamStore) -> String {

@@ -1,6 +1,6 @@
 //! The gate of a mixture of experts (a row-wise softmax) and the gated sum of the experts.
 
-use convcg_kernels::{self as k, Accum};
+use convcg_kernels::{self as k, Accum, InputGrad, Rows, RowsMut};
 
 use super::Node;
 use crate::params::ParamStore;
@@ -24,7 +24,7 @@ impl Tape {
     pub fn row_softmax(&mut self, x: ValueId) -> ValueId {
         let (n, e) = self.shape(x);
         let mut y = self.scratch(n * e);
-        k::row_softmax_forward(self.data(x), &mut y, n, e, self.par);
+        k::row_softmax_forward(RowsMut::new(&mut y, n, e), self.view(x), self.par);
         let needs_grad = self.values[x.0].needs_grad;
         self.push(y, n, e, needs_grad, RowSoftmax { x })
     }
@@ -48,8 +48,13 @@ impl Tape {
             "mix: experts differ in shape"
         );
         let mut out = self.scratch(n * d);
-        let views: Vec<&[f32]> = experts.iter().map(|&x| self.data(x)).collect();
-        k::mix_forward(self.data(gates), &views, &mut out, n, d, self.par);
+        let views: Vec<Rows<'_>> = experts.iter().map(|&x| self.view(x)).collect();
+        k::mix_forward(
+            RowsMut::new(&mut out, n, d),
+            self.view(gates),
+            &views,
+            self.par,
+        );
         let needs_grad = std::iter::once(gates)
             .chain(experts.iter().copied())
             .any(|v| self.values[v.0].needs_grad);
@@ -64,8 +69,8 @@ impl Tape {
 impl Node for RowSoftmax {
     fn backward(&self, y: &Value, dy: &mut [f32], cx: &mut Backward<'_>) {
         let par = cx.tape.par;
-        if let Some((g, accum)) = cx.slots.out(self.x) {
-            k::row_softmax_backward(&y.data, dy, g, y.rows, y.cols, accum, par);
+        if let Some(dx) = cx.slots.out(self.x) {
+            k::row_softmax_backward(dx, y.view(), y.shaped(dy), par);
         }
     }
 
@@ -77,17 +82,19 @@ impl Node for RowSoftmax {
 impl Node for Mix {
     fn backward(&self, y: &Value, dy: &mut [f32], cx: &mut Backward<'_>) {
         let (tape, par) = (cx.tape, cx.tape.par);
-        let (n, d) = (y.rows, y.cols);
+        let n = y.rows;
         let e = self.experts.len();
+        let dy = y.shaped(dy);
         if tape.values[self.gates.0].needs_grad {
-            let views: Vec<&[f32]> = self.experts.iter().map(|&x| tape.data(x)).collect();
+            let views: Vec<Rows<'_>> = self.experts.iter().map(|&x| tape.view(x)).collect();
             let mut dg = tape.scratch(n * e);
-            k::mix_backward_gates(&views, dy, &mut dg, n, d, Accum::Replace, par);
+            let dgates = InputGrad::new(RowsMut::new(&mut dg, n, e), Accum::Replace);
+            k::mix_backward_gates(dgates, &views, dy, par);
             cx.slots.accumulate(self.gates, dg);
         }
         for (i, &x) in self.experts.iter().enumerate() {
-            if let Some((g, accum)) = cx.slots.out(x) {
-                k::mix_backward_expert(tape.data(self.gates), e, i, dy, g, n, d, accum, par);
+            if let Some(dx) = cx.slots.out(x) {
+                k::mix_backward_expert(dx, tape.view(self.gates), dy, i, par);
             }
         }
     }

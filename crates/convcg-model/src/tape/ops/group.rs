@@ -1,6 +1,6 @@
 //! Pooling rows by group (the advertiser-level loss's advertiser embeddings).
 
-use convcg_kernels as k;
+use convcg_kernels::{self as k, RowsMut};
 
 use super::Node;
 use crate::params::ParamStore;
@@ -27,7 +27,8 @@ impl Tape {
         assert_eq!(groups.len(), n, "segment_mean: one group per row");
         let mut out = self.scratch(n_groups * d);
         let mut counts = self.pools().ids.take_stale(n_groups);
-        k::segment_mean_forward(self.data(x), groups, n_groups, d, &mut out, &mut counts);
+        let dst = RowsMut::new(&mut out, n_groups, d);
+        k::segment_mean_forward(dst, &mut counts, self.view(x), groups);
         let groups = self.pools().ids.copy_of(groups);
         let needs_grad = self.values[x.0].needs_grad;
         let op = SegmentMean { x, groups, counts };
@@ -37,8 +38,8 @@ impl Tape {
 
 impl Node for SegmentMean {
     fn backward(&self, y: &Value, dy: &mut [f32], cx: &mut Backward<'_>) {
-        if let Some((g, accum)) = cx.slots.out(self.x) {
-            k::segment_mean_backward(&self.groups, &self.counts, dy, y.cols, g, accum);
+        if let Some(dx) = cx.slots.out(self.x) {
+            k::segment_mean_backward(dx, y.shaped(dy), &self.groups, &self.counts);
         }
     }
 

@@ -1,25 +1,12 @@
 //! Losses: the sampled softmax cross-entropy, the softmax over explicit targets (the
 //! advertiser-level loss), and weighted sums of losses.
 
-use convcg_kernels::{self as k, Accum};
+use convcg_kernels::{self as k, Accum, InputGrad, Rows, RowsMut, SoftmaxArgs};
 
 use super::{Node, Op};
 use crate::params::ParamStore;
 use crate::tape::pool::{Pools, capacity_bytes};
 use crate::tape::{Backward, Tape, Value, ValueId};
-
-/// Arguments of the sampled softmax loss beyond its two embedding inputs.
-#[derive(Clone, Copy, Debug)]
-pub struct SoftmaxArgs<'a> {
-    /// 1 / temperature.
-    pub inv_temp: f32,
-    /// Log sampling probability of each candidate (logQ correction), or none.
-    pub log_q: Option<&'a [f32]>,
-    /// Item id of each candidate; equal ids to a row's positive are masked as accidental hits.
-    pub cand_ids: &'a [u32],
-    /// Per-row example weights, or none for all ones.
-    pub weights: Option<&'a [f32]>,
-}
 
 /// A softmax cross-entropy of `users` against `cands` (either loss: the backward reads only the
 /// logits' gradient, which the forward saves).
@@ -55,19 +42,8 @@ impl Tape {
         assert_eq!(d, dc, "softmax: users and candidates differ in width");
         assert!(c >= b, "softmax: fewer candidates than rows");
         let mut dlogits = self.scratch(b * c);
-        let loss = k::softmax_xent_forward(
-            self.data(users),
-            self.data(cands),
-            b,
-            c,
-            d,
-            args.inv_temp,
-            args.log_q,
-            args.cand_ids,
-            args.weights,
-            &mut dlogits,
-            self.par,
-        );
+        let out = RowsMut::new(&mut dlogits, b, c);
+        let loss = k::softmax_xent_forward(out, self.view(users), self.view(cands), args, self.par);
         let op = SoftmaxXent {
             users,
             cands,
@@ -100,15 +76,12 @@ impl Tape {
         );
         let mut dlogits = self.scratch(b * c);
         let loss = k::softmax_targets_forward(
-            self.data(users),
-            self.data(cands),
-            b,
-            c,
-            d,
-            inv_temp,
+            RowsMut::new(&mut dlogits, b, c),
+            self.view(users),
+            self.view(cands),
             targets,
             weights,
-            &mut dlogits,
+            inv_temp,
             self.par,
         );
         let op = SoftmaxXent {
@@ -160,17 +133,12 @@ impl Node for SoftmaxXent {
         let mut du = tape.scratch(b * dim);
         let mut dc = tape.scratch(c * dim);
         k::softmax_xent_backward(
-            tape.data(self.users),
-            tape.data(self.cands),
-            dl,
-            b,
-            c,
-            dim,
+            InputGrad::new(RowsMut::new(&mut du, b, dim), Accum::Replace),
+            InputGrad::new(RowsMut::new(&mut dc, c, dim), Accum::Replace),
+            tape.view(self.users),
+            tape.view(self.cands),
+            Rows::new(dl, b, c),
             self.inv_temp,
-            &mut du,
-            Accum::Replace,
-            &mut dc,
-            Accum::Replace,
             tape.par,
         );
         cx.slots.accumulate(self.users, du);

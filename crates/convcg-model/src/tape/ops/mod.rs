@@ -11,12 +11,13 @@ mod group;
 mod loss;
 mod norm;
 
+use convcg_kernels::Rows;
+
 use super::pool::Pools;
 use super::{Backward, Value};
-use crate::params::{Grads, ParamId, ParamStore};
+use crate::params::{DenseParam, Grads, ParamId, ParamStore};
 
 pub use embed::EmbedInput;
-pub use loss::SoftmaxArgs;
 
 /// What the tape needs of a recorded op.
 pub(super) trait Node {
@@ -101,6 +102,11 @@ ops!(
     SegmentMean,
     WeightedSum,
 );
+
+/// A dense parameter as a matrix.
+fn weight(p: &DenseParam) -> Rows<'_> {
+    Rows::new(&p.value, p.rows, p.cols)
+}
 
 /// Mutable gradients of a weight and its optional bias at once.
 fn dense_pair(

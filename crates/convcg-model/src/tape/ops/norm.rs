@@ -1,6 +1,6 @@
 //! Row-wise L2 normalisation.
 
-use convcg_kernels as k;
+use convcg_kernels::{self as k, RowsMut};
 
 use super::Node;
 use crate::params::ParamStore;
@@ -20,7 +20,13 @@ impl Tape {
         let (n, d) = self.shape(x);
         let mut y = self.scratch(n * d);
         let mut norms = self.scratch(n);
-        k::l2norm_forward(self.data(x), &mut y, &mut norms, n, d, 1e-12, self.par);
+        k::l2norm_forward(
+            RowsMut::new(&mut y, n, d),
+            &mut norms,
+            self.view(x),
+            1e-12,
+            self.par,
+        );
         let needs_grad = self.values[x.0].needs_grad;
         self.push(y, n, d, needs_grad, L2Norm { x, norms })
     }
@@ -29,8 +35,8 @@ impl Tape {
 impl Node for L2Norm {
     fn backward(&self, y: &Value, dy: &mut [f32], cx: &mut Backward<'_>) {
         let par = cx.tape.par;
-        if let Some((g, accum)) = cx.slots.out(self.x) {
-            k::l2norm_backward(&y.data, &self.norms, dy, g, y.rows, y.cols, accum, par);
+        if let Some(dx) = cx.slots.out(self.x) {
+            k::l2norm_backward(dx, y.view(), &self.norms, y.shaped(dy), par);
         }
     }
 
