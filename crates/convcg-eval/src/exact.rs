@@ -1,6 +1,6 @@
 use std::borrow::Cow;
 
-use convcg_kernels::{Accum, Par, Trans, gemm};
+use convcg_kernels::{Accum, Par, Rows, RowsMut, gemm};
 use ndarray::ArrayView2;
 
 use crate::quantized::exact_top_k_quantized;
@@ -22,6 +22,25 @@ const SCAN_CHUNK: usize = 256;
 /// next is touched, so the block (128 KiB at d = 64) is read from memory once per chunk of
 /// queries and from L2 by each panel.
 const SCAN_BLOCK: usize = 512;
+
+/// How an engine of [`exact_top_k`] cuts its work: `queries` per unit of parallel work (a chunk
+/// or a block of queries), and `corpus` rows per block swept.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tiling {
+    pub(crate) queries: usize,
+    pub(crate) corpus: usize,
+}
+
+/// The portable path's tiling.
+const BLOCKED: Tiling = Tiling {
+    queries: QUERY_BLOCK,
+    corpus: CORPUS_BLOCK,
+};
+/// The fused and int16 paths' tiling.
+pub(crate) const SCAN: Tiling = Tiling {
+    queries: SCAN_CHUNK,
+    corpus: SCAN_BLOCK,
+};
 
 /// Fewest queries for which the int16 first pass pays for quantising the corpus (one pass over
 /// it, about as long as scoring a few dozen queries against it).
@@ -61,25 +80,16 @@ const QUANTIZED_MIN_QUERIES: usize = 64;
 #[track_caller]
 pub fn exact_top_k(queries: &[f32], corpus: &[f32], d: usize, k: usize, par: Par) -> TopK {
     let Some(simd) = Fma256::detect() else {
-        return exact_top_k_blocked(queries, corpus, d, k, par, QUERY_BLOCK, CORPUS_BLOCK);
+        return exact_top_k_blocked(queries, corpus, d, k, par, BLOCKED);
     };
     let (nq, n) = shapes(queries, corpus, d);
     if nq >= QUANTIZED_MIN_QUERIES && k.min(n) > 0 {
-        let quantized = exact_top_k_quantized(
-            queries,
-            corpus,
-            d,
-            k.min(n),
-            par,
-            simd,
-            SCAN_CHUNK,
-            SCAN_BLOCK,
-        );
+        let quantized = exact_top_k_quantized(queries, corpus, d, k.min(n), par, simd, SCAN);
         if let Some(top) = quantized {
             return top;
         }
     }
-    exact_top_k_fused(queries, corpus, d, k, par, simd, SCAN_CHUNK, SCAN_BLOCK)
+    exact_top_k_fused(queries, corpus, d, k, par, simd, SCAN)
 }
 
 /// [`exact_top_k`] on ndarray views `[nq, d]` and `[n, d]`, as the model hands embeddings over.
@@ -133,8 +143,8 @@ fn shapes(queries: &[f32], corpus: &[f32], d: usize) -> (usize, usize) {
     (queries.len() / d, n)
 }
 
-/// The AVX2 + FMA engine of [`exact_top_k`]: chunks of `query_chunk` queries, handed out to
-/// the workers on demand, each sweeping the corpus in blocks of `corpus_block` rows.
+/// The AVX2 + FMA engine of [`exact_top_k`]: chunks of `tiling.queries` queries, handed out to
+/// the workers on demand, each sweeping the corpus in blocks of `tiling.corpus` rows.
 ///
 /// Chunks go to whichever worker is free, so a worker slowed down by other processes on the
 /// machine holds up the others by one chunk at most; which worker scores a query does not change
@@ -147,9 +157,12 @@ pub(crate) fn exact_top_k_fused(
     k: usize,
     par: Par,
     simd: Fma256,
-    query_chunk: usize,
-    corpus_block: usize,
+    tiling: Tiling,
 ) -> TopK {
+    let Tiling {
+        queries: query_chunk,
+        corpus: corpus_block,
+    } = tiling;
     let (nq, n) = shapes(queries, corpus, d);
     let k = k.min(n);
     let mut ids = vec![0u32; nq * k];
@@ -265,8 +278,8 @@ impl FusedScan {
     }
 }
 
-/// The portable GEMM engine of [`exact_top_k`]: blocks of `query_block` queries times blocks of
-/// `corpus_block` corpus rows.
+/// The portable GEMM engine of [`exact_top_k`]: blocks of `tiling.queries` queries times blocks
+/// of `tiling.corpus` corpus rows.
 #[track_caller]
 pub(crate) fn exact_top_k_blocked(
     queries: &[f32],
@@ -274,9 +287,12 @@ pub(crate) fn exact_top_k_blocked(
     d: usize,
     k: usize,
     par: Par,
-    query_block: usize,
-    corpus_block: usize,
+    tiling: Tiling,
 ) -> TopK {
+    let Tiling {
+        queries: query_block,
+        corpus: corpus_block,
+    } = tiling;
     let (nq, n) = shapes(queries, corpus, d);
     let k = k.min(n);
     let mut ids = vec![0u32; nq * k];
@@ -298,24 +314,20 @@ pub(crate) fn exact_top_k_blocked(
             let mut q0 = range.start;
             while q0 < range.end {
                 let qb = query_block.min(range.end - q0);
-                let q_rows = &queries[q0 * d..(q0 + qb) * d];
+                let q_rows = Rows::new(&queries[q0 * d..(q0 + qb) * d], qb, d);
                 selectors[..qb].iter_mut().for_each(Selector::reset);
                 let mut c0 = 0;
                 while c0 < n {
                     let cb = corpus_block.min(n - c0);
                     let block = &mut scratch[..qb * cb];
                     // Inner GEMMs stay sequential: the parallelism is over query ranges.
-                    let c_rows = &corpus[c0 * d..(c0 + cb) * d];
+                    let c_rows = Rows::new(&corpus[c0 * d..(c0 + cb) * d], cb, d);
+                    let out = RowsMut::new(block, qb, cb);
                     gemm(
-                        block,
-                        qb,
-                        cb,
-                        d,
+                        out,
                         Accum::Replace,
-                        q_rows,
-                        Trans::No,
-                        c_rows,
-                        Trans::Yes,
+                        q_rows.mat(),
+                        c_rows.mat().transpose(),
                         1.0,
                         Par::Seq,
                     );
@@ -526,20 +538,24 @@ mod tests {
             ),
             (
                 "blocked".to_string(),
-                exact_top_k_blocked(queries, corpus, d, k, par, QUERY_BLOCK, CORPUS_BLOCK),
+                exact_top_k_blocked(queries, corpus, d, k, par, BLOCKED),
             ),
         ];
         if let Some(simd) = Fma256::detect() {
             for (chunk, block) in [(SCAN_CHUNK, SCAN_BLOCK), (17, 100), (1, 7)] {
+                let tiling = Tiling {
+                    queries: chunk,
+                    corpus: block,
+                };
                 out.push((
                     format!("fused chunk {chunk} block {block}"),
-                    exact_top_k_fused(queries, corpus, d, k, par, simd, chunk, block),
+                    exact_top_k_fused(queries, corpus, d, k, par, simd, tiling),
                 ));
                 let (nq, n) = (queries.len() / d, corpus.len() / d);
                 if nq > 0 && k.min(n) > 0 {
                     let kk = k.min(n);
                     let quantized =
-                        exact_top_k_quantized(queries, corpus, d, kk, par, simd, chunk, block);
+                        exact_top_k_quantized(queries, corpus, d, kk, par, simd, tiling);
                     // Absent only for inputs it leaves to the f32 engine (non-finite, zeros).
                     if let Some(top) = quantized {
                         out.push((format!("quantized chunk {chunk} block {block}"), top));
@@ -690,13 +706,17 @@ mod tests {
         assert_equals_naive(&queries, &corpus, d, k, &want);
         for qb in [1, 2, 16, 17, 18] {
             for cb in [1, 7, 20, 21, 127, 128, 129, 130] {
+                let tiling = Tiling {
+                    queries: qb,
+                    corpus: cb,
+                };
                 for par in [Par::Seq, Par::rayon(3)] {
-                    let got = exact_top_k_blocked(&queries, &corpus, d, k, par, qb, cb);
+                    let got = exact_top_k_blocked(&queries, &corpus, d, k, par, tiling);
                     assert_eq!(got, want, "query block {qb}, corpus block {cb}");
                     if let Some(simd) = Fma256::detect() {
-                        let got = exact_top_k_fused(&queries, &corpus, d, k, par, simd, qb, cb);
+                        let got = exact_top_k_fused(&queries, &corpus, d, k, par, simd, tiling);
                         assert_eq!(got, want, "fused: query chunk {qb}, corpus block {cb}");
-                        let got = exact_top_k_quantized(&queries, &corpus, d, k, par, simd, qb, cb);
+                        let got = exact_top_k_quantized(&queries, &corpus, d, k, par, simd, tiling);
                         assert_eq!(got, Some(want.clone()), "quantized: chunk {qb}, block {cb}");
                     }
                 }
@@ -855,17 +875,18 @@ mod tests {
         ) {
             let queries = small_ints(nq * d, seed);
             let corpus = small_ints(n * d, seed ^ 0x5eed);
-            let top = exact_top_k_blocked(&queries, &corpus, d, k, Par::rayon(2), qb, cb);
+            let tiling = Tiling { queries: qb, corpus: cb };
+            let top = exact_top_k_blocked(&queries, &corpus, d, k, Par::rayon(2), tiling);
             prop_assert_eq!(top.ids.len(), nq * k.min(n));
             if nq > 0 && k.min(n) > 0 {
                 assert_equals_naive(&queries, &corpus, d, k, &top);
             }
             if let Some(simd) = Fma256::detect() {
-                let fused = exact_top_k_fused(&queries, &corpus, d, k, Par::rayon(2), simd, qb, cb);
+                let fused = exact_top_k_fused(&queries, &corpus, d, k, Par::rayon(2), simd, tiling);
                 prop_assert_eq!(&fused, &top);
                 if nq > 0 && k.min(n) > 0 {
                     let quantized =
-                        exact_top_k_quantized(&queries, &corpus, d, k.min(n), Par::rayon(2), simd, qb, cb);
+                        exact_top_k_quantized(&queries, &corpus, d, k.min(n), Par::rayon(2), simd, tiling);
                     // All-zero corpora are left to the f32 engine.
                     if corpus.iter().any(|&x| x != 0.0) {
                         prop_assert_eq!(quantized, Some(top));

@@ -28,6 +28,7 @@
 use convcg_kernels::Par;
 use rayon::prelude::*;
 
+use crate::exact::Tiling;
 use crate::select::Selector;
 use crate::simd::{Fma256, PairOfRows, QUERIES_I16, ROWS_I16};
 use crate::topk::{TopK, share_chunks};
@@ -253,8 +254,8 @@ impl Candidates {
 }
 
 /// [`exact_top_k`](crate::exact_top_k)'s int16 engine; `None` where the module docs say the f32
-/// engine must answer instead. Chunks of `query_chunk` queries go to the workers as they come
-/// free, each sweeping the quantised corpus in blocks of `corpus_block` rows (rounded up to
+/// engine must answer instead. Chunks of `tiling.queries` queries go to the workers as they come
+/// free, each sweeping the quantised corpus in blocks of `tiling.corpus` rows (rounded up to
 /// whole tiles).
 ///
 /// `queries` `[nq, d]` and `corpus` `[n, d]` have been checked; `1 <= k <= n`, `nq >= 1`.
@@ -265,9 +266,12 @@ pub(crate) fn exact_top_k_quantized(
     k: usize,
     par: Par,
     simd: Fma256,
-    query_chunk: usize,
-    corpus_block: usize,
+    tiling: Tiling,
 ) -> Option<TopK> {
+    let Tiling {
+        queries: query_chunk,
+        corpus: corpus_block,
+    } = tiling;
     let corpus_q = quantize_corpus(corpus, d, par)?;
     let quantized: Vec<QuantizedQuery> = queries
         .chunks_exact(d)
@@ -421,7 +425,7 @@ impl QuantizedScan<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exact::exact_top_k_fused;
+    use crate::exact::{SCAN, exact_top_k_fused};
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -437,7 +441,7 @@ mod tests {
     fn check(queries: &[f32], corpus: &[f32], d: usize, k: usize) -> Option<()> {
         let simd = Fma256::detect()?;
         let kk = k.min(corpus.len() / d);
-        let want = exact_top_k_fused(queries, corpus, d, kk, Par::Seq, simd, 256, 512);
+        let want = exact_top_k_fused(queries, corpus, d, kk, Par::Seq, simd, SCAN);
         let splits = [
             (Par::Seq, 256, 512),
             (Par::rayon(2), 5, 17),
@@ -446,7 +450,11 @@ mod tests {
         let results: Vec<Option<TopK>> = splits
             .iter()
             .map(|&(par, chunk, block)| {
-                exact_top_k_quantized(queries, corpus, d, kk, par, simd, chunk, block)
+                let tiling = Tiling {
+                    queries: chunk,
+                    corpus: block,
+                };
+                exact_top_k_quantized(queries, corpus, d, kk, par, simd, tiling)
             })
             .collect();
         if results.iter().all(Option::is_none) {

@@ -12,10 +12,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use convcg_kernels::{
-    Accum, AdamParams, CrossInputGrads, EmbedBlock, InputGrad, Lookup, Par, SparseRowGrad,
-    TableScatter, adam_update, bag_mean_backward, bag_mean_forward, cross_backward, cross_forward,
-    embed_backward, embed_forward, gather_backward, gather_forward, linear_backward,
-    linear_forward, linear_relu_forward, rowwise_adagrad_update,
+    Accum, AdamParams, CrossSaved, EmbedBlock, InputGrad, Lookup, Par, Rows, RowsMut,
+    SparseRowGrad, TableScatter, WeightGrads, adam_update, bag_mean_backward, bag_mean_forward,
+    cross_backward, cross_forward, embed_backward, embed_forward, gather_backward, gather_forward,
+    linear_backward, linear_forward, linear_relu_forward, rowwise_adagrad_update,
 };
 
 /// Rows through one tower: B positives plus H = 1 hard negative each.
@@ -72,36 +72,44 @@ fn cross(c: &mut Criterion) {
         vec![0.0f32; N * D],
     );
     let (mut dw, mut db) = (vec![0.0f32; D * D], vec![0.0f32; D]);
-    cross_forward(&x0, &xl, &w, &b, &mut z, &mut out, N, D, par);
+    let (x0, xl, w) = (
+        Rows::new(&x0, N, D),
+        Rows::new(&xl, N, D),
+        Rows::new(&w, D, D),
+    );
+    let dout = Rows::new(&dout, N, D);
+    let forward = |z: &mut [f32], out: &mut [f32]| {
+        let (z, out) = (RowsMut::new(z, N, D), RowsMut::new(out, N, D));
+        cross_forward(out, z, x0, xl, w, &b, par);
+    };
+    forward(&mut z, &mut out);
 
     let mut group = c.benchmark_group("cross");
     group.throughput(Throughput::Elements(N as u64));
     group.bench_function("forward", |bench| {
         bench.iter(|| {
-            cross_forward(&x0, &xl, &w, &b, &mut z, &mut out, N, D, par);
+            forward(&mut z, &mut out);
             black_box(&out);
         })
     });
     group.bench_function("backward", |bench| {
         bench.iter(|| {
+            let saved = CrossSaved {
+                x0,
+                xl,
+                w,
+                z: Rows::new(&z, N, D),
+            };
             cross_backward(
-                &x0,
-                &xl,
-                &w,
-                &z,
-                &dout,
-                &mut dz,
-                CrossInputGrads::Two {
-                    dx0: &mut dx0,
-                    dx0_accum: Accum::Add,
-                    dxl: &mut dxl,
-                    dxl_accum: Accum::Replace,
-                    dxl_cols: D,
+                InputGrad::new(RowsMut::new(&mut dx0, N, D), Accum::Add),
+                Some(InputGrad::new(RowsMut::new(&mut dxl, N, D), Accum::Replace)),
+                WeightGrads {
+                    dw: RowsMut::new(&mut dw, D, D),
+                    db: Some(&mut db),
                 },
-                &mut dw,
-                &mut db,
-                N,
-                D,
+                RowsMut::new(&mut dz, N, D),
+                saved,
+                dout,
                 par,
             );
             black_box(&dxl);
@@ -123,37 +131,29 @@ fn linear(c: &mut Criterion) {
         let mut y = vec![0.0f32; N * d_out];
         let mut dx = vec![0.0f32; N * d_in];
         let (mut dw, mut db) = (vec![0.0f32; d_in * d_out], vec![0.0f32; d_out]);
+        let (x, w) = (Rows::new(&x, N, d_in), Rows::new(&w, d_in, d_out));
+        let dy = Rows::new(&dy, N, d_out);
         group.bench_function(format!("forward/{d_in}x{d_out}"), |bench| {
             bench.iter(|| {
-                linear_forward(&x, &w, Some(&b), &mut y, N, d_in, d_out, par);
+                linear_forward(RowsMut::new(&mut y, N, d_out), x, w, Some(&b), par);
                 black_box(&y);
             })
         });
         // With the ReLU in the same row blocks, as the MLP layers run.
         group.bench_function(format!("forward_relu/{d_in}x{d_out}"), |bench| {
             bench.iter(|| {
-                linear_relu_forward(&x, &w, Some(&b), &mut y, N, d_in, d_out, par);
+                linear_relu_forward(RowsMut::new(&mut y, N, d_out), x, w, Some(&b), par);
                 black_box(&y);
             })
         });
         group.bench_function(format!("backward/{d_in}x{d_out}"), |bench| {
             bench.iter(|| {
-                linear_backward(
-                    &x,
-                    &w,
-                    &dy,
-                    Some(InputGrad {
-                        dx: &mut dx,
-                        accum: Accum::Replace,
-                        cols: d_in,
-                    }),
-                    &mut dw,
-                    Some(&mut db),
-                    N,
-                    d_in,
-                    d_out,
-                    par,
-                );
+                let grad = InputGrad::new(RowsMut::new(&mut dx, N, d_in), Accum::Replace);
+                let weights = WeightGrads {
+                    dw: RowsMut::new(&mut dw, d_in, d_out),
+                    db: Some(&mut db),
+                };
+                linear_backward(Some(grad), weights, x, w, dy, par);
                 black_box(&dx);
             })
         });
@@ -176,33 +176,39 @@ fn embedding(c: &mut Criterion) {
     let gather_dout = uniform(&mut rng, N * DIM);
     let mut gather_out = vec![0.0f32; N * DIM];
     let mut gather_grad = SparseRowGrad::new(BIG_TABLE_ROWS, DIM);
+    let bag_rows = Rows::new(&bag_table, BAG_TABLE_ROWS, DIM);
+    let big_rows = Rows::new(&big_table, BIG_TABLE_ROWS, DIM);
 
     let mut group = c.benchmark_group("embedding");
     group.throughput(Throughput::Elements((BAGS * BAG_LEN) as u64));
     group.bench_function("bag_mean_forward", |bench| {
         bench.iter(|| {
-            bag_mean_forward(&bag_table, DIM, &bag_ids, &offsets, &mut bag_out, par);
+            let (out, table) = (RowsMut::new(&mut bag_out, BAGS, DIM), bag_rows);
+            bag_mean_forward(out, table, &bag_ids, &offsets, par);
             black_box(&bag_out);
         })
     });
     group.bench_function("bag_mean_backward", |bench| {
         bench.iter(|| {
             bag_grad.clear();
-            bag_mean_backward(&bag_ids, &offsets, &bag_dout, &mut bag_grad);
+            let dout = Rows::new(&bag_dout, BAGS, DIM);
+            bag_mean_backward(&mut bag_grad, &bag_ids, &offsets, dout);
             black_box(bag_grad.values());
         })
     });
     group.throughput(Throughput::Elements(N as u64));
     group.bench_function("gather_forward", |bench| {
         bench.iter(|| {
-            gather_forward(&big_table, DIM, &big_ids, &mut gather_out, par);
+            let out = RowsMut::new(&mut gather_out, N, DIM);
+            gather_forward(out, big_rows, &big_ids, par);
             black_box(&gather_out);
         })
     });
     group.bench_function("gather_backward", |bench| {
         bench.iter(|| {
             gather_grad.clear();
-            gather_backward(&big_ids, &gather_dout, &mut gather_grad);
+            let dout = Rows::new(&gather_dout, N, DIM);
+            gather_backward(&mut gather_grad, &big_ids, dout);
             black_box(gather_grad.values());
         })
     });
@@ -215,13 +221,11 @@ fn embedding(c: &mut Criterion) {
     let user_ids = ids(&mut rng, BAGS, BIG_TABLE_ROWS);
     let dense = uniform(&mut rng, BAGS * DENSE);
     let mut blocks = vec![EmbedBlock::Table {
-        table: &big_table,
-        dim: DIM,
+        table: big_rows,
         lookup: Lookup::Rows(&user_ids),
     }];
     blocks.extend(small.iter().map(|(table, ids)| EmbedBlock::Table {
-        table,
-        dim: DIM,
+        table: Rows::new(table, table.len() / DIM, DIM),
         lookup: Lookup::Rows(ids),
     }));
     let bag = Lookup::Bags {
@@ -229,14 +233,10 @@ fn embedding(c: &mut Criterion) {
         offsets: &offsets,
     };
     blocks.push(EmbedBlock::Table {
-        table: &bag_table,
-        dim: DIM,
+        table: bag_rows,
         lookup: bag,
     });
-    blocks.push(EmbedBlock::Dense {
-        values: &dense,
-        cols: DENSE,
-    });
+    blocks.push(EmbedBlock::Dense(Rows::new(&dense, BAGS, DENSE)));
     let width = 6 * DIM + DENSE;
     let mut x0 = vec![0.0f32; BAGS * width];
     let dx0 = uniform(&mut rng, BAGS * width);
@@ -249,7 +249,7 @@ fn embedding(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BAGS as u64));
     group.bench_function("embed_forward/query_x0", |bench| {
         bench.iter(|| {
-            embed_forward(&blocks, BAGS, &mut x0, par);
+            embed_forward(RowsMut::new(&mut x0, BAGS, width), &blocks, par);
             black_box(&x0);
         })
     });
@@ -270,7 +270,7 @@ fn embedding(c: &mut Criterion) {
                     }
                 })
                 .collect();
-            embed_backward(&mut tasks, &dx0, width, par);
+            embed_backward(&mut tasks, Rows::new(&dx0, BAGS, width), par);
             black_box(&tasks);
         })
     });
@@ -289,7 +289,7 @@ fn optim(c: &mut Criterion) {
     let mut grad = SparseRowGrad::new(BIG_TABLE_ROWS, DIM);
     let touched = ids(&mut rng, N, BIG_TABLE_ROWS);
     let dout = uniform(&mut rng, N * DIM);
-    gather_backward(&touched, &dout, &mut grad);
+    gather_backward(&mut grad, &touched, Rows::new(&dout, N, DIM));
 
     let mut group = c.benchmark_group("optim");
     group.throughput(Throughput::Elements(TOWER_PARAMS as u64));

@@ -6,7 +6,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use convcg_kernels::{Accum, Par, softmax_xent_backward, softmax_xent_forward};
+use convcg_kernels::{
+    Accum, InputGrad, Par, Rows, RowsMut, softmax_xent_backward, softmax_xent_forward,
+};
 
 mod w1_softmax;
 use w1_softmax::{B, C, D, INV_TEMP, Inputs};
@@ -18,13 +20,7 @@ fn softmax_xent(c: &mut Criterion) {
     } else {
         Par::Seq
     };
-    let Inputs {
-        users,
-        cands,
-        log_q,
-        ids,
-        weights,
-    } = Inputs::new(0);
+    let inputs = Inputs::new(0);
     let mut dlogits = vec![0.0f32; B * C];
     let mut du = vec![0.0f32; B * D];
     let mut dc = vec![0.0f32; C * D];
@@ -34,16 +30,10 @@ fn softmax_xent(c: &mut Criterion) {
     group.bench_function("forward", |bench| {
         bench.iter(|| {
             black_box(softmax_xent_forward(
-                &users,
-                &cands,
-                B,
-                C,
-                D,
-                INV_TEMP,
-                Some(&log_q),
-                &ids,
-                Some(&weights),
-                &mut dlogits,
+                RowsMut::new(&mut dlogits, B, C),
+                inputs.users(),
+                inputs.cands(),
+                inputs.args(),
                 par,
             ))
         })
@@ -51,17 +41,12 @@ fn softmax_xent(c: &mut Criterion) {
     group.bench_function("backward", |bench| {
         bench.iter(|| {
             softmax_xent_backward(
-                &users,
-                &cands,
-                &dlogits,
-                B,
-                C,
-                D,
+                InputGrad::new(RowsMut::new(&mut du, B, D), Accum::Replace),
+                InputGrad::new(RowsMut::new(&mut dc, C, D), Accum::Replace),
+                inputs.users(),
+                inputs.cands(),
+                Rows::new(&dlogits, B, C),
                 INV_TEMP,
-                &mut du,
-                Accum::Replace,
-                &mut dc,
-                Accum::Replace,
                 par,
             );
             black_box(&du);

@@ -8,29 +8,35 @@
 
 use std::time::Instant;
 
-use convcg_kernels::{Accum, Par, Trans, gemm};
+use convcg_kernels::{Accum, MatRef, Par, Rows, RowsMut, gemm};
+
+/// How an operand is stored.
+#[derive(Clone, Copy)]
+enum Trans {
+    /// As it is used.
+    No,
+    /// As its transpose.
+    Yes,
+}
+
+/// `s` as the `[rows, cols]` operand `op(s)`.
+fn operand(s: &[f32], rows: usize, cols: usize, t: Trans) -> MatRef<'_, f32> {
+    match t {
+        Trans::No => Rows::new(s, rows, cols).mat(),
+        Trans::Yes => Rows::new(s, cols, rows).mat().transpose(),
+    }
+}
 
 /// Times `dst[m, n] = op(a) · op(b)` and prints the median and best GFLOP/s.
 fn time(name: &str, m: usize, n: usize, k: usize, a_t: Trans, b_t: Trans, par: Par) {
     let a = vec![0.5f32; m * k];
     let b = vec![0.25f32; k * n];
     let mut dst = vec![0f32; m * n];
+    let (a, b) = (operand(&a, m, k, a_t), operand(&b, k, n, b_t));
     let mut seconds: Vec<f64> = (0..30)
         .map(|_| {
             let t = Instant::now();
-            gemm(
-                &mut dst,
-                m,
-                n,
-                k,
-                Accum::Replace,
-                &a,
-                a_t,
-                &b,
-                b_t,
-                1.0,
-                par,
-            );
+            gemm(RowsMut::new(&mut dst, m, n), Accum::Replace, a, b, 1.0, par);
             t.elapsed().as_secs_f64()
         })
         .collect();

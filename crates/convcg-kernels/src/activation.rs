@@ -3,34 +3,38 @@
 use faer::{Accum, Par};
 
 use crate::par::for_rows;
-use crate::shape::check_len;
+use crate::shape::check_shape;
+use crate::view::{InputGrad, Rows, RowsMut};
 
 /// `y = max(x, 0)` elementwise. NaN stays NaN so that a diverging model is not silently masked.
 ///
 /// # Panics
 ///
-/// If `y.len() != x.len()`.
+/// If `y` is not `x`'s shape.
 #[track_caller]
-pub fn relu_forward(x: &[f32], y: &mut [f32], par: Par) {
-    check_len("relu_forward", "y", y.len(), x.len());
-    for_rows(par, x.len(), y, 1, |first, y| {
+pub fn relu_forward(mut y: RowsMut<'_>, x: Rows<'_>, par: Par) {
+    check_shape("relu_forward", "y", y.shape(), x.shape());
+    let x = x.data();
+    for_rows(par, x.len(), y.data(), 1, |first, y| {
         for (y, &x) in y.iter_mut().zip(&x[first..]) {
             *y = if x < 0.0 { 0.0 } else { x };
         }
     });
 }
 
-/// `dx (=|+= per accum) dy` where `y > 0`, else 0. Takes the forward's OUTPUT `y`, so the input
-/// need not be kept.
+/// `dx (=|+= per its accum) dy` where `y > 0`, else 0. Takes the forward's OUTPUT `y`, so the
+/// input need not be kept.
 ///
 /// # Panics
 ///
-/// If `dy` or `dx` is not as long as `y`.
+/// If `dy` or `dx` is not `y`'s shape.
 #[track_caller]
-pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32], accum: Accum, par: Par) {
-    check_len("relu_backward", "dy", dy.len(), y.len());
-    check_len("relu_backward", "dx", dx.len(), y.len());
-    for_rows(par, y.len(), dx, 1, |first, dx| {
+pub fn relu_backward(dx: InputGrad<'_>, y: Rows<'_>, dy: Rows<'_>, par: Par) {
+    check_shape("relu_backward", "dy", dy.shape(), y.shape());
+    dx.check("relu_backward", "dx", y.shape());
+    let InputGrad { mut dx, accum, .. } = dx;
+    let (y, dy) = (y.data(), dy.data());
+    for_rows(par, y.len(), dx.data(), 1, |first, dx| {
         let (y, dy) = (&y[first..], &dy[first..]);
         match accum {
             Accum::Replace => {
@@ -55,11 +59,12 @@ pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32], accum: Accum, par: P
 ///
 /// # Panics
 ///
-/// If `dy` is not as long as `y`.
+/// If `dy` is not `y`'s shape.
 #[track_caller]
-pub fn relu_mask(y: &[f32], dy: &mut [f32], par: Par) {
-    check_len("relu_mask", "dy", dy.len(), y.len());
-    for_rows(par, y.len(), dy, 1, |first, dy| {
+pub fn relu_mask(mut dy: RowsMut<'_>, y: Rows<'_>, par: Par) {
+    check_shape("relu_mask", "dy", dy.shape(), y.shape());
+    let y = y.data();
+    for_rows(par, y.len(), dy.data(), 1, |first, dy| {
         for (dy, &y) in dy.iter_mut().zip(&y[first..]) {
             *dy = if y > 0.0 { *dy } else { 0.0 };
         }
@@ -70,7 +75,8 @@ pub fn relu_mask(y: &[f32], dy: &mut [f32], par: Par) {
 mod tests {
     use super::*;
     use crate::testing::{
-        ACCUMS, DS, NS, assert_close, destination, dot, fd_check, pars, rng, to_f64, uniform,
+        ACCUMS, DS, NS, assert_close, destination, dot, fd_check, pars, rng, rows, rows_mut,
+        to_f64, uniform,
     };
 
     fn naive_relu(x: &[f64]) -> Vec<f64> {
@@ -92,14 +98,15 @@ mod tests {
                     .collect();
                 for par in pars() {
                     let mut y = vec![f32::NAN; n * d];
-                    relu_forward(&x, &mut y, par);
+                    relu_forward(rows_mut(&mut y, d), rows(&x, d), par);
                     assert_close(&format!("y n={n} d={d} {par:?}"), &y, &y_ref, 0.0);
                     let mut masked = dy.clone();
-                    relu_mask(&y, &mut masked, par);
+                    relu_mask(rows_mut(&mut masked, d), rows(&y, d), par);
                     assert_close(&format!("mask n={n} d={d} {par:?}"), &masked, &dx_ref, 0.0);
                     for accum in ACCUMS {
                         let (mut dx, base) = destination(&mut rng, n * d, accum);
-                        relu_backward(&y, &dy, &mut dx, accum, par);
+                        let grad = InputGrad::new(rows_mut(&mut dx, d), accum);
+                        relu_backward(grad, rows(&y, d), rows(&dy, d), par);
                         let expected: Vec<f64> =
                             base.iter().zip(&dx_ref).map(|(a, b)| a + b).collect();
                         assert_close(
@@ -117,7 +124,7 @@ mod tests {
     #[test]
     fn propagates_nan() {
         let mut y = [0.0; 2];
-        relu_forward(&[f32::NAN, -1.0], &mut y, Par::Seq);
+        relu_forward(rows_mut(&mut y, 2), rows(&[f32::NAN, -1.0], 2), Par::Seq);
         assert!(y[0].is_nan());
         assert_eq!(y[1], 0.0);
     }
@@ -132,9 +139,10 @@ mod tests {
             .collect();
         let r = uniform(&mut rng, 40);
         let mut y = vec![0.0; 40];
-        relu_forward(&x, &mut y, Par::Seq);
+        relu_forward(rows_mut(&mut y, 8), rows(&x, 8), Par::Seq);
         let mut dx = vec![0.0; 40];
-        relu_backward(&y, &r, &mut dx, Accum::Replace, Par::Seq);
+        let grad = InputGrad::new(rows_mut(&mut dx, 8), Accum::Replace);
+        relu_backward(grad, rows(&y, 8), rows(&r, 8), Par::Seq);
         let r64 = to_f64(&r);
         fd_check(&["x"], &[to_f64(&x)], &[&dx], |p| {
             dot(&r64, &naive_relu(&p[0]))

@@ -2,32 +2,35 @@
 
 use faer::Accum;
 
-use crate::shape::check_len;
+use crate::shape::check_shape;
+use crate::view::{InputGrad, Rows, RowsMut};
 
-/// Column concatenation: `parts[i]` is (`[n, width_i]` data, `width_i`); `out` is
-/// `[n, Σ width_i]`, row `r` being the parts' rows `r` side by side in order.
+/// Column concatenation: `out` is `[n, Σ width_i]`, row `r` being the parts' rows `r` side by
+/// side in order.
 ///
 /// # Panics
 ///
-/// If some part's data is not `n * width_i` long or `out.len() != n * Σ width_i`.
+/// If some part does not have `out`'s rows or `out` is not as wide as the parts together.
 #[track_caller]
-pub fn concat_cols_forward(parts: &[(&[f32], usize)], out: &mut [f32], n: usize) {
-    let total: usize = parts.iter().map(|&(_, w)| w).sum();
-    check_len("concat_cols_forward", "out", out.len(), n * total);
-    for (i, &(data, w)) in parts.iter().enumerate() {
-        check_len(
+pub fn concat_cols_forward(mut out: RowsMut<'_>, parts: &[Rows<'_>]) {
+    let n = out.rows();
+    let total: usize = parts.iter().map(|p| p.cols()).sum();
+    check_shape("concat_cols_forward", "out", out.shape(), (n, total));
+    for (i, p) in parts.iter().enumerate() {
+        check_shape(
             "concat_cols_forward",
             format_args!("parts[{i}]"),
-            data.len(),
-            n * w,
+            p.shape(),
+            (n, p.cols()),
         );
     }
     if total == 0 {
         return;
     }
-    for (r, out_row) in out.chunks_exact_mut(total).enumerate() {
+    for (r, out_row) in out.data().chunks_exact_mut(total).enumerate() {
         let mut off = 0;
-        for &(data, w) in parts {
+        for p in parts {
+            let (data, w) = (p.data(), p.cols());
             out_row[off..off + w].copy_from_slice(&data[r * w..(r + 1) * w]);
             off += w;
         }
@@ -35,31 +38,25 @@ pub fn concat_cols_forward(parts: &[(&[f32], usize)], out: &mut [f32], n: usize)
 }
 
 /// Backward of [`concat_cols_forward`]: splits `dout` (`[n, Σ width_i]`) into the parts'
-/// gradients, each written (`Replace`) or added (`Add`) per `accum`.
+/// gradients, each written or added per its own accumulation.
 ///
 /// # Panics
 ///
-/// If some part's gradient is not `n * width_i` long or `dout.len() != n * Σ width_i`.
+/// If some part's gradient does not have `dout`'s rows or `dout` is not as wide as the parts
+/// together.
 #[track_caller]
-pub fn concat_cols_backward(
-    dout: &[f32],
-    parts: &mut [(&mut [f32], usize)],
-    n: usize,
-    accum: Accum,
-) {
-    let total: usize = parts.iter().map(|(_, w)| *w).sum();
-    check_len("concat_cols_backward", "dout", dout.len(), n * total);
+pub fn concat_cols_backward(parts: &mut [InputGrad<'_>], dout: Rows<'_>) {
+    let n = dout.rows();
+    let total: usize = parts.iter().map(|p| p.dx.cols()).sum();
+    check_shape("concat_cols_backward", "dout", dout.shape(), (n, total));
     let mut off = 0;
-    for (i, (grad, w)) in parts.iter_mut().enumerate() {
-        let w = *w;
-        check_len(
-            "concat_cols_backward",
-            format_args!("parts[{i}]"),
-            grad.len(),
-            n * w,
-        );
+    for (i, part) in parts.iter_mut().enumerate() {
+        let w = part.dx.cols();
+        part.check("concat_cols_backward", format_args!("parts[{i}]"), (n, w));
+        let accum = part.accum;
         if w > 0 {
-            for (g, d) in grad.chunks_exact_mut(w).zip(dout.chunks_exact(total)) {
+            let rows = part.dx.data().chunks_exact_mut(w);
+            for (g, d) in rows.zip(dout.data().chunks_exact(total)) {
                 let d = &d[off..off + w];
                 match accum {
                     Accum::Replace => g.copy_from_slice(d),
@@ -98,10 +95,10 @@ mod tests {
                 let total: usize = widths.iter().sum();
                 let data: Vec<Vec<f32>> =
                     widths.iter().map(|&w| uniform(&mut rng, n * w)).collect();
-                let parts: Vec<(&[f32], usize)> = data
+                let parts: Vec<Rows<'_>> = data
                     .iter()
-                    .map(Vec::as_slice)
                     .zip(widths.iter().copied())
+                    .map(|(d, w)| Rows::new(d, n, w))
                     .collect();
                 let parts64: Vec<(Vec<f64>, usize)> = data
                     .iter()
@@ -109,7 +106,7 @@ mod tests {
                     .zip(widths.iter().copied())
                     .collect();
                 let mut out = vec![f32::NAN; n * total];
-                concat_cols_forward(&parts, &mut out, n);
+                concat_cols_forward(RowsMut::new(&mut out, n, total), &parts);
                 assert_close(
                     &format!("out n={n} {widths:?}"),
                     &out,
@@ -124,12 +121,12 @@ mod tests {
                         .iter()
                         .map(|&w| destination(&mut rng, n * w, accum))
                         .collect();
-                    let mut views: Vec<(&mut [f32], usize)> = grads
+                    let mut views: Vec<InputGrad<'_>> = grads
                         .iter_mut()
-                        .map(|(g, _)| g.as_mut_slice())
                         .zip(widths.iter().copied())
+                        .map(|((g, _), w)| InputGrad::new(RowsMut::new(g, n, w), accum))
                         .collect();
-                    concat_cols_backward(&dout, &mut views, n, accum);
+                    concat_cols_backward(&mut views, Rows::new(&dout, n, total));
                     let parts_of_dout: Vec<(Vec<f64>, usize)> = {
                         let mut off = 0;
                         widths
@@ -169,12 +166,12 @@ mod tests {
         let data: Vec<Vec<f32>> = widths.iter().map(|&w| uniform(&mut rng, n * w)).collect();
         let r = uniform(&mut rng, n * 8);
         let mut grads: Vec<Vec<f32>> = widths.iter().map(|&w| vec![0.0; n * w]).collect();
-        let mut views: Vec<(&mut [f32], usize)> = grads
+        let mut views: Vec<InputGrad<'_>> = grads
             .iter_mut()
-            .map(Vec::as_mut_slice)
             .zip(widths)
+            .map(|(g, w)| InputGrad::new(RowsMut::new(g, n, w), Accum::Replace))
             .collect();
-        concat_cols_backward(&r, &mut views, n, Accum::Replace);
+        concat_cols_backward(&mut views, Rows::new(&r, n, 8));
         let r64 = to_f64(&r);
         let inputs: Vec<Vec<f64>> = data.iter().map(|d| to_f64(d)).collect();
         let analytic: Vec<&[f32]> = grads.iter().map(Vec::as_slice).collect();

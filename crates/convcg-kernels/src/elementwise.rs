@@ -4,47 +4,60 @@
 use faer::{Accum, Par};
 
 use crate::par::{for_rows, for_rows2};
-use crate::shape::check_len;
+use crate::shape::check_shape;
+use crate::view::{InputGrad, Rows, RowsMut};
 
 /// `out = a ⊙ b` elementwise.
 ///
 /// # Panics
 ///
-/// If `b` or `out` is not as long as `a`.
+/// If `b` or `out` is not `a`'s shape.
 #[track_caller]
-pub fn mul_forward(a: &[f32], b: &[f32], out: &mut [f32], par: Par) {
-    check_len("mul_forward", "b", b.len(), a.len());
-    check_len("mul_forward", "out", out.len(), a.len());
-    for_rows(par, a.len(), out, 1, |first, out| {
+pub fn mul_forward(mut out: RowsMut<'_>, a: Rows<'_>, b: Rows<'_>, par: Par) {
+    check_shape("mul_forward", "b", b.shape(), a.shape());
+    check_shape("mul_forward", "out", out.shape(), a.shape());
+    let (a, b) = (a.data(), b.data());
+    for_rows(par, a.len(), out.data(), 1, |first, out| {
         for ((o, &x), &y) in out.iter_mut().zip(&a[first..]).zip(&b[first..]) {
             *o = x * y;
         }
     });
 }
 
-/// Backward of [`mul_forward`]: `da (=|+= per da_accum) dy ⊙ b`, `db (=|+= per db_accum) dy ⊙ a`.
+/// Backward of [`mul_forward`]: `da (=|+= per its accum) dy ⊙ b`, `db (=|+= per its accum)
+/// dy ⊙ a`.
 ///
 /// # Panics
 ///
-/// If `b`, `dy`, `da` or `db` is not as long as `a`.
+/// If `b`, `dy`, `da` or `db` is not `a`'s shape.
 #[track_caller]
 pub fn mul_backward(
-    a: &[f32],
-    b: &[f32],
-    dy: &[f32],
-    da: &mut [f32],
-    da_accum: Accum,
-    db: &mut [f32],
-    db_accum: Accum,
+    da: InputGrad<'_>,
+    db: InputGrad<'_>,
+    a: Rows<'_>,
+    b: Rows<'_>,
+    dy: Rows<'_>,
     par: Par,
 ) {
     const K: &str = "mul_backward";
+    let shape = a.shape();
+    check_shape(K, "b", b.shape(), shape);
+    check_shape(K, "dy", dy.shape(), shape);
+    da.check(K, "da", shape);
+    db.check(K, "db", shape);
+    let (a, b, dy) = (a.data(), b.data(), dy.data());
     let n = a.len();
-    check_len(K, "b", b.len(), n);
-    check_len(K, "dy", dy.len(), n);
-    check_len(K, "da", da.len(), n);
-    check_len(K, "db", db.len(), n);
-    for_rows2(par, n, da, 1, db, 1, |first, da, db| {
+    let InputGrad {
+        dx: mut da,
+        accum: da_accum,
+        ..
+    } = da;
+    let InputGrad {
+        dx: mut db,
+        accum: db_accum,
+        ..
+    } = db;
+    for_rows2(par, n, da.data(), 1, db.data(), 1, |first, da, db| {
         let (a, b, dy) = (&a[first..], &b[first..], &dy[first..]);
         for (i, (da, db)) in da.iter_mut().zip(db.iter_mut()).enumerate() {
             let (ga, gb) = (dy[i] * b[i], dy[i] * a[i]);
@@ -63,7 +76,9 @@ pub fn mul_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{ACCUMS, assert_close, destination, fd_check, pars, rng, to_f64, uniform};
+    use crate::testing::{
+        ACCUMS, assert_close, destination, fd_check, pars, rng, rows, rows_mut, to_f64, uniform,
+    };
 
     #[test]
     fn forward_matches_naive() {
@@ -77,7 +92,7 @@ mod tests {
                 .collect();
             for par in pars() {
                 let mut out = vec![f32::NAN; len];
-                mul_forward(&a, &b, &mut out, par);
+                mul_forward(rows_mut(&mut out, len), rows(&a, len), rows(&b, len), par);
                 assert_close("mul", &out, &want, 1e-6);
             }
         }
@@ -96,7 +111,14 @@ mod tests {
                 for acc in ACCUMS {
                     let (mut da, base_a) = destination(&mut r, len, acc);
                     let (mut db, base_b) = destination(&mut r, len, acc);
-                    mul_backward(&a, &b, &dy, &mut da, acc, &mut db, acc, par);
+                    mul_backward(
+                        InputGrad::new(rows_mut(&mut da, len), acc),
+                        InputGrad::new(rows_mut(&mut db, len), acc),
+                        rows(&a, len),
+                        rows(&b, len),
+                        rows(&dy, len),
+                        par,
+                    );
                     let want_a: Vec<f64> = (0..len)
                         .map(|i| base_a[i] + f64::from(dy[i]) * f64::from(b[i]))
                         .collect();
@@ -121,13 +143,11 @@ mod tests {
         );
         let (mut da, mut db) = (vec![0.0; len], vec![0.0; len]);
         mul_backward(
-            &a,
-            &b,
-            &w,
-            &mut da,
-            Accum::Replace,
-            &mut db,
-            Accum::Replace,
+            InputGrad::new(rows_mut(&mut da, len), Accum::Replace),
+            InputGrad::new(rows_mut(&mut db, len), Accum::Replace),
+            rows(&a, len),
+            rows(&b, len),
+            rows(&w, len),
             Par::Seq,
         );
         let w = to_f64(&w);

@@ -6,19 +6,8 @@ use faer::Par;
 use rayon::prelude::*;
 
 use crate::par::for_rows;
-use crate::shape::check_len;
-
-/// The number of rows of `table` (`[rows, dim]`), checking that `dim` divides it.
-#[track_caller]
-fn table_rows(kernel: &str, table: &[f32], dim: usize) -> usize {
-    assert!(dim > 0, "{kernel}: `dim` must be positive");
-    assert!(
-        table.len().is_multiple_of(dim),
-        "{kernel}: `table` has {} elements, not a multiple of dim = {dim}",
-        table.len()
-    );
-    table.len() / dim
-}
+use crate::shape::{check_len, check_shape};
+use crate::view::{Rows, RowsMut};
 
 #[track_caller]
 fn check_ids(kernel: &str, ids: &[u32], rows: usize) {
@@ -97,28 +86,21 @@ impl Lookup<'_> {
 pub enum EmbedBlock<'a> {
     /// Rows of `table` (`[rows, dim]`), `dim` columns.
     Table {
-        /// The embedding table, row-major.
-        table: &'a [f32],
-        /// Its row width.
-        dim: usize,
+        /// The embedding table.
+        table: Rows<'a>,
         /// Which rows.
         lookup: Lookup<'a>,
     },
     /// Given values, `[n, cols]`, copied as they are.
-    Dense {
-        /// The values, row-major.
-        values: &'a [f32],
-        /// Their width.
-        cols: usize,
-    },
+    Dense(Rows<'a>),
 }
 
 impl EmbedBlock<'_> {
     /// The block's number of columns.
     pub fn width(&self) -> usize {
         match *self {
-            EmbedBlock::Table { dim, .. } => dim,
-            EmbedBlock::Dense { cols, .. } => cols,
+            EmbedBlock::Table { table, .. } => table.cols(),
+            EmbedBlock::Dense(values) => values.cols(),
         }
     }
 }
@@ -130,48 +112,33 @@ impl EmbedBlock<'_> {
 ///
 /// # Panics
 ///
-/// If a table's `dim` is 0 or does not divide its length, an id is not below its table's row
-/// count, a bag's `offsets` break [`Lookup::Bags`]' contract, a block does not have `n` rows, or
-/// `out.len() != n * Σ widths`.
+/// If an id is not below its table's row count, a bag's `offsets` break [`Lookup::Bags`]'
+/// contract, a block does not have `out`'s rows, or `out` is not as wide as the blocks
+/// together.
 #[track_caller]
-pub fn embed_forward(blocks: &[EmbedBlock<'_>], n: usize, out: &mut [f32], par: Par) {
-    embed_forward_named("embed_forward", blocks, n, out, par);
+pub fn embed_forward(out: RowsMut<'_>, blocks: &[EmbedBlock<'_>], par: Par) {
+    embed_forward_named("embed_forward", out, blocks, par);
 }
 
 #[track_caller]
-fn embed_forward_named(
-    kernel: &str,
-    blocks: &[EmbedBlock<'_>],
-    n: usize,
-    out: &mut [f32],
-    par: Par,
-) {
+fn embed_forward_named(kernel: &str, mut out: RowsMut<'_>, blocks: &[EmbedBlock<'_>], par: Par) {
+    let n = out.rows();
     let width: usize = blocks.iter().map(EmbedBlock::width).sum();
     for (b, block) in blocks.iter().enumerate() {
         let rows = match *block {
-            EmbedBlock::Table { table, dim, lookup } => {
-                lookup.check(kernel, table_rows(kernel, table, dim))
-            }
-            EmbedBlock::Dense { values, cols } => {
-                check_len(
-                    kernel,
-                    format_args!("blocks[{b}] (dense)"),
-                    values.len(),
-                    n * cols,
-                );
-                n
-            }
+            EmbedBlock::Table { table, lookup } => lookup.check(kernel, table.rows()),
+            EmbedBlock::Dense(values) => values.rows(),
         };
         assert!(
             rows == n,
             "{kernel}: blocks[{b}] has {rows} rows, expected {n}"
         );
     }
-    check_len(kernel, "out", out.len(), n * width);
+    check_shape(kernel, "out", out.shape(), (n, width));
     if width == 0 {
         return;
     }
-    for_rows(par, n, out, width, |first, out| {
+    for_rows(par, n, out.data(), width, |first, out| {
         let mut col = 0;
         for block in blocks {
             let w = block.width();
@@ -181,9 +148,9 @@ fn embed_forward_named(
             match *block {
                 EmbedBlock::Table {
                     table,
-                    dim,
                     lookup: Lookup::Rows(ids),
                 } => {
+                    let (table, dim) = (table.data(), table.cols());
                     for (out, &id) in rows.zip(&ids[first..]) {
                         let at = id as usize * dim;
                         out.copy_from_slice(&table[at..at + dim]);
@@ -191,9 +158,9 @@ fn embed_forward_named(
                 }
                 EmbedBlock::Table {
                     table,
-                    dim,
                     lookup: Lookup::Bags { ids, offsets },
                 } => {
+                    let (table, dim) = (table.data(), table.cols());
                     for (i, out) in rows.enumerate() {
                         let bag = &ids[offsets[first + i]..offsets[first + i + 1]];
                         out.fill(0.0);
@@ -210,7 +177,8 @@ fn embed_forward_named(
                         out.iter_mut().for_each(|o| *o *= inv);
                     }
                 }
-                EmbedBlock::Dense { values, cols } => {
+                EmbedBlock::Dense(values) => {
+                    let (values, cols) = (values.data(), values.cols());
                     for (out, v) in rows.zip(values[first * cols..].chunks_exact(cols)) {
                         out.copy_from_slice(v);
                     }
@@ -226,16 +194,14 @@ fn embed_forward_named(
 ///
 /// # Panics
 ///
-/// If `dim == 0`, `table.len()` is not a multiple of `dim`, `out.len() != ids.len() * dim`, or
-/// an id is not below the table's row count.
+/// If `out` is not `[ids.len(), dim]` or an id is not below the table's row count.
 #[track_caller]
-pub fn gather_forward(table: &[f32], dim: usize, ids: &[u32], out: &mut [f32], par: Par) {
+pub fn gather_forward(out: RowsMut<'_>, table: Rows<'_>, ids: &[u32], par: Par) {
     let block = EmbedBlock::Table {
         table,
-        dim,
         lookup: Lookup::Rows(ids),
     };
-    embed_forward_named("gather_forward", &[block], ids.len(), out, par);
+    embed_forward_named("gather_forward", out, &[block], par);
 }
 
 /// Mean-pooled bags: bag `i` is `ids[offsets[i]..offsets[i + 1]]` and `out[i]` is the mean of
@@ -246,25 +212,22 @@ pub fn gather_forward(table: &[f32], dim: usize, ids: &[u32], out: &mut [f32], p
 ///
 /// # Panics
 ///
-/// If `dim == 0`, `table.len()` is not a multiple of `dim`, `offsets` breaks the contract
-/// above, `out.len() != n * dim`, or an id is not below the table's row count.
+/// If `offsets` breaks the contract above, `out` is not `[n, dim]`, or an id is not below the
+/// table's row count.
 #[track_caller]
 pub fn bag_mean_forward(
-    table: &[f32],
-    dim: usize,
+    out: RowsMut<'_>,
+    table: Rows<'_>,
     ids: &[u32],
     offsets: &[usize],
-    out: &mut [f32],
     par: Par,
 ) {
     // The block's own check of the offsets names this kernel if they break the contract.
-    let n = offsets.len().saturating_sub(1);
     let block = EmbedBlock::Table {
         table,
-        dim,
         lookup: Lookup::Bags { ids, offsets },
     };
-    embed_forward_named("bag_mean_forward", &[block], n, out, par);
+    embed_forward_named("bag_mean_forward", out, &[block], par);
 }
 
 /// Marks a row of the slot index that no touched row occupies.
@@ -408,38 +371,34 @@ impl fmt::Debug for SparseRowGrad {
 ///
 /// # Panics
 ///
-/// If `dout.len()` is not a multiple of `width`, the block does not fit in `width`, the lookup
-/// does not have `dout.len() / width` rows, its offsets break [`Lookup::Bags`]' contract, or an
-/// id is not below `grad.num_rows()`.
+/// If the block does not fit in `dout`'s width, the lookup does not have `dout`'s rows, its
+/// offsets break [`Lookup::Bags`]' contract, or an id is not below `grad.num_rows()`.
 #[track_caller]
-pub fn lookup_backward(
-    lookup: Lookup<'_>,
-    dout: &[f32],
-    width: usize,
-    col: usize,
-    grad: &mut SparseRowGrad,
-) {
-    lookup_backward_named("lookup_backward", lookup, dout, width, col, grad);
+pub fn lookup_backward(grad: &mut SparseRowGrad, lookup: Lookup<'_>, dout: Rows<'_>, col: usize) {
+    lookup_backward_named("lookup_backward", grad, lookup, dout, col);
 }
 
 #[track_caller]
 fn lookup_backward_named(
     kernel: &str,
-    lookup: Lookup<'_>,
-    dout: &[f32],
-    width: usize,
-    col: usize,
     grad: &mut SparseRowGrad,
+    lookup: Lookup<'_>,
+    dout: Rows<'_>,
+    col: usize,
 ) {
     let dim = grad.dim();
+    let width = dout.cols();
     assert!(
         col + dim <= width,
         "{kernel}: columns {col}..{} do not fit in a width of {width}",
         col + dim
     );
     let n = lookup.check(kernel, grad.num_rows());
-    check_len(kernel, "dout", dout.len(), n * width);
-    let rows = dout.chunks_exact(width).map(|row| &row[col..col + dim]);
+    check_shape(kernel, "dout", dout.shape(), (n, width));
+    let rows = dout
+        .data()
+        .chunks_exact(width)
+        .map(|row| &row[col..col + dim]);
     match lookup {
         Lookup::Rows(ids) => {
             for (g, &id) in rows.zip(ids) {
@@ -477,10 +436,10 @@ pub struct TableScatter<'a> {
 ///
 /// As [`lookup_backward`], for any lookup.
 #[track_caller]
-pub fn embed_backward(tasks: &mut [TableScatter<'_>], dout: &[f32], width: usize, par: Par) {
+pub fn embed_backward(tasks: &mut [TableScatter<'_>], dout: Rows<'_>, par: Par) {
     let run = |task: &mut TableScatter<'_>| {
         for &(lookup, col) in &task.lookups {
-            lookup_backward_named("embed_backward", lookup, dout, width, col, task.grad);
+            lookup_backward_named("embed_backward", task.grad, lookup, dout, col);
         }
     };
     match par {
@@ -495,11 +454,12 @@ pub fn embed_backward(tasks: &mut [TableScatter<'_>], dout: &[f32], width: usize
 ///
 /// # Panics
 ///
-/// If `dout.len() != ids.len() * grad.dim()` or an id is not below `grad.num_rows()`.
+/// If `dout` is not `[ids.len(), grad.dim()]` or an id is not below `grad.num_rows()`.
 #[track_caller]
-pub fn gather_backward(ids: &[u32], dout: &[f32], grad: &mut SparseRowGrad) {
-    let dim = grad.dim();
-    lookup_backward_named("gather_backward", Lookup::Rows(ids), dout, dim, 0, grad);
+pub fn gather_backward(grad: &mut SparseRowGrad, ids: &[u32], dout: Rows<'_>) {
+    const K: &str = "gather_backward";
+    check_shape(K, "dout", dout.shape(), (ids.len(), grad.dim()));
+    lookup_backward_named(K, grad, Lookup::Rows(ids), dout, 0);
 }
 
 /// Scatter-add backward of [`bag_mean_forward`]: each id of bag `i` gets `dout[i] / bag_len`
@@ -507,19 +467,21 @@ pub fn gather_backward(ids: &[u32], dout: &[f32], grad: &mut SparseRowGrad) {
 ///
 /// # Panics
 ///
-/// If `offsets` breaks the contract of [`bag_mean_forward`], `dout.len() != n * grad.dim()`, or
-/// an id is not below `grad.num_rows()`.
+/// If `offsets` breaks the contract of [`bag_mean_forward`], `dout` is not `[n, grad.dim()]`,
+/// or an id is not below `grad.num_rows()`.
 #[track_caller]
-pub fn bag_mean_backward(ids: &[u32], offsets: &[usize], dout: &[f32], grad: &mut SparseRowGrad) {
-    let dim = grad.dim();
-    let lookup = Lookup::Bags { ids, offsets };
-    lookup_backward_named("bag_mean_backward", lookup, dout, dim, 0, grad);
+pub fn bag_mean_backward(grad: &mut SparseRowGrad, ids: &[u32], offsets: &[usize], dout: Rows<'_>) {
+    const K: &str = "bag_mean_backward";
+    check_shape(K, "dout", dout.shape(), (dout.rows(), grad.dim()));
+    lookup_backward_named(K, grad, Lookup::Bags { ids, offsets }, dout, 0);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{DS, NS, assert_close, dot, fd_check, pars, rng, to_f64, uniform};
+    use crate::testing::{
+        DS, NS, assert_close, dot, fd_check, pars, rng, rows, rows_mut, to_f64, uniform,
+    };
     use rand::Rng;
     use rand_chacha::ChaCha8Rng;
 
@@ -582,24 +544,27 @@ mod tests {
         let mut rng = rng(11);
         for &n in &NS {
             for &dim in &DS {
-                let rows = 7;
-                let table = uniform(&mut rng, rows * dim);
+                let table_rows = 7;
+                let table = uniform(&mut rng, table_rows * dim);
                 let table64 = to_f64(&table);
-                let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..rows as u32)).collect();
+                let ids: Vec<u32> = (0..n)
+                    .map(|_| rng.random_range(0..table_rows as u32))
+                    .collect();
                 let one_per_bag: Vec<usize> = (0..=n).collect();
                 let gathered = naive_bag_mean(&table64, dim, &ids, &one_per_bag);
-                let (bag_ids, offsets) = bags(&mut rng, n, rows);
+                let (bag_ids, offsets) = bags(&mut rng, n, table_rows);
                 let pooled = naive_bag_mean(&table64, dim, &bag_ids, &offsets);
                 for par in pars() {
                     let mut out = vec![f32::NAN; n * dim];
-                    gather_forward(&table, dim, &ids, &mut out, par);
+                    gather_forward(rows_mut(&mut out, dim), rows(&table, dim), &ids, par);
                     assert_close(
                         &format!("gather n={n} dim={dim} {par:?}"),
                         &out,
                         &gathered,
                         0.0,
                     );
-                    bag_mean_forward(&table, dim, &bag_ids, &offsets, &mut out, par);
+                    let (dst, table) = (rows_mut(&mut out, dim), rows(&table, dim));
+                    bag_mean_forward(dst, table, &bag_ids, &offsets, par);
                     assert_close(&format!("bag n={n} dim={dim} {par:?}"), &out, &pooled, 1e-6);
                 }
             }
@@ -609,14 +574,16 @@ mod tests {
     #[test]
     fn backwards_match_naive_scatter() {
         let mut rng = rng(12);
-        let rows = 9;
+        let table_rows = 9;
         for &n in &NS {
             for &dim in &DS {
                 let dout = uniform(&mut rng, n * dim);
-                let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..rows as u32)).collect();
-                let (bag_ids, offsets) = bags(&mut rng, n, rows);
-                let mut gather_ref = vec![0.0; rows * dim];
-                let mut bag_ref = vec![0.0; rows * dim];
+                let ids: Vec<u32> = (0..n)
+                    .map(|_| rng.random_range(0..table_rows as u32))
+                    .collect();
+                let (bag_ids, offsets) = bags(&mut rng, n, table_rows);
+                let mut gather_ref = vec![0.0; table_rows * dim];
+                let mut bag_ref = vec![0.0; table_rows * dim];
                 for i in 0..n {
                     let bag = &bag_ids[offsets[i]..offsets[i + 1]];
                     for j in 0..dim {
@@ -628,8 +595,8 @@ mod tests {
                     }
                 }
                 let what = format!("n={n} dim={dim}");
-                let mut grad = SparseRowGrad::new(rows, dim);
-                gather_backward(&ids, &dout, &mut grad);
+                let mut grad = SparseRowGrad::new(table_rows, dim);
+                gather_backward(&mut grad, &ids, rows(&dout, dim));
                 assert_eq!(grad.rows(), first_touch(&ids), "gather rows {what}");
                 assert_close(
                     &format!("gather grad {what}"),
@@ -640,7 +607,7 @@ mod tests {
                 // The same buffer, cleared, must behave like a fresh one.
                 grad.clear();
                 assert!(grad.is_empty() && grad.values().is_empty());
-                bag_mean_backward(&bag_ids, &offsets, &dout, &mut grad);
+                bag_mean_backward(&mut grad, &bag_ids, &offsets, rows(&dout, dim));
                 assert_eq!(grad.rows(), first_touch(&bag_ids), "bag rows {what}");
                 assert_close(&format!("bag grad {what}"), &densify(&grad), &bag_ref, 1e-6);
             }
@@ -650,15 +617,17 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let mut rng = rng(13);
-        let (rows, dim, n) = (6, 5, 7);
-        let table = uniform(&mut rng, rows * dim);
-        let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..rows as u32)).collect();
-        let (bag_ids, offsets) = bags(&mut rng, n, rows);
+        let (table_rows, dim, n) = (6, 5, 7);
+        let table = uniform(&mut rng, table_rows * dim);
+        let ids: Vec<u32> = (0..n)
+            .map(|_| rng.random_range(0..table_rows as u32))
+            .collect();
+        let (bag_ids, offsets) = bags(&mut rng, n, table_rows);
         let r = uniform(&mut rng, n * dim);
         let r64 = to_f64(&r);
 
-        let mut grad = SparseRowGrad::new(rows, dim);
-        gather_backward(&ids, &r, &mut grad);
+        let mut grad = SparseRowGrad::new(table_rows, dim);
+        gather_backward(&mut grad, &ids, rows(&r, dim));
         let one_per_bag: Vec<usize> = (0..=n).collect();
         fd_check(
             &["table (gather)"],
@@ -668,7 +637,7 @@ mod tests {
         );
 
         grad.clear();
-        bag_mean_backward(&bag_ids, &offsets, &r, &mut grad);
+        bag_mean_backward(&mut grad, &bag_ids, &offsets, rows(&r, dim));
         fd_check(
             &["table (bag mean)"],
             &[to_f64(&table)],
@@ -677,7 +646,7 @@ mod tests {
         );
     }
 
-    /// `n` rows of four blocks: table 0 by single ids, table 1 by bags, dense inputs, and
+    /// `n` table_rows of four blocks: table 0 by single ids, table 1 by bags, dense inputs, and
     /// table 0 again by other ids (a table looked up twice).
     struct Mixed {
         tables: [Vec<f32>; 2],
@@ -715,27 +684,22 @@ mod tests {
         fn blocks(&self) -> [EmbedBlock<'_>; 4] {
             let [a, b] = &self.tables;
             let [da, db] = self.dims;
+            let (a, b) = (rows(a, da), rows(b, db));
             [
                 EmbedBlock::Table {
                     table: a,
-                    dim: da,
                     lookup: Lookup::Rows(&self.ids),
                 },
                 EmbedBlock::Table {
                     table: b,
-                    dim: db,
                     lookup: Lookup::Bags {
                         ids: &self.bag_ids,
                         offsets: &self.offsets,
                     },
                 },
-                EmbedBlock::Dense {
-                    values: &self.dense,
-                    cols: DENSE_COLS,
-                },
+                EmbedBlock::Dense(rows(&self.dense, DENSE_COLS)),
                 EmbedBlock::Table {
                     table: a,
-                    dim: da,
                     lookup: Lookup::Rows(&self.last_ids),
                 },
             ]
@@ -755,16 +719,11 @@ mod tests {
             let width = m.width();
             // Each block on its own, by the single-block kernels, then side by side.
             let mut parts = [vec![0.0; n * da], vec![0.0; n * db], vec![0.0; n * da]];
-            gather_forward(&m.tables[0], da, &m.ids, &mut parts[0], Par::Seq);
-            bag_mean_forward(
-                &m.tables[1],
-                db,
-                &m.bag_ids,
-                &m.offsets,
-                &mut parts[1],
-                Par::Seq,
-            );
-            gather_forward(&m.tables[0], da, &m.last_ids, &mut parts[2], Par::Seq);
+            let (ta, tb) = (rows(&m.tables[0], da), rows(&m.tables[1], db));
+            let [p0, p1, p2] = &mut parts;
+            gather_forward(rows_mut(p0, da), ta, &m.ids, Par::Seq);
+            bag_mean_forward(rows_mut(p1, db), tb, &m.bag_ids, &m.offsets, Par::Seq);
+            gather_forward(rows_mut(p2, da), ta, &m.last_ids, Par::Seq);
             let mut expected = Vec::with_capacity(n * width);
             for i in 0..n {
                 expected.extend_from_slice(&parts[0][i * da..(i + 1) * da]);
@@ -774,7 +733,7 @@ mod tests {
             }
             for par in pars() {
                 let mut out = vec![f32::NAN; n * width];
-                embed_forward(&m.blocks(), n, &mut out, par);
+                embed_forward(rows_mut(&mut out, width), &m.blocks(), par);
                 assert_eq!(out, expected, "n={n} {par:?}");
             }
         }
@@ -830,7 +789,7 @@ mod tests {
                         )],
                     },
                 ];
-                embed_backward(&mut tasks, &dout, width, par);
+                embed_backward(&mut tasks, rows(&dout, width), par);
                 let what = format!("n={n} {par:?}");
                 let touched: Vec<u32> = m.last_ids.iter().chain(&m.ids).copied().collect();
                 assert_eq!(a.rows(), first_touch(&touched), "rows of a, {what}");
@@ -846,26 +805,25 @@ mod tests {
     #[test]
     #[should_panic(expected = "embed_forward: blocks[1] has 3 rows, expected 2")]
     fn embed_panics_on_a_block_of_other_rows() {
+        let table = rows(&[0.0; 6], 2);
         let blocks = [
             EmbedBlock::Table {
-                table: &[0.0; 6],
-                dim: 2,
+                table,
                 lookup: Lookup::Rows(&[0, 1]),
             },
             EmbedBlock::Table {
-                table: &[0.0; 6],
-                dim: 2,
+                table,
                 lookup: Lookup::Rows(&[0, 1, 2]),
             },
         ];
-        embed_forward(&blocks, 2, &mut [0.0; 8], Par::Seq);
+        embed_forward(rows_mut(&mut [0.0; 8], 4), &blocks, Par::Seq);
     }
 
     #[test]
     #[should_panic(expected = "lookup_backward: columns 3..5 do not fit in a width of 4")]
     fn lookup_backward_panics_on_a_block_past_the_width() {
         let mut grad = SparseRowGrad::new(3, 2);
-        lookup_backward(Lookup::Rows(&[0]), &[0.0; 4], 4, 3, &mut grad);
+        lookup_backward(&mut grad, Lookup::Rows(&[0]), rows(&[0.0; 4], 4), 3);
     }
 
     #[test]
@@ -890,13 +848,14 @@ mod tests {
     #[should_panic(expected = "gather_forward: ids[1] = 3 is out of range for a table of 3 rows")]
     fn gather_panics_on_out_of_range_id() {
         let mut out = vec![0.0; 4];
-        gather_forward(&[0.0; 6], 2, &[0, 3], &mut out, Par::Seq);
+        gather_forward(rows_mut(&mut out, 2), rows(&[0.0; 6], 2), &[0, 3], Par::Seq);
     }
 
     #[test]
     #[should_panic(expected = "bag_mean_forward: offsets decrease at index 2: 3 > 1")]
     fn bag_panics_on_decreasing_offsets() {
         let mut out = vec![0.0; 6];
-        bag_mean_forward(&[0.0; 6], 2, &[0, 1, 2], &[0, 3, 1, 3], &mut out, Par::Seq);
+        let (out, table) = (rows_mut(&mut out, 2), rows(&[0.0; 6], 2));
+        bag_mean_forward(out, table, &[0, 1, 2], &[0, 3, 1, 3], Par::Seq);
     }
 }

@@ -4,22 +4,24 @@
 use faer::{Accum, Par};
 
 use crate::par::for_rows;
-use crate::shape::check_len;
+use crate::shape::check_shape;
+use crate::view::{InputGrad, Rows, RowsMut};
 
-/// `y[r, :] = softmax(x[r, :])` for each of the `n` rows of the `[n, e]` matrix `x`, with the
-/// row maximum subtracted before exponentiation.
+/// `y[r, :] = softmax(x[r, :])` for each row of the `[n, e]` matrix `x`, with the row maximum
+/// subtracted before exponentiation.
 ///
 /// # Panics
 ///
-/// If `x` or `y` is not `n * e` long.
+/// If `y` is not `x`'s shape.
 #[track_caller]
-pub fn row_softmax_forward(x: &[f32], y: &mut [f32], n: usize, e: usize, par: Par) {
-    check_len("row_softmax_forward", "x", x.len(), n * e);
-    check_len("row_softmax_forward", "y", y.len(), n * e);
+pub fn row_softmax_forward(mut y: RowsMut<'_>, x: Rows<'_>, par: Par) {
+    check_shape("row_softmax_forward", "y", y.shape(), x.shape());
+    let (n, e) = x.shape();
     if e == 0 {
         return;
     }
-    for_rows(par, n, y, e, |first, y| {
+    let x = x.data();
+    for_rows(par, n, y.data(), e, |first, y| {
         for (r, y) in y.chunks_exact_mut(e).enumerate() {
             let x = &x[(first + r) * e..(first + r + 1) * e];
             let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -36,29 +38,23 @@ pub fn row_softmax_forward(x: &[f32], y: &mut [f32], n: usize, e: usize, par: Pa
 }
 
 /// Backward of [`row_softmax_forward`] from its output `y`:
-/// `dx[r, j] (=|+= per accum) y[r, j] * (dy[r, j] - Σ_k y[r, k] dy[r, k])`.
+/// `dx[r, j] (=|+= per its accum) y[r, j] * (dy[r, j] - Σ_k y[r, k] dy[r, k])`.
 ///
 /// # Panics
 ///
-/// If `y`, `dy` or `dx` is not `n * e` long.
+/// If `dy` or `dx` is not `y`'s shape.
 #[track_caller]
-pub fn row_softmax_backward(
-    y: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    n: usize,
-    e: usize,
-    accum: Accum,
-    par: Par,
-) {
+pub fn row_softmax_backward(dx: InputGrad<'_>, y: Rows<'_>, dy: Rows<'_>, par: Par) {
     const K: &str = "row_softmax_backward";
-    check_len(K, "y", y.len(), n * e);
-    check_len(K, "dy", dy.len(), n * e);
-    check_len(K, "dx", dx.len(), n * e);
+    check_shape(K, "dy", dy.shape(), y.shape());
+    dx.check(K, "dx", y.shape());
+    let (n, e) = y.shape();
     if e == 0 {
         return;
     }
-    for_rows(par, n, dx, e, |first, dx| {
+    let InputGrad { mut dx, accum, .. } = dx;
+    let (y, dy) = (y.data(), dy.data());
+    for_rows(par, n, dx.data(), e, |first, dx| {
         for (r, dx) in dx.chunks_exact_mut(e).enumerate() {
             let at = (first + r) * e;
             let (y, dy) = (&y[at..at + e], &dy[at..at + e]);
@@ -75,33 +71,27 @@ pub fn row_softmax_backward(
 }
 
 /// The gated sum `out[r, :] = Σ_i gates[r, i] * experts[i][r, :]` of `e = experts.len()` expert
-/// outputs, each `[n, d]`, with `gates` `[n, e]`.
+/// outputs, each `[n, d]` like `out`, with `gates` `[n, e]`.
 ///
 /// # Panics
 ///
-/// If `gates` is not `n * e` long, an expert or `out` is not `n * d` long.
+/// If `gates` is not `[n, e]` or an expert is not `out`'s shape.
 #[track_caller]
-pub fn mix_forward(
-    gates: &[f32],
-    experts: &[&[f32]],
-    out: &mut [f32],
-    n: usize,
-    d: usize,
-    par: Par,
-) {
+pub fn mix_forward(mut out: RowsMut<'_>, gates: Rows<'_>, experts: &[Rows<'_>], par: Par) {
+    let (n, d) = out.shape();
     let e = experts.len();
-    check_len("mix_forward", "gates", gates.len(), n * e);
-    check_len("mix_forward", "out", out.len(), n * d);
+    check_shape("mix_forward", "gates", gates.shape(), (n, e));
     for x in experts {
-        check_len("mix_forward", "expert", x.len(), n * d);
+        check_shape("mix_forward", "expert", x.shape(), (n, d));
     }
-    for_rows(par, n, out, d, |first, out| {
+    let gates = gates.data();
+    for_rows(par, n, out.data(), d, |first, out| {
         for (r, out) in out.chunks_exact_mut(d.max(1)).enumerate() {
             let row = first + r;
             out.fill(0.0);
             for (i, x) in experts.iter().enumerate() {
                 let g = gates[row * e + i];
-                for (o, &x) in out.iter_mut().zip(&x[row * d..(row + 1) * d]) {
+                for (o, &x) in out.iter_mut().zip(&x.data()[row * d..(row + 1) * d]) {
                     *o += g * x;
                 }
             }
@@ -110,36 +100,38 @@ pub fn mix_forward(
 }
 
 /// Gate gradient of [`mix_forward`]:
-/// `dgates[r, i] (=|+= per accum) <dy[r, :], experts[i][r, :]>`.
+/// `dgates[r, i] (=|+= per its accum) <dy[r, :], experts[i][r, :]>`.
 ///
 /// # Panics
 ///
-/// If `dgates` is not `n * e` long, an expert or `dy` is not `n * d` long.
+/// If `dgates` is not `[n, e]` or an expert is not `dy`'s shape.
 #[track_caller]
-pub fn mix_backward_gates(
-    experts: &[&[f32]],
-    dy: &[f32],
-    dgates: &mut [f32],
-    n: usize,
-    d: usize,
-    accum: Accum,
-    par: Par,
-) {
+pub fn mix_backward_gates(dgates: InputGrad<'_>, experts: &[Rows<'_>], dy: Rows<'_>, par: Par) {
+    let (n, d) = dy.shape();
     let e = experts.len();
-    check_len("mix_backward_gates", "dy", dy.len(), n * d);
-    check_len("mix_backward_gates", "dgates", dgates.len(), n * e);
+    dgates.check("mix_backward_gates", "dgates", (n, e));
     for x in experts {
-        check_len("mix_backward_gates", "expert", x.len(), n * d);
+        check_shape("mix_backward_gates", "expert", x.shape(), (n, d));
     }
     if e == 0 {
         return;
     }
-    for_rows(par, n, dgates, e, |first, dgates| {
+    let InputGrad {
+        dx: mut dgates,
+        accum,
+        ..
+    } = dgates;
+    let dy = dy.data();
+    for_rows(par, n, dgates.data(), e, |first, dgates| {
         for (r, dg) in dgates.chunks_exact_mut(e).enumerate() {
             let span = (first + r) * d..(first + r + 1) * d;
             let dy = &dy[span.clone()];
             for (dg, x) in dg.iter_mut().zip(experts) {
-                let g: f32 = dy.iter().zip(&x[span.clone()]).map(|(a, b)| a * b).sum();
+                let g: f32 = dy
+                    .iter()
+                    .zip(&x.data()[span.clone()])
+                    .map(|(a, b)| a * b)
+                    .sum();
                 match accum {
                     Accum::Replace => *dg = g,
                     Accum::Add => *dg += g,
@@ -149,29 +141,28 @@ pub fn mix_backward_gates(
     });
 }
 
-/// Gradient of [`mix_forward`] with respect to expert `i` of `e`:
-/// `dexpert[r, :] (=|+= per accum) gates[r, i] * dy[r, :]`.
+/// Gradient of [`mix_forward`] with respect to expert `i` of the `e` columns of `gates`:
+/// `dexpert[r, :] (=|+= per its accum) gates[r, i] * dy[r, :]`.
 ///
 /// # Panics
 ///
-/// If `i >= e`, `gates` is not `n * e` long, or `dy` or `dexpert` is not `n * d` long.
+/// If `i >= e`, `gates` does not have `dy`'s rows, or `dexpert` is not `dy`'s shape.
 #[track_caller]
 pub fn mix_backward_expert(
-    gates: &[f32],
-    e: usize,
+    dexpert: InputGrad<'_>,
+    gates: Rows<'_>,
+    dy: Rows<'_>,
     i: usize,
-    dy: &[f32],
-    dexpert: &mut [f32],
-    n: usize,
-    d: usize,
-    accum: Accum,
     par: Par,
 ) {
+    let (n, d) = dy.shape();
+    let e = gates.cols();
     assert!(i < e, "mix_backward_expert: expert {i} of {e}");
-    check_len("mix_backward_expert", "gates", gates.len(), n * e);
-    check_len("mix_backward_expert", "dy", dy.len(), n * d);
-    check_len("mix_backward_expert", "dexpert", dexpert.len(), n * d);
-    for_rows(par, n, dexpert, d, |first, dx| {
+    check_shape("mix_backward_expert", "gates", gates.shape(), (n, e));
+    dexpert.check("mix_backward_expert", "dexpert", (n, d));
+    let InputGrad { mut dx, accum, .. } = dexpert;
+    let (gates, dy) = (gates.data(), dy.data());
+    for_rows(par, n, dx.data(), d, |first, dx| {
         for (r, dx) in dx.chunks_exact_mut(d.max(1)).enumerate() {
             let row = first + r;
             let g = gates[row * e + i];
@@ -188,7 +179,9 @@ pub fn mix_backward_expert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{ACCUMS, assert_close, destination, fd_check, pars, rng, to_f64, uniform};
+    use crate::testing::{
+        ACCUMS, assert_close, destination, fd_check, pars, rng, rows, rows_mut, to_f64, uniform,
+    };
 
     fn naive_softmax(x: &[f64], n: usize, e: usize) -> Vec<f64> {
         let mut y = vec![0.0; n * e];
@@ -212,7 +205,7 @@ mod tests {
             let want = naive_softmax(&to_f64(&x), n, e);
             for par in pars() {
                 let mut y = vec![f32::NAN; n * e];
-                row_softmax_forward(&x, &mut y, n, e, par);
+                row_softmax_forward(rows_mut(&mut y, e), rows(&x, e), par);
                 assert_close("softmax", &y, &want, 1e-5);
             }
         }
@@ -225,11 +218,12 @@ mod tests {
         let x = uniform(&mut r, n * e);
         let w = uniform(&mut r, n * e);
         let mut y = vec![0.0; n * e];
-        row_softmax_forward(&x, &mut y, n, e, Par::Seq);
+        row_softmax_forward(rows_mut(&mut y, e), rows(&x, e), Par::Seq);
         for par in pars() {
             for acc in ACCUMS {
                 let (mut dx, base) = destination(&mut r, n * e, acc);
-                row_softmax_backward(&y, &w, &mut dx, n, e, acc, par);
+                let grad = InputGrad::new(rows_mut(&mut dx, e), acc);
+                row_softmax_backward(grad, rows(&y, e), rows(&w, e), par);
                 let want: Vec<f64> = (0..n * e)
                     .map(|k| {
                         let row = k / e;
@@ -243,7 +237,8 @@ mod tests {
             }
         }
         let mut dx = vec![0.0; n * e];
-        row_softmax_backward(&y, &w, &mut dx, n, e, Accum::Replace, Par::Seq);
+        let grad = InputGrad::new(rows_mut(&mut dx, e), Accum::Replace);
+        row_softmax_backward(grad, rows(&y, e), rows(&w, e), Par::Seq);
         let w = to_f64(&w);
         fd_check(&["x"], &[to_f64(&x)], &[&dx], |v| {
             let y = naive_softmax(&v[0], n, e);
@@ -257,7 +252,7 @@ mod tests {
         for (n, d, e) in [(1, 1, 1), (3, 5, 2), (70, 33, 4)] {
             let gates = uniform(&mut r, n * e);
             let experts: Vec<Vec<f32>> = (0..e).map(|_| uniform(&mut r, n * d)).collect();
-            let views: Vec<&[f32]> = experts.iter().map(Vec::as_slice).collect();
+            let views: Vec<Rows<'_>> = experts.iter().map(|x| rows(x, d)).collect();
             let want: Vec<f64> = (0..n * d)
                 .map(|k| {
                     let row = k / d;
@@ -269,11 +264,12 @@ mod tests {
             let dy = uniform(&mut r, n * d);
             for par in pars() {
                 let mut out = vec![f32::NAN; n * d];
-                mix_forward(&gates, &views, &mut out, n, d, par);
+                mix_forward(rows_mut(&mut out, d), rows(&gates, e), &views, par);
                 assert_close("mix", &out, &want, 1e-5);
                 for acc in ACCUMS {
                     let (mut dg, base) = destination(&mut r, n * e, acc);
-                    mix_backward_gates(&views, &dy, &mut dg, n, d, acc, par);
+                    let grad = InputGrad::new(rows_mut(&mut dg, e), acc);
+                    mix_backward_gates(grad, &views, rows(&dy, d), par);
                     let want_g: Vec<f64> = (0..n * e)
                         .map(|k| {
                             let (row, i) = (k / e, k % e);
@@ -288,7 +284,8 @@ mod tests {
                         .collect();
                     assert_close("dgates", &dg, &want_g, 1e-5);
                     let (mut dx, base) = destination(&mut r, n * d, acc);
-                    mix_backward_expert(&gates, e, e - 1, &dy, &mut dx, n, d, acc, par);
+                    let grad = InputGrad::new(rows_mut(&mut dx, d), acc);
+                    mix_backward_expert(grad, rows(&gates, e), rows(&dy, d), e - 1, par);
                     let want_x: Vec<f64> = (0..n * d)
                         .map(|k| base[k] + f64::from(gates[(k / d) * e + e - 1]) * f64::from(dy[k]))
                         .collect();
@@ -300,14 +297,16 @@ mod tests {
         let (n, d, e) = (3, 4, 3);
         let gates = uniform(&mut r, n * e);
         let experts: Vec<Vec<f32>> = (0..e).map(|_| uniform(&mut r, n * d)).collect();
-        let views: Vec<&[f32]> = experts.iter().map(Vec::as_slice).collect();
+        let views: Vec<Rows<'_>> = experts.iter().map(|x| rows(x, d)).collect();
         let w = uniform(&mut r, n * d);
         let mut dg = vec![0.0; n * e];
-        mix_backward_gates(&views, &w, &mut dg, n, d, Accum::Replace, Par::Seq);
+        let grad = InputGrad::new(rows_mut(&mut dg, e), Accum::Replace);
+        mix_backward_gates(grad, &views, rows(&w, d), Par::Seq);
         let dx: Vec<Vec<f32>> = (0..e)
             .map(|i| {
                 let mut dx = vec![0.0; n * d];
-                mix_backward_expert(&gates, e, i, &w, &mut dx, n, d, Accum::Replace, Par::Seq);
+                let grad = InputGrad::new(rows_mut(&mut dx, d), Accum::Replace);
+                mix_backward_expert(grad, rows(&gates, e), rows(&w, d), i, Par::Seq);
                 dx
             })
             .collect();

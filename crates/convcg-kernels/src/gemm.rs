@@ -1,4 +1,4 @@
-//! General matrix product on row-major slices, through faer.
+//! General matrix product of faer views into a row-major destination, through faer.
 //!
 //! Under `Par::Rayon(t)` a product big enough to pay for it is split here into `t` independent
 //! sequential faer products, one per thread, instead of handing the threads to faer: faer's own
@@ -14,79 +14,55 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use crate::shape::check_len;
+use crate::shape::check_shape;
+use crate::view::RowsMut;
 
-/// Whether an operand of [`gemm`] is used as stored or transposed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trans {
-    /// Use the operand as stored.
-    No,
-    /// Use the transpose of the stored operand.
-    Yes,
-}
-
-/// A row-major view of `op(s)`, an `[rows, cols]` matrix.
-fn view(s: &[f32], rows: usize, cols: usize, t: Trans) -> MatRef<'_, f32> {
-    match t {
-        Trans::No => MatRef::from_row_major_slice(s, rows, cols),
-        Trans::Yes => MatRef::from_row_major_slice(s, cols, rows).transpose(),
-    }
-}
-
-/// `dst[m, n] (=|+=) alpha * op(a) · op(b)`, where `op(a)` is `[m, k]` and `op(b)` is `[k, n]`.
-///
-/// `a` is stored row-major as `[m, k]` when `a_t == Trans::No` and as `[k, m]` when
-/// `a_t == Trans::Yes`; likewise `b` as `[k, n]` / `[n, k]`. With `Accum::Replace` the old
-/// contents of `dst` are never read (they may be NaN); with `k == 0` the product is zero.
+/// `dst[m, n] (=|+=) alpha * a · b`, where `a` is `[m, k]` and `b` is `[k, n]`: faer views, so a
+/// transposed operand is a view's `.transpose()` ([`Rows::mat`](crate::Rows::mat) of the stored
+/// matrix). With `Accum::Replace` the old contents of `dst` are never read (they may be NaN);
+/// with `k == 0` the product is zero.
 ///
 /// # Panics
 ///
-/// If `dst.len() != m * n`, `a.len() != m * k` or `b.len() != k * n`.
+/// If `a` does not have `dst`'s rows, or `b` is not `[a.ncols(), dst.cols()]`.
 #[track_caller]
 pub fn gemm(
-    dst: &mut [f32],
-    m: usize,
-    n: usize,
-    k: usize,
+    dst: RowsMut<'_>,
     accum: Accum,
-    a: &[f32],
-    a_t: Trans,
-    b: &[f32],
-    b_t: Trans,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
     alpha: f32,
     par: Par,
 ) {
-    gemm_ld(dst, n, m, n, k, accum, a, a_t, b, b_t, alpha, par);
+    let n = dst.cols();
+    gemm_cols(dst, n, accum, a, b, alpha, par);
 }
 
-/// [`gemm`] into the first `n` columns of `dst`, an `[m, ld]` row-major matrix (`n <= ld`); its
-/// other columns are neither read nor written.
+/// [`gemm`] into the first `n` columns of `dst` (`n <= dst.cols()`); its other columns are
+/// neither read nor written.
 ///
 /// # Panics
 ///
-/// If `n > ld`, `dst.len() != m * ld`, `a.len() != m * k` or `b.len() != k * n`.
+/// If `n > dst.cols()`, `a` does not have `dst`'s rows, or `b` is not `[a.ncols(), n]`.
 #[track_caller]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_ld(
-    dst: &mut [f32],
-    ld: usize,
-    m: usize,
+pub(crate) fn gemm_cols(
+    dst: RowsMut<'_>,
     n: usize,
-    k: usize,
     accum: Accum,
-    a: &[f32],
-    a_t: Trans,
-    b: &[f32],
-    b_t: Trans,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
     alpha: f32,
     par: Par,
 ) {
+    let (m, ld) = dst.shape();
     assert!(n <= ld, "gemm: {n} columns do not fit in rows of {ld}");
-    check_len("gemm", "dst", dst.len(), m * ld);
-    check_len("gemm", "a", a.len(), m * k);
-    check_len("gemm", "b", b.len(), k * n);
-    let dst = Dst { data: dst, ld };
-    let (a, b) = (view(a, m, k, a_t), view(b, k, n, b_t));
+    let k = a.ncols();
+    check_shape("gemm", "a", (a.nrows(), k), (m, k));
+    check_shape("gemm", "b", (b.nrows(), b.ncols()), (k, n));
+    let dst = Dst {
+        data: dst.into_data(),
+        ld,
+    };
     // One step along the inner dimension jumps this far in memory in a and in b.
     let stride = a
         .col_stride()
@@ -102,22 +78,11 @@ pub(crate) fn gemm_ld(
             let len = DEPTH_CHUNK.min(k - k0);
             let acc = if i == 0 { accum } else { Accum::Add };
             let (a_i, b_i) = (a.subcols(k0, len), b.subrows(k0, len));
-            gemm_views(
-                dst.reborrow(),
-                m,
-                n,
-                len,
-                acc,
-                a_i,
-                b_i,
-                alpha,
-                par,
-                MIN_SPLIT_FLOPS,
-            );
+            gemm_views(dst.reborrow(), acc, a_i, b_i, alpha, par, MIN_SPLIT_FLOPS);
         }
         return;
     }
-    gemm_views(dst, m, n, k, accum, a, b, alpha, par, MIN_SPLIT_FLOPS);
+    gemm_views(dst, accum, a, b, alpha, par, MIN_SPLIT_FLOPS);
 }
 
 /// A row-major destination whose rows start `ld` elements apart.
@@ -195,12 +160,10 @@ fn part(len: usize, parts: usize, i: usize) -> (usize, usize) {
     (len * i / parts, len * (i + 1) / parts)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `dst[m, n] (=|+=) alpha * a · b`, `m`, `n` and `k` being the views' dimensions, split among
+/// threads when the product has at least `min_flops` multiply-adds.
 fn gemm_views(
     mut dst: Dst<'_>,
-    m: usize,
-    n: usize,
-    k: usize,
     accum: Accum,
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
@@ -208,6 +171,7 @@ fn gemm_views(
     par: Par,
     min_flops: usize,
 ) {
+    let (m, n, k) = (a.nrows(), b.ncols(), a.ncols());
     let ld = dst.ld;
     match split(par, m, n, k, min_flops) {
         Split::Whole => matmul(dst.view(m, n), accum, a, b, alpha, par),
@@ -266,7 +230,18 @@ mod tests {
         ACCUMS, DS, NS, assert_close, destination, naive_matmul, pars, rng, to_f64, transpose,
         uniform,
     };
+    use crate::view::Rows;
     use proptest::prelude::*;
+
+    /// `s`, stored row-major as `[rows, cols]`, or as its transpose `[cols, rows]` when
+    /// `transposed`, as the `[rows, cols]` operand of a product.
+    fn operand(s: &[f32], rows: usize, cols: usize, transposed: bool) -> MatRef<'_, f32> {
+        if transposed {
+            Rows::new(s, cols, rows).mat().transpose()
+        } else {
+            Rows::new(s, rows, cols).mat()
+        }
+    }
 
     /// Checks every storage layout, accumulation mode and parallelism for one shape.
     fn check_shape(m: usize, n: usize, k: usize, seed: u64) {
@@ -278,18 +253,21 @@ mod tests {
             .into_iter()
             .map(|v| f64::from(alpha) * v)
             .collect();
-        let a_stored = [(a.clone(), Trans::No), (transpose(&a, m, k), Trans::Yes)];
-        let b_stored = [(b.clone(), Trans::No), (transpose(&b, k, n), Trans::Yes)];
+        let a_stored = [(a.clone(), false), (transpose(&a, m, k), true)];
+        let b_stored = [(b.clone(), false), (transpose(&b, k, n), true)];
         for (a_s, a_t) in &a_stored {
             for (b_s, b_t) in &b_stored {
                 for accum in ACCUMS {
                     for par in pars() {
                         let (mut dst, base) = destination(&mut rng, m * n, accum);
-                        gemm(&mut dst, m, n, k, accum, a_s, *a_t, b_s, *b_t, alpha, par);
+                        let (a_v, b_v) = (operand(a_s, m, k, *a_t), operand(b_s, k, n, *b_t));
+                        let out = RowsMut::new(&mut dst, m, n);
+                        gemm(out, accum, a_v, b_v, alpha, par);
                         let expected: Vec<f64> =
                             base.iter().zip(&product).map(|(x, y)| x + y).collect();
-                        let what =
-                            format!("gemm m={m} n={n} k={k} {a_t:?}/{b_t:?} {accum:?} {par:?}");
+                        let what = format!(
+                            "gemm m={m} n={n} k={k} transposed {a_t}/{b_t} {accum:?} {par:?}"
+                        );
                         assert_close(&what, &dst, &expected, 1e-5);
                     }
                 }
@@ -318,9 +296,9 @@ mod tests {
                 for (accum, ld) in ACCUMS.into_iter().flat_map(|a| [(a, n), (a, n + 3)]) {
                     let (mut dst, base) = destination(&mut rng, m * ld, accum);
                     let before = dst.clone();
-                    let (av, bv) = (view(&a, m, k, Trans::No), view(&b, k, n, Trans::No));
+                    let (av, bv) = (Rows::new(&a, m, k).mat(), Rows::new(&b, k, n).mat());
                     let out = Dst { data: &mut dst, ld };
-                    gemm_views(out, m, n, k, accum, av, bv, 1.0, par, 0);
+                    gemm_views(out, accum, av, bv, 1.0, par, 0);
                     let what = format!(
                         "split {:?} m={m} n={n} k={k} ld={ld} {accum:?}",
                         split(par, m, n, k, 0)
@@ -386,54 +364,24 @@ mod tests {
     #[test]
     fn empty_inner_dimension_gives_zero() {
         let mut dst = vec![f32::NAN; 6];
-        gemm(
-            &mut dst,
-            2,
-            3,
-            0,
-            Accum::Replace,
-            &[],
-            Trans::No,
-            &[],
-            Trans::Yes,
-            1.0,
-            Par::Seq,
-        );
+        let out = RowsMut::new(&mut dst, 2, 3);
+        let (a, b) = (operand(&[], 2, 0, false), operand(&[], 0, 3, true));
+        gemm(out, Accum::Replace, a, b, 1.0, Par::Seq);
         assert_eq!(dst, vec![0.0; 6]);
         let mut dst = vec![2.0; 6];
-        gemm(
-            &mut dst,
-            2,
-            3,
-            0,
-            Accum::Add,
-            &[],
-            Trans::Yes,
-            &[],
-            Trans::No,
-            1.0,
-            Par::rayon(2),
-        );
+        let out = RowsMut::new(&mut dst, 2, 3);
+        let (a, b) = (operand(&[], 2, 0, true), operand(&[], 0, 3, false));
+        gemm(out, Accum::Add, a, b, 1.0, Par::rayon(2));
         assert_eq!(dst, vec![2.0; 6]);
     }
 
     #[test]
-    #[should_panic(expected = "gemm: `b` has 5 elements, expected 6")]
-    fn panics_on_wrong_length() {
+    #[should_panic(expected = "gemm: `b` is 2 x 2, expected 3 x 2")]
+    fn panics_on_wrong_shape() {
         let mut dst = vec![0.0; 4];
-        gemm(
-            &mut dst,
-            2,
-            2,
-            3,
-            Accum::Replace,
-            &[0.0; 6],
-            Trans::No,
-            &[0.0; 5],
-            Trans::No,
-            1.0,
-            Par::Seq,
-        );
+        let out = RowsMut::new(&mut dst, 2, 2);
+        let (a, b) = (Rows::new(&[0.0; 6], 2, 3), Rows::new(&[0.0; 4], 2, 2));
+        gemm(out, Accum::Replace, a.mat(), b.mat(), 1.0, Par::Seq);
     }
 
     proptest! {

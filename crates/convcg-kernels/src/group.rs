@@ -3,29 +3,26 @@
 
 use faer::{Accum, Par};
 
-use crate::gemm::{Trans, gemm};
-use crate::shape::check_len;
+use crate::gemm::gemm;
+use crate::shape::{check_len, check_shape};
+use crate::view::{InputGrad, Rows, RowsMut};
 
-/// `out[g, :] = mean of x[r, :] over the rows r with groups[r] == g`, for `g < n_groups`; rows
-/// whose group is `>= n_groups` are left out (e.g. absent candidates), and a group without rows
-/// gets zeros. `counts[g]` receives the number of rows pooled into group `g`, for the backward.
+/// `out[g, :] = mean of x[r, :] over the rows r with groups[r] == g`, for the `n_groups` rows
+/// `g` of `out`; rows whose group is `>= n_groups` are left out (e.g. absent candidates), and a
+/// group without rows gets zeros. `counts[g]` receives the number of rows pooled into group
+/// `g`, for the backward.
 ///
 /// # Panics
 ///
-/// If `x` is not `groups.len() * d` long, `out` not `n_groups * d`, or `counts` not `n_groups`.
+/// If `x` does not have one row per group entry, `out` is not `x`'s width, or `counts` is not
+/// `n_groups` long.
 #[track_caller]
-pub fn segment_mean_forward(
-    x: &[f32],
-    groups: &[u32],
-    n_groups: usize,
-    d: usize,
-    out: &mut [f32],
-    counts: &mut [u32],
-) {
+pub fn segment_mean_forward(mut out: RowsMut<'_>, counts: &mut [u32], x: Rows<'_>, groups: &[u32]) {
     const K: &str = "segment_mean_forward";
-    check_len(K, "x", x.len(), groups.len() * d);
-    check_len(K, "out", out.len(), n_groups * d);
+    let (n_groups, d) = out.shape();
+    check_shape(K, "x", x.shape(), (groups.len(), d));
     check_len(K, "counts", counts.len(), n_groups);
+    let (out, x) = (out.data(), x.data());
     out.fill(0.0);
     counts.fill(0);
     for (r, &g) in groups.iter().enumerate() {
@@ -51,25 +48,21 @@ pub fn segment_mean_forward(
     }
 }
 
-/// Backward of [`segment_mean_forward`]: `dx[r, :] (=|+= per accum) dy[groups[r], :] /
+/// Backward of [`segment_mean_forward`]: `dx[r, :] (=|+= per its accum) dy[groups[r], :] /
 /// counts[groups[r]]`, and nothing (`Replace`: 0) for a row left out.
 ///
 /// # Panics
 ///
-/// If `dx` is not `groups.len() * d` long, `dy` not `counts.len() * d`.
+/// If `dy` does not have one row per count, or `dx` is not `[groups.len(), d]`.
 #[track_caller]
-pub fn segment_mean_backward(
-    groups: &[u32],
-    counts: &[u32],
-    dy: &[f32],
-    d: usize,
-    dx: &mut [f32],
-    accum: Accum,
-) {
+pub fn segment_mean_backward(dx: InputGrad<'_>, dy: Rows<'_>, groups: &[u32], counts: &[u32]) {
     const K: &str = "segment_mean_backward";
     let n_groups = counts.len();
-    check_len(K, "dy", dy.len(), n_groups * d);
-    check_len(K, "dx", dx.len(), groups.len() * d);
+    let d = dy.cols();
+    check_shape(K, "dy", dy.shape(), (n_groups, d));
+    dx.check(K, "dx", (groups.len(), d));
+    let InputGrad { mut dx, accum, .. } = dx;
+    let (dx, dy) = (dx.data(), dy.data());
     for (r, &g) in groups.iter().enumerate() {
         let dx = &mut dx[r * d..(r + 1) * d];
         let g = g as usize;
@@ -89,8 +82,8 @@ pub fn segment_mean_backward(
     }
 }
 
-/// Softmax cross-entropy of each of `b` queries against all `c` candidates, the right one
-/// given by `targets[i] < c` (several rows may share a target):
+/// Softmax cross-entropy of each of the `b` rows of `users` against all `c` rows of `cands`,
+/// the right one given by `targets[i] < c` (several rows may share a target):
 /// `logits[i, j] = inv_temp * <users_i, cands_j>`, row loss `-log softmax(logits_i)[targets[i]]`.
 ///
 /// Returns the weighted mean loss `Σ w_i loss_i / Σ w_i` (`weights: None` means all 1; if
@@ -101,25 +94,24 @@ pub fn segment_mean_backward(
 ///
 /// # Panics
 ///
-/// If a length does not match, a target is `>= c`, or a weight is negative or not finite.
+/// If a shape or length does not match, a target is `>= c`, or a weight is negative or not
+/// finite.
 #[track_caller]
 pub fn softmax_targets_forward(
-    users: &[f32],
-    cands: &[f32],
-    b: usize,
-    c: usize,
-    d: usize,
-    inv_temp: f32,
+    mut dlogits: RowsMut<'_>,
+    users: Rows<'_>,
+    cands: Rows<'_>,
     targets: &[u32],
     weights: Option<&[f32]>,
-    dlogits: &mut [f32],
+    inv_temp: f32,
     par: Par,
 ) -> f32 {
     const K: &str = "softmax_targets_forward";
-    check_len(K, "users", users.len(), b * d);
-    check_len(K, "cands", cands.len(), c * d);
+    let (b, d) = users.shape();
+    let c = cands.rows();
+    check_shape(K, "cands", cands.shape(), (c, d));
     check_len(K, "targets", targets.len(), b);
-    check_len(K, "dlogits", dlogits.len(), b * c);
+    check_shape(K, "dlogits", dlogits.shape(), (b, c));
     if let Some(w) = weights {
         check_len(K, "weights", w.len(), b);
         assert!(
@@ -133,24 +125,13 @@ pub fn softmax_targets_forward(
     let weight = |i: usize| weights.map_or(1.0, |w| f64::from(w[i]));
     let total: f64 = (0..b).map(weight).sum();
     if b == 0 || c == 0 || total == 0.0 {
-        dlogits.fill(0.0);
+        dlogits.data().fill(0.0);
         return 0.0;
     }
-    gemm(
-        dlogits,
-        b,
-        c,
-        d,
-        Accum::Replace,
-        users,
-        Trans::No,
-        cands,
-        Trans::Yes,
-        inv_temp,
-        par,
-    );
+    let (u, c_t) = (users.mat(), cands.mat().transpose());
+    gemm(dlogits.rb_mut(), Accum::Replace, u, c_t, inv_temp, par);
     let mut loss = 0.0f64;
-    for (i, row) in dlogits.chunks_exact_mut(c).enumerate() {
+    for (i, row) in dlogits.data().chunks_exact_mut(c).enumerate() {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let z: f64 = row.iter().map(|&l| f64::from(l - max).exp()).sum();
         let t = targets[i] as usize;
@@ -169,7 +150,9 @@ pub fn softmax_targets_forward(
 mod tests {
     use super::*;
     use crate::softmax::softmax_xent_backward;
-    use crate::testing::{ACCUMS, assert_close, destination, fd_check, rng, to_f64, uniform};
+    use crate::testing::{
+        ACCUMS, assert_close, destination, fd_check, rng, rows, rows_mut, to_f64, uniform,
+    };
     use rand::Rng;
 
     #[test]
@@ -180,15 +163,17 @@ mod tests {
         let groups = [1, 0, 1, 9];
         let mut out = [f32::NAN; 6];
         let mut counts = [7; 3];
-        segment_mean_forward(&x, &groups, 3, d, &mut out, &mut counts);
+        segment_mean_forward(rows_mut(&mut out, d), &mut counts, rows(&x, d), &groups);
         assert_eq!(out, [3.0, 4.0, 3.0, 4.0, 0.0, 0.0]);
         assert_eq!(counts, [1, 2, 0]);
         let dy = [1.0, -1.0, 2.0, 4.0, 9.0, 9.0];
         let mut dx = [f32::NAN; 8];
-        segment_mean_backward(&groups, &counts, &dy, d, &mut dx, Accum::Replace);
+        let grad = InputGrad::new(rows_mut(&mut dx, d), Accum::Replace);
+        segment_mean_backward(grad, rows(&dy, d), &groups, &counts);
         assert_eq!(dx, [1.0, 2.0, 1.0, -1.0, 1.0, 2.0, 0.0, 0.0]);
         let mut dx = [1.0; 8];
-        segment_mean_backward(&groups, &counts, &dy, d, &mut dx, Accum::Add);
+        let grad = InputGrad::new(rows_mut(&mut dx, d), Accum::Add);
+        segment_mean_backward(grad, rows(&dy, d), &groups, &counts);
         assert_eq!(dx, [2.0, 3.0, 2.0, 0.0, 2.0, 3.0, 1.0, 1.0]);
     }
 
@@ -200,12 +185,16 @@ mod tests {
         let x = uniform(&mut r, n * d);
         let w = uniform(&mut r, g * d);
         let (mut out, mut counts) = (vec![0.0; g * d], vec![0; g]);
-        segment_mean_forward(&x, &groups, g, d, &mut out, &mut counts);
+        segment_mean_forward(rows_mut(&mut out, d), &mut counts, rows(&x, d), &groups);
+        let backward = |dx: &mut [f32], accum| {
+            let grad = InputGrad::new(rows_mut(dx, d), accum);
+            segment_mean_backward(grad, rows(&w, d), &groups, &counts);
+        };
         for acc in ACCUMS {
             let (mut dx, base) = destination(&mut r, n * d, acc);
-            segment_mean_backward(&groups, &counts, &w, d, &mut dx, acc);
+            backward(&mut dx, acc);
             let mut plain = vec![0.0; n * d];
-            segment_mean_backward(&groups, &counts, &w, d, &mut plain, Accum::Replace);
+            backward(&mut plain, Accum::Replace);
             let want: Vec<f64> = base
                 .iter()
                 .zip(&plain)
@@ -214,7 +203,7 @@ mod tests {
             assert_close("dx", &dx, &want, 1e-6);
         }
         let mut dx = vec![0.0; n * d];
-        segment_mean_backward(&groups, &counts, &w, d, &mut dx, Accum::Replace);
+        backward(&mut dx, Accum::Replace);
         let w = to_f64(&w);
         fd_check(&["x"], &[to_f64(&x)], &[&dx], |v| {
             let mut sums = vec![0.0; g * d];
@@ -237,17 +226,17 @@ mod tests {
         });
     }
 
-    /// The loss in f64, straight from the definition.
+    /// The loss in f64, straight from the definition, for `[b, d]` users `u` (`b` targets) and
+    /// `[n_c, d]` candidates `c`.
     fn naive_loss(
         u: &[f64],
         c: &[f64],
-        b: usize,
-        n_c: usize,
         d: usize,
         inv_temp: f64,
         targets: &[u32],
         w: &[f64],
     ) -> f64 {
+        let (b, n_c) = (targets.len(), c.len() / d);
         let mut total = 0.0;
         for i in 0..b {
             let logits: Vec<f64> = (0..n_c)
@@ -275,23 +264,19 @@ mod tests {
             let wts = Some(weights.as_slice());
             let inv_temp = 2.0;
             let mut dlogits = vec![f32::NAN; b * n_c];
+            let (u, c) = (rows(&users, d), rows(&cands, d));
             let loss = softmax_targets_forward(
-                &users,
-                &cands,
-                b,
-                n_c,
-                d,
-                inv_temp,
+                rows_mut(&mut dlogits, n_c),
+                u,
+                c,
                 &targets,
                 wts,
-                &mut dlogits,
+                inv_temp,
                 Par::Seq,
             );
             let want = naive_loss(
                 &to_f64(&users),
                 &to_f64(&cands),
-                b,
-                n_c,
                 d,
                 f64::from(inv_temp),
                 &targets,
@@ -303,35 +288,19 @@ mod tests {
             );
             let (mut du, mut dc) = (vec![0.0; b * d], vec![0.0; n_c * d]);
             softmax_xent_backward(
-                &users,
-                &cands,
-                &dlogits,
-                b,
-                n_c,
-                d,
+                InputGrad::new(rows_mut(&mut du, d), Accum::Replace),
+                InputGrad::new(rows_mut(&mut dc, d), Accum::Replace),
+                u,
+                c,
+                rows(&dlogits, n_c),
                 inv_temp,
-                &mut du,
-                Accum::Replace,
-                &mut dc,
-                Accum::Replace,
                 Par::Seq,
             );
             fd_check(
                 &["users", "cands"],
                 &[to_f64(&users), to_f64(&cands)],
                 &[&du, &dc],
-                |v| {
-                    naive_loss(
-                        &v[0],
-                        &v[1],
-                        b,
-                        n_c,
-                        d,
-                        f64::from(inv_temp),
-                        &targets,
-                        &w_used,
-                    )
-                },
+                |v| naive_loss(&v[0], &v[1], d, f64::from(inv_temp), &targets, &w_used),
             );
         }
     }
@@ -340,15 +309,12 @@ mod tests {
     fn targeted_softmax_with_zero_total_weight_is_zero() {
         let mut dlogits = vec![f32::NAN; 4];
         let loss = softmax_targets_forward(
-            &[1.0, 2.0],
-            &[1.0, 0.0],
-            2,
-            2,
-            1,
-            1.0,
+            rows_mut(&mut dlogits, 2),
+            rows(&[1.0, 2.0], 1),
+            rows(&[1.0, 0.0], 1),
             &[0, 1],
             Some(&[0.0, 0.0]),
-            &mut dlogits,
+            1.0,
             Par::Seq,
         );
         assert_eq!(loss, 0.0);

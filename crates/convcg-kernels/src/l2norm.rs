@@ -3,7 +3,8 @@
 use faer::{Accum, Par};
 
 use crate::par::{for_rows, for_rows2};
-use crate::shape::check_len;
+use crate::shape::{check_len, check_shape};
+use crate::view::{InputGrad, Rows, RowsMut};
 
 /// A row whose output has `‖y‖² <` this was clamped: an unclamped output has unit norm up to
 /// rounding (about 1e-7 relative, with the f64 sum used here), a clamped one has `‖x‖ / eps`.
@@ -16,27 +17,20 @@ const CLAMPED_BELOW: f64 = 1.0 - 1e-4;
 ///
 /// # Panics
 ///
-/// If `x` or `y` is not `n * d` long, `norms.len() != n`, or `eps` is not positive (a zero row
-/// would then divide by zero).
+/// If `y` is not `x`'s shape, `norms.len() != n`, or `eps` is not positive (a zero row would
+/// then divide by zero).
 #[track_caller]
-pub fn l2norm_forward(
-    x: &[f32],
-    y: &mut [f32],
-    norms: &mut [f32],
-    n: usize,
-    d: usize,
-    eps: f32,
-    par: Par,
-) {
-    check_len("l2norm_forward", "x", x.len(), n * d);
-    check_len("l2norm_forward", "y", y.len(), n * d);
+pub fn l2norm_forward(mut y: RowsMut<'_>, norms: &mut [f32], x: Rows<'_>, eps: f32, par: Par) {
+    let (n, d) = x.shape();
+    check_shape("l2norm_forward", "y", y.shape(), (n, d));
     check_len("l2norm_forward", "norms", norms.len(), n);
     assert!(eps > 0.0, "l2norm_forward: eps must be positive, got {eps}");
     if d == 0 {
         norms.fill(eps);
         return;
     }
-    for_rows2(par, n, y, d, norms, 1, |first, y, norms| {
+    let x = x.data();
+    for_rows2(par, n, y.data(), d, norms, 1, |first, y, norms| {
         for ((y, norm), x) in y
             .chunks_exact_mut(d)
             .zip(norms)
@@ -53,7 +47,7 @@ pub fn l2norm_forward(
 }
 
 /// Backward of [`l2norm_forward`] from its outputs `y` and `norms`, row by row:
-/// `dx (=|+= per accum) (dy - y (y·dy)) / norm`.
+/// `dx (=|+= per its accum) (dy - y (y·dy)) / norm`.
 ///
 /// Where the norm was clamped to `eps` the forward is the linear map `x / eps`, so there
 /// `dx (=|+=) dy / eps`. A row counts as clamped when `‖y‖² < 1 - 1e-4`; rows whose true norm
@@ -62,26 +56,19 @@ pub fn l2norm_forward(
 ///
 /// # Panics
 ///
-/// If `y`, `dy` or `dx` is not `n * d` long or `norms.len() != n`.
+/// If `dy` or `dx` is not `y`'s shape or `norms` does not have one entry per row.
 #[track_caller]
-pub fn l2norm_backward(
-    y: &[f32],
-    norms: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    n: usize,
-    d: usize,
-    accum: Accum,
-    par: Par,
-) {
-    check_len("l2norm_backward", "y", y.len(), n * d);
+pub fn l2norm_backward(dx: InputGrad<'_>, y: Rows<'_>, norms: &[f32], dy: Rows<'_>, par: Par) {
+    let (n, d) = y.shape();
     check_len("l2norm_backward", "norms", norms.len(), n);
-    check_len("l2norm_backward", "dy", dy.len(), n * d);
-    check_len("l2norm_backward", "dx", dx.len(), n * d);
+    check_shape("l2norm_backward", "dy", dy.shape(), (n, d));
+    dx.check("l2norm_backward", "dx", (n, d));
     if d == 0 {
         return;
     }
-    for_rows(par, n, dx, d, |first, dx| {
+    let InputGrad { mut dx, accum, .. } = dx;
+    let (y, dy) = (y.data(), dy.data());
+    for_rows(par, n, dx.data(), d, |first, dx| {
         let rows = dx
             .chunks_exact_mut(d)
             .zip(y[first * d..].chunks_exact(d))
@@ -111,7 +98,8 @@ pub fn l2norm_backward(
 mod tests {
     use super::*;
     use crate::testing::{
-        ACCUMS, DS, NS, add, assert_close, destination, dot, fd_check, pars, rng, to_f64, uniform,
+        ACCUMS, DS, NS, add, assert_close, destination, dot, fd_check, pars, rng, rows, rows_mut,
+        to_f64, uniform,
     };
 
     /// `(y, norms)` in f64.
@@ -172,7 +160,7 @@ mod tests {
                     let what = format!("n={n} d={d} {par:?}");
                     let mut y = vec![f32::NAN; n * d];
                     let mut norms = vec![f32::NAN; n];
-                    l2norm_forward(&x, &mut y, &mut norms, n, d, EPS, par);
+                    l2norm_forward(rows_mut(&mut y, d), &mut norms, rows(&x, d), EPS, par);
                     assert_close(&format!("y {what}"), &y, &y_ref, 1e-6);
                     assert_close(&format!("norms {what}"), &norms, &norms_ref, 1e-6);
                     let dx_ref = naive_backward(
@@ -185,7 +173,8 @@ mod tests {
                     );
                     for accum in ACCUMS {
                         let (mut dx, base) = destination(&mut rng, n * d, accum);
-                        l2norm_backward(&y, &norms, &dy, &mut dx, n, d, accum, par);
+                        let grad = InputGrad::new(rows_mut(&mut dx, d), accum);
+                        l2norm_backward(grad, rows(&y, d), &norms, rows(&dy, d), par);
                         assert_close(
                             &format!("dx {accum:?} {what}"),
                             &dx,
@@ -203,13 +192,14 @@ mod tests {
         let x = [1e-4f32, -2e-4, 0.0, 0.0, 3.0, 4.0];
         let mut y = [0.0; 6];
         let mut norms = [0.0; 3];
-        l2norm_forward(&x, &mut y, &mut norms, 3, 2, EPS, Par::Seq);
+        l2norm_forward(rows_mut(&mut y, 2), &mut norms, rows(&x, 2), EPS, Par::Seq);
         assert_eq!(norms[..2], [EPS, EPS]);
         assert_eq!(norms[2], 5.0);
         assert_close("y", &y, &[1e-2, -2e-2, 0.0, 0.0, 0.6, 0.8], 1e-6);
         let dy = [1.0f32, 2.0, 3.0, 4.0, 1.0, 0.0];
         let mut dx = [0.0; 6];
-        l2norm_backward(&y, &norms, &dy, &mut dx, 3, 2, Accum::Replace, Par::Seq);
+        let grad = InputGrad::new(rows_mut(&mut dx, 2), Accum::Replace);
+        l2norm_backward(grad, rows(&y, 2), &norms, rows(&dy, 2), Par::Seq);
         // Last row: (dy - y (y·dy)) / 5 with y·dy = 0.6.
         let expected = [100.0, 200.0, 300.0, 400.0, (1.0 - 0.36) / 5.0, -0.48 / 5.0];
         assert_close("dx", &dx, &expected, 1e-5);
@@ -223,9 +213,10 @@ mod tests {
             let r = uniform(&mut rng, n * d);
             let mut y = vec![0.0; n * d];
             let mut norms = vec![0.0; n];
-            l2norm_forward(&x, &mut y, &mut norms, n, d, EPS, Par::Seq);
+            l2norm_forward(rows_mut(&mut y, d), &mut norms, rows(&x, d), EPS, Par::Seq);
             let mut dx = vec![0.0; n * d];
-            l2norm_backward(&y, &norms, &r, &mut dx, n, d, Accum::Replace, Par::Seq);
+            let grad = InputGrad::new(rows_mut(&mut dx, d), Accum::Replace);
+            l2norm_backward(grad, rows(&y, d), &norms, rows(&r, d), Par::Seq);
             let r64 = to_f64(&r);
             fd_check(&["x"], &[to_f64(&x)], &[&dx], |p| {
                 dot(&r64, &naive_l2norm(&p[0], n, d, f64::from(EPS)).0)

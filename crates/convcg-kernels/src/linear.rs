@@ -2,9 +2,10 @@
 
 use faer::{Accum, Par};
 
-use crate::gemm::{Trans, gemm, gemm_ld};
+use crate::gemm::{gemm, gemm_cols};
 use crate::par::{add_col_sums, for_rows};
-use crate::shape::check_len;
+use crate::shape::{check_len, check_shape};
+use crate::view::{InputGrad, Rows, RowsMut};
 
 /// `y[n, d_out] = x[n, d_in] · w[d_in, d_out] (+ b[d_out])`.
 ///
@@ -12,23 +13,15 @@ use crate::shape::check_len;
 ///
 /// # Panics
 ///
-/// If `x.len() != n * d_in`, `w.len() != d_in * d_out`, `y.len() != n * d_out`, or `b` is given
-/// and `b.len() != d_out`.
+/// If `w` does not have `x`'s width as rows, `y` is not `[n, d_out]`, or `b` is given and
+/// `b.len() != d_out`.
 #[track_caller]
-pub fn linear_forward(
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    y: &mut [f32],
-    n: usize,
-    d_in: usize,
-    d_out: usize,
-    par: Par,
-) {
-    check_forward("linear_forward", x, w, b, y, n, d_in, d_out);
+pub fn linear_forward(mut y: RowsMut<'_>, x: Rows<'_>, w: Rows<'_>, b: Option<&[f32]>, par: Par) {
+    check_forward("linear_forward", &y, x, w, b);
+    let (n, d_out) = y.shape();
     let accum = match b {
         Some(b) => {
-            for_rows(par, n, y, d_out, |_, y| {
+            for_rows(par, n, y.data(), d_out, |_, y| {
                 for row in y.chunks_exact_mut(d_out) {
                     row.copy_from_slice(b);
                 }
@@ -37,37 +30,16 @@ pub fn linear_forward(
         }
         None => Accum::Replace,
     };
-    gemm(
-        y,
-        n,
-        d_out,
-        d_in,
-        accum,
-        x,
-        Trans::No,
-        w,
-        Trans::No,
-        1.0,
-        par,
-    );
+    gemm(y, accum, x.mat(), w.mat(), 1.0, par);
 }
 
-/// The operand lengths of a forward of `n` rows from `d_in` to `d_out` columns.
+/// The operand shapes of a forward from `x` through `w` (and `b`) into `y`.
 #[track_caller]
-#[allow(clippy::too_many_arguments)]
-fn check_forward(
-    kernel: &str,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    y: &[f32],
-    n: usize,
-    d_in: usize,
-    d_out: usize,
-) {
-    check_len(kernel, "x", x.len(), n * d_in);
-    check_len(kernel, "w", w.len(), d_in * d_out);
-    check_len(kernel, "y", y.len(), n * d_out);
+fn check_forward(kernel: &str, y: &RowsMut<'_>, x: Rows<'_>, w: Rows<'_>, b: Option<&[f32]>) {
+    let (n, d_in) = x.shape();
+    let d_out = w.cols();
+    check_shape(kernel, "w", w.shape(), (d_in, d_out));
+    check_shape(kernel, "y", y.shape(), (n, d_out));
     if let Some(b) = b {
         check_len(kernel, "b", b.len(), d_out);
     }
@@ -89,25 +61,24 @@ const RELU_BLOCK_ROWS: usize = 256;
 /// As [`linear_forward`].
 #[track_caller]
 pub fn linear_relu_forward(
-    x: &[f32],
-    w: &[f32],
+    mut y: RowsMut<'_>,
+    x: Rows<'_>,
+    w: Rows<'_>,
     b: Option<&[f32]>,
-    y: &mut [f32],
-    n: usize,
-    d_in: usize,
-    d_out: usize,
     par: Par,
 ) {
-    check_forward("linear_relu_forward", x, w, b, y, n, d_in, d_out);
+    check_forward("linear_relu_forward", &y, x, w, b);
+    let (n, d_out) = y.shape();
+    let d_in = x.cols();
     if d_out == 0 {
         return;
     }
-    for_rows(par, n, y, d_out, |first, y| {
+    for_rows(par, n, y.data(), d_out, |first, y| {
         for (i, block) in y.chunks_mut(RELU_BLOCK_ROWS * d_out).enumerate() {
             let r0 = first + i * RELU_BLOCK_ROWS;
             let rows = block.len() / d_out;
-            let x_blk = &x[r0 * d_in..(r0 + rows) * d_in];
-            linear_forward(x_blk, w, b, block, rows, d_in, d_out, Par::Seq);
+            let x_blk = Rows::new(&x.data()[r0 * d_in..(r0 + rows) * d_in], rows, d_in);
+            linear_forward(RowsMut::new(block, rows, d_out), x_blk, w, b, Par::Seq);
             for v in block.iter_mut() {
                 *v = if *v < 0.0 { 0.0 } else { *v };
             }
@@ -115,87 +86,64 @@ pub fn linear_relu_forward(
     });
 }
 
-/// Where a backward kernel puts the gradient of an input, `[n, width]`.
+/// Where a backward kernel accumulates the gradients of a weight and of its bias, if any.
+/// Parameter gradients always accumulate (`+=`): a parameter may serve several times a step.
 #[derive(Debug)]
-pub struct InputGrad<'a> {
-    /// The gradient, `[n, width]`.
-    pub dx: &'a mut [f32],
-    /// How it receives the kernel's contribution.
-    pub accum: Accum,
-    /// How many leading columns are computed, at most `width`; the others are neither read nor
-    /// written. The full width unless nothing reads the gradient of the trailing columns (the
-    /// constant inputs at the end of a tower's x0).
-    pub cols: usize,
+pub struct WeightGrads<'a> {
+    /// The weight's gradient, of the weight's shape.
+    pub dw: RowsMut<'a>,
+    /// The bias's gradient, one per output column; `None` when there is no bias.
+    pub db: Option<&'a mut [f32]>,
 }
 
-/// Backward of [`linear_forward`]: `dx (=|+= per its accum) dy · wᵀ`, its first `cols` columns
-/// only; `dw += xᵀ · dy`; `db += column sums of dy`.
+/// Backward of [`linear_forward`] from the output gradient `dy`: `dx (=|+= per its accum)
+/// dy · wᵀ` in its leading columns ([`InputGrad::leading`]), the others left as they were;
+/// `dw += xᵀ · dy`; `db += column sums of dy`.
 ///
 /// Pass `dx: None` when the input needs no gradient (a leaf such as a batch of features), and
 /// `db: None` when the forward had no bias.
 ///
 /// # Panics
 ///
-/// If `x.len() != n * d_in`, `w.len() != d_in * d_out`, `dy.len() != n * d_out`,
-/// `dw.len() != d_in * d_out`, `dx` is given and `dx.len() != n * d_in` or its `cols > d_in`,
-/// or `db` is given and `db.len() != d_out`.
+/// If `w` does not have `x`'s width as rows, `dy` is not `[n, d_out]`, `dw` is not `w`'s shape,
+/// `dx` is given and is not `x`'s shape, or `db` is given and `db.len() != d_out`.
 #[track_caller]
 pub fn linear_backward(
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
     dx: Option<InputGrad<'_>>,
-    dw: &mut [f32],
-    db: Option<&mut [f32]>,
-    n: usize,
-    d_in: usize,
-    d_out: usize,
+    grads: WeightGrads<'_>,
+    x: Rows<'_>,
+    w: Rows<'_>,
+    dy: Rows<'_>,
     par: Par,
 ) {
-    check_len("linear_backward", "x", x.len(), n * d_in);
-    check_len("linear_backward", "w", w.len(), d_in * d_out);
-    check_len("linear_backward", "dy", dy.len(), n * d_out);
-    check_len("linear_backward", "dw", dw.len(), d_in * d_out);
-    if let Some(InputGrad { dx, accum, cols }) = dx {
-        check_len("linear_backward", "dx", dx.len(), n * d_in);
-        assert!(
-            cols <= d_in,
-            "linear_backward: {cols} columns of dx wanted, it has {d_in}"
-        );
+    const K: &str = "linear_backward";
+    let (n, d_in) = x.shape();
+    let d_out = w.cols();
+    check_shape(K, "w", w.shape(), (d_in, d_out));
+    check_shape(K, "dy", dy.shape(), (n, d_out));
+    let WeightGrads { dw, db } = grads;
+    check_shape(K, "dw", dw.shape(), (d_in, d_out));
+    if let Some(dx) = dx {
+        dx.check(K, "dx", (n, d_in));
+        let InputGrad { dx, accum, cols } = dx;
         // Column j of dx is dy times row j of w: the first `cols` rows of w give the first
         // `cols` columns.
-        gemm_ld(
+        let w_rows = Rows::new(&w.data()[..cols * d_out], cols, d_out);
+        gemm_cols(
             dx,
-            d_in,
-            n,
             cols,
-            d_out,
             accum,
-            dy,
-            Trans::No,
-            &w[..cols * d_out],
-            Trans::Yes,
+            dy.mat(),
+            w_rows.mat().transpose(),
             1.0,
             par,
         );
     }
     if let Some(db) = db {
-        check_len("linear_backward", "db", db.len(), d_out);
-        add_col_sums(db, dy, n, d_out, par);
+        check_len(K, "db", db.len(), d_out);
+        add_col_sums(db, dy.data(), n, d_out, par);
     }
-    gemm(
-        dw,
-        d_in,
-        d_out,
-        n,
-        Accum::Add,
-        x,
-        Trans::Yes,
-        dy,
-        Trans::No,
-        1.0,
-        par,
-    );
+    gemm(dw, Accum::Add, x.mat().transpose(), dy.mat(), 1.0, par);
 }
 
 #[cfg(test)]
@@ -245,10 +193,12 @@ pub(crate) mod tests {
                     .collect();
                 for par in pars() {
                     let what = format!("n={n} d_in={d_in} d_out={d_out} {par:?}");
+                    let (xv, wv) = (Rows::new(&x, n, d_in), Rows::new(&w, d_in, d_out));
+                    let dyv = Rows::new(&dy, n, d_out);
                     let mut y = vec![f32::NAN; n * d_out];
-                    linear_forward(&x, &w, Some(&b), &mut y, n, d_in, d_out, par);
+                    linear_forward(RowsMut::new(&mut y, n, d_out), xv, wv, Some(&b), par);
                     assert_close(&format!("y {what}"), &y, &y_ref, 1e-5);
-                    linear_forward(&x, &w, None, &mut y, n, d_in, d_out, par);
+                    linear_forward(RowsMut::new(&mut y, n, d_out), xv, wv, None, par);
                     assert_close(&format!("y (no bias) {what}"), &y, &y_nobias_ref, 1e-5);
                     for (accum, cols) in ACCUMS.into_iter().flat_map(|a| [(a, d_in), (a, d_in / 2)])
                     {
@@ -256,23 +206,13 @@ pub(crate) mod tests {
                         let (mut dw, dw_base) = destination(&mut rng, d_in * d_out, Accum::Add);
                         let (mut db, db_base) = destination(&mut rng, d_out, Accum::Add);
                         let untouched = dx.clone();
-                        let grad = InputGrad {
-                            dx: &mut dx,
-                            accum,
-                            cols,
+                        let grad =
+                            InputGrad::new(RowsMut::new(&mut dx, n, d_in), accum).leading(cols);
+                        let weights = WeightGrads {
+                            dw: RowsMut::new(&mut dw, d_in, d_out),
+                            db: Some(&mut db),
                         };
-                        linear_backward(
-                            &x,
-                            &w,
-                            &dy,
-                            Some(grad),
-                            &mut dw,
-                            Some(&mut db),
-                            n,
-                            d_in,
-                            d_out,
-                            par,
-                        );
+                        linear_backward(Some(grad), weights, xv, wv, dyv, par);
                         // The first `cols` columns get the gradient; the others keep what
                         // they held (NaN under `Replace`), bit for bit.
                         let dx_want = add(&dx_base, &dx_ref);
@@ -293,7 +233,11 @@ pub(crate) mod tests {
                         assert_close(&format!("db {what}"), &db, &add(&db_base, &db_ref), 1e-5);
                     }
                     let (mut dw, dw_base) = destination(&mut rng, d_in * d_out, Accum::Add);
-                    linear_backward(&x, &w, &dy, None, &mut dw, None, n, d_in, d_out, par);
+                    let weights = WeightGrads {
+                        dw: RowsMut::new(&mut dw, d_in, d_out),
+                        db: None,
+                    };
+                    linear_backward(None, weights, xv, wv, dyv, par);
                     assert_close(
                         &format!("dw (no dx, db) {what}"),
                         &dw,
@@ -317,19 +261,17 @@ pub(crate) mod tests {
             let mut dw = vec![0.0; d_in * d_out];
             let mut db = vec![0.0; d_out];
             linear_backward(
-                &x,
-                &w,
-                &r,
-                Some(InputGrad {
-                    dx: &mut dx,
-                    accum: Accum::Replace,
-                    cols: d_in,
-                }),
-                &mut dw,
-                Some(&mut db),
-                n,
-                d_in,
-                d_out,
+                Some(InputGrad::new(
+                    RowsMut::new(&mut dx, n, d_in),
+                    Accum::Replace,
+                )),
+                WeightGrads {
+                    dw: RowsMut::new(&mut dw, d_in, d_out),
+                    db: Some(&mut db),
+                },
+                Rows::new(&x, n, d_in),
+                Rows::new(&w, d_in, d_out),
+                Rows::new(&r, n, d_out),
                 Par::Seq,
             );
             let r64 = to_f64(&r);
@@ -365,7 +307,8 @@ pub(crate) mod tests {
                     .collect();
                 for par in [Par::Seq, Par::rayon(2), Par::rayon(3)] {
                     let mut y = vec![f32::NAN; n * d_out];
-                    linear_relu_forward(&x, &w, bias, &mut y, n, d_in, d_out, par);
+                    let (xv, wv) = (Rows::new(&x, n, d_in), Rows::new(&w, d_in, d_out));
+                    linear_relu_forward(RowsMut::new(&mut y, n, d_out), xv, wv, bias, par);
                     let what =
                         format!("n={n} d_in={d_in} d_out={d_out} {par:?} {}", bias.is_some());
                     assert_close(&what, &y, &expected, 1e-5);
@@ -373,7 +316,8 @@ pub(crate) mod tests {
             }
         }
         let mut y = [0.0; 2];
-        linear_relu_forward(&[f32::NAN], &[1.0, 1.0], None, &mut y, 1, 1, 2, Par::Seq);
+        let (x, w) = (Rows::new(&[f32::NAN], 1, 1), Rows::new(&[1.0, 1.0], 1, 2));
+        linear_relu_forward(RowsMut::new(&mut y, 1, 2), x, w, None, Par::Seq);
         assert!(y.iter().all(|v| v.is_nan()));
     }
 
@@ -381,15 +325,7 @@ pub(crate) mod tests {
     #[should_panic(expected = "linear_forward: `b` has 2 elements, expected 3")]
     fn panics_on_wrong_bias_length() {
         let mut y = vec![0.0; 3];
-        linear_forward(
-            &[1.0; 2],
-            &[1.0; 6],
-            Some(&[0.0; 2]),
-            &mut y,
-            1,
-            2,
-            3,
-            Par::Seq,
-        );
+        let (x, w) = (Rows::new(&[1.0; 2], 1, 2), Rows::new(&[1.0; 6], 2, 3));
+        linear_forward(RowsMut::new(&mut y, 1, 3), x, w, Some(&[0.0; 2]), Par::Seq);
     }
 }

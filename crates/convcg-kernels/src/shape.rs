@@ -1,4 +1,4 @@
-//! Length checks shared by the kernels' `# Panics` preconditions.
+//! Length and shape checks shared by the kernels' `# Panics` preconditions.
 
 use std::fmt;
 
@@ -9,5 +9,23 @@ pub(crate) fn check_len(kernel: &str, arg: impl fmt::Display, actual: usize, exp
     assert!(
         actual == expected,
         "{kernel}: `{arg}` has {actual} elements, expected {expected}"
+    );
+}
+
+/// Panics unless `actual == expected`, both `(rows, cols)`, naming the kernel and the argument.
+#[track_caller]
+pub(crate) fn check_shape(
+    kernel: &str,
+    arg: impl fmt::Display,
+    actual: (usize, usize),
+    expected: (usize, usize),
+) {
+    assert!(
+        actual == expected,
+        "{kernel}: `{arg}` is {} x {}, expected {} x {}",
+        actual.0,
+        actual.1,
+        expected.0,
+        expected.1
     );
 }

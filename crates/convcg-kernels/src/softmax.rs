@@ -4,13 +4,27 @@ use crate::vmath::fast_exp;
 use faer::{Accum, Par};
 use rayon::prelude::*;
 
-use crate::gemm::{Trans, gemm};
-use crate::shape::check_len;
+use crate::gemm::gemm;
+use crate::shape::{check_len, check_shape};
 use crate::simd::{Avx2Body, has_avx2_fma, run_avx2_if};
+use crate::view::{InputGrad, Rows, RowsMut};
 
 /// Rows per partial loss sum. Fixed, so that the loss is summed in the same order whatever the
 /// thread count.
 const LOSS_BLOCK_ROWS: usize = 32;
+
+/// The sampled softmax's arguments beyond its two embedding matrices, passed as one.
+#[derive(Clone, Copy, Debug)]
+pub struct SoftmaxArgs<'a> {
+    /// 1 / temperature.
+    pub inv_temp: f32,
+    /// Log sampling probability of each candidate (logQ correction), or none.
+    pub log_q: Option<&'a [f32]>,
+    /// Item id of each candidate; equal ids to a row's positive are masked as accidental hits.
+    pub cand_ids: &'a [u32],
+    /// Per-row example weights, or none for all ones.
+    pub weights: Option<&'a [f32]>,
+}
 
 /// In-batch sampled softmax cross-entropy, forward.
 ///
@@ -37,64 +51,46 @@ const LOSS_BLOCK_ROWS: usize = 32;
 ///
 /// # Panics
 ///
-/// If `c < b`; `users.len() != b * d`; `cands.len() != c * d`; `cand_ids` or `log_q` is not `c`
-/// long; `weights` is not `b` long or holds a negative or non-finite value; or
-/// `dlogits.len() != b * c`.
+/// If `c < b`; `cands` is not as wide as `users`; `cand_ids` or `log_q` is not `c` long;
+/// `weights` is not `b` long or holds a negative or non-finite value; or `dlogits` is not
+/// `[b, c]`.
 #[track_caller]
 pub fn softmax_xent_forward(
-    users: &[f32],
-    cands: &[f32],
-    b: usize,
-    c: usize,
-    d: usize,
-    inv_temp: f32,
-    log_q: Option<&[f32]>,
-    cand_ids: &[u32],
-    weights: Option<&[f32]>,
-    dlogits: &mut [f32],
+    dlogits: RowsMut<'_>,
+    users: Rows<'_>,
+    cands: Rows<'_>,
+    args: SoftmaxArgs<'_>,
     par: Par,
 ) -> f32 {
-    xent_forward(
-        users,
-        cands,
-        b,
-        c,
-        d,
-        inv_temp,
-        log_q,
-        cand_ids,
-        weights,
-        dlogits,
-        par,
-        has_avx2_fma(),
-    )
+    xent_forward(dlogits, users, cands, args, par, has_avx2_fma())
 }
 
 /// [`softmax_xent_forward`], with the row loop on the AVX2 path or not.
 #[track_caller]
 fn xent_forward(
-    users: &[f32],
-    cands: &[f32],
-    b: usize,
-    c: usize,
-    d: usize,
-    inv_temp: f32,
-    log_q: Option<&[f32]>,
-    cand_ids: &[u32],
-    weights: Option<&[f32]>,
-    dlogits: &mut [f32],
+    mut dlogits: RowsMut<'_>,
+    users: Rows<'_>,
+    cands: Rows<'_>,
+    args: SoftmaxArgs<'_>,
     par: Par,
     avx2: bool,
 ) -> f32 {
     const K: &str = "softmax_xent_forward";
+    let SoftmaxArgs {
+        inv_temp,
+        log_q,
+        cand_ids,
+        weights,
+    } = args;
+    let (b, d) = users.shape();
+    let c = cands.rows();
     assert!(
         c >= b,
         "{K}: c = {c} candidates cannot include the b = {b} positives"
     );
-    check_len(K, "users", users.len(), b * d);
-    check_len(K, "cands", cands.len(), c * d);
+    check_shape(K, "cands", cands.shape(), (c, d));
     check_len(K, "cand_ids", cand_ids.len(), c);
-    check_len(K, "dlogits", dlogits.len(), b * c);
+    check_shape(K, "dlogits", dlogits.shape(), (b, c));
     if let Some(log_q) = log_q {
         check_len(K, "log_q", log_q.len(), c);
     }
@@ -112,22 +108,12 @@ fn xent_forward(
         }
     };
     if b == 0 || weight_sum == 0.0 {
-        dlogits.fill(0.0);
+        dlogits.data().fill(0.0);
         return 0.0;
     }
-    gemm(
-        dlogits,
-        b,
-        c,
-        d,
-        Accum::Replace,
-        users,
-        Trans::No,
-        cands,
-        Trans::Yes,
-        inv_temp,
-        par,
-    );
+    let (u, c_t) = (users.mat(), cands.mat().transpose());
+    gemm(dlogits.rb_mut(), Accum::Replace, u, c_t, inv_temp, par);
+    let dlogits = dlogits.into_data();
 
     let rows = RowLoss {
         c,
@@ -312,61 +298,35 @@ fn exp_sum(row: &mut [f32], max: f32) -> f64 {
     total.iter().sum()
 }
 
-/// Backward of [`softmax_xent_forward`] from its `dlogits`:
-/// `du (=|+= per du_accum) inv_temp * dlogits · cands`;
-/// `dc (=|+= per dc_accum) inv_temp * dlogitsᵀ · users`.
+/// Backward of [`softmax_xent_forward`] (or of
+/// [`softmax_targets_forward`](crate::softmax_targets_forward)) from its `dlogits`:
+/// `du (=|+= per its accum) inv_temp * dlogits · cands`;
+/// `dc (=|+= per its accum) inv_temp * dlogitsᵀ · users`.
 ///
 /// # Panics
 ///
-/// If `users` or `du` is not `b * d` long, `cands` or `dc` is not `c * d` long, or
-/// `dlogits.len() != b * c`.
+/// If `cands` is not as wide as `users`, `dlogits` is not `[b, c]`, or `du` or `dc` is not the
+/// shape of `users` or `cands`.
 #[track_caller]
 pub fn softmax_xent_backward(
-    users: &[f32],
-    cands: &[f32],
-    dlogits: &[f32],
-    b: usize,
-    c: usize,
-    d: usize,
+    du: InputGrad<'_>,
+    dc: InputGrad<'_>,
+    users: Rows<'_>,
+    cands: Rows<'_>,
+    dlogits: Rows<'_>,
     inv_temp: f32,
-    du: &mut [f32],
-    du_accum: Accum,
-    dc: &mut [f32],
-    dc_accum: Accum,
     par: Par,
 ) {
     const K: &str = "softmax_xent_backward";
-    check_len(K, "users", users.len(), b * d);
-    check_len(K, "cands", cands.len(), c * d);
-    check_len(K, "dlogits", dlogits.len(), b * c);
-    check_len(K, "du", du.len(), b * d);
-    check_len(K, "dc", dc.len(), c * d);
-    gemm(
-        du,
-        b,
-        d,
-        c,
-        du_accum,
-        dlogits,
-        Trans::No,
-        cands,
-        Trans::No,
-        inv_temp,
-        par,
-    );
-    gemm(
-        dc,
-        c,
-        d,
-        b,
-        dc_accum,
-        dlogits,
-        Trans::Yes,
-        users,
-        Trans::No,
-        inv_temp,
-        par,
-    );
+    let (b, d) = users.shape();
+    let c = cands.rows();
+    check_shape(K, "cands", cands.shape(), (c, d));
+    check_shape(K, "dlogits", dlogits.shape(), (b, c));
+    du.check(K, "du", (b, d));
+    dc.check(K, "dc", (c, d));
+    gemm(du.dx, du.accum, dlogits.mat(), cands.mat(), inv_temp, par);
+    let dlogits_t = dlogits.mat().transpose();
+    gemm(dc.dx, dc.accum, dlogits_t, users.mat(), inv_temp, par);
 }
 
 #[cfg(test)]
@@ -472,20 +432,48 @@ mod tests {
         (loss / w_sum, grad)
     }
 
+    impl Case {
+        fn users(&self) -> Rows<'_> {
+            Rows::new(&self.users, self.b, self.d)
+        }
+
+        fn cands(&self) -> Rows<'_> {
+            Rows::new(&self.cands, self.c, self.d)
+        }
+
+        fn args(&self) -> SoftmaxArgs<'_> {
+            SoftmaxArgs {
+                inv_temp: INV_TEMP,
+                log_q: self.log_q.as_deref(),
+                cand_ids: &self.ids,
+                weights: self.weights.as_deref(),
+            }
+        }
+
+        /// [`softmax_xent_backward`] from `dlogits` into `du` and `dc`, per `accum`.
+        fn backward(
+            &self,
+            dlogits: &[f32],
+            du: &mut [f32],
+            dc: &mut [f32],
+            accum: Accum,
+            par: Par,
+        ) {
+            softmax_xent_backward(
+                InputGrad::new(RowsMut::new(du, self.b, self.d), accum),
+                InputGrad::new(RowsMut::new(dc, self.c, self.d), accum),
+                self.users(),
+                self.cands(),
+                Rows::new(dlogits, self.b, self.c),
+                INV_TEMP,
+                par,
+            );
+        }
+    }
+
     fn forward(k: &Case, dlogits: &mut [f32], par: Par) -> f32 {
-        softmax_xent_forward(
-            &k.users,
-            &k.cands,
-            k.b,
-            k.c,
-            k.d,
-            INV_TEMP,
-            k.log_q.as_deref(),
-            &k.ids,
-            k.weights.as_deref(),
-            dlogits,
-            par,
-        )
+        let out = RowsMut::new(dlogits, k.b, k.c);
+        softmax_xent_forward(out, k.users(), k.cands(), k.args(), par)
     }
 
     const SHAPES: [(usize, usize); 7] = [
@@ -529,10 +517,7 @@ mod tests {
                     for accum in ACCUMS {
                         let (mut du, du_base) = destination(&mut rng, b * d, accum);
                         let (mut dc, dc_base) = destination(&mut rng, c * d, accum);
-                        softmax_xent_backward(
-                            &k.users, &k.cands, &dlogits, b, c, d, INV_TEMP, &mut du, accum,
-                            &mut dc, accum, par,
-                        );
+                        k.backward(&dlogits, &mut du, &mut dc, accum, par);
                         assert_close(
                             &format!("du {accum:?} {what}"),
                             &du,
@@ -616,20 +601,8 @@ mod tests {
                 k.ids = (0..c as u32).map(|j| j % (c as u32 / 2 + 1)).collect();
                 let run = |avx2: bool| {
                     let mut dl = vec![f32::NAN; b * c];
-                    let loss = xent_forward(
-                        &k.users,
-                        &k.cands,
-                        b,
-                        c,
-                        k.d,
-                        INV_TEMP,
-                        k.log_q.as_deref(),
-                        &k.ids,
-                        k.weights.as_deref(),
-                        &mut dl,
-                        Par::Seq,
-                        avx2,
-                    );
+                    let out = RowsMut::new(&mut dl, b, c);
+                    let loss = xent_forward(out, k.users(), k.cands(), k.args(), Par::Seq, avx2);
                     (
                         loss.to_bits(),
                         dl.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -692,20 +665,7 @@ mod tests {
             }
             let mut du = vec![0.0; b * d];
             let mut dc = vec![f32::NAN; c * d];
-            softmax_xent_backward(
-                &full.users,
-                &full.cands,
-                &dl_full,
-                b,
-                c,
-                d,
-                INV_TEMP,
-                &mut du,
-                Accum::Replace,
-                &mut dc,
-                Accum::Replace,
-                par,
-            );
+            full.backward(&dl_full, &mut du, &mut dc, Accum::Replace, par);
             assert!(du.iter().chain(&dc).all(|v| v.is_finite()));
             for &j in &absent {
                 assert!(dc[j * d..(j + 1) * d].iter().all(|&v| v == 0.0));
@@ -769,20 +729,7 @@ mod tests {
             forward(&k, &mut dlogits, Par::Seq);
             let mut du = vec![0.0; b * d];
             let mut dc = vec![0.0; c * d];
-            softmax_xent_backward(
-                &k.users,
-                &k.cands,
-                &dlogits,
-                b,
-                c,
-                d,
-                INV_TEMP,
-                &mut du,
-                Accum::Replace,
-                &mut dc,
-                Accum::Replace,
-                Par::Seq,
-            );
+            k.backward(&dlogits, &mut du, &mut dc, Accum::Replace, Par::Seq);
             fd_check(
                 &["users", "cands"],
                 &[to_f64(&k.users), to_f64(&k.cands)],
@@ -823,16 +770,15 @@ mod tests {
             })
             .collect();
         let mut logits = vec![0.0f32; b * c];
+        let (u, c_t) = (
+            Rows::new(&users, b, d).mat(),
+            Rows::new(&cands, c, d).mat().transpose(),
+        );
         gemm(
-            &mut logits,
-            b,
-            c,
-            d,
+            RowsMut::new(&mut logits, b, c),
             Accum::Replace,
-            &users,
-            Trans::No,
-            &cands,
-            Trans::Yes,
+            u,
+            c_t,
             inv_temp,
             Par::Seq,
         );
@@ -871,17 +817,17 @@ mod tests {
         assert!(grad_ref[0] < 0.0 && grad_ref[0] > -1e-15, "{}", grad_ref[0]);
         for par in pars() {
             let mut dlogits = vec![f32::NAN; b * c];
-            let loss = softmax_xent_forward(
-                &users,
-                &cands,
-                b,
-                c,
-                d,
+            let args = SoftmaxArgs {
                 inv_temp,
-                Some(&log_q),
-                &ids,
-                Some(&weights),
-                &mut dlogits,
+                log_q: Some(&log_q),
+                cand_ids: &ids,
+                weights: Some(&weights),
+            };
+            let loss = softmax_xent_forward(
+                RowsMut::new(&mut dlogits, b, c),
+                Rows::new(&users, b, d),
+                Rows::new(&cands, c, d),
+                args,
                 par,
             );
             let err = (f64::from(loss) - loss_ref).abs();

@@ -2,6 +2,8 @@
 //! central-difference gradient check.
 
 use faer::{Accum, Par};
+
+use crate::view::{Rows, RowsMut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -22,6 +24,17 @@ pub(crate) fn rng(seed: u64) -> ChaCha8Rng {
 /// `len` values uniform in `[-1, 1)`.
 pub(crate) fn uniform(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// `data` as rows of `cols` (positive) columns; a test's buffers hold whole rows.
+pub(crate) fn rows(data: &[f32], cols: usize) -> Rows<'_> {
+    Rows::new(data, data.len() / cols, cols)
+}
+
+/// `data` as mutable rows of `cols` (positive) columns.
+pub(crate) fn rows_mut(data: &mut [f32], cols: usize) -> RowsMut<'_> {
+    let n = data.len() / cols;
+    RowsMut::new(data, n, cols)
 }
 
 pub(crate) fn to_f64(x: &[f32]) -> Vec<f64> {

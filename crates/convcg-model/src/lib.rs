@@ -18,8 +18,7 @@
 //! ([`Structure`]).
 //!
 //! ```
-//! use convcg_model::{FeatureTables, ModelConfig, TableDef, TowerInput, TwoTowerModel};
-//! use convcg_kernels::Par;
+//! use convcg_model::{FeatureTables, ModelConfig, Par, TableDef, TowerInput, TwoTowerModel};
 //!
 //! let tables = FeatureTables {
 //!     sparse: vec![TableDef { name: "id".into(), rows: 10 }],
@@ -45,9 +44,10 @@ mod params;
 mod tape;
 mod tower;
 
+pub use convcg_kernels::{Par, SoftmaxArgs};
 pub use error::{Error, Result};
 pub use model::{Heads, ModelConfig, TaskRows, TrainBatch, TwoTowerModel};
 pub use optim::{OptimConfig, Optimizer, OptimizerState};
 pub use params::{DenseParam, EmbeddingTable, Grads, ParamId, ParamStore, TableId};
-pub use tape::{EmbedInput, NodeTiming, SoftmaxArgs, Tape, ValueId};
+pub use tape::{EmbedInput, NodeTiming, Tape, ValueId};
 pub use tower::{CrossKind, FeatureTables, Structure, TableDef, Tower, TowerConfig, TowerInput};

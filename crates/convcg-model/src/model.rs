@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::optim::Optimizer;
 use crate::params::{Grads, ParamStore};
-use crate::tape::{SoftmaxArgs, Tape, ValueId};
+use crate::tape::{Tape, ValueId};
 use crate::tower::{FeatureTables, Tower, TowerConfig, TowerInput, config_error};
-use convcg_kernels::Par;
+use convcg_kernels::{Par, SoftmaxArgs};
 
 /// Shape and loss settings of the two-tower model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

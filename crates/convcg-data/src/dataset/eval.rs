@@ -135,13 +135,13 @@ pub(crate) fn subsample(
 }
 
 /// The eval queries of the window `[start, end]`: conversion ones from the conversions credited
-/// to impressions in the window, engagement ones from the window's clicks and saves. Counts the
+/// to impressions in the window, engagement ones from the window's clicks and saves; `labelled`
+/// is the training part's labels and `train_mask` says which impressions it holds. Counts the
 /// unknown-id and straddling conversions and the queries into `stats`.
 pub(crate) fn eval_set(
     log: &EventLog,
     r: &Resolved,
-    labelled: &Labelled,
-    train_mask: &[bool],
+    (labelled, train_mask): (&Labelled, &[bool]),
     (window_start, window_end): (i64, i64),
     true_conversions: Option<&[Conversion]>,
     cfg: &DatasetConfig,

@@ -144,8 +144,7 @@ impl Dataset {
             None => eval_set(
                 log,
                 &r,
-                &labelled,
-                train_mask,
+                (&labelled, train_mask),
                 (window_start, window_end),
                 true_conversions,
                 cfg,

@@ -1,6 +1,7 @@
 //! The softmax cross-entropy's inputs at the W1 shapes of shared/reference-workload.md, shared by
 //! the `softmax` benchmark and the `softmax_xent_once` example (which includes this file by path).
 
+use convcg_kernels::{Rows, SoftmaxArgs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -39,6 +40,26 @@ impl Inputs {
             log_q,
             ids,
             weights: vec![1.0; B],
+        }
+    }
+
+    /// The users, `[B, D]`.
+    pub fn users(&self) -> Rows<'_> {
+        Rows::new(&self.users, B, D)
+    }
+
+    /// The candidates, `[C, D]`.
+    pub fn cands(&self) -> Rows<'_> {
+        Rows::new(&self.cands, C, D)
+    }
+
+    /// The softmax's other arguments.
+    pub fn args(&self) -> SoftmaxArgs<'_> {
+        SoftmaxArgs {
+            inv_temp: INV_TEMP,
+            log_q: Some(&self.log_q),
+            cand_ids: &self.ids,
+            weights: Some(&self.weights),
         }
     }
 }
