@@ -29,7 +29,7 @@ pub enum EvalProtocol {
     /// hard negatives, nor labels (training on a user's events after the query would show the
     /// model that query's future). Everything else trains, every label counted as mature (these
     /// logs record conversions as they happen). History bags break ties within a second by
-    /// impression id (see [`QueryKey::seq`]).
+    /// impression id (see [`QueryKey::seq`](super::QueryKey::seq)).
     LastConversion,
 }
 

@@ -6,7 +6,7 @@ use crate::labels::LabelStats;
 
 use super::vocab::Vocab;
 
-/// What [`Dataset::build`] found and made.
+/// What [`Dataset::build`](super::Dataset::build) found and made.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DatasetStats {
     /// Impressions in the log.
