@@ -139,3 +139,20 @@ pub(crate) fn config_error(key: &'static str, message: impl Into<String>) -> Err
         message: message.into(),
     }
 }
+
+/// `Ok` if `v` is finite and at least 0, else the config error for `key` (`f32` and `f64` keys
+/// alike; the message shows the value as the user wrote it).
+pub(crate) fn non_negative<T: Copy + Into<f64> + std::fmt::Display>(
+    key: &'static str,
+    v: T,
+) -> Result<()> {
+    let x: f64 = v.into();
+    if x.is_finite() && x >= 0.0 {
+        Ok(())
+    } else {
+        Err(config_error(
+            key,
+            format!("must be a finite number >= 0, got {v}"),
+        ))
+    }
+}

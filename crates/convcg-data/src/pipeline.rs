@@ -251,6 +251,16 @@ mod tests {
     use crate::labels::NONE;
     use crate::{Marketplace, SynthConfig};
 
+    /// The time of the log's last impression: the cutoff `run_pipeline` uses by default.
+    fn last_impression(log: &crate::EventLog) -> i64 {
+        log.impressions
+            .ts
+            .iter()
+            .copied()
+            .max()
+            .expect("impressions")
+    }
+
     fn small_log(dir: &Path, shards: usize) -> crate::EventLog {
         let cfg = SynthConfig {
             num_users: 300,
@@ -293,13 +303,7 @@ mod tests {
             ]
         );
 
-        let cutoff = log
-            .impressions
-            .ts
-            .iter()
-            .copied()
-            .max()
-            .expect("impressions");
+        let cutoff = last_impression(&log);
         let eng = engagement_impressions(&log).expect("unique ids");
         let labelled = label(&log, &eng, &cfg.labels, cutoff, None).expect("labels");
         let s = &labelled.stats;
@@ -355,13 +359,7 @@ mod tests {
     fn a_configured_cutoff_masks_more_and_the_seed_changes_the_order_only() {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = small_log(dir.path(), 1);
-        let last = log
-            .impressions
-            .ts
-            .iter()
-            .copied()
-            .max()
-            .expect("impressions");
+        let last = last_impression(&log);
         let run = |cfg: &PipelineConfig| {
             run_pipeline_batches(dir.path(), cfg, &mut |_| {}).expect("runs")
         };

@@ -2,10 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, config_error};
+use crate::error::{Result, config_error, non_negative};
 use crate::labels::{
     ClickWeight, ConversionKindWeights, LabelConfig, LogQMode, StreamingConfig, ValueWeighting,
-    non_negative,
 };
 use crate::schema::OnBadRow;
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, config_error};
+use crate::error::{Result, config_error, non_negative};
 use crate::schema::ConversionKind;
 
 /// The most hard negatives a positive can draw; caps `hard_negatives_per_positive` so that an
@@ -213,16 +213,5 @@ impl LabelConfig {
             ));
         }
         Ok(())
-    }
-}
-
-pub(crate) fn non_negative(key: &'static str, v: f32) -> Result<()> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(())
-    } else {
-        Err(config_error(
-            key,
-            format!("must be a finite number >= 0, got {v}"),
-        ))
     }
 }

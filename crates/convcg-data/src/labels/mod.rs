@@ -28,8 +28,6 @@ pub use config::{
 pub use log_q::{LogQMode, StreamingCell, StreamingConfig, StreamingFrequency, StreamingState};
 pub use negatives::{uniform_log_q, uniform_negatives};
 
-pub(crate) use config::non_negative;
-
 /// The "no index" sentinel of index columns (an orphan engagement, an unattributed conversion,
 /// a missing hard negative); public documentation spells it `u32::MAX`.
 pub const NONE: u32 = u32::MAX;

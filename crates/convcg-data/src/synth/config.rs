@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, config_error};
+use crate::error::{Result, config_error, non_negative};
 use crate::schema::Surface;
 
 /// Every knob of the synthetic marketplace. [`Default`] meets docs/design.md's targets: a world
@@ -210,17 +210,6 @@ fn positive(key: &'static str, v: f64) -> Result<()> {
         Err(config_error(
             key,
             format!("must be a finite number > 0, got {v}"),
-        ))
-    }
-}
-
-fn non_negative(key: &'static str, v: f64) -> Result<()> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(())
-    } else {
-        Err(config_error(
-            key,
-            format!("must be a finite number >= 0, got {v}"),
         ))
     }
 }

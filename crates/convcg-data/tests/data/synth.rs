@@ -21,7 +21,7 @@ fn small() -> SynthConfig {
 
 /// A fifth of the default catalog, a tenth of its users and a twelfth of its traffic: enough
 /// conversions for the noise shares to be measured, quick to generate.
-fn medium() -> SynthConfig {
+pub(crate) fn medium() -> SynthConfig {
     SynthConfig {
         num_users: 10_000,
         num_pins: 20_000,
@@ -34,7 +34,7 @@ fn medium() -> SynthConfig {
     }
 }
 
-fn generate(cfg: &SynthConfig, seed: u64) -> Marketplace {
+pub(crate) fn generate(cfg: &SynthConfig, seed: u64) -> Marketplace {
     Marketplace::generate(cfg, seed, &|_, _| {}).expect("valid config")
 }
 

@@ -7,21 +7,14 @@ use std::sync::OnceLock;
 
 use convcg_data::{Marketplace, Surface, SynthConfig};
 
+use crate::synth::{generate, medium};
+
+/// `synth`'s medium world with half its categories.
 fn world() -> SynthConfig {
     SynthConfig {
-        num_users: 10_000,
-        num_pins: 20_000,
-        num_advertisers: 400,
         num_categories: 20,
-        num_brands: 1_000,
-        num_queries: 400,
-        impressions: 1_500_000,
-        ..SynthConfig::default()
+        ..medium()
     }
-}
-
-fn generate(cfg: &SynthConfig, seed: u64) -> Marketplace {
-    Marketplace::generate(cfg, seed, &|_, _| {}).expect("valid config")
 }
 
 /// The default-settings world, generated once for the tests that only read it.
