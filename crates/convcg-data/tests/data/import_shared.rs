@@ -1,6 +1,6 @@
-//! `convcg_data::shared` driven by the real environment variables. Each case runs the ignored
-//! `probe` test of this binary in a child process with its own environment, so no test changes
-//! the variables of a running process.
+//! `convcg_data::testing`'s shared-data lookup driven by the real environment variables. Each
+//! case runs the ignored `probe` test of this binary in a child process with its own
+//! environment, so no test changes the variables of a running process.
 
 use std::path::Path;
 use std::process::{Command, Output};
