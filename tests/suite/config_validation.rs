@@ -123,6 +123,10 @@ fn every_bad_value_names_its_key_value_and_what_is_allowed() {
             &["optim.adagrad_eps", "NaN", "(0, 10]"],
         ),
         (
+            "[optim]\nadagrad_weight_decay = -0.1",
+            &["optim.adagrad_weight_decay", "-0.1", "[0, 1]"],
+        ),
+        (
             "[optim]\nadam_beta1 = 1.0",
             &["optim.adam_beta1", "1", "[0, 1)"],
         ),

@@ -12,10 +12,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use convcg_kernels::{
-    Accum, AdamParams, CrossSaved, EmbedBlock, InputGrad, Lookup, Par, Rows, RowsMut,
-    SparseRowGrad, TableScatter, WeightGrads, adam_update, bag_mean_backward, bag_mean_forward,
-    cross_backward, cross_forward, embed_backward, embed_forward, gather_backward, gather_forward,
-    linear_backward, linear_forward, linear_relu_forward, rowwise_adagrad_update,
+    Accum, AdagradParams, AdamParams, CrossSaved, EmbedBlock, InputGrad, Lookup, Par, Rows,
+    RowsMut, SparseRowGrad, TableScatter, WeightGrads, adam_update, bag_mean_backward,
+    bag_mean_forward, cross_backward, cross_forward, embed_backward, embed_forward,
+    gather_backward, gather_forward, linear_backward, linear_forward, linear_relu_forward,
+    rowwise_adagrad_update,
 };
 
 /// Rows through one tower: B positives plus H = 1 hard negative each.
@@ -303,7 +304,12 @@ fn optim(c: &mut Criterion) {
     group.throughput(Throughput::Elements((grad.len() * DIM) as u64));
     group.bench_function("rowwise_adagrad", |bench| {
         bench.iter(|| {
-            rowwise_adagrad_update(&mut table, &mut state, &grad, 0.05, 1e-8, par);
+            let p = AdagradParams {
+                lr: 0.05,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            };
+            rowwise_adagrad_update(&mut table, &mut state, &grad, p, par);
             black_box(&table);
         })
     });

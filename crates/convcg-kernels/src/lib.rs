@@ -116,6 +116,6 @@ pub use gemm::gemm;
 pub use group::{segment_mean_backward, segment_mean_forward, softmax_targets_forward};
 pub use l2norm::{l2norm_backward, l2norm_forward};
 pub use linear::{WeightGrads, linear_backward, linear_forward, linear_relu_forward};
-pub use optim::{AdamParams, adam_update, rowwise_adagrad_update};
+pub use optim::{AdagradParams, AdamParams, adam_update, rowwise_adagrad_update};
 pub use softmax::{SoftmaxArgs, softmax_xent_backward, softmax_xent_forward};
 pub use view::{InputGrad, Rows, RowsMut};

@@ -69,8 +69,22 @@ pub fn adam_update(
     });
 }
 
-/// FBGEMM-style exact row-wise Adagrad on the rows in `grad` only: per touched row `r`,
-/// `state[r] += mean(g_r²)`; `table[r] -= lr * g_r / (sqrt(state[r]) + eps)`.
+/// The settings of [`rowwise_adagrad_update`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdagradParams {
+    /// Learning rate.
+    pub lr: f32,
+    /// Added to the root of the accumulated squares to keep the step finite.
+    pub eps: f32,
+    /// L2 penalty `weight_decay / 2 * |w_r|²` of each touched row, added to its gradient as
+    /// `weight_decay * w_r` (0: none). Only rows a batch touches decay, so a rare id is pulled
+    /// towards 0 only when it is seen, in proportion to how often it is.
+    pub weight_decay: f32,
+}
+
+/// FBGEMM-style exact row-wise Adagrad on the rows in `grad` only: per touched row `r`, with
+/// `g_r` its gradient plus `weight_decay * w_r`, `state[r] += mean(g_r²)`;
+/// `table[r] -= lr * g_r / (sqrt(state[r]) + eps)`.
 ///
 /// `table` is `[rows, dim]` and `state` is `[rows]`, where `rows = grad.num_rows()` and
 /// `dim = grad.dim()`. Untouched rows are not written.
@@ -83,8 +97,7 @@ pub fn rowwise_adagrad_update(
     table: &mut [f32],
     state: &mut [f32],
     grad: &SparseRowGrad,
-    lr: f32,
-    eps: f32,
+    p: AdagradParams,
     par: Par,
 ) {
     let (rows, dim) = (grad.num_rows(), grad.dim());
@@ -93,12 +106,28 @@ pub fn rowwise_adagrad_update(
     if dim == 0 || grad.is_empty() {
         return;
     }
+    let AdagradParams {
+        lr,
+        eps,
+        weight_decay,
+    } = p;
+    // The decayed gradient `g + weight_decay * w` is formed as it is used: the first pass reads
+    // the row before the second writes it (with no decay it is `g` itself).
     let update = |g: &[f32], row: &mut [f32], state: &mut f32| {
-        let mean_sq = g.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / dim as f64;
+        let decayed = |g: f32, w: f32| g + weight_decay * w;
+        let mean_sq = g
+            .iter()
+            .zip(row.iter())
+            .map(|(&g, &w)| {
+                let d = f64::from(decayed(g, w));
+                d * d
+            })
+            .sum::<f64>()
+            / dim as f64;
         *state += mean_sq as f32;
         let rate = lr / (state.sqrt() + eps);
         for (w, &g) in row.iter_mut().zip(g) {
-            *w -= rate * g;
+            *w -= rate * decayed(g, *w);
         }
     };
     let touched = grad.rows().iter().zip(grad.values().chunks_exact(dim));
@@ -234,7 +263,12 @@ mod tests {
         grad.add_row(2, &[0.5, 0.5, 0.5], 1.0);
         grad.add_row(7, &[1.0, 0.0, 0.0], 1.0);
         let (mut table, mut state) = (table0.clone(), state0.clone());
-        rowwise_adagrad_update(&mut table, &mut state, &grad, 0.1, 1e-6, Par::Seq);
+        let p = AdagradParams {
+            lr: 0.1,
+            eps: 1e-6,
+            weight_decay: 0.0,
+        };
+        rowwise_adagrad_update(&mut table, &mut state, &grad, p, Par::Seq);
         for r in (0..rows).filter(|r| ![2, 7].contains(r)) {
             assert_eq!(
                 table[r * dim..(r + 1) * dim],
@@ -284,17 +318,26 @@ mod tests {
         let mut results = Vec::new();
         for par in pars() {
             let (mut table, mut state) = (table0.clone(), state0.clone());
-            rowwise_adagrad_update(&mut table, &mut state, &grad, 0.05, 1e-8, par);
+            let p = AdagradParams {
+                lr: 0.05,
+                eps: 1e-8,
+                weight_decay: 0.01,
+            };
+            rowwise_adagrad_update(&mut table, &mut state, &grad, p, par);
             for r in 0..rows as u32 {
                 let at = r as usize * dim;
                 match grad.get(r) {
                     None => assert_eq!(table[at..at + dim], table0[at..at + dim]),
                     Some(g) => {
+                        // The decayed gradient g + 0.01 w, in f64.
+                        let g: Vec<f64> = (0..dim)
+                            .map(|j| f64::from(g[j]) + 0.01 * f64::from(table0[at + j]))
+                            .collect();
                         let s = f64::from(state0[r as usize])
-                            + g.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / 16.0;
+                            + g.iter().map(|&v| v.powi(2)).sum::<f64>() / 16.0;
                         let rate = 0.05 / (s.sqrt() + 1e-8);
                         let expected: Vec<f64> = (0..dim)
-                            .map(|j| f64::from(table0[at + j]) - rate * f64::from(g[j]))
+                            .map(|j| f64::from(table0[at + j]) - rate * g[j])
                             .collect();
                         assert_close(
                             &format!("row {r} {par:?}"),

@@ -23,6 +23,10 @@ pub struct OptimConfig {
     pub adagrad_lr: f32,
     /// Row-wise Adagrad ε.
     pub adagrad_eps: f32,
+    /// L2 weight decay of the embedding rows a batch touches (0: none): each touched row's
+    /// gradient gains `adagrad_weight_decay * row`, which keeps the ids seen in few examples
+    /// from being fitted to them.
+    pub adagrad_weight_decay: f32,
 }
 
 impl Default for OptimConfig {
@@ -34,6 +38,7 @@ impl Default for OptimConfig {
             adam_eps: 1e-8,
             adagrad_lr: 0.05,
             adagrad_eps: 1e-8,
+            adagrad_weight_decay: 0.0,
         }
     }
 }
@@ -59,6 +64,14 @@ impl OptimConfig {
             if !(0.0..1.0).contains(&v) {
                 return Err(config_error(key.into(), v, "a number in [0, 1)"));
             }
+        }
+        let decay = self.adagrad_weight_decay;
+        if !(decay.is_finite() && (0.0..=1.0).contains(&decay)) {
+            return Err(config_error(
+                "optim.adagrad_weight_decay".into(),
+                decay,
+                "a number in [0, 1]",
+            ));
         }
         Ok(())
     }
@@ -218,14 +231,12 @@ impl Optimizer {
         for (i, t) in params.tables_mut().iter_mut().enumerate() {
             let g = &grads.tables[i];
             if !g.is_empty() {
-                k::rowwise_adagrad_update(
-                    &mut t.value,
-                    &mut self.row_state[i],
-                    g,
-                    self.cfg.adagrad_lr,
-                    self.cfg.adagrad_eps,
-                    par,
-                );
+                let p = k::AdagradParams {
+                    lr: self.cfg.adagrad_lr,
+                    eps: self.cfg.adagrad_eps,
+                    weight_decay: self.cfg.adagrad_weight_decay,
+                };
+                k::rowwise_adagrad_update(&mut t.value, &mut self.row_state[i], g, p, par);
             }
         }
     }
