@@ -644,6 +644,7 @@ pub(crate) fn feature_tables(data: &Dataset) -> (FeatureTables, FeatureTables) {
             .map(|s| TableDef {
                 name: s.name.clone(),
                 rows: s.rows,
+                pin_table: s.pin_table.clone(),
             })
             .collect::<Vec<_>>()
     };

@@ -23,10 +23,7 @@ const PIN_ROWS: [usize; 6] = [1_000_000, 50_000, 20_000, 5_000, 100, 3];
 fn defs(prefix: &str, rows: &[usize]) -> Vec<TableDef> {
     rows.iter()
         .enumerate()
-        .map(|(i, &rows)| TableDef {
-            name: format!("{prefix}{i}"),
-            rows,
-        })
+        .map(|(i, &rows)| TableDef::new(format!("{prefix}{i}"), rows))
         .collect()
 }
 

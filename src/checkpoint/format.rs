@@ -13,8 +13,9 @@ use crate::metrics::LossPoint;
 
 /// The first 8 bytes of every checkpoint.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"CONVCGCK";
-/// The format version this build writes and reads.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// The format version this build writes and reads (2: a feature table may name the pin table it
+/// reads).
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// Magic, version and body length.
 const HEADER_LEN: usize = 8 + 4 + 8;
@@ -204,6 +205,13 @@ impl Enc {
             for d in defs {
                 self.str(&d.name);
                 self.usize(d.rows);
+                match &d.pin_table {
+                    None => self.u8(0),
+                    Some(feature) => {
+                        self.u8(1);
+                        self.str(feature);
+                    }
+                }
             }
         }
         self.usize(t.dense);
@@ -408,6 +416,11 @@ impl<'a> Dec<'a> {
                     Ok(TableDef {
                         name: d.string()?,
                         rows: d.usize()?,
+                        pin_table: match d.u8()? {
+                            0 => None,
+                            1 => Some(d.string()?),
+                            k => return Err(format!("bad presence byte {k}")),
+                        },
                     })
                 })
                 .collect()
@@ -571,11 +584,11 @@ mod tests {
         stream.observe([1, 2, 2, 5]);
         stream.observe([5]);
         let tables = |n: usize| FeatureTables {
-            sparse: vec![TableDef {
-                name: format!("t{n}"),
-                rows: 3 + n,
+            sparse: vec![TableDef::new(format!("t{n}"), 3 + n)],
+            bags: vec![TableDef {
+                pin_table: Some(format!("t{n}")),
+                ..TableDef::new("recent", 3 + n)
             }],
-            bags: vec![],
             dense: n,
         };
         Checkpoint {

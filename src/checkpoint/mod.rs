@@ -4,7 +4,7 @@
 //! directory, listing, pruning, the newest usable one) are separate modules; this one holds
 //! what a checkpoint contains and how a model is loaded from one.
 //!
-//! # Format (version 1, little-endian)
+//! # Format (version 2, little-endian)
 //!
 //! ```text
 //! magic "CONVCGCK" | version u32 | body length u64 | body | CRC-32 (IEEE) u32 of all before it
@@ -12,7 +12,8 @@
 //!
 //! The body is a sequence of sections, each `tag [u8; 4] | length u64 | payload`, in this order:
 //! `CONF` (the run config as TOML text), `SRCE` (where the event log came from), `FEAT` (the
-//! towers' feature tables: what [`load_model`] needs to rebuild them), `PARM` (every parameter
+//! towers' feature tables, each with the pin table it reads if any: what [`load_model`] needs
+//! to rebuild them), `PARM` (every parameter
 //! by name with its shape and values), `TRST` (the training state: a presence byte, then step,
 //! loss-curve accumulators and points, skipped batches, sampler and RNG position, log-q state
 //! and optimiser state; absent in `model.ckpt`). Strings and vectors are a `u64` count then

@@ -9,6 +9,10 @@ pub struct TableSpec {
     pub name: String,
     /// Rows, including the out-of-vocabulary row 0.
     pub rows: usize,
+    /// For a query bag whose ids are rows of a pin feature's table (the same vocabulary, the
+    /// same out-of-vocabulary row 0): that pin feature's name, so that a model can read the
+    /// bag from the pin tower's table instead of a table of its own.
+    pub pin_table: Option<String>,
 }
 
 /// Every table and dense width of the two towers, in the order of the feature columns.
@@ -16,7 +20,8 @@ pub struct TableSpec {
 pub struct FeatureSchema {
     /// One id per query: `user_id`, `surface`, `context_pin`, `context_category`, `query_id`.
     pub query_sparse: Vec<TableSpec>,
-    /// Bags of ids per query: `recent_categories`, `recent_advertisers`.
+    /// Bags of ids per query: `recent_categories`, `recent_advertisers`, and `recent_pins`
+    /// (rows of the pin tower's `pin_id` table).
     pub query_bags: Vec<TableSpec>,
     /// Dense floats per query (the user's standardised `f_*` columns).
     pub query_dense: usize,

@@ -21,7 +21,7 @@
 //! use convcg_model::{FeatureTables, ModelConfig, Par, TableDef, TowerInput, TwoTowerModel};
 //!
 //! let tables = FeatureTables {
-//!     sparse: vec![TableDef { name: "id".into(), rows: 10 }],
+//!     sparse: vec![TableDef::new("id", 10)],
 //!     bags: vec![],
 //!     dense: 2,
 //! };

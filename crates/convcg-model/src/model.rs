@@ -100,6 +100,65 @@ impl ModelConfig {
     }
 }
 
+/// Checks that every query feature that reads a pin table ([`TableDef::pin_table`]) names a
+/// one-id pin feature with the same rows, that both towers' embeddings are as wide, and that no
+/// pin feature names one.
+fn check_shared_tables(
+    cfg: &ModelConfig,
+    query_tables: &FeatureTables,
+    pin_tables: &FeatureTables,
+) -> Result<()> {
+    let input = |tower, what: String| Err(Error::Input { tower, what });
+    if let Some(t) = pin_tables
+        .sparse
+        .iter()
+        .chain(&pin_tables.bags)
+        .find(|t| t.pin_table.is_some())
+    {
+        return input(
+            "pin",
+            format!(
+                "feature `{}` names a pin table; only query features may",
+                t.name
+            ),
+        );
+    }
+    for t in query_tables.sparse.iter().chain(&query_tables.bags) {
+        let Some(feature) = &t.pin_table else {
+            continue;
+        };
+        let Some(owner) = pin_tables.sparse.iter().find(|p| &p.name == feature) else {
+            return input(
+                "query",
+                format!(
+                    "feature `{}` reads pin table `{feature}`, which the pin tower does not have",
+                    t.name
+                ),
+            );
+        };
+        if owner.rows != t.rows {
+            return input(
+                "query",
+                format!(
+                    "feature `{}` has {} rows but reads pin table `{feature}` of {} rows",
+                    t.name, t.rows, owner.rows
+                ),
+            );
+        }
+        if cfg.query.embedding_dim != cfg.pin.embedding_dim {
+            return Err(config_error(
+                "model.query.embedding_dim".into(),
+                cfg.query.embedding_dim,
+                &format!(
+                    "equal to model.pin.embedding_dim ({}), because query feature `{}` reads the pin tower's table `{feature}`",
+                    cfg.pin.embedding_dim, t.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The rows of one task in a batch: each row's weight in the task's loss (0 for a row without
 /// the task's label) and the task's weight beside the other task.
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +214,7 @@ impl TwoTowerModel {
         cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut params = ParamStore::new();
+        check_shared_tables(cfg, query_tables, pin_tables)?;
         let heads = cfg.heads.labels();
         let query = Tower::new(
             "query",

@@ -103,6 +103,11 @@ impl ParamStore {
         TableId(self.tables.len() - 1)
     }
 
+    /// The table named `name`, if there is one.
+    pub fn table_id(&self, name: &str) -> Option<TableId> {
+        self.tables.iter().position(|t| t.name == name).map(TableId)
+    }
+
     /// The dense parameter behind a handle.
     pub fn dense(&self, id: ParamId) -> &DenseParam {
         &self.dense[id.0]

@@ -126,6 +126,22 @@ pub struct TableDef {
     pub name: String,
     /// Rows, the out-of-vocabulary row included.
     pub rows: usize,
+    /// A query-tower feature whose ids are rows of a pin feature's table names that pin
+    /// feature: the query tower then reads the pin tower's table (one table, trained by both
+    /// towers) instead of creating its own. `None` for a table of the feature's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_table: Option<String>,
+}
+
+impl TableDef {
+    /// A feature with a table of its own.
+    pub fn new(name: impl Into<String>, rows: usize) -> Self {
+        Self {
+            name: name.into(),
+            rows,
+            pin_table: None,
+        }
+    }
 }
 
 /// The inputs a tower expects.
@@ -190,6 +206,9 @@ pub struct Tower {
 impl Tower {
     /// Creates the tower's parameters in `params`, with one linear head to `out_dim` per entry
     /// of `heads` (named `{name}.{label}`); the last head is the one [`Tower::forward`] serves.
+    /// A feature with a [`TableDef::pin_table`] reads the pin tower's table of that feature: the
+    /// first of the two towers to be built creates it (`pin.emb.{feature}`), the other reads it.
+    /// [`TwoTowerModel::new`](crate::TwoTowerModel::new) checks that the sharing fits.
     ///
     /// # Panics
     /// If `heads` is empty.
@@ -205,16 +224,19 @@ impl Tower {
     ) -> Self {
         assert!(!heads.is_empty(), "a tower needs at least one head");
         let e = cfg.embedding_dim;
-        let sparse = tables
-            .sparse
-            .iter()
-            .map(|t| params.add_table(format!("{name}.emb.{}", t.name), t.rows, e, rng))
-            .collect();
-        let bags = tables
-            .bags
-            .iter()
-            .map(|t| params.add_table(format!("{name}.bag.{}", t.name), t.rows, e, rng))
-            .collect();
+        // A table another tower already created (a shared pin table) is read, not created again.
+        let mut table = |kind: &str, t: &TableDef| {
+            let label = match &t.pin_table {
+                Some(feature) => table_name("pin", "emb", feature),
+                None => table_name(name, kind, &t.name),
+            };
+            match params.table_id(&label) {
+                Some(id) => id,
+                None => params.add_table(label, t.rows, e, rng),
+            }
+        };
+        let sparse = tables.sparse.iter().map(|t| table("emb", t)).collect();
+        let bags = tables.bags.iter().map(|t| table("bag", t)).collect();
         let d0 = e * (tables.sparse.len() + tables.bags.len()) + tables.dense;
         let cross = (0..cfg.cross_layers)
             .map(|l| {
@@ -430,6 +452,12 @@ impl Tower {
             })
             .collect()
     }
+}
+
+/// The parameter name of a tower's table: `{tower}.{kind}.{feature}`, `kind` being `emb` for a
+/// one-id feature and `bag` for a bag.
+fn table_name(tower: &str, kind: &str, feature: &str) -> String {
+    format!("{tower}.{kind}.{feature}")
 }
 
 /// A new `[rows, cols]` parameter initialised as PyTorch's `Linear` does, U(±1/sqrt(fan_in)).

@@ -10,10 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn tables(sparse: &[usize], bags: &[usize], dense: usize) -> FeatureTables {
-    let def = |(i, &rows): (usize, &usize)| TableDef {
-        name: format!("f{i}"),
-        rows,
-    };
+    let def = |(i, &rows): (usize, &usize)| TableDef::new(format!("f{i}"), rows);
     FeatureTables {
         sparse: sparse.iter().enumerate().map(def).collect(),
         bags: bags.iter().enumerate().map(def).collect(),
@@ -144,10 +141,15 @@ fn check(analytic: f64, f: &mut dyn FnMut(f64) -> f64, what: &str) -> bool {
 }
 
 fn gradient_check(cfg: ModelConfig) {
+    gradient_check_with(cfg, &tables(&[5], &[4], 3));
+}
+
+/// The check on the tiny batch with these query tables (one sparse feature of 5 rows, one bag
+/// of 4, 3 dense) beside the pin tower's `f0` (4 rows) and `f1` (3 rows).
+fn gradient_check_with(cfg: ModelConfig, qt: &FeatureTables) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let qt = tables(&[5], &[4], 3);
     let pt = tables(&[4, 3], &[], 2);
-    let mut model = TwoTowerModel::new(&cfg, &qt, &pt, 11).unwrap();
+    let mut model = TwoTowerModel::new(&cfg, qt, &pt, 11).unwrap();
     let data = tiny_batch(&mut rng, 7);
     let mut grads = model.params().zero_grads();
     let mut tape = Tape::new(Par::Seq);
@@ -229,6 +231,61 @@ fn full_step_gradients_match_finite_differences_without_advertiser_loss() {
         advertiser_loss_weight: 0.0,
         ..tiny_config(Structure::Stacked)
     });
+}
+
+/// The query bag reads the pin tower's `f0` table (its ids are pin ids): one table, which both
+/// towers' gradients reach.
+#[test]
+fn full_step_gradients_match_finite_differences_with_a_shared_table() {
+    let mut qt = tables(&[5], &[4], 3);
+    qt.bags[0].pin_table = Some("f0".into());
+    let pt = tables(&[4, 3], &[], 2);
+    let cfg = tiny_config(Structure::Parallel);
+    let model = TwoTowerModel::new(&cfg, &qt, &pt, 11).unwrap();
+    let names: Vec<&str> = model
+        .params()
+        .tables()
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(names, ["query.emb.f0", "pin.emb.f0", "pin.emb.f1"]);
+    gradient_check_with(cfg, &qt);
+}
+
+/// Sharing a table needs a one-id pin feature of the same rows and towers of the same width,
+/// and only query features may name a pin table.
+#[test]
+fn a_shared_table_that_does_not_fit_is_refused() {
+    let cfg = tiny_config(Structure::Parallel);
+    let pt = tables(&[4, 3], &[], 2);
+    let refused = |qt: &FeatureTables, pt: &FeatureTables, cfg: &ModelConfig| {
+        TwoTowerModel::new(cfg, qt, pt, 1).unwrap_err().to_string()
+    };
+    let sharing = |feature: &str, rows: usize| {
+        let mut qt = tables(&[5], &[rows], 3);
+        qt.bags[0].pin_table = Some(feature.into());
+        qt
+    };
+    let msg = refused(&sharing("f9", 4), &pt, &cfg);
+    assert!(
+        msg.contains("`f9`") && msg.contains("does not have"),
+        "{msg}"
+    );
+    let msg = refused(&sharing("f0", 5), &pt, &cfg);
+    assert!(msg.contains("5 rows") && msg.contains("of 4 rows"), "{msg}");
+    let wider = ModelConfig {
+        query: TowerConfig {
+            embedding_dim: 4,
+            ..cfg.query.clone()
+        },
+        ..cfg.clone()
+    };
+    let msg = refused(&sharing("f0", 4), &pt, &wider);
+    assert!(msg.contains("model.query.embedding_dim"), "{msg}");
+    let mut pin_sharing = pt.clone();
+    pin_sharing.sparse[1].pin_table = Some("f0".into());
+    let msg = refused(&tables(&[5], &[4], 3), &pin_sharing, &cfg);
+    assert!(msg.contains("only query features"), "{msg}");
 }
 
 fn with_cross(kind: CrossKind, structure: Structure) -> ModelConfig {

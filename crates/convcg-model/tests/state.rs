@@ -8,10 +8,7 @@ use convcg_model::{
 
 fn model(rows: usize, seed: u64) -> TwoTowerModel {
     let tables = FeatureTables {
-        sparse: vec![TableDef {
-            name: "id".into(),
-            rows,
-        }],
+        sparse: vec![TableDef::new("id", rows)],
         bags: vec![],
         dense: 3,
     };

@@ -21,10 +21,7 @@ const PIN_ROWS: [usize; 6] = [4_000, 500, 200, 50, 10, 3];
 const PIN_ID_ROWS: u32 = 400;
 
 fn tables(prefix: &str, sparse: &[usize], bags: &[usize]) -> FeatureTables {
-    let def = |(i, &rows): (usize, &usize)| TableDef {
-        name: format!("{prefix}{i}"),
-        rows,
-    };
+    let def = |(i, &rows): (usize, &usize)| TableDef::new(format!("{prefix}{i}"), rows);
     FeatureTables {
         sparse: sparse.iter().enumerate().map(def).collect(),
         bags: bags.iter().enumerate().map(def).collect(),

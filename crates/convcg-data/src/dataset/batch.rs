@@ -69,10 +69,8 @@ impl Dataset {
         let v = &self.vocab;
         let n = keys.len();
         let mut sparse: Vec<Vec<u32>> = (0..5).map(|_| Vec::with_capacity(n)).collect();
-        let mut bags = [
-            Vec::with_capacity(n * self.history_len),
-            Vec::with_capacity(n * self.history_len),
-        ];
+        let mut bags: [Vec<u32>; 3] =
+            std::array::from_fn(|_| Vec::with_capacity(n * self.history_len));
         let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0);
         let mut dense = Array2::zeros((n, self.user_dense.ncols()));
@@ -95,25 +93,22 @@ impl Dataset {
             for &p in self.history.before(k.user, k.ts, k.seq, self.history_len) {
                 bags[0].push(v.pin_category_row[p as usize]);
                 bags[1].push(v.pin_advertiser_row[p as usize]);
+                bags[2].push(v.pin_row[p as usize]);
             }
             offsets.push(bags[0].len());
             dense
                 .row_mut(i)
                 .assign(&self.user_dense.row(k.user as usize));
         }
-        let [categories, advertisers] = bags;
         QueryFeatures {
             sparse,
-            bags: vec![
-                Bag {
-                    ids: categories,
+            bags: bags
+                .into_iter()
+                .map(|ids| Bag {
+                    ids,
                     offsets: offsets.clone(),
-                },
-                Bag {
-                    ids: advertisers,
-                    offsets,
-                },
-            ],
+                })
+                .collect(),
             dense,
         }
     }

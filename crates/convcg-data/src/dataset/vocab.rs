@@ -172,6 +172,7 @@ impl Vocab {
         let t = |name: &str, rows: usize| TableSpec {
             name: name.to_owned(),
             rows,
+            pin_table: None,
         };
         FeatureSchema {
             query_sparse: vec![
@@ -184,6 +185,10 @@ impl Vocab {
             query_bags: vec![
                 t("recent_categories", self.categories + 1),
                 t("recent_advertisers", self.advertisers + 1),
+                TableSpec {
+                    pin_table: Some("pin_id".to_owned()),
+                    ..t("recent_pins", self.pins + 1)
+                },
             ],
             query_dense: user_dense,
             pin_sparse: vec![

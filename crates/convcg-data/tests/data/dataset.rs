@@ -420,6 +420,7 @@ fn history_bags_only_hold_engagements_strictly_before_ts() {
     let d = build();
     let cat_row = |p: u32| d.pin_features().sparse[2][p as usize];
     let adv_row = |p: u32| d.pin_features().sparse[1][p as usize];
+    let pin_row = |p: u32| d.pin_features().sparse[0][p as usize];
     let key = |ts| convcg_data::QueryKey {
         user: U0,
         ts,
@@ -457,6 +458,16 @@ fn history_bags_only_hold_engagements_strictly_before_ts() {
         q.bags[1].get(4),
         &[adv_row(P0), adv_row(P0), adv_row(P3), adv_row(P0)]
     );
+    assert_eq!(
+        q.bags[2].get(4),
+        &[pin_row(P0), pin_row(P0), pin_row(P3), pin_row(P0)],
+        "the recent pins are rows of the pin tower's pin_id table"
+    );
+    let schema = d.schema();
+    let recent = &schema.query_bags[2];
+    assert_eq!(recent.name, "recent_pins");
+    assert_eq!(recent.pin_table.as_deref(), Some("pin_id"));
+    assert_eq!(recent.rows, schema.pin_sparse[0].rows);
 
     let short = Dataset::build(
         &tiny_log(),
