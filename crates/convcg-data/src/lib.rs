@@ -71,6 +71,7 @@ mod labels;
 #[cfg(feature = "io")]
 pub mod pipeline;
 mod schema;
+mod stats_table;
 mod synth;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -296,15 +296,21 @@ impl Impressions {
     /// Appends a row to the required and optional columns (which must not be absent, unless
     /// the table is empty). `c_*` columns are the caller's to extend.
     pub fn push(&mut self, imp: Impression) {
+        self.push_required(&imp);
+        self.position.push(imp.position);
+        self.context_pin_id.push(imp.context_pin_id);
+        self.query_id.push(imp.query_id);
+    }
+
+    /// Appends a row to the required columns only: the caller extends the optional columns the
+    /// table has, and the `c_*` ones.
+    pub(crate) fn push_required(&mut self, imp: &Impression) {
         self.impression_id.push(imp.impression_id);
         self.request_id.push(imp.request_id);
         self.ts.push(imp.ts);
         self.user_id.push(imp.user_id);
         self.pin_id.push(imp.pin_id);
         self.surface.push(imp.surface);
-        self.position.push(imp.position);
-        self.context_pin_id.push(imp.context_pin_id);
-        self.query_id.push(imp.query_id);
     }
 
     /// Row `i` (without its `c_*` columns).

@@ -5,8 +5,8 @@ use ndarray::ArrayView2;
 
 use crate::quantized::exact_top_k_quantized;
 use crate::select::Selector;
-use crate::simd::{Fma256, LANES};
-use crate::topk::{TopK, assert_ids_fit, for_each_query_range, share_chunks};
+use crate::simd::{Fma256, LANES, fill_panels};
+use crate::topk::{TopK, assert_ids_fit, for_each_query_range, share_query_chunks};
 
 /// Portable path: queries scored together by one GEMM; also the unit of parallel work.
 const QUERY_BLOCK: usize = 128;
@@ -22,6 +22,49 @@ const SCAN_CHUNK: usize = 256;
 /// next is touched, so the block (128 KiB at d = 64) is read from memory once per chunk of
 /// queries and from L2 by each panel.
 const SCAN_BLOCK: usize = 512;
+
+/// What every engine of [`exact_top_k`] is asked: the top `k` of each query of `queries`
+/// (`[nq, d]`) over `corpus` (`[n, d]`), both row-major.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Search<'a> {
+    pub(crate) queries: &'a [f32],
+    pub(crate) corpus: &'a [f32],
+    pub(crate) d: usize,
+    pub(crate) k: usize,
+}
+
+impl<'a> Search<'a> {
+    pub(crate) fn new(queries: &'a [f32], corpus: &'a [f32], d: usize, k: usize) -> Self {
+        Self {
+            queries,
+            corpus,
+            d,
+            k,
+        }
+    }
+
+    /// Query and corpus rows, after checking the shapes as [`exact_top_k`] documents.
+    #[track_caller]
+    fn shapes(&self) -> (usize, usize) {
+        let Self {
+            queries, corpus, d, ..
+        } = *self;
+        assert!(d > 0, "embedding dimension must be positive");
+        assert!(
+            queries.len().is_multiple_of(d),
+            "queries length {} is not a multiple of d = {d}",
+            queries.len()
+        );
+        assert!(
+            corpus.len().is_multiple_of(d),
+            "corpus length {} is not a multiple of d = {d}",
+            corpus.len()
+        );
+        let n = corpus.len() / d;
+        assert_ids_fit(n);
+        (queries.len() / d, n)
+    }
+}
 
 /// How an engine of [`exact_top_k`] cuts its work: `queries` per unit of parallel work (a chunk
 /// or a block of queries), and `corpus` rows per block swept.
@@ -79,17 +122,21 @@ const QUANTIZED_MIN_QUERIES: usize = 64;
 /// has more than `u32::MAX + 1` rows (ids are `u32`).
 #[track_caller]
 pub fn exact_top_k(queries: &[f32], corpus: &[f32], d: usize, k: usize, par: Par) -> TopK {
+    let search = Search::new(queries, corpus, d, k);
     let Some(simd) = Fma256::detect() else {
-        return exact_top_k_blocked(queries, corpus, d, k, par, BLOCKED);
+        return exact_top_k_blocked(search, par, BLOCKED);
     };
-    let (nq, n) = shapes(queries, corpus, d);
+    let (nq, n) = search.shapes();
     if nq >= QUANTIZED_MIN_QUERIES && k.min(n) > 0 {
-        let quantized = exact_top_k_quantized(queries, corpus, d, k.min(n), par, simd, SCAN);
-        if let Some(top) = quantized {
+        let capped = Search {
+            k: k.min(n),
+            ..search
+        };
+        if let Some(top) = exact_top_k_quantized(capped, par, simd, SCAN) {
             return top;
         }
     }
-    exact_top_k_fused(queries, corpus, d, k, par, simd, SCAN)
+    exact_top_k_fused(search, par, simd, SCAN)
 }
 
 /// [`exact_top_k`] on ndarray views `[nq, d]` and `[n, d]`, as the model hands embeddings over.
@@ -124,25 +171,6 @@ fn row_major(a: ArrayView2<'_, f32>) -> Cow<'_, [f32]> {
     }
 }
 
-/// Query and corpus rows, after checking the shapes as [`exact_top_k`] documents.
-#[track_caller]
-fn shapes(queries: &[f32], corpus: &[f32], d: usize) -> (usize, usize) {
-    assert!(d > 0, "embedding dimension must be positive");
-    assert!(
-        queries.len().is_multiple_of(d),
-        "queries length {} is not a multiple of d = {d}",
-        queries.len()
-    );
-    assert!(
-        corpus.len().is_multiple_of(d),
-        "corpus length {} is not a multiple of d = {d}",
-        corpus.len()
-    );
-    let n = corpus.len() / d;
-    assert_ids_fit(n);
-    (queries.len() / d, n)
-}
-
 /// The AVX2 + FMA engine of [`exact_top_k`]: chunks of `tiling.queries` queries, handed out to
 /// the workers on demand, each sweeping the corpus in blocks of `tiling.corpus` rows.
 ///
@@ -151,39 +179,33 @@ fn shapes(queries: &[f32], corpus: &[f32], d: usize) -> (usize, usize) {
 /// its scores, so the results do not depend on the schedule.
 #[track_caller]
 pub(crate) fn exact_top_k_fused(
-    queries: &[f32],
-    corpus: &[f32],
-    d: usize,
-    k: usize,
+    search: Search<'_>,
     par: Par,
     simd: Fma256,
     tiling: Tiling,
 ) -> TopK {
-    let Tiling {
-        queries: query_chunk,
-        corpus: corpus_block,
-    } = tiling;
-    let (nq, n) = shapes(queries, corpus, d);
-    let k = k.min(n);
-    let mut ids = vec![0u32; nq * k];
-    let mut scores = vec![0f32; nq * k];
+    let (nq, n) = search.shapes();
+    let Search {
+        queries,
+        corpus,
+        d,
+        k,
+    } = search;
+    let mut top = TopK::zeroed(nq, k.min(n));
+    let k = top.k;
     if k == 0 || nq == 0 {
-        return TopK { k, ids, scores };
+        return top;
     }
-    let query_chunk = query_chunk.max(1);
-    let n_chunks = nq.div_ceil(query_chunk);
-    let chunks = queries
-        .chunks(query_chunk * d)
-        .zip(ids.chunks_mut(query_chunk * k))
-        .zip(scores.chunks_mut(query_chunk * k));
-    share_chunks(
-        chunks,
-        n_chunks,
+    share_query_chunks(
+        queries,
+        d,
+        tiling.queries,
+        &mut top,
         par,
-        || FusedScan::new(simd, d, k, corpus_block),
-        |scan, ((queries, ids), scores)| scan.run(queries, corpus, ids, scores),
+        || FusedScan::new(simd, d, k, tiling.corpus),
+        |scan, chunk| scan.run(chunk.queries, corpus, chunk.ids, chunk.scores),
     );
-    TopK { k, ids, scores }
+    top
 }
 
 /// One worker's state for the fused engine, reused from chunk to chunk.
@@ -219,15 +241,7 @@ impl FusedScan {
     fn run(&mut self, queries: &[f32], corpus: &[f32], ids: &mut [u32], scores: &mut [f32]) {
         let (d, k) = (self.d, self.k);
         let (m, n) = (queries.len() / d, corpus.len() / d);
-        let n_panels = m.div_ceil(LANES);
-        self.panels.clear();
-        self.panels.resize(n_panels * d, [0.0; LANES]);
-        for (i, q) in queries.chunks_exact(d).enumerate() {
-            let (p, lane) = (i / LANES, i % LANES);
-            for (j, &x) in q.iter().enumerate() {
-                self.panels[p * d + j][lane] = x;
-            }
-        }
+        let n_panels = fill_panels(&mut self.panels, d, queries.chunks_exact(d));
         self.thresholds.clear();
         self.thresholds.extend((0..n_panels).map(|p| {
             std::array::from_fn(|lane| {
@@ -281,71 +295,61 @@ impl FusedScan {
 /// The portable GEMM engine of [`exact_top_k`]: blocks of `tiling.queries` queries times blocks
 /// of `tiling.corpus` corpus rows.
 #[track_caller]
-pub(crate) fn exact_top_k_blocked(
-    queries: &[f32],
-    corpus: &[f32],
-    d: usize,
-    k: usize,
-    par: Par,
-    tiling: Tiling,
-) -> TopK {
+pub(crate) fn exact_top_k_blocked(search: Search<'_>, par: Par, tiling: Tiling) -> TopK {
+    let (nq, n) = search.shapes();
+    let Search {
+        queries,
+        corpus,
+        d,
+        k,
+    } = search;
     let Tiling {
         queries: query_block,
         corpus: corpus_block,
     } = tiling;
-    let (nq, n) = shapes(queries, corpus, d);
-    let k = k.min(n);
-    let mut ids = vec![0u32; nq * k];
-    let mut scores = vec![0f32; nq * k];
+    let mut top = TopK::zeroed(nq, k.min(n));
+    let k = top.k;
     if k == 0 {
-        return TopK { k, ids, scores };
+        return top;
     }
-    for_each_query_range(
-        nq,
-        query_block,
-        k,
-        &mut ids,
-        &mut scores,
-        par,
-        |range, ids, scores| {
-            let rows = query_block.min(range.len());
-            let mut scratch = vec![0f32; rows * corpus_block.min(n)];
-            let mut selectors: Vec<Selector> = (0..rows).map(|_| Selector::new(k)).collect();
-            let mut q0 = range.start;
-            while q0 < range.end {
-                let qb = query_block.min(range.end - q0);
-                let q_rows = Rows::new(&queries[q0 * d..(q0 + qb) * d], qb, d);
-                selectors[..qb].iter_mut().for_each(Selector::reset);
-                let mut c0 = 0;
-                while c0 < n {
-                    let cb = corpus_block.min(n - c0);
-                    let block = &mut scratch[..qb * cb];
-                    // Inner GEMMs stay sequential: the parallelism is over query ranges.
-                    let c_rows = Rows::new(&corpus[c0 * d..(c0 + cb) * d], cb, d);
-                    let out = RowsMut::new(block, qb, cb);
-                    gemm(
-                        out,
-                        Accum::Replace,
-                        q_rows.mat(),
-                        c_rows.mat().transpose(),
-                        1.0,
-                        Par::Seq,
-                    );
-                    for (sel, row) in selectors.iter_mut().zip(block.chunks_exact(cb)) {
-                        sel.offer(row, c0 as u32);
-                    }
-                    c0 += cb;
+    for_each_query_range(nq, query_block, &mut top, par, |range, ids, scores| {
+        let rows = query_block.min(range.len());
+        let mut scratch = vec![0f32; rows * corpus_block.min(n)];
+        let mut selectors: Vec<Selector> = (0..rows).map(|_| Selector::new(k)).collect();
+        let mut q0 = range.start;
+        while q0 < range.end {
+            let qb = query_block.min(range.end - q0);
+            let q_rows = Rows::new(&queries[q0 * d..(q0 + qb) * d], qb, d);
+            selectors[..qb].iter_mut().for_each(Selector::reset);
+            let mut c0 = 0;
+            while c0 < n {
+                let cb = corpus_block.min(n - c0);
+                let block = &mut scratch[..qb * cb];
+                // Inner GEMMs stay sequential: the parallelism is over query ranges.
+                let c_rows = Rows::new(&corpus[c0 * d..(c0 + cb) * d], cb, d);
+                let out = RowsMut::new(block, qb, cb);
+                gemm(
+                    out,
+                    Accum::Replace,
+                    q_rows.mat(),
+                    c_rows.mat().transpose(),
+                    1.0,
+                    Par::Seq,
+                );
+                for (sel, row) in selectors.iter_mut().zip(block.chunks_exact(cb)) {
+                    sel.offer(row, c0 as u32);
                 }
-                let out = (q0 - range.start) * k;
-                for (i, sel) in selectors[..qb].iter_mut().enumerate() {
-                    let at = out + i * k;
-                    sel.finish(&mut ids[at..at + k], &mut scores[at..at + k]);
-                }
-                q0 += qb;
+                c0 += cb;
             }
-        },
-    );
-    TopK { k, ids, scores }
+            let out = (q0 - range.start) * k;
+            for (i, sel) in selectors[..qb].iter_mut().enumerate() {
+                let at = out + i * k;
+                sel.finish(&mut ids[at..at + k], &mut scores[at..at + k]);
+            }
+            q0 += qb;
+        }
+    });
+    top
 }
 
 /// Top-k by an arbitrary scorer: `scorer(q, out)` fills `out[0..n_items]` with query `q`'s scores
@@ -366,34 +370,25 @@ pub fn top_k_by<F: Fn(usize, &mut [f32]) + Sync>(
     par: Par,
 ) -> TopK {
     assert_ids_fit(n_items);
-    let k = k.min(n_items);
-    let mut ids = vec![0u32; n_queries * k];
-    let mut scores = vec![0f32; n_queries * k];
+    let mut top = TopK::zeroed(n_queries, k.min(n_items));
+    let k = top.k;
     if k == 0 {
-        return TopK { k, ids, scores };
+        return top;
     }
-    for_each_query_range(
-        n_queries,
-        1,
-        k,
-        &mut ids,
-        &mut scores,
-        par,
-        |range, ids, scores| {
-            let mut out = vec![0f32; n_items];
-            let mut sel = Selector::new(k);
-            for (i, q) in range.enumerate() {
-                scorer(q, &mut out);
-                sel.reset();
-                sel.offer(&out, 0);
-                sel.finish(
-                    &mut ids[i * k..(i + 1) * k],
-                    &mut scores[i * k..(i + 1) * k],
-                );
-            }
-        },
-    );
-    TopK { k, ids, scores }
+    for_each_query_range(n_queries, 1, &mut top, par, |range, ids, scores| {
+        let mut out = vec![0f32; n_items];
+        let mut sel = Selector::new(k);
+        for (i, q) in range.enumerate() {
+            scorer(q, &mut out);
+            sel.reset();
+            sel.offer(&out, 0);
+            sel.finish(
+                &mut ids[i * k..(i + 1) * k],
+                &mut scores[i * k..(i + 1) * k],
+            );
+        }
+    });
+    top
 }
 
 #[cfg(test)]
@@ -538,7 +533,7 @@ mod tests {
             ),
             (
                 "blocked".to_string(),
-                exact_top_k_blocked(queries, corpus, d, k, par, BLOCKED),
+                exact_top_k_blocked(Search::new(queries, corpus, d, k), par, BLOCKED),
             ),
         ];
         if let Some(simd) = Fma256::detect() {
@@ -549,13 +544,17 @@ mod tests {
                 };
                 out.push((
                     format!("fused chunk {chunk} block {block}"),
-                    exact_top_k_fused(queries, corpus, d, k, par, simd, tiling),
+                    exact_top_k_fused(Search::new(queries, corpus, d, k), par, simd, tiling),
                 ));
                 let (nq, n) = (queries.len() / d, corpus.len() / d);
                 if nq > 0 && k.min(n) > 0 {
                     let kk = k.min(n);
-                    let quantized =
-                        exact_top_k_quantized(queries, corpus, d, kk, par, simd, tiling);
+                    let quantized = exact_top_k_quantized(
+                        Search::new(queries, corpus, d, kk),
+                        par,
+                        simd,
+                        tiling,
+                    );
                     // Absent only for inputs it leaves to the f32 engine (non-finite, zeros).
                     if let Some(top) = quantized {
                         out.push((format!("quantized chunk {chunk} block {block}"), top));
@@ -704,6 +703,7 @@ mod tests {
         let corpus = small_ints(n * d, 6);
         let want = exact_top_k(&queries, &corpus, d, k, Par::Seq);
         assert_equals_naive(&queries, &corpus, d, k, &want);
+        let search = Search::new(&queries, &corpus, d, k);
         for qb in [1, 2, 16, 17, 18] {
             for cb in [1, 7, 20, 21, 127, 128, 129, 130] {
                 let tiling = Tiling {
@@ -711,12 +711,12 @@ mod tests {
                     corpus: cb,
                 };
                 for par in [Par::Seq, Par::rayon(3)] {
-                    let got = exact_top_k_blocked(&queries, &corpus, d, k, par, tiling);
+                    let got = exact_top_k_blocked(search, par, tiling);
                     assert_eq!(got, want, "query block {qb}, corpus block {cb}");
                     if let Some(simd) = Fma256::detect() {
-                        let got = exact_top_k_fused(&queries, &corpus, d, k, par, simd, tiling);
+                        let got = exact_top_k_fused(search, par, simd, tiling);
                         assert_eq!(got, want, "fused: query chunk {qb}, corpus block {cb}");
-                        let got = exact_top_k_quantized(&queries, &corpus, d, k, par, simd, tiling);
+                        let got = exact_top_k_quantized(search, par, simd, tiling);
                         assert_eq!(got, Some(want.clone()), "quantized: chunk {qb}, block {cb}");
                     }
                 }
@@ -876,17 +876,18 @@ mod tests {
             let queries = small_ints(nq * d, seed);
             let corpus = small_ints(n * d, seed ^ 0x5eed);
             let tiling = Tiling { queries: qb, corpus: cb };
-            let top = exact_top_k_blocked(&queries, &corpus, d, k, Par::rayon(2), tiling);
+            let search = Search::new(&queries, &corpus, d, k);
+            let top = exact_top_k_blocked(search, Par::rayon(2), tiling);
             prop_assert_eq!(top.ids.len(), nq * k.min(n));
             if nq > 0 && k.min(n) > 0 {
                 assert_equals_naive(&queries, &corpus, d, k, &top);
             }
             if let Some(simd) = Fma256::detect() {
-                let fused = exact_top_k_fused(&queries, &corpus, d, k, Par::rayon(2), simd, tiling);
+                let fused = exact_top_k_fused(search, Par::rayon(2), simd, tiling);
                 prop_assert_eq!(&fused, &top);
                 if nq > 0 && k.min(n) > 0 {
-                    let quantized =
-                        exact_top_k_quantized(&queries, &corpus, d, k.min(n), Par::rayon(2), simd, tiling);
+                    let capped = Search { k: k.min(n), ..search };
+                    let quantized = exact_top_k_quantized(capped, Par::rayon(2), simd, tiling);
                     // All-zero corpora are left to the f32 engine.
                     if corpus.iter().any(|&x| x != 0.0) {
                         prop_assert_eq!(quantized, Some(top));

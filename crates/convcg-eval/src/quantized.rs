@@ -28,10 +28,10 @@
 use convcg_kernels::Par;
 use rayon::prelude::*;
 
-use crate::exact::Tiling;
+use crate::exact::{Search, Tiling};
 use crate::select::Selector;
-use crate::simd::{Fma256, PairOfRows, QUERIES_I16, ROWS_I16};
-use crate::topk::{TopK, share_chunks};
+use crate::simd::{Fma256, PairOfRows, QUERIES_I16, ROWS_I16, fill_panels};
+use crate::topk::{TopK, share_query_chunks};
 
 /// Largest quantisation level: 12 bits and a sign, as fine as the i32 sums allow at d = 64 (see
 /// [`levels`]).
@@ -260,38 +260,30 @@ impl Candidates {
 ///
 /// `queries` `[nq, d]` and `corpus` `[n, d]` have been checked; `1 <= k <= n`, `nq >= 1`.
 pub(crate) fn exact_top_k_quantized(
-    queries: &[f32],
-    corpus: &[f32],
-    d: usize,
-    k: usize,
+    search: Search<'_>,
     par: Par,
     simd: Fma256,
     tiling: Tiling,
 ) -> Option<TopK> {
-    let Tiling {
-        queries: query_chunk,
-        corpus: corpus_block,
-    } = tiling;
+    let Search {
+        queries,
+        corpus,
+        d,
+        k,
+    } = search;
     let corpus_q = quantize_corpus(corpus, d, par)?;
     let quantized: Vec<QuantizedQuery> = queries
         .chunks_exact(d)
         .map(|q| quantize_query(q, &corpus_q))
         .collect::<Option<_>>()?;
-    let nq = quantized.len();
-    let mut ids = vec![0u32; nq * k];
-    let mut scores = vec![0f32; nq * k];
-    let query_chunk = query_chunk.max(1);
-    let n_chunks = nq.div_ceil(query_chunk);
-    let chunks = queries
-        .chunks(query_chunk * d)
-        .zip(quantized.chunks(query_chunk))
-        .zip(ids.chunks_mut(query_chunk * k))
-        .zip(scores.chunks_mut(query_chunk * k));
+    let mut top = TopK::zeroed(quantized.len(), k);
     // Whole tiles of 16 rows per block.
-    let block_groups = corpus_block.div_ceil(2 * ROWS_I16).max(1) * 2;
-    share_chunks(
-        chunks,
-        n_chunks,
+    let block_groups = tiling.corpus.div_ceil(2 * ROWS_I16).max(1) * 2;
+    share_query_chunks(
+        queries,
+        d,
+        tiling.queries,
+        &mut top,
         par,
         || QuantizedScan {
             simd,
@@ -306,9 +298,12 @@ pub(crate) fn exact_top_k_quantized(
             survivor_ids: Vec::new(),
             survivor_scores: Vec::new(),
         },
-        |scan, (((queries, quantized), ids), scores)| scan.run(queries, quantized, ids, scores),
+        |scan, chunk| {
+            let quantized = &quantized[chunk.range];
+            scan.run(chunk.queries, quantized, chunk.ids, chunk.scores)
+        },
     );
-    Some(TopK { k, ids, scores })
+    Some(top)
 }
 
 /// One worker's state for the int16 engine, reused from chunk to chunk.
@@ -339,16 +334,8 @@ impl QuantizedScan<'_> {
     ) {
         let (d, k, pairs) = (self.d, self.k, self.corpus_q.pairs);
         let n = self.corpus.len() / d;
-        let m = quantized.len();
-        let n_panels = m.div_ceil(QUERIES_I16);
-        self.panels.clear();
-        self.panels.resize(n_panels * pairs, [0; QUERIES_I16]);
-        for (i, q) in quantized.iter().enumerate() {
-            let (p, qi) = (i / QUERIES_I16, i % QUERIES_I16);
-            for (j, &word) in q.words.iter().enumerate() {
-                self.panels[p * pairs + j][qi] = word;
-            }
-        }
+        let words = quantized.iter().map(|q| q.words.as_slice());
+        let n_panels = fill_panels(&mut self.panels, pairs, words);
         self.candidates.clear();
         self.candidates
             .extend(quantized.iter().map(|q| Candidates::new(k, q.margin)));
@@ -441,7 +428,7 @@ mod tests {
     fn check(queries: &[f32], corpus: &[f32], d: usize, k: usize) -> Option<()> {
         let simd = Fma256::detect()?;
         let kk = k.min(corpus.len() / d);
-        let want = exact_top_k_fused(queries, corpus, d, kk, Par::Seq, simd, SCAN);
+        let want = exact_top_k_fused(Search::new(queries, corpus, d, kk), Par::Seq, simd, SCAN);
         let splits = [
             (Par::Seq, 256, 512),
             (Par::rayon(2), 5, 17),
@@ -454,7 +441,7 @@ mod tests {
                     queries: chunk,
                     corpus: block,
                 };
-                exact_top_k_quantized(queries, corpus, d, kk, par, simd, tiling)
+                exact_top_k_quantized(Search::new(queries, corpus, d, kk), par, simd, tiling)
             })
             .collect();
         if results.iter().all(Option::is_none) {

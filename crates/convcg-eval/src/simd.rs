@@ -23,6 +23,27 @@ pub(crate) const ROWS_I16: usize = 8;
 /// One component pair of [`ROWS_I16`] rows in the int16 layout: `[row0 c0, row0 c1, row1 c0, ...]`.
 pub(crate) type PairOfRows = [i16; 2 * ROWS_I16];
 
+/// Lays `rows` (each at most `width` long) out as the panels of the kernels, which score `L`
+/// queries together: component `j` of row `p * L + lane` goes to `panels[p * width + j][lane]`,
+/// and every other slot (lanes past the last row, components past a short row) is zero. Returns
+/// the number of panels.
+pub(crate) fn fill_panels<'r, T: Copy + Default + 'r, const L: usize>(
+    panels: &mut Vec<[T; L]>,
+    width: usize,
+    rows: impl ExactSizeIterator<Item = &'r [T]>,
+) -> usize {
+    let n_panels = rows.len().div_ceil(L);
+    panels.clear();
+    panels.resize(n_panels * width, [T::default(); L]);
+    for (i, row) in rows.enumerate() {
+        let (p, lane) = (i / L, i % L);
+        for (j, &x) in row.iter().enumerate() {
+            panels[p * width + j][lane] = x;
+        }
+    }
+    n_panels
+}
+
 /// Proof that the CPU running this process has AVX2 and FMA; only [`Fma256::detect`] makes one.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Fma256(());

@@ -35,6 +35,16 @@ impl TopK {
         Ok(top)
     }
 
+    /// Lists of `k` for `n_queries` queries, every id and score zero: what an engine starts
+    /// from and fills in.
+    pub(crate) fn zeroed(n_queries: usize, k: usize) -> Self {
+        Self {
+            k,
+            ids: vec![0; n_queries * k],
+            scores: vec![0.0; n_queries * k],
+        }
+    }
+
     /// [`Error::MalformedTopK`] unless the fields agree: a crate-internal literal (or a test's)
     /// can break what [`TopK::new`] guarantees, so metrics check again.
     pub(crate) fn check_shape(&self) -> Result<()> {
@@ -121,7 +131,7 @@ impl TopK {
 /// workers (all on the calling thread under `Par::Seq` or with one chunk), each with its own state
 /// from `state`, reused from chunk to chunk; `run` does one chunk. Which worker takes which chunk
 /// varies, so `run`'s result for a chunk must not depend on the worker's history.
-pub(crate) fn share_chunks<I, S>(
+fn share_chunks<I, S>(
     chunks: I,
     n_chunks: usize,
     par: Par,
@@ -152,21 +162,64 @@ pub(crate) fn share_chunks<I, S>(
     }
 }
 
-/// Splits the output rows into one contiguous range of queries per worker and runs `work` on each:
-/// `Par::Seq` is one range on the calling thread, `Par::Rayon(n)` at most `n` ranges on the rayon
-/// pool. Ranges are whole multiples of `unit` queries (except the last), so a blocked caller sees
-/// the same blocks whatever the thread count, which keeps results identical across thread counts.
+/// One chunk of queries handed out by [`share_query_chunks`]: their rows of the queries, and
+/// their lists in the output.
+pub(crate) struct QueryChunk<'a> {
+    /// The chunk's queries, as rows of the whole query matrix.
+    pub(crate) range: Range<usize>,
+    /// Those rows, `[range.len(), d]`.
+    pub(crate) queries: &'a [f32],
+    /// Their ids in the output, `k` per query.
+    pub(crate) ids: &'a mut [u32],
+    /// Their scores in the output, `k` per query.
+    pub(crate) scores: &'a mut [f32],
+}
+
+/// Cuts `queries` (`[nq, d]`, row-major) and `top`'s lists (`k >= 1`) into chunks of `chunk`
+/// queries, and hands them out with [`share_chunks`]: to at most `par`'s thread count of workers,
+/// each with its own state from `state`, `run` doing one chunk.
+pub(crate) fn share_query_chunks<S>(
+    queries: &[f32],
+    d: usize,
+    chunk: usize,
+    top: &mut TopK,
+    par: Par,
+    state: impl Fn() -> S + Sync,
+    run: impl Fn(&mut S, QueryChunk<'_>) + Sync,
+) {
+    let chunk = chunk.max(1);
+    let n_chunks = (queries.len() / d).div_ceil(chunk);
+    let k = top.k;
+    let chunks = queries
+        .chunks(chunk * d)
+        .zip(top.ids.chunks_mut(chunk * k))
+        .zip(top.scores.chunks_mut(chunk * k))
+        .enumerate()
+        .map(|(i, ((queries, ids), scores))| QueryChunk {
+            range: i * chunk..i * chunk + queries.len() / d,
+            queries,
+            ids,
+            scores,
+        });
+    share_chunks(chunks, n_chunks, par, state, run);
+}
+
+/// Splits `top`'s lists for `n_queries` queries into one contiguous range of queries per worker
+/// and runs `work` on each with its ids and scores: `Par::Seq` is one range on the calling thread,
+/// `Par::Rayon(n)` at most `n` ranges on the rayon pool. Ranges are whole multiples of `unit`
+/// queries (except the last), so a blocked caller sees the same blocks whatever the thread count,
+/// which keeps results identical across thread counts.
 pub(crate) fn for_each_query_range<F>(
     n_queries: usize,
     unit: usize,
-    k: usize,
-    ids: &mut [u32],
-    scores: &mut [f32],
+    top: &mut TopK,
     par: Par,
     work: F,
 ) where
     F: Fn(Range<usize>, &mut [u32], &mut [f32]) + Sync,
 {
+    let TopK { k, ids, scores } = top;
+    let (k, ids, scores) = (*k, ids.as_mut_slice(), scores.as_mut_slice());
     let units = n_queries.div_ceil(unit);
     let workers = match par {
         Par::Seq => 1,

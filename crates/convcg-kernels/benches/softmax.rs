@@ -6,12 +6,10 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use convcg_kernels::{
-    Accum, InputGrad, Par, Rows, RowsMut, softmax_xent_backward, softmax_xent_forward,
-};
+use convcg_kernels::Par;
 
 mod w1_softmax;
-use w1_softmax::{B, C, D, INV_TEMP, Inputs};
+use w1_softmax::{B, Grads, Inputs};
 
 fn softmax_xent(c: &mut Criterion) {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -21,35 +19,17 @@ fn softmax_xent(c: &mut Criterion) {
         Par::Seq
     };
     let inputs = Inputs::new(0);
-    let mut dlogits = vec![0.0f32; B * C];
-    let mut du = vec![0.0f32; B * D];
-    let mut dc = vec![0.0f32; C * D];
+    let mut grads = Grads::default();
 
     let mut group = c.benchmark_group("softmax_xent");
     group.throughput(Throughput::Elements(B as u64));
     group.bench_function("forward", |bench| {
-        bench.iter(|| {
-            black_box(softmax_xent_forward(
-                RowsMut::new(&mut dlogits, B, C),
-                inputs.users(),
-                inputs.cands(),
-                inputs.args(),
-                par,
-            ))
-        })
+        bench.iter(|| black_box(inputs.forward(&mut grads, par)))
     });
     group.bench_function("backward", |bench| {
         bench.iter(|| {
-            softmax_xent_backward(
-                InputGrad::new(RowsMut::new(&mut du, B, D), Accum::Replace),
-                InputGrad::new(RowsMut::new(&mut dc, C, D), Accum::Replace),
-                inputs.users(),
-                inputs.cands(),
-                Rows::new(&dlogits, B, C),
-                INV_TEMP,
-                par,
-            );
-            black_box(&du);
+            inputs.backward(&mut grads, par);
+            black_box(&grads.du);
         })
     });
     group.finish();

@@ -3,73 +3,21 @@
 
 use convcg_kernels::Par;
 use convcg_model::{
-    CrossKind, FeatureTables, Heads, ModelConfig, OptimConfig, Optimizer, Structure, TableDef,
-    Tape, TaskRows, TowerConfig, TowerInput, TrainBatch, TwoTowerModel,
+    CrossKind, FeatureTables, Heads, ModelConfig, OptimConfig, Optimizer, Structure, Tape,
+    TaskRows, TowerConfig, TowerInput, TrainBatch, TwoTowerModel,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn tables(sparse: &[usize], bags: &[usize], dense: usize) -> FeatureTables {
-    let def = |(i, &rows): (usize, &usize)| TableDef::new(format!("f{i}"), rows);
-    FeatureTables {
-        sparse: sparse.iter().enumerate().map(def).collect(),
-        bags: bags.iter().enumerate().map(def).collect(),
-        dense,
-    }
+mod support;
+use support::{OwnedBatch, tables};
+
+/// The advertisers of a tiny batch's pins: three advertisers share the pins.
+fn advertisers_of(pins: &[u32]) -> Vec<u32> {
+    pins.iter().map(|&pin| pin % 3).collect()
 }
 
-struct Owned {
-    q_sparse: Vec<Vec<u32>>,
-    q_bag: (Vec<u32>, Vec<usize>),
-    q_dense: Vec<f32>,
-    p_sparse: Vec<Vec<u32>>,
-    p_dense: Vec<f32>,
-    pin_ids: Vec<u32>,
-    log_q: Vec<f32>,
-    weights: Vec<f32>,
-    /// Conversion weights (0 on most rows), for the conversion task and the advertiser loss.
-    conv_weights: Vec<f32>,
-    /// Advertiser of each candidate.
-    advertisers: Vec<u32>,
-}
-
-/// The advertiser of a tiny batch's pin: three advertisers share the pins.
-fn advertiser_of(pin: u32) -> u32 {
-    pin % 3
-}
-
-impl Owned {
-    fn batch(&self) -> TrainBatch<'_> {
-        let n = self.weights.len();
-        TrainBatch {
-            query: TowerInput {
-                n,
-                sparse: self.q_sparse.iter().map(Vec::as_slice).collect(),
-                bags: vec![(&self.q_bag.0, &self.q_bag.1)],
-                dense: &self.q_dense,
-            },
-            pins: TowerInput {
-                n: self.pin_ids.len(),
-                sparse: self.p_sparse.iter().map(Vec::as_slice).collect(),
-                bags: vec![],
-                dense: &self.p_dense,
-            },
-            pin_ids: &self.pin_ids,
-            log_q: &self.log_q,
-            engagement: Some(TaskRows {
-                weights: &self.weights,
-                task_weight: 1.0,
-            }),
-            conversion: Some(TaskRows {
-                weights: &self.conv_weights,
-                task_weight: 0.7,
-            }),
-            advertisers: Some(&self.advertisers),
-        }
-    }
-}
-
-fn tiny_batch(rng: &mut ChaCha8Rng, n: usize) -> Owned {
+fn tiny_batch(rng: &mut ChaCha8Rng, n: usize) -> OwnedBatch {
     let mut offsets = vec![0];
     let mut bag = Vec::new();
     for i in 0..n {
@@ -80,7 +28,7 @@ fn tiny_batch(rng: &mut ChaCha8Rng, n: usize) -> Owned {
     }
     // Pin ids repeat so that accidental-hit masking is exercised.
     let pin_ids: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
-    Owned {
+    OwnedBatch {
         q_sparse: vec![(0..n).map(|_| rng.random_range(0..5)).collect()],
         q_bag: (bag, offsets),
         q_dense: (0..n * 3).map(|_| rng.random_range(-1.0..1.0)).collect(),
@@ -91,8 +39,12 @@ fn tiny_batch(rng: &mut ChaCha8Rng, n: usize) -> Owned {
         p_dense: (0..n * 2).map(|_| rng.random_range(-1.0..1.0)).collect(),
         log_q: (0..n).map(|_| rng.random_range(-3.0..-1.0)).collect(),
         weights: (0..n).map(|i| 0.5 + (i % 2) as f32).collect(),
-        conv_weights: (0..n).map(|i| if i % 3 == 1 { 1.5 } else { 0.0 }).collect(),
-        advertisers: pin_ids.iter().map(|&p| advertiser_of(p)).collect(),
+        // Conversion weights (0 on most rows), for the conversion task and the advertiser loss.
+        conversion: Some((
+            (0..n).map(|i| if i % 3 == 1 { 1.5 } else { 0.0 }).collect(),
+            0.7,
+        )),
+        advertisers: Some(advertisers_of(&pin_ids)),
         pin_ids,
     }
 }
@@ -115,7 +67,7 @@ fn tiny_config(structure: Structure) -> ModelConfig {
     }
 }
 
-fn loss_of(model: &TwoTowerModel, data: &Owned) -> f64 {
+fn loss_of(model: &TwoTowerModel, data: &OwnedBatch) -> f64 {
     let mut tape = Tape::new(Par::Seq);
     let l = model.loss(&mut tape, &data.batch()).unwrap();
     tape.scalar(l) as f64
@@ -141,14 +93,14 @@ fn check(analytic: f64, f: &mut dyn FnMut(f64) -> f64, what: &str) -> bool {
 }
 
 fn gradient_check(cfg: ModelConfig) {
-    gradient_check_with(cfg, &tables(&[5], &[4], 3));
+    gradient_check_with(cfg, &tables("f", &[5], &[4], 3));
 }
 
 /// The check on the tiny batch with these query tables (one sparse feature of 5 rows, one bag
 /// of 4, 3 dense) beside the pin tower's `f0` (4 rows) and `f1` (3 rows).
 fn gradient_check_with(cfg: ModelConfig, qt: &FeatureTables) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let pt = tables(&[4, 3], &[], 2);
+    let pt = tables("f", &[4, 3], &[], 2);
     let mut model = TwoTowerModel::new(&cfg, qt, &pt, 11).unwrap();
     let data = tiny_batch(&mut rng, 7);
     let mut grads = model.params().zero_grads();
@@ -237,9 +189,9 @@ fn full_step_gradients_match_finite_differences_without_advertiser_loss() {
 /// towers' gradients reach.
 #[test]
 fn full_step_gradients_match_finite_differences_with_a_shared_table() {
-    let mut qt = tables(&[5], &[4], 3);
+    let mut qt = tables("f", &[5], &[4], 3);
     qt.bags[0].pin_table = Some("f0".into());
-    let pt = tables(&[4, 3], &[], 2);
+    let pt = tables("f", &[4, 3], &[], 2);
     let cfg = tiny_config(Structure::Parallel);
     let model = TwoTowerModel::new(&cfg, &qt, &pt, 11).unwrap();
     let names: Vec<&str> = model
@@ -257,12 +209,12 @@ fn full_step_gradients_match_finite_differences_with_a_shared_table() {
 #[test]
 fn a_shared_table_that_does_not_fit_is_refused() {
     let cfg = tiny_config(Structure::Parallel);
-    let pt = tables(&[4, 3], &[], 2);
+    let pt = tables("f", &[4, 3], &[], 2);
     let refused = |qt: &FeatureTables, pt: &FeatureTables, cfg: &ModelConfig| {
         TwoTowerModel::new(cfg, qt, pt, 1).unwrap_err().to_string()
     };
     let sharing = |feature: &str, rows: usize| {
-        let mut qt = tables(&[5], &[rows], 3);
+        let mut qt = tables("f", &[5], &[rows], 3);
         qt.bags[0].pin_table = Some(feature.into());
         qt
     };
@@ -284,7 +236,7 @@ fn a_shared_table_that_does_not_fit_is_refused() {
     assert!(msg.contains("model.query.embedding_dim"), "{msg}");
     let mut pin_sharing = pt.clone();
     pin_sharing.sparse[1].pin_table = Some("f0".into());
-    let msg = refused(&tables(&[5], &[4], 3), &pin_sharing, &cfg);
+    let msg = refused(&tables("f", &[5], &[4], 3), &pin_sharing, &cfg);
     assert!(msg.contains("only query features"), "{msg}");
 }
 
@@ -317,8 +269,8 @@ fn full_step_gradients_match_finite_differences_mixture_cross() {
 #[test]
 fn learns_a_toy_retrieval_problem() {
     let n_items = 20u32;
-    let qt = tables(&[n_items as usize], &[], 0);
-    let pt = tables(&[n_items as usize], &[], 0);
+    let qt = tables("f", &[n_items as usize], &[], 0);
+    let pt = tables("f", &[n_items as usize], &[], 0);
     let cfg = ModelConfig {
         query: TowerConfig {
             embedding_dim: 8,
@@ -420,11 +372,11 @@ fn param_bits(model: &TwoTowerModel) -> Vec<u32> {
 /// A tape reused across steps, including steps of different shapes, trains exactly like fresh
 /// tapes.
 fn reused_tape_matches_fresh(structure: Structure) {
-    let qt = tables(&[5], &[4], 3);
-    let pt = tables(&[4, 3], &[], 2);
+    let qt = tables("f", &[5], &[4], 3);
+    let pt = tables("f", &[4, 3], &[], 2);
     let optim = OptimConfig::default();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let batches: Vec<Owned> = [7, 7, 5, 7, 9, 5, 7]
+    let batches: Vec<OwnedBatch> = [7, 7, 5, 7, 9, 5, 7]
         .iter()
         .map(|&n| tiny_batch(&mut rng, n))
         .collect();
@@ -468,28 +420,17 @@ fn reused_tape_matches_fresh_tapes_stacked() {
 }
 
 /// `data` plus `extra` candidates (pin ids 10.., random features) with these log q.
-fn with_extra_candidates(rng: &mut ChaCha8Rng, data: &Owned, log_q: &[f32]) -> Owned {
-    let mut out = Owned {
-        q_sparse: data.q_sparse.clone(),
-        q_bag: data.q_bag.clone(),
-        q_dense: data.q_dense.clone(),
-        p_sparse: data.p_sparse.clone(),
-        p_dense: data.p_dense.clone(),
-        pin_ids: data.pin_ids.clone(),
-        log_q: data.log_q.clone(),
-        weights: data.weights.clone(),
-        conv_weights: data.conv_weights.clone(),
-        advertisers: data.advertisers.clone(),
-    };
+fn with_extra_candidates(rng: &mut ChaCha8Rng, data: &OwnedBatch, log_q: &[f32]) -> OwnedBatch {
+    let mut out = data.clone();
     for (k, &q) in log_q.iter().enumerate() {
         out.p_sparse[0].push(rng.random_range(0..4));
         out.p_sparse[1].push(rng.random_range(0..3));
         out.p_dense
             .extend((0..2).map(|_| rng.random_range(-1.0f32..1.0)));
         out.pin_ids.push(10 + k as u32);
-        out.advertisers.push(advertiser_of(10 + k as u32));
         out.log_q.push(q);
     }
+    out.advertisers = Some(advertisers_of(&out.pin_ids));
     out
 }
 
@@ -497,8 +438,8 @@ fn with_extra_candidates(rng: &mut ChaCha8Rng, data: &Owned, log_q: &[f32]) -> O
 fn candidates_with_infinite_log_q_do_not_count() {
     // Two real extra negatives, or the same two plus one absent (log q = +inf) between them:
     // the loss and every gradient must be the same, with or without the logQ correction.
-    let qt = tables(&[5], &[4], 3);
-    let pt = tables(&[4, 3], &[], 2);
+    let qt = tables("f", &[5], &[4], 3);
+    let pt = tables("f", &[4, 3], &[], 2);
     for correction in [true, false] {
         let cfg = ModelConfig {
             logq_correction: correction,
@@ -510,7 +451,7 @@ fn candidates_with_infinite_log_q_do_not_count() {
         let with_absent = with_extra_candidates(&mut rng, &data, &[-2.0, f32::INFINITY, -1.5]);
         let present = with_absent.clone_without(6);
         assert_eq!(present.pin_ids.len(), 7);
-        let run = |d: &Owned| {
+        let run = |d: &OwnedBatch| {
             let mut tape = Tape::new(Par::Seq);
             let mut grads = model.params().zero_grads();
             let l = model.loss(&mut tape, &d.batch()).unwrap();
@@ -547,9 +488,9 @@ fn candidates_with_infinite_log_q_do_not_count() {
     assert!(model.loss(&mut Tape::new(Par::Seq), &data.batch()).is_err());
 }
 
-impl Owned {
+impl OwnedBatch {
     /// A copy without candidate `j` (an extra one, `j >= n`).
-    fn clone_without(&self, j: usize) -> Owned {
+    fn clone_without(&self, j: usize) -> OwnedBatch {
         let drop = |v: &Vec<u32>| {
             v.iter()
                 .enumerate()
@@ -557,7 +498,7 @@ impl Owned {
                 .map(|(_, &x)| x)
                 .collect::<Vec<u32>>()
         };
-        Owned {
+        OwnedBatch {
             q_sparse: self.q_sparse.clone(),
             q_bag: self.q_bag.clone(),
             q_dense: self.q_dense.clone(),
@@ -578,8 +519,8 @@ impl Owned {
                 .map(|(_, &q)| q)
                 .collect(),
             weights: self.weights.clone(),
-            conv_weights: self.conv_weights.clone(),
-            advertisers: drop(&self.advertisers),
+            conversion: self.conversion.clone(),
+            advertisers: self.advertisers.as_ref().map(drop),
         }
     }
 }
@@ -589,8 +530,8 @@ impl Owned {
 /// skipped; the next good batch trains as usual.
 #[test]
 fn non_finite_values_stop_the_step_before_the_update() {
-    let qt = tables(&[5], &[4], 3);
-    let pt = tables(&[4, 3], &[], 2);
+    let qt = tables("f", &[5], &[4], 3);
+    let pt = tables("f", &[4, 3], &[], 2);
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let good = tiny_batch(&mut rng, 6);
     let mut model = TwoTowerModel::new(&tiny_config(Structure::Parallel), &qt, &pt, 3).unwrap();
@@ -650,8 +591,8 @@ fn non_finite_values_stop_the_step_before_the_update() {
 /// averaged by each task's total weight.
 #[test]
 fn task_losses_combine_as_their_weighted_mean() {
-    let qt = tables(&[5], &[4], 3);
-    let pt = tables(&[4, 3], &[], 2);
+    let qt = tables("f", &[5], &[4], 3);
+    let pt = tables("f", &[4, 3], &[], 2);
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     let data = tiny_batch(&mut rng, 6);
     for heads in [Heads::Unified, Heads::PerTask] {
@@ -677,7 +618,8 @@ fn task_losses_combine_as_their_weighted_mean() {
         });
         assert_ne!(engagement, conversion);
         let mass = |w: &[f32], t: f64| t * w.iter().map(|&x| f64::from(x)).sum::<f64>();
-        let (me, mc) = (mass(&data.weights, 1.0), mass(&data.conv_weights, 0.7));
+        let (conv_weights, _) = data.conversion.as_ref().expect("the conversion task");
+        let (me, mc) = (mass(&data.weights, 1.0), mass(conv_weights, 0.7));
         let want = (me * engagement + mc * conversion) / (me + mc);
         assert!(
             (both - want).abs() <= 1e-5 * want.abs(),

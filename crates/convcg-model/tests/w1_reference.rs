@@ -5,11 +5,13 @@
 
 use convcg_kernels::Par;
 use convcg_model::{
-    FeatureTables, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape, TaskRows,
-    TowerConfig, TowerInput, TrainBatch, TwoTowerModel,
+    ModelConfig, OptimConfig, Optimizer, Structure, Tape, TowerConfig, TwoTowerModel,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+mod support;
+use support::{OwnedBatch, tables};
 
 const B: usize = 256;
 const C: usize = 2 * B;
@@ -19,15 +21,6 @@ const USER_ROWS: [usize; 5] = [5_000, 1_000, 500, 100, 3];
 const PIN_ROWS: [usize; 6] = [4_000, 500, 200, 50, 10, 3];
 /// The pin-id table is small enough that some candidates repeat a row's positive (accidental hits).
 const PIN_ID_ROWS: u32 = 400;
-
-fn tables(prefix: &str, sparse: &[usize], bags: &[usize]) -> FeatureTables {
-    let def = |(i, &rows): (usize, &usize)| TableDef::new(format!("{prefix}{i}"), rows);
-    FeatureTables {
-        sparse: sparse.iter().enumerate().map(def).collect(),
-        bags: bags.iter().enumerate().map(def).collect(),
-        dense: DENSE,
-    }
-}
 
 fn w1_config() -> ModelConfig {
     let tower = TowerConfig {
@@ -48,89 +41,49 @@ fn w1_config() -> ModelConfig {
 }
 
 fn w1_model(seed: u64) -> TwoTowerModel {
-    let user = tables("u", &USER_ROWS, &[10_000]);
-    let pin = tables("p", &PIN_ROWS, &[]);
+    let user = tables("u", &USER_ROWS, &[10_000], DENSE);
+    let pin = tables("p", &PIN_ROWS, &[], DENSE);
     TwoTowerModel::new(&w1_config(), &user, &pin, seed).unwrap()
 }
 
-struct Step {
-    user: Vec<Vec<u32>>,
-    bag: (Vec<u32>, Vec<usize>),
-    user_dense: Vec<f32>,
-    pin: Vec<Vec<u32>>,
-    pin_dense: Vec<f32>,
-    log_q: Vec<f32>,
-    weights: Vec<f32>,
-}
-
-impl Step {
-    fn new(rng: &mut ChaCha8Rng) -> Step {
-        let ids = |rng: &mut ChaCha8Rng, rows: u32, n: usize| -> Vec<u32> {
-            (0..n).map(|_| rng.random_range(0..rows)).collect()
-        };
-        let mut pin: Vec<Vec<u32>> = PIN_ROWS.iter().map(|&r| ids(rng, r as u32, C)).collect();
-        pin[0] = ids(rng, PIN_ID_ROWS, C);
-        Step {
-            user: USER_ROWS.iter().map(|&r| ids(rng, r as u32, B)).collect(),
-            bag: (
-                ids(rng, 10_000, B * BAG),
-                (0..=B).map(|i| i * BAG).collect(),
-            ),
-            user_dense: (0..B * DENSE)
-                .map(|_| rng.random_range(-2.0..2.0))
-                .collect(),
-            pin,
-            pin_dense: (0..C * DENSE)
-                .map(|_| rng.random_range(-2.0..2.0))
-                .collect(),
-            log_q: (0..C)
-                .map(|_| rng.random_range(1e-6f32..1e-4).ln())
-                .collect(),
-            weights: (0..B).map(|i| [1.0, 0.5, 2.0, 0.0][i % 4]).collect(),
-        }
-    }
-
-    fn query(&self) -> TowerInput<'_> {
-        TowerInput {
-            n: B,
-            sparse: self.user.iter().map(Vec::as_slice).collect(),
-            bags: vec![(&self.bag.0, &self.bag.1)],
-            dense: &self.user_dense,
-        }
-    }
-
-    fn pins(&self) -> TowerInput<'_> {
-        TowerInput {
-            n: C,
-            sparse: self.pin.iter().map(Vec::as_slice).collect(),
-            bags: vec![],
-            dense: &self.pin_dense,
-        }
-    }
-
-    fn batch(&self) -> TrainBatch<'_> {
-        TrainBatch {
-            query: self.query(),
-            pins: self.pins(),
-            pin_ids: &self.pin[0],
-            log_q: &self.log_q,
-            engagement: Some(TaskRows {
-                weights: &self.weights,
-                task_weight: 1.0,
-            }),
-            conversion: None,
-            advertisers: None,
-        }
+/// A W1-shaped batch: `B` rows with a bag of `BAG` ids each, `C` candidates, log q from q
+/// uniform in [1e-6, 1e-4], engagement weights cycling through 1, 0.5, 2 and 0.
+fn w1_step(rng: &mut ChaCha8Rng) -> OwnedBatch {
+    let ids = |rng: &mut ChaCha8Rng, rows: u32, n: usize| -> Vec<u32> {
+        (0..n).map(|_| rng.random_range(0..rows)).collect()
+    };
+    let mut pin: Vec<Vec<u32>> = PIN_ROWS.iter().map(|&r| ids(rng, r as u32, C)).collect();
+    pin[0] = ids(rng, PIN_ID_ROWS, C);
+    OwnedBatch {
+        q_sparse: USER_ROWS.iter().map(|&r| ids(rng, r as u32, B)).collect(),
+        q_bag: (
+            ids(rng, 10_000, B * BAG),
+            (0..=B).map(|i| i * BAG).collect(),
+        ),
+        q_dense: (0..B * DENSE)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect(),
+        pin_ids: pin[0].clone(),
+        p_sparse: pin,
+        p_dense: (0..C * DENSE)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect(),
+        log_q: (0..C)
+            .map(|_| rng.random_range(1e-6f32..1e-4).ln())
+            .collect(),
+        weights: (0..B).map(|i| [1.0, 0.5, 2.0, 0.0][i % 4]).collect(),
+        conversion: None,
+        advertisers: None,
     }
 }
 
 /// The loss written out in f64 from the towers' embeddings: weighted mean over rows of
 /// `-log softmax(u_i . p_j / t - log q_j)[i]`, accidental hits (`j != i`, same pin id) left out.
-fn reference_loss(model: &TwoTowerModel, step: &Step) -> f64 {
+fn reference_loss(model: &TwoTowerModel, step: &OwnedBatch) -> f64 {
     let u = model.embed_queries(&step.query(), B, Par::Seq).unwrap();
     let p = model.embed_pins(&step.pins(), C, Par::Seq).unwrap();
     let t = f64::from(model.config().temperature);
-    let ids = &step.pin[0];
+    let ids = &step.pin_ids;
     let (mut sum, mut weight) = (0.0, 0.0);
     for i in 0..B {
         let logits: Vec<Option<f64>> = (0..C)
@@ -169,11 +122,11 @@ fn reference_loss(model: &TwoTowerModel, step: &Step) -> f64 {
 fn fused_loss_matches_f64_reference_at_w1_shape() {
     let model = w1_model(1);
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let step = Step::new(&mut rng);
+    let step = w1_step(&mut rng);
     let hits = (0..B)
         .map(|i| {
             (0..C)
-                .filter(|&j| j != i && step.pin[0][j] == step.pin[0][i])
+                .filter(|&j| j != i && step.pin_ids[j] == step.pin_ids[i])
                 .count()
         })
         .sum::<usize>();
@@ -223,7 +176,7 @@ fn optimised_steps_match_sequential_fresh_steps() {
         ..OptimConfig::default()
     };
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let steps: Vec<Step> = (0..STEPS).map(|_| Step::new(&mut rng)).collect();
+    let steps: Vec<OwnedBatch> = (0..STEPS).map(|_| w1_step(&mut rng)).collect();
 
     // The optimised path: two threads (GEMMs split over them), one tape reused across steps.
     let mut fast = w1_model(4);

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::labels::LabelStats;
+use crate::stats_table::{attributed_row, hard_negative_rows, write_rows};
 
 use super::vocab::Vocab;
 
@@ -70,7 +71,7 @@ pub struct DatasetStats {
 
 impl fmt::Display for DatasetStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, String); 16] = [
+        let mut rows = vec![
             (
                 "impressions (train / eval)",
                 format!(
@@ -90,13 +91,7 @@ impl fmt::Display for DatasetStats {
                 ),
             ),
             ("reported conversions", self.conversions.to_string()),
-            (
-                "attributed click-through / view-through",
-                format!(
-                    "{} / {}",
-                    self.attributed_click_through, self.attributed_view_through
-                ),
-            ),
+            attributed_row(self.attributed_click_through, self.attributed_view_through),
             (
                 "unattributed (unknown ids)",
                 format!("{} ({})", self.unattributed, self.unknown_id_conversions),
@@ -113,17 +108,13 @@ impl fmt::Display for DatasetStats {
                 "held out of labels (last_conversion)",
                 self.held_out_conversions.to_string(),
             ),
-            (
-                "hard negatives: request / same day",
-                format!(
-                    "{} / {}",
-                    self.hard_negatives_from_request, self.hard_negatives_from_same_day
-                ),
-            ),
-            (
-                "positives without a hard negative",
-                self.positives_without_hard_negative.to_string(),
-            ),
+        ];
+        rows.extend(hard_negative_rows(
+            self.hard_negatives_from_request,
+            self.hard_negatives_from_same_day,
+            self.positives_without_hard_negative,
+        ));
+        rows.extend([
             (
                 "eval queries: conversion",
                 self.eval_conversion_queries.to_string(),
@@ -144,12 +135,8 @@ impl fmt::Display for DatasetStats {
                 ),
             ),
             ("vocab queries", self.query_vocab.to_string()),
-        ];
-        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        for (k, v) in rows {
-            writeln!(f, "{k:<w$} | {v}")?;
-        }
-        Ok(())
+        ]);
+        write_rows(f, &rows)
     }
 }
 

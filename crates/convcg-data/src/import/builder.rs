@@ -10,8 +10,7 @@ use super::{Imported, Source};
 use crate::error::{Error, Location, Result};
 use crate::hash::{IdMap, IdSet};
 use crate::schema::{
-    CategoricalColumn, Conversion, ConversionKind, Engagement, EngagementKind, EventLog,
-    Impression, PinRecord, Surface, UserRecord,
+    CategoricalColumn, Conversion, Engagement, EventLog, Impression, PinRecord, UserRecord,
 };
 
 /// Which optional impression columns a source has.
@@ -96,12 +95,7 @@ impl LogBuilder {
         );
         self.user(imp.user_id);
         let t = &mut self.log.impressions;
-        t.impression_id.push(imp.impression_id);
-        t.request_id.push(imp.request_id);
-        t.ts.push(imp.ts);
-        t.user_id.push(imp.user_id);
-        t.pin_id.push(imp.pin_id);
-        t.surface.push(imp.surface);
+        t.push_required(&imp);
         if self.columns.position {
             t.position.push(imp.position);
         }
@@ -220,57 +214,4 @@ pub(super) fn finish(file: &Path, done: Finished) -> Result<Imported> {
         dictionaries,
         report,
     })
-}
-
-/// What one row of a shop log (taobao, tmall) did with an item.
-#[derive(Clone, Copy)]
-pub(super) enum ShopAction {
-    /// Looked at (click) or kept (save) the item.
-    Engage(EngagementKind),
-    /// Bought it.
-    Buy,
-}
-
-/// Files one shop-log row: its item as `pin`, the row as a home-feed impression of it whose
-/// impression and request id are the row number, and the action as an engagement of that
-/// impression or as a purchase of the item.
-pub(super) fn add_shop_row(
-    log: &mut LogBuilder,
-    row_number: i64,
-    ts: i64,
-    user: i64,
-    pin: PinRecord,
-    action: ShopAction,
-) {
-    let pin_id = pin.pin_id;
-    log.pin(pin);
-    log.impression(
-        Impression {
-            impression_id: row_number,
-            request_id: row_number,
-            ts,
-            user_id: user,
-            pin_id,
-            surface: Surface::HomeFeed,
-            position: None,
-            context_pin_id: None,
-            query_id: None,
-        },
-        &[],
-    );
-    match action {
-        ShopAction::Engage(kind) => log.engagement(Engagement {
-            impression_id: row_number,
-            ts,
-            kind,
-            duration_s: None,
-        }),
-        ShopAction::Buy => log.conversion(Conversion {
-            ts,
-            user_id: user,
-            pin_id,
-            kind: ConversionKind::Purchase,
-            value: None,
-        }),
-    }
 }

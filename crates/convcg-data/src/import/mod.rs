@@ -84,6 +84,7 @@ mod config;
 mod csv;
 mod dictionary;
 mod report;
+mod shop;
 mod taobao;
 mod tmall;
 mod trivago;
@@ -198,8 +199,8 @@ pub struct Imported {
 pub fn import(source: Source, src: &Path) -> Result<Imported> {
     let file = source_file(source, src)?;
     match source {
-        Source::Taobao => taobao::import(&file),
-        Source::Tmall => tmall::import(&file),
+        Source::Taobao => taobao::FORMAT.import(&file),
+        Source::Tmall => tmall::FORMAT.import(&file),
         Source::Trivago => trivago::import(&file),
     }
 }

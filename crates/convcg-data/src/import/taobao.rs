@@ -1,13 +1,10 @@
 //! Taobao UserBehavior: user, item, category, behavior, unix_ts.
 
-use std::path::Path;
-
-use super::builder::{Columns, Finished, LogBuilder, ShopAction, Tally, add_shop_row, finish};
 use super::config::{DataSection, EVAL_SHARE, EvalProtocol, Measured, words};
-use super::csv::{Parsed, check_ts, int, read_records};
-use super::{Imported, PLACEHOLDER_ADVERTISER, Source};
-use crate::error::Result;
-use crate::schema::{EngagementKind, PinRecord};
+use super::csv::{Parsed, check_ts, int};
+use super::shop::{RowResult, ShopAction, ShopFormat, ShopRow};
+use super::{PLACEHOLDER_ADVERTISER, Source};
+use crate::schema::EngagementKind;
 
 const COLUMNS: [&str; 5] = ["user", "item", "category", "behavior", "unix_ts"];
 const CLICK_WINDOW_S: i64 = 3600;
@@ -24,67 +21,37 @@ fn behavior(field: &[u8]) -> Parsed<ShopAction> {
     }
 }
 
-struct Row {
-    user: i64,
-    item: i64,
-    category: i64,
-    behavior: ShopAction,
-    ts: i64,
-}
+/// The taobao format.
+pub(super) const FORMAT: ShopFormat = ShopFormat {
+    source: Source::Taobao,
+    columns: &COLUMNS,
+    parse,
+    click_window_s: CLICK_WINDOW_S,
+    section,
+    notes,
+};
 
-fn parse(fields: &[&[u8]]) -> std::result::Result<Row, (usize, String)> {
+fn parse(fields: &[&[u8]]) -> RowResult {
     let at = |column: usize| move |message: String| (column, message);
-    Ok(Row {
+    Ok(ShopRow {
         user: int(fields[0]).map_err(at(0))?,
         item: int(fields[1]).map_err(at(1))?,
         category: int(fields[2]).map_err(at(2))?,
-        behavior: behavior(fields[3]).map_err(at(3))?,
+        advertiser: PLACEHOLDER_ADVERTISER,
+        brand: None,
+        action: behavior(fields[3]).map_err(at(3))?,
         ts: int(fields[4]).and_then(check_ts).map_err(at(4))?,
     })
 }
 
-pub(super) fn import(file: &Path) -> Result<Imported> {
-    let mut log = LogBuilder::new(Columns {
-        position: false,
-        query: false,
-        categorical: &[],
-    });
-    let mut tally = Tally::default();
-    read_records(file, &COLUMNS, &mut tally, parse, |number, row| {
-        add(&mut log, number as i64, row)
-    })?;
-    let measured = Measured::of(log.log(), CLICK_WINDOW_S);
-    let data = section(&measured);
-    let notes = vec![
+fn notes() -> Vec<String> {
+    vec![
         format!(
             "advertiser_id is {PLACEHOLDER_ADVERTISER} for every pin: the source has no advertiser, so advertiser-level losses and metrics carry no information"
         ),
         "no hard negatives: every row is a pv, fav, cart or buy, so every impression is engaged or bought".into(),
         "each row is its own request (impression_id = request_id = source row), on the home feed".into(),
-    ];
-    finish(
-        file,
-        Finished {
-            source: Source::Taobao,
-            builder: log,
-            tally,
-            dictionaries: Vec::new(),
-            data,
-            notes,
-        },
-    )
-}
-
-fn add(log: &mut LogBuilder, row_number: i64, row: Row) {
-    let pin = PinRecord {
-        pin_id: row.item,
-        advertiser_id: PLACEHOLDER_ADVERTISER,
-        category_id: row.category,
-        brand_id: None,
-        price: None,
-        dense: Vec::new(),
-    };
-    add_shop_row(log, row_number, row.ts, row.user, pin, row.behavior);
+    ]
 }
 
 fn section(m: &Measured) -> DataSection {

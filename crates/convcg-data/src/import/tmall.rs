@@ -1,14 +1,11 @@
 //! Tmall user log: user_id, item_id, cat_id, merchant_id, brand_id, month, day, action,
 //! age_range, gender, province.
 
-use std::path::Path;
-
-use super::builder::{Columns, Finished, LogBuilder, ShopAction, Tally, add_shop_row, finish};
 use super::config::{DataSection, EvalProtocol, Measured};
-use super::csv::{Parsed, int, midnight_utc, read_records};
-use super::{Imported, Source, TMALL_YEAR};
-use crate::error::Result;
-use crate::schema::{EngagementKind, PinRecord};
+use super::csv::{Parsed, int, midnight_utc};
+use super::shop::{RowResult, ShopAction, ShopFormat, ShopRow};
+use super::{Source, TMALL_YEAR};
+use crate::schema::EngagementKind;
 
 const COLUMNS: [&str; 11] = [
     "user_id",
@@ -36,17 +33,17 @@ fn action(code: i64) -> Parsed<ShopAction> {
     }
 }
 
-struct Row {
-    user: i64,
-    item: i64,
-    category: i64,
-    merchant: i64,
-    brand: Option<i64>,
-    ts: i64,
-    action: ShopAction,
-}
+/// The tmall format.
+pub(super) const FORMAT: ShopFormat = ShopFormat {
+    source: Source::Tmall,
+    columns: &COLUMNS,
+    parse,
+    click_window_s: 0,
+    section,
+    notes,
+};
 
-fn parse(fields: &[&[u8]]) -> std::result::Result<Row, (usize, String)> {
+fn parse(fields: &[&[u8]]) -> RowResult {
     let at = |column: usize| move |message: String| (column, message);
     let user = int(fields[0]).map_err(at(0))?;
     let item = int(fields[1]).map_err(at(1))?;
@@ -66,60 +63,26 @@ fn parse(fields: &[&[u8]]) -> std::result::Result<Row, (usize, String)> {
         .and_then(|d| midnight_utc(TMALL_YEAR, month as u32, d))
         .ok_or_else(|| (6, format!("{TMALL_YEAR}-{month:02}-{day:02} is not a date")))?;
     let action = int(fields[7]).and_then(action).map_err(at(7))?;
-    Ok(Row {
+    Ok(ShopRow {
         user,
         item,
         category,
-        merchant,
+        advertiser: merchant,
         brand,
-        ts,
         action,
+        ts,
     })
 }
 
-pub(super) fn import(file: &Path) -> Result<Imported> {
-    let mut log = LogBuilder::new(Columns {
-        position: false,
-        query: false,
-        categorical: &[],
-    });
-    let mut tally = Tally::default();
-    read_records(file, &COLUMNS, &mut tally, parse, |number, row| {
-        add(&mut log, number as i64, row)
-    })?;
-    let measured = Measured::of(log.log(), 0);
-    let data = section(&measured);
-    let notes = vec![
+fn notes() -> Vec<String> {
+    vec![
         format!(
             "ts is midnight UTC of month/day in {TMALL_YEAR} (the Tmall log's year; the file has none): day-level only"
         ),
         "order inside a day is file order: impression_id = request_id = source row, and conversions are in file order".into(),
         "age_range, gender and province are not read (noise, see the data's README)".into(),
         "no hard negatives: every row is a click, cart, fav or buy, so every impression is engaged or bought".into(),
-    ];
-    finish(
-        file,
-        Finished {
-            source: Source::Tmall,
-            builder: log,
-            tally,
-            dictionaries: Vec::new(),
-            data,
-            notes,
-        },
-    )
-}
-
-fn add(log: &mut LogBuilder, row_number: i64, row: Row) {
-    let pin = PinRecord {
-        pin_id: row.item,
-        advertiser_id: row.merchant,
-        category_id: row.category,
-        brand_id: row.brand,
-        price: None,
-        dense: Vec::new(),
-    };
-    add_shop_row(log, row_number, row.ts, row.user, pin, row.action);
+    ]
 }
 
 fn section(m: &Measured) -> DataSection {

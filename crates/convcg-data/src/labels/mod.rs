@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::schema::{EngagementKind, EventLog, Surface};
+use crate::stats_table::{attributed_row, hard_negative_rows, write_rows};
 
 pub use attribution::{Attribution, Touch};
 pub use batches::{HardNegativeSlots, LabelledBatch, batches};
@@ -157,7 +158,7 @@ impl LabelStats {
 
 impl fmt::Display for LabelStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, String); 7] = [
+        let mut rows = vec![
             (
                 "impressions (in scope)",
                 format!("{} ({})", self.impressions, self.in_scope_impressions),
@@ -173,34 +174,18 @@ impl fmt::Display for LabelStats {
                 ),
             ),
             ("conversions", self.conversions.to_string()),
-            (
-                "attributed click-through / view-through",
-                format!(
-                    "{} / {}",
-                    self.attributed_click_through, self.attributed_view_through
-                ),
-            ),
+            attributed_row(self.attributed_click_through, self.attributed_view_through),
             (
                 "unattributed / to immature impressions",
                 format!("{} / {}", self.unattributed, self.attributed_to_immature),
             ),
-            (
-                "hard negatives: request / same day",
-                format!(
-                    "{} / {}",
-                    self.hard_negatives_from_request, self.hard_negatives_from_same_day
-                ),
-            ),
-            (
-                "positives without a hard negative",
-                self.positives_without_hard_negative.to_string(),
-            ),
         ];
-        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        for (k, v) in rows {
-            writeln!(f, "{k:<w$} | {v}")?;
-        }
-        Ok(())
+        rows.extend(hard_negative_rows(
+            self.hard_negatives_from_request,
+            self.hard_negatives_from_same_day,
+            self.positives_without_hard_negative,
+        ));
+        write_rows(f, &rows)
     }
 }
 

@@ -5,6 +5,8 @@ use convcg_data::{
     Impression, PinRecord, Surface, Task, UserRecord,
 };
 
+use crate::events::{engagement, impression, purchase};
+
 const DAY: i64 = 86_400;
 const P0: u32 = 0;
 const P1: u32 = 1;
@@ -42,34 +44,24 @@ fn imp(
     query: Option<i64>,
 ) -> Impression {
     Impression {
-        impression_id: id,
-        request_id: id,
-        ts,
-        user_id: user,
-        pin_id: pin,
-        surface,
         position: Some(1),
         context_pin_id: ctx,
         query_id: query,
+        ..impression(id, id, ts, user, pin, surface)
     }
 }
 
 fn eng(impression_id: i64, ts: i64, kind: EngagementKind) -> Engagement {
     Engagement {
-        impression_id,
-        ts,
-        kind,
         duration_s: (kind == EngagementKind::Click).then_some(10.0),
+        ..engagement(impression_id, ts, kind)
     }
 }
 
 fn conv(ts: i64, user_id: i64, pin_id: i64) -> Conversion {
     Conversion {
-        ts,
-        user_id,
-        pin_id,
-        kind: ConversionKind::Purchase,
         value: Some(10.0),
+        ..purchase(ts, user_id, pin_id)
     }
 }
 

@@ -13,7 +13,7 @@ use arrow_array::{
 use parquet::arrow::ArrowWriter;
 use proptest::prelude::*;
 
-use convcg_data::import::{Dictionary, Imported, QUERY_SEPARATOR, Source, import};
+use convcg_data::import::{Dictionary, ImportReport, Imported, QUERY_SEPARATOR, Source, import};
 use convcg_data::testing::require_shared_file;
 use convcg_data::{
     ConversionKind, Dataset, DatasetConfig, EngagementKind, Error, EventLog, Surface,
@@ -23,19 +23,40 @@ const TAOBAO: &str = "data/taobao-userbehavior-slice/UserBehavior_slice.csv";
 const TMALL: &str = "data/tmall-userlog-10k/user_log_10k.csv";
 const TRIVAGO: &str = "data/trivago-100k/trivago_val_100k.parquet";
 
-fn shared(rel: &str) -> Option<PathBuf> {
-    require_shared_file(Path::new(env!("CARGO_MANIFEST_DIR")), rel)
-}
-
-fn timed_import(source: Source, path: &Path) -> Imported {
+/// The shared slice `rel` (with its path), imported in `source`'s format, timed and checked
+/// ([`check_invariants`]); `None` where the shared folder does not have it.
+fn import_slice(source: Source, rel: &str) -> Option<(PathBuf, Imported)> {
+    let path = require_shared_file(Path::new(env!("CARGO_MANIFEST_DIR")), rel)?;
     let start = Instant::now();
-    let imported = import(source, path).expect("import");
+    let imported = checked_import(source, &path);
     eprintln!(
         "{source}: imported {} rows in {:.1} ms",
         imported.report.rows_read,
         start.elapsed().as_secs_f64() * 1e3
     );
+    Some((path, imported))
+}
+
+/// `path` imported in `source`'s format, which must succeed, and checked ([`check_invariants`]).
+fn checked_import(source: Source, path: &Path) -> Imported {
+    let imported = import(source, path).expect("import");
+    check_invariants(&imported);
     imported
+}
+
+/// The report's rows read, used and skipped.
+fn row_counts(r: &ImportReport) -> (u64, u64, u64) {
+    (r.rows_read, r.rows_used, r.rows_skipped())
+}
+
+/// The row and column of each bad row the report keeps, sorted.
+fn bad_cells(r: &ImportReport) -> Vec<(Option<u64>, Option<&str>)> {
+    let mut cells: Vec<_> = r
+        .bad_rows()
+        .map(|b| (b.at.row, b.at.column.as_deref()))
+        .collect();
+    cells.sort();
+    cells
 }
 
 /// The `[data]` section of `dataset_toml` as a checked config, and its `eval_protocol`.
@@ -160,15 +181,12 @@ fn kinds_of(log: &EventLog) -> (HashSet<Surface>, HashSet<ConversionKind>) {
 
 #[test]
 fn taobao_slice() {
-    let Some(path) = shared(TAOBAO) else { return };
-    let imported = timed_import(Source::Taobao, &path);
-    check_invariants(&imported);
+    let Some((path, imported)) = import_slice(Source::Taobao, TAOBAO) else {
+        return;
+    };
     let (log, r) = (&imported.log, &imported.report);
     // The file has 96,169 rows (the last has no line end) and its last row's unix_ts is `15`.
-    assert_eq!(
-        (r.rows_read, r.rows_used, r.rows_skipped()),
-        (96_169, 96_168, 1)
-    );
+    assert_eq!(row_counts(r), (96_169, 96_168, 1));
     let bad: Vec<_> = r.bad_rows().collect();
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0].at.file, path);
@@ -218,15 +236,12 @@ fn taobao_slice() {
 
 #[test]
 fn tmall_slice() {
-    let Some(path) = shared(TMALL) else { return };
-    let imported = timed_import(Source::Tmall, &path);
-    check_invariants(&imported);
+    let Some((path, imported)) = import_slice(Source::Tmall, TMALL) else {
+        return;
+    };
     let (log, r) = (&imported.log, &imported.report);
     // No header: all 10,000 lines are data rows, and all are valid.
-    assert_eq!(
-        (r.rows_read, r.rows_used, r.rows_skipped()),
-        (10_000, 10_000, 0)
-    );
+    assert_eq!(row_counts(r), (10_000, 10_000, 0));
     assert_eq!((r.clicks, r.saves, r.conversions), (8_644, 107, 1_249));
     assert_eq!((r.pins, r.users, r.unengaged_impressions), (4_861, 358, 0));
     // 37 items name two brands, one item two categories (first kept).
@@ -271,14 +286,11 @@ fn tmall_slice() {
 
 #[test]
 fn trivago_slice() {
-    let Some(path) = shared(TRIVAGO) else { return };
-    let imported = timed_import(Source::Trivago, &path);
-    check_invariants(&imported);
+    let Some((_, imported)) = import_slice(Source::Trivago, TRIVAGO) else {
+        return;
+    };
     let (log, r) = (&imported.log, &imported.report);
-    assert_eq!(
-        (r.rows_read, r.rows_used, r.rows_skipped()),
-        (100_003, 86_568, 0)
-    );
+    assert_eq!(row_counts(r), (100_003, 86_568, 0));
     let ignored: HashMap<&str, u64> = r.ignored.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     assert_eq!(
         ignored,
@@ -424,20 +436,11 @@ fn taobao_mapping_and_bad_rows() {
          12,104,9,cart,1511658300",
     );
     // The folder is enough: the slice's file name is looked for in it.
-    let imported = import(Source::Taobao, dir.path()).expect("import");
-    check_invariants(&imported);
+    let imported = checked_import(Source::Taobao, dir.path());
     let (log, r) = (&imported.log, &imported.report);
-    assert_eq!((r.rows_read, r.rows_used, r.rows_skipped()), (8, 4, 4));
-    let bad: Vec<(Option<u64>, Option<&str>)> = {
-        let mut v: Vec<_> = r
-            .bad_rows()
-            .map(|b| (b.at.row, b.at.column.as_deref()))
-            .collect();
-        v.sort();
-        v
-    };
+    assert_eq!(row_counts(r), (8, 4, 4));
     assert_eq!(
-        bad,
+        bad_cells(r),
         [
             (Some(4), Some("behavior")),
             (Some(5), Some("unix_ts")),
@@ -495,17 +498,11 @@ fn tmall_mapping_and_bad_rows() {
          3,102,5,51,510,2,28,2,1,1,x\n",
     );
     // The folder's only .csv file is taken.
-    let imported = import(Source::Tmall, dir.path()).expect("import");
-    check_invariants(&imported);
+    let imported = checked_import(Source::Tmall, dir.path());
     let (log, r) = (&imported.log, &imported.report);
-    assert_eq!((r.rows_read, r.rows_used, r.rows_skipped()), (9, 5, 4));
-    let mut bad: Vec<(Option<u64>, Option<&str>)> = r
-        .bad_rows()
-        .map(|b| (b.at.row, b.at.column.as_deref()))
-        .collect();
-    bad.sort();
+    assert_eq!(row_counts(r), (9, 5, 4));
     assert_eq!(
-        bad,
+        bad_cells(r),
         [
             (Some(5), Some("day")),
             (Some(6), Some("month")),
@@ -550,20 +547,60 @@ fn tmall_mapping_and_bad_rows() {
     assert_eq!(buys, [(nov11, 1, 100), (feb28, 3, 102)]);
 }
 
-/// One trivago row: user, ts, action, reference, platform, city, device, filters, impressions,
-/// prices.
-type TrivagoRow = (
-    Option<&'static str>,
-    i64,
-    &'static str,
-    Option<&'static str>,
-    &'static str,
-    &'static str,
-    &'static str,
-    Option<&'static str>,
-    Option<&'static str>,
-    Option<&'static str>,
-);
+/// One row of a trivago file: the columns the importer reads (`session_id` and `step` are
+/// made up when it is written).
+#[derive(Clone)]
+struct TrivagoRow {
+    user: Option<&'static str>,
+    ts: i64,
+    action: &'static str,
+    reference: Option<&'static str>,
+    platform: &'static str,
+    city: &'static str,
+    device: &'static str,
+    filters: Option<&'static str>,
+    impressions: Option<&'static str>,
+    prices: Option<&'static str>,
+}
+
+impl TrivagoRow {
+    /// User `uA`'s `action` on `reference` at `ts`, on a French tablet in Paris, with no filters
+    /// and no list of items.
+    fn user_a(ts: i64, action: &'static str, reference: Option<&'static str>) -> Self {
+        TrivagoRow {
+            user: Some("uA"),
+            ts,
+            action,
+            reference,
+            platform: "FR",
+            city: "Paris, France",
+            device: "tablet",
+            filters: None,
+            impressions: None,
+            prices: None,
+        }
+    }
+
+    /// User `uB`'s, as [`TrivagoRow::user_a`]'s but on a US phone in Rome.
+    fn user_b(ts: i64, action: &'static str, reference: Option<&'static str>) -> Self {
+        TrivagoRow {
+            user: Some("uB"),
+            platform: "US",
+            city: "Rome, Italy",
+            device: "mobile",
+            ..Self::user_a(ts, action, reference)
+        }
+    }
+
+    /// The row with a list of `impressions` at `prices`.
+    fn listing(self, impressions: &'static str, prices: &'static str) -> Self {
+        TrivagoRow {
+            impressions: Some(impressions),
+            prices: Some(prices),
+            ..self
+        }
+    }
+}
 
 /// Writes a trivago-shaped Parquet file with the given columns left out; `platform` is written
 /// as LargeUtf8 and `device` dictionary-encoded, to cover those layouts.
@@ -572,34 +609,38 @@ fn write_trivago(path: &Path, rows: &[TrivagoRow], leave_out: &[&str]) {
         Arc::new(rows.iter().map(f).collect::<StringArray>())
     };
     let columns: Vec<(&str, ArrayRef)> = vec![
-        ("user_id", strings(&|r| r.0)),
+        ("user_id", strings(&|r| r.user)),
         ("session_id", strings(&|_| Some("s1"))),
         (
             "timestamp",
-            Arc::new(rows.iter().map(|r| r.1).collect::<Int64Array>()),
+            Arc::new(rows.iter().map(|r| r.ts).collect::<Int64Array>()),
         ),
         (
             "step",
             Arc::new((1..=rows.len() as i64).collect::<Int64Array>()),
         ),
-        ("action_type", strings(&|r| Some(r.2))),
-        ("reference", strings(&|r| r.3)),
+        ("action_type", strings(&|r| Some(r.action))),
+        ("reference", strings(&|r| r.reference)),
         (
             "platform",
-            Arc::new(rows.iter().map(|r| Some(r.4)).collect::<LargeStringArray>()),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.platform))
+                    .collect::<LargeStringArray>(),
+            ),
         ),
-        ("city", strings(&|r| Some(r.5))),
+        ("city", strings(&|r| Some(r.city))),
         (
             "device",
             Arc::new(
                 rows.iter()
-                    .map(|r| r.6)
+                    .map(|r| r.device)
                     .collect::<DictionaryArray<Int32Type>>(),
             ),
         ),
-        ("current_filters", strings(&|r| r.7)),
-        ("impressions", strings(&|r| r.8)),
-        ("prices", strings(&|r| r.9)),
+        ("current_filters", strings(&|r| r.filters)),
+        ("impressions", strings(&|r| r.impressions)),
+        ("prices", strings(&|r| r.prices)),
     ];
     let batch = RecordBatch::try_from_iter(
         columns
@@ -618,122 +659,33 @@ const T0: i64 = 1_541_599_523;
 fn trivago_rows() -> Vec<TrivagoRow> {
     vec![
         // 1: an interaction: impression + click.
-        (
-            Some("uA"),
-            T0,
-            "interaction item image",
-            Some("h1"),
-            "FR",
-            "Paris, France",
-            "tablet",
-            None,
-            None,
-            None,
-        ),
+        TrivagoRow::user_a(T0, "interaction item image", Some("h1")),
         // 2: a clickout on a listed item.
-        (
-            Some("uA"),
-            T0 + 10,
-            "clickout item",
-            Some("h2"),
-            "FR",
-            "Paris, France",
-            "tablet",
-            Some("Wifi|Pool"),
-            Some("h1|h2|h3"),
-            Some("80|95|120"),
-        ),
+        TrivagoRow {
+            filters: Some("Wifi|Pool"),
+            ..TrivagoRow::user_a(T0 + 10, "clickout item", Some("h2"))
+        }
+        .listing("h1|h2|h3", "80|95|120"),
         // 3: ignored: no item.
-        (
-            Some("uA"),
-            T0 + 20,
-            "search for destination",
-            Some("Rome, Italy"),
-            "FR",
-            "Rome, Italy",
-            "tablet",
-            None,
-            None,
-            None,
-        ),
+        TrivagoRow {
+            city: "Rome, Italy",
+            ..TrivagoRow::user_a(T0 + 20, "search for destination", Some("Rome, Italy"))
+        },
         // 4: a clickout on an item missing from its list.
-        (
-            Some("uB"),
-            T0 + 30,
-            "clickout item",
-            Some("h9"),
-            "US",
-            "Rome, Italy",
-            "mobile",
-            None,
-            Some("h3|h4"),
-            Some("60|70"),
-        ),
+        TrivagoRow::user_b(T0 + 30, "clickout item", Some("h9")).listing("h3|h4", "60|70"),
         // 5: bad: 2 prices for 3 items.
-        (
-            Some("uB"),
-            T0 + 40,
-            "clickout item",
-            Some("h3"),
-            "US",
-            "Rome, Italy",
-            "mobile",
-            None,
-            Some("h3|h4|h5"),
-            Some("60|70"),
-        ),
+        TrivagoRow::user_b(T0 + 40, "clickout item", Some("h3")).listing("h3|h4|h5", "60|70"),
         // 6: bad: no reference.
-        (
-            Some("uB"),
-            T0 + 50,
-            "interaction item info",
-            None,
-            "US",
-            "Rome, Italy",
-            "mobile",
-            None,
-            None,
-            None,
-        ),
+        TrivagoRow::user_b(T0 + 50, "interaction item info", None),
         // 7: bad: timestamp before 2000.
-        (
-            Some("uB"),
-            1_000,
-            "interaction item rating",
-            Some("h4"),
-            "US",
-            "Rome, Italy",
-            "mobile",
-            None,
-            None,
-            None,
-        ),
+        TrivagoRow::user_b(1_000, "interaction item rating", Some("h4")),
         // 8: bad: no user.
-        (
-            None,
-            T0 + 70,
-            "interaction item deals",
-            Some("h4"),
-            "US",
-            "Rome, Italy",
-            "mobile",
-            None,
-            None,
-            None,
-        ),
+        TrivagoRow {
+            user: None,
+            ..TrivagoRow::user_b(T0 + 70, "interaction item deals", Some("h4"))
+        },
         // 9: bad: a price that is not a number.
-        (
-            Some("uB"),
-            T0 + 80,
-            "clickout item",
-            Some("h3"),
-            "US",
-            "Rome, Italy",
-            "mobile",
-            None,
-            Some("h3|h4"),
-            Some("60|cheap"),
-        ),
+        TrivagoRow::user_b(T0 + 80, "clickout item", Some("h3")).listing("h3|h4", "60|cheap"),
     ]
 }
 
@@ -742,18 +694,12 @@ fn trivago_mapping_and_bad_rows() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("sessions.parquet");
     write_trivago(&path, &trivago_rows(), &[]);
-    let imported = import(Source::Trivago, &path).expect("import");
-    check_invariants(&imported);
+    let imported = checked_import(Source::Trivago, &path);
     let (log, r) = (&imported.log, &imported.report);
-    assert_eq!((r.rows_read, r.rows_used, r.rows_skipped()), (9, 3, 5));
+    assert_eq!(row_counts(r), (9, 3, 5));
     assert_eq!(r.ignored, [("search for destination".to_owned(), 1)]);
-    let mut bad: Vec<(Option<u64>, Option<&str>)> = r
-        .bad_rows()
-        .map(|b| (b.at.row, b.at.column.as_deref()))
-        .collect();
-    bad.sort();
     assert_eq!(
-        bad,
+        bad_cells(r),
         [
             (Some(5), Some("prices")),
             (Some(6), Some("reference")),
@@ -879,7 +825,7 @@ fn trivago_structural_errors() {
     let rows: Vec<TrivagoRow> = trivago_rows()
         .into_iter()
         .skip(2)
-        .filter(|r| r.3 != Some("h9"))
+        .filter(|r| r.reference != Some("h9"))
         .collect();
     let path = dir.path().join("bad_only.parquet");
     write_trivago(&path, &rows, &[]);
@@ -972,8 +918,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let text: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
         let path = write(dir.path(), "x.csv", &text.join("\n"));
-        let imported = import(Source::Taobao, &path).unwrap();
-        check_invariants(&imported);
+        let imported = checked_import(Source::Taobao, &path);
         let valid: Vec<i64> = rows
             .iter()
             .enumerate()

@@ -11,48 +11,19 @@ use convcg_data::{
     ValueWeighting, batches, engagement_impressions, label,
 };
 
-const D: i64 = 86_400;
+use crate::events::{engagement, impression as imp, purchase as conv};
 
-fn imp(id: i64, request: i64, ts: i64, user: i64, pin: i64, surface: Surface) -> Impression {
-    Impression {
-        impression_id: id,
-        request_id: request,
-        ts,
-        user_id: user,
-        pin_id: pin,
-        surface,
-        position: None,
-        context_pin_id: None,
-        query_id: None,
-    }
-}
+const D: i64 = 86_400;
 
 fn click(impression_id: i64, ts: i64, duration_s: Option<f32>) -> Engagement {
     Engagement {
-        impression_id,
-        ts,
-        kind: EngagementKind::Click,
         duration_s,
+        ..engagement(impression_id, ts, EngagementKind::Click)
     }
 }
 
 fn save(impression_id: i64, ts: i64) -> Engagement {
-    Engagement {
-        impression_id,
-        ts,
-        kind: EngagementKind::Save,
-        duration_s: None,
-    }
-}
-
-fn conv(ts: i64, user_id: i64, pin_id: i64) -> Conversion {
-    Conversion {
-        ts,
-        user_id,
-        pin_id,
-        kind: ConversionKind::Purchase,
-        value: None,
-    }
+    engagement(impression_id, ts, EngagementKind::Save)
 }
 
 fn log(

@@ -3,43 +3,24 @@
 //! user's later events never reach training examples, labels, hard negatives or history.
 
 use convcg_data::{
-    Conversion, ConversionKind, Dataset, DatasetConfig, Engagement, EngagementKind, EvalProtocol,
-    EventLog, Impression, PinRecord, QueryKey, Surface, UserRecord,
+    Conversion, Dataset, DatasetConfig, Engagement, EngagementKind, EvalProtocol, EventLog,
+    Impression, PinRecord, QueryKey, Surface, UserRecord,
 };
+
+use crate::events::{engagement, impression, purchase};
 
 const T: i64 = 1_500_000_000;
 
 fn imp(id: i64, user_id: i64, pin_id: i64) -> Impression {
-    Impression {
-        impression_id: id,
-        request_id: id,
-        ts: T,
-        user_id,
-        pin_id,
-        surface: Surface::HomeFeed,
-        position: None,
-        context_pin_id: None,
-        query_id: None,
-    }
+    impression(id, id, T, user_id, pin_id, Surface::HomeFeed)
 }
 
 fn click(impression_id: i64) -> Engagement {
-    Engagement {
-        impression_id,
-        ts: T,
-        kind: EngagementKind::Click,
-        duration_s: None,
-    }
+    engagement(impression_id, T, EngagementKind::Click)
 }
 
 fn buy(user_id: i64, pin_id: i64) -> Conversion {
-    Conversion {
-        ts: T,
-        user_id,
-        pin_id,
-        kind: ConversionKind::Purchase,
-        value: None,
-    }
+    purchase(T, user_id, pin_id)
 }
 
 /// Pins 100..=105 (catalog rows 0..=5, category = pin - 90). User 1000 (row 0), in file order:

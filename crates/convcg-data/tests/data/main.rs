@@ -7,6 +7,7 @@ mod io_support;
 
 mod batcher;
 mod dataset;
+mod events;
 #[cfg(feature = "import")]
 mod import;
 mod import_shared;

@@ -1,7 +1,10 @@
-//! The softmax cross-entropy's inputs at the W1 shapes of shared/reference-workload.md, shared by
-//! the `softmax` benchmark and the `softmax_xent_once` example (which includes this file by path).
+//! The softmax cross-entropy's inputs at the W1 shapes of shared/reference-workload.md, and its
+//! forward and backward on them, shared by the `softmax` benchmark and the `softmax_xent_once`
+//! example (which includes this file by path).
 
-use convcg_kernels::{Rows, SoftmaxArgs};
+use convcg_kernels::{
+    Accum, InputGrad, Par, Rows, RowsMut, SoftmaxArgs, softmax_xent_backward, softmax_xent_forward,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -60,6 +63,44 @@ impl Inputs {
             log_q: Some(&self.log_q),
             cand_ids: &self.ids,
             weights: Some(&self.weights),
+        }
+    }
+
+    /// The forward, its logits' gradient into `grads.dlogits`; returns the loss.
+    pub fn forward(&self, grads: &mut Grads, par: Par) -> f32 {
+        let dlogits = RowsMut::new(&mut grads.dlogits, B, C);
+        softmax_xent_forward(dlogits, self.users(), self.cands(), self.args(), par)
+    }
+
+    /// The backward from `grads.dlogits`, overwriting `grads.du` and `grads.dc`.
+    pub fn backward(&self, grads: &mut Grads, par: Par) {
+        softmax_xent_backward(
+            InputGrad::new(RowsMut::new(&mut grads.du, B, D), Accum::Replace),
+            InputGrad::new(RowsMut::new(&mut grads.dc, C, D), Accum::Replace),
+            self.users(),
+            self.cands(),
+            Rows::new(&grads.dlogits, B, C),
+            INV_TEMP,
+            par,
+        );
+    }
+}
+
+/// What the forward and backward write: the logits' gradient `[B, C]`, the users' `[B, D]` and
+/// the candidates' `[C, D]`.
+pub struct Grads {
+    pub dlogits: Vec<f32>,
+    pub du: Vec<f32>,
+    pub dc: Vec<f32>,
+}
+
+/// All zero.
+impl Default for Grads {
+    fn default() -> Self {
+        Self {
+            dlogits: vec![0.0; B * C],
+            du: vec![0.0; B * D],
+            dc: vec![0.0; C * D],
         }
     }
 }
