@@ -44,6 +44,35 @@ pub(crate) fn fill_panels<'r, T: Copy + Default + 'r, const L: usize>(
     n_panels
 }
 
+/// Calls a kernel of `x86` from a method of [`Fma256`]. On x86_64 the call is sound: a `Fma256`
+/// exists only if `detect` found AVX2 and FMA on this CPU, which is all that the kernels (safe
+/// functions apart from their target features) require. Elsewhere no `Fma256` can exist, so
+/// the call is unreachable; the `unused` arguments are named only to keep them used there.
+macro_rules! with_avx2_fma {
+    ($call:expr, unused($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: see the macro's documentation: the receiver proves AVX2 and FMA.
+        unsafe {
+            $call
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = ($($arg),*);
+            unreachable!("Fma256 cannot be constructed off x86_64")
+        }
+    }};
+}
+
+/// Asserts that `len` is a whole, non-zero number of units of `unit` (`what` and `unit_name`
+/// name them in the message).
+#[track_caller]
+fn whole_units(len: usize, unit: usize, what: &str, unit_name: &str) {
+    assert!(
+        unit > 0 && len.is_multiple_of(unit),
+        "{what} {len} is not a multiple of {unit_name} = {unit}"
+    );
+}
+
 /// Proof that the CPU running this process has AVX2 and FMA; only [`Fma256::detect`] makes one.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Fma256(());
@@ -85,23 +114,11 @@ impl Fma256 {
     ) where
         F: FnMut(usize, &[f32; LANES], u32, &mut [f32; LANES]),
     {
-        let d = panel.len();
-        assert!(
-            d > 0 && rows.len().is_multiple_of(d),
-            "rows length {} is not a multiple of d = {d}",
-            rows.len()
-        );
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `self` exists only if `detect` found AVX2 and FMA on this CPU, which is all
-        // that `x86::scan` (a safe function apart from its target features) requires.
-        unsafe {
-            x86::scan(panel, rows, thresholds, &mut on_hit)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (rows, thresholds, &mut on_hit);
-            unreachable!("Fma256 cannot be constructed off x86_64")
-        }
+        whole_units(rows.len(), panel.len(), "rows length", "d");
+        with_avx2_fma!(
+            x86::scan(panel, rows, thresholds, &mut on_hit),
+            unused(rows, thresholds, &mut on_hit)
+        )
     }
 }
 
@@ -133,23 +150,11 @@ impl Fma256 {
     ) where
         F: FnMut(usize, usize, &[i32; ROWS_I16], u32, &mut [i32; QUERIES_I16]),
     {
-        let pairs = panel.len();
-        assert!(
-            pairs > 0 && groups.len().is_multiple_of(pairs),
-            "{} row pairs are not a multiple of {pairs} pairs per group",
-            groups.len()
-        );
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `self` exists only if `detect` found AVX2 and FMA on this CPU, which is all
-        // that `x86::scan_i16` (a safe function apart from its target features) requires.
-        unsafe {
-            x86::scan_i16(panel, groups, thresholds, &mut on_hit)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (groups, thresholds, &mut on_hit);
-            unreachable!("Fma256 cannot be constructed off x86_64")
-        }
+        whole_units(groups.len(), panel.len(), "row pairs", "pairs per group");
+        with_avx2_fma!(
+            x86::scan_i16(panel, groups, thresholds, &mut on_hit),
+            unused(groups, thresholds, &mut on_hit)
+        )
     }
 
     /// The f32 score of `query` with each row `ids[i]` of `corpus` (`[n, d]`, `d =
@@ -159,16 +164,10 @@ impl Fma256 {
     /// If `out.len() != ids.len()`, `query` is empty, or an id is out of range.
     pub(crate) fn chain_scores(self, query: &[f32], corpus: &[f32], ids: &[u32], out: &mut [f32]) {
         assert!(!query.is_empty() && out.len() == ids.len());
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `scan_i16`: the token proves AVX2 and FMA.
-        unsafe {
-            x86::chain_scores(query, corpus, ids, out)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (corpus, ids);
-            unreachable!("Fma256 cannot be constructed off x86_64")
-        }
+        with_avx2_fma!(
+            x86::chain_scores(query, corpus, ids, out),
+            unused(corpus, ids)
+        )
     }
 }
 
