@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use convcg_eval::{Bootstrap, BootstrapInterval};
 use convcg_model::{CrossKind, Heads, Structure};
 
-use crate::config::RunConfig;
+use crate::config::{ADVERTISER_RATE_PRIOR, RunConfig};
 use crate::metrics::Metrics;
 use crate::output::write_atomic;
 use crate::per_query::{OnlineLiftIntervals, PerQuery, QueryOutcomes};
@@ -70,12 +70,13 @@ fn advertiser_weight(full: &RunConfig) -> f32 {
     }
 }
 
-const PINTEREST_LADDER: [Rung; 7] = [
+const PINTEREST_LADDER: [Rung; 9] = [
     Rung {
         name: "a_engagement_only",
         change: "engagement positives only, one head, stacked, in-batch negatives only, unweighted clicks, no advertiser loss",
         apply: |cfg, _| {
             cfg.data.conversion_weight = 0.0;
+            cfg.data.advertiser_rate_prior = 0.0;
             cfg.data.click_weight.by_duration = false;
             cfg.data.hard_negatives_per_positive = 0;
             cfg.train.uniform_negatives = 0;
@@ -123,8 +124,26 @@ const PINTEREST_LADDER: [Rung; 7] = [
     },
     Rung {
         name: "g_advertiser_loss",
-        change: "+ advertiser-level loss (the full model)",
+        change: "+ advertiser-level loss",
         apply: |cfg, full| cfg.model.advertiser_loss_weight = advertiser_weight(full),
+    },
+    Rung {
+        name: "h_advertiser_rate",
+        change: "+ engagement positives weighed by their advertiser's conversion rate (this project's)",
+        apply: |cfg, full| {
+            cfg.data.advertiser_rate_prior = match full.data.advertiser_rate_prior {
+                p if p > 0.0 => p,
+                _ => ADVERTISER_RATE_PRIOR,
+            };
+        },
+    },
+    Rung {
+        name: "i_full_model",
+        change: "hard negatives as the full model has them (none by default: they cost conversion recall here)",
+        apply: |cfg, full| {
+            cfg.data.hard_negatives_per_positive = full.data.hard_negatives_per_positive;
+            cfg.train.uniform_negatives = full.train.uniform_negatives;
+        },
     },
 ];
 
@@ -791,13 +810,14 @@ mod tests {
     fn the_seeds_ladder_changes_one_thing_per_rung_and_ends_at_the_full_model() {
         let full = RunConfig::default();
         let configs = Ladder::Pinterest.configs(&full);
-        assert_eq!(configs.len(), 7);
+        assert_eq!(configs.len(), 9);
         let (_, a) = &configs[0];
         assert_eq!(a.data.conversion_weight, 0.0);
         assert_eq!(a.data.hard_negatives_per_positive, 0);
         assert_eq!(a.model.heads, Heads::Unified);
         assert_eq!(a.model.query.structure, Structure::Stacked);
         assert_eq!(a.model.advertiser_loss_weight, 0.0);
+        assert_eq!(a.data.advertiser_rate_prior, 0.0);
         assert!(!a.data.click_weight.by_duration);
         // Each later rung differs from the one before in its own setting only.
         let (_, b) = &configs[1];
@@ -807,9 +827,17 @@ mod tests {
         let (_, f) = &configs[5];
         assert_eq!(f.model.heads, Heads::Unified);
         assert_eq!(f.model.query.structure, Structure::Parallel);
+        let (_, d) = &configs[3];
+        assert_eq!(d.data.hard_negatives_per_positive, 1);
+        let (_, h) = &configs[7];
+        assert_eq!(
+            h.data.advertiser_rate_prior,
+            full.data.advertiser_rate_prior
+        );
+        assert_eq!(h.data.hard_negatives_per_positive, 1);
         // The last rung is the default (full) model.
-        let (_, g) = &configs[6];
-        assert_eq!(g, &full);
+        let (_, i) = &configs[8];
+        assert_eq!(i, &full);
     }
 
     /// docs/results.md trains rung (a) alone with `convcg train --config

@@ -16,6 +16,7 @@ mod config_validation;
 mod fuzz_regressions;
 mod layering;
 mod real_slices;
+mod recipe;
 mod reliability;
 mod support;
 mod train_e2e;

@@ -55,6 +55,11 @@ pub struct DatasetConfig {
     pub engagement_weight: f32,
     /// Scale of the conversion task in a row's weight.
     pub conversion_weight: f32,
+    /// Weigh each engagement positive by its advertiser's conversions per engagement (on the
+    /// training rows whose conversion label is known) relative to the catalogue's, the
+    /// advertiser's rate shrunk towards the catalogue's by this many engagements' worth of it
+    /// (0: off, every engagement weighs as its click or save says).
+    pub advertiser_rate_prior: f32,
     /// Click weight from the landing-page duration.
     pub click_weight: ClickWeight,
     /// Engagement weight of a save.
@@ -89,6 +94,7 @@ impl Default for DatasetConfig {
             history_len: 20,
             engagement_weight: 1.0,
             conversion_weight: 1.0,
+            advertiser_rate_prior: 0.0,
             click_weight: labels.click_weight,
             save_weight: labels.save_weight,
             conversion_kind_weights: labels.conversion_kind_weights,
@@ -144,6 +150,7 @@ impl DatasetConfig {
         }
         non_negative("engagement_weight", self.engagement_weight)?;
         non_negative("conversion_weight", self.conversion_weight)?;
+        non_negative("advertiser_rate_prior", self.advertiser_rate_prior)?;
         if self.max_eval_queries == 0 {
             return Err(config_error(
                 "max_eval_queries",

@@ -5,6 +5,7 @@
 //! * `config`: [`DatasetConfig`] (the run config's `[data]` section) and [`EvalProtocol`].
 //! * `example`: [`Task`], [`QueryKey`] and the labelled [`Example`]s with their
 //!   [`HardNegatives`].
+//! * `advertiser_rate`: engagement positives weighed by their advertiser's conversion rate.
 //! * `resolve`, `split`: the log's ids as rows, and which impressions train under each protocol.
 //! * `vocab`, `history`: dictionaries and pin features; the history bags.
 //! * `eval`: [`EvalSet`] and its builders (the time window's queries, the held-out ones, the
@@ -13,6 +14,7 @@
 //! * `log_q`: the sampling log-probabilities, exact or streaming ([`LogQEstimator`]).
 //! * `stats`: [`DatasetStats`].
 
+mod advertiser_rate;
 mod batch;
 mod config;
 mod eval;
@@ -137,7 +139,18 @@ impl Dataset {
             EvalProtocol::Time => i64::MIN,
             EvalProtocol::LastConversion => imps.impression_id[i],
         };
-        let train = examples(log, &r, &labelled, cfg, seq)?;
+        let mut train = examples(log, &r, &labelled, cfg, seq)?;
+        let (pin_advertiser, num_advertisers) = catalogue_advertisers(log);
+        if cfg.advertiser_rate_prior > 0.0 {
+            let factors = advertiser_rate::advertiser_factors(
+                &train,
+                &pin_advertiser,
+                num_advertisers,
+                f64::from(cfg.advertiser_rate_prior),
+            );
+            let task_weights = (cfg.engagement_weight, cfg.conversion_weight);
+            advertiser_rate::weigh_engagement(&mut train, &pin_advertiser, &factors, task_weights);
+        }
 
         let mut stats = DatasetStats::new(&labelled.stats, &vocab);
         let eval = match &split.held_out {
@@ -164,7 +177,6 @@ impl Dataset {
                 .flat_map(|e| e.hard_negatives.as_slice().iter().copied()),
         );
         let seen = seen_impressions(log, &r, &eval);
-        let (pin_advertiser, num_advertisers) = catalogue_advertisers(log);
 
         Ok(Dataset {
             schema,
