@@ -62,12 +62,10 @@ fn set_cross(cfg: &mut RunConfig, kind: CrossKind) {
     cfg.model.pin.cross_kind = kind;
 }
 
-/// The advertiser-loss weight of the full model: the configuration's, or 0.5 where it is off.
-fn advertiser_weight(full: &RunConfig) -> f32 {
-    match full.model.advertiser_loss_weight {
-        w if w > 0.0 => w,
-        _ => 0.5,
-    }
+/// The full model's setting `value` where it is on (positive), else `fallback`: a rung that adds
+/// a change takes the full model's strength of it, or a default where the full model lacks it.
+fn on_or(value: f32, fallback: f32) -> f32 {
+    if value > 0.0 { value } else { fallback }
 }
 
 const PINTEREST_LADDER: [Rung; 9] = [
@@ -89,10 +87,7 @@ const PINTEREST_LADDER: [Rung; 9] = [
         name: "b_conversion_head",
         change: "+ conversion positives on a second, conversion head (served from here on)",
         apply: |cfg, full| {
-            cfg.data.conversion_weight = match full.data.conversion_weight {
-                w if w > 0.0 => w,
-                _ => 1.0,
-            };
+            cfg.data.conversion_weight = on_or(full.data.conversion_weight, 1.0);
             cfg.model.heads = Heads::PerTask;
         },
     },
@@ -125,16 +120,16 @@ const PINTEREST_LADDER: [Rung; 9] = [
     Rung {
         name: "g_advertiser_loss",
         change: "+ advertiser-level loss",
-        apply: |cfg, full| cfg.model.advertiser_loss_weight = advertiser_weight(full),
+        apply: |cfg, full| {
+            cfg.model.advertiser_loss_weight = on_or(full.model.advertiser_loss_weight, 0.5);
+        },
     },
     Rung {
         name: "h_advertiser_rate",
         change: "+ engagement positives weighed by their advertiser's conversion rate (this project's)",
         apply: |cfg, full| {
-            cfg.data.advertiser_rate_prior = match full.data.advertiser_rate_prior {
-                p if p > 0.0 => p,
-                _ => ADVERTISER_RATE_PRIOR,
-            };
+            cfg.data.advertiser_rate_prior =
+                on_or(full.data.advertiser_rate_prior, ADVERTISER_RATE_PRIOR);
         },
     },
     Rung {

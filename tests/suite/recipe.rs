@@ -4,30 +4,19 @@
 
 use convcg::{Comparison, RunConfig, TrainData, TrainRequest, compare_runs};
 
-/// A marketplace about a tenth of the default's, with conversions about four times as common so
-/// that its few thousand engagements per advertiser carry a conversion rate.
-const SMALL_WORLD: &str = r#"
-    seed = 5
-    threads = 2
+use crate::support::SMALL_MARKETPLACE;
 
-    [synth]
-    num_users = 10000
-    num_pins = 20000
-    num_advertisers = 400
-    num_categories = 60
-    num_brands = 1000
-    num_queries = 400
-    impressions = 1500000
-    conversion_bias = -8.0
-
-    [train]
-    batch_size = 512
-"#;
+/// The suite's small marketplace with conversions about four times as common as the default
+/// world's, so that its few thousand engagements per advertiser carry a conversion rate.
+fn small_world() -> RunConfig {
+    let text = format!("seed = 5\nthreads = 2\n{SMALL_MARKETPLACE}\n[train]\nbatch_size = 512\n");
+    RunConfig::from_toml(&text)
+        .and_then(|c| c.overridden_by("[synth]\nconversion_bias = -8.0\n"))
+        .unwrap()
+}
 
 fn train(overlay: &str, dir: &std::path::Path) {
-    let cfg = RunConfig::from_toml(SMALL_WORLD)
-        .and_then(|c| c.overridden_by(overlay))
-        .unwrap();
+    let cfg = small_world().overridden_by(overlay).unwrap();
     TrainRequest::new(&cfg, TrainData::Synthetic, dir)
         .run()
         .unwrap();

@@ -35,3 +35,17 @@ embedding_dim = 8
 cross_layers = 1
 mlp = [32]
 "#;
+
+/// The `[synth]` section of the suite's small end-to-end marketplace: 10,000 users, 20,000 pins
+/// and 1.5 million impressions, quick to train for a few hundred steps. A config puts its
+/// top-level keys before it.
+pub const SMALL_MARKETPLACE: &str = r#"
+[synth]
+num_users = 10000
+num_pins = 20000
+num_advertisers = 400
+num_categories = 60
+num_brands = 1000
+num_queries = 400
+impressions = 1500000
+"#;

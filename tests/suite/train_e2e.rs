@@ -3,21 +3,11 @@
 
 use convcg::{Metrics, RunConfig};
 
+use crate::support::SMALL_MARKETPLACE;
+
 /// A marketplace a fifth of the default's size, and a few hundred training steps.
 fn small_config() -> RunConfig {
-    let text = r#"
-        seed = 7
-        threads = 2
-
-        [synth]
-        num_users = 10000
-        num_pins = 20000
-        num_advertisers = 400
-        num_categories = 60
-        num_brands = 1000
-        num_queries = 400
-        impressions = 1500000
-
+    let rest = r#"
         [model.query]
         mlp = [128, 64]
 
@@ -28,7 +18,8 @@ fn small_config() -> RunConfig {
         batch_size = 512
         epochs = 4.0
     "#;
-    RunConfig::from_toml(text).unwrap()
+    let text = format!("seed = 7\nthreads = 2\n{SMALL_MARKETPLACE}{rest}");
+    RunConfig::from_toml(&text).unwrap()
 }
 
 fn run(cfg: &RunConfig, dir: &std::path::Path) -> Metrics {
