@@ -65,6 +65,9 @@ impl Default for RunConfig {
     }
 }
 
+/// `[train] min_steps` by default: three passes over a log of 30-odd batches.
+pub const DEFAULT_MIN_STEPS: usize = 100;
+
 /// The training loop's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -73,6 +76,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Passes over the training examples (fractional allowed).
     pub epochs: f64,
+    /// Fewest optimisation steps, whatever `epochs` gives: a small log (a few dozen batches an
+    /// epoch) then trains for several passes instead of stopping half-trained.
+    pub min_steps: usize,
     /// Record the mean training loss every this many steps.
     pub log_every: usize,
     /// What a step that meets a NaN or an infinity (loss or gradient) does.
@@ -90,11 +96,21 @@ impl Default for TrainConfig {
         Self {
             batch_size: 1024,
             epochs: 1.0,
+            min_steps: DEFAULT_MIN_STEPS,
             log_every: 50,
             on_nonfinite: OnNonFinite::Error,
             uniform_negatives: 0,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
         }
+    }
+}
+
+impl TrainConfig {
+    /// Optimisation steps on `examples` training rows: `epochs` passes of `batch_size`, and at
+    /// least `min_steps`.
+    pub fn steps(&self, examples: usize) -> usize {
+        let passes = ((self.epochs * examples as f64) / self.batch_size as f64).ceil() as usize;
+        passes.max(self.min_steps)
     }
 }
 
@@ -258,6 +274,14 @@ impl RunConfig {
                 "train.epochs",
                 t.epochs.to_string(),
                 "a number in (0, 1000]",
+            )
+            .into());
+        }
+        if t.min_steps > 1_000_000 {
+            return Err(bad(
+                "train.min_steps",
+                t.min_steps.to_string(),
+                "an integer in 0..=1000000",
             )
             .into());
         }

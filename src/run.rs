@@ -654,11 +654,13 @@ pub(crate) fn feature_tables(data: &Dataset) -> (FeatureTables, FeatureTables) {
             sparse: defs(&s.query_sparse),
             bags: defs(&s.query_bags),
             dense: s.query_dense,
+            id_code: s.id_code_dim,
         },
         FeatureTables {
             sparse: defs(&s.pin_sparse),
             bags: Vec::new(),
             dense: s.pin_dense,
+            id_code: s.id_code_dim,
         },
     )
 }
@@ -894,7 +896,7 @@ fn train_loop(
             tc.batch_size
         );
     }
-    let steps = ((tc.epochs * n as f64) / tc.batch_size as f64).ceil() as usize;
+    let steps = tc.steps(n);
     let mut st = match resume {
         Some(t) => LoopState::restore(t, model, data, cfg, steps, loud)?,
         None => LoopState::fresh(model, data, cfg)?,

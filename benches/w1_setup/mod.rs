@@ -32,6 +32,7 @@ fn tables(sparse: &[usize], bags: &[usize]) -> FeatureTables {
         sparse: defs("f", sparse),
         bags: defs("bag", bags),
         dense: DENSE,
+        id_code: 0,
     }
 }
 

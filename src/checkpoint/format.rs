@@ -14,8 +14,8 @@ use crate::metrics::LossPoint;
 /// The first 8 bytes of every checkpoint.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"CONVCGCK";
 /// The format version this build writes and reads (2: a feature table may name the pin table it
-/// reads).
-pub const CHECKPOINT_VERSION: u32 = 2;
+/// reads; 3: each tower's feature tables end with the width of its identity code).
+pub const CHECKPOINT_VERSION: u32 = 3;
 
 /// Magic, version and body length.
 const HEADER_LEN: usize = 8 + 4 + 8;
@@ -215,6 +215,7 @@ impl Enc {
             }
         }
         self.usize(t.dense);
+        self.usize(t.id_code);
     }
     fn params(&mut self, p: &ParamStore) {
         self.usize(p.dense_params().len());
@@ -431,6 +432,7 @@ impl<'a> Dec<'a> {
             sparse,
             bags,
             dense: self.usize()?,
+            id_code: self.usize()?,
         })
     }
     fn params(&mut self) -> DecResult<ParamStore> {
@@ -590,6 +592,7 @@ mod tests {
                 ..TableDef::new("recent", 3 + n)
             }],
             dense: n,
+            id_code: 0,
         };
         Checkpoint {
             config_toml: "seed = 3\n".into(),

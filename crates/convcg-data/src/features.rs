@@ -23,12 +23,15 @@ pub struct FeatureSchema {
     /// Bags of ids per query: `recent_categories`, `recent_advertisers`, and `recent_pins`
     /// (rows of the pin tower's `pin_id` table).
     pub query_bags: Vec<TableSpec>,
-    /// Dense floats per query (the user's standardised `f_*` columns).
+    /// Dense floats per query: the user's standardised `f_*` columns, then the mean identity
+    /// code of the recent-pins bag.
     pub query_dense: usize,
     /// One id per pin: `pin_id`, `advertiser`, `category`, `brand`, `price_bucket`.
     pub pin_sparse: Vec<TableSpec>,
-    /// Dense floats per pin (the pin's standardised `f_*` columns).
+    /// Dense floats per pin: the pin's standardised `f_*` columns, then its identity code.
     pub pin_dense: usize,
+    /// Width of the identity codes that end both towers' dense columns (0: none).
+    pub id_code_dim: usize,
 }
 
 /// A bag feature of n rows: bag i = `ids[offsets[i]..offsets[i + 1]]`, `offsets.len() == n + 1`.

@@ -24,6 +24,7 @@
 //!     sparse: vec![TableDef::new("id", 10)],
 //!     bags: vec![],
 //!     dense: 2,
+//!     id_code: 0,
 //! };
 //! let model = TwoTowerModel::new(&ModelConfig::default(), &tables, &tables, 7).unwrap();
 //! let ids = [1u32, 2, 3];

@@ -100,15 +100,36 @@ impl ModelConfig {
     }
 }
 
-/// Checks that every query feature that reads a pin table ([`TableDef::pin_table`]) names a
-/// one-id pin feature with the same rows, that both towers' embeddings are as wide, and that no
-/// pin feature names one.
-fn check_shared_tables(
+/// Checks that both towers' identity codes are as wide and fit in their dense columns, that
+/// every query feature that reads a pin table ([`TableDef::pin_table`]) names a one-id pin
+/// feature with the same rows, that both towers' embeddings are as wide, and that no pin
+/// feature names one.
+fn check_tables(
     cfg: &ModelConfig,
     query_tables: &FeatureTables,
     pin_tables: &FeatureTables,
 ) -> Result<()> {
     let input = |tower, what: String| Err(Error::Input { tower, what });
+    for (tower, t) in [("query", query_tables), ("pin", pin_tables)] {
+        if t.id_code > t.dense {
+            return input(
+                tower,
+                format!(
+                    "an identity code of {} columns among {} dense ones",
+                    t.id_code, t.dense
+                ),
+            );
+        }
+    }
+    if query_tables.id_code != pin_tables.id_code {
+        return input(
+            "query",
+            format!(
+                "an identity code of {} columns, but the pin tower's has {}",
+                query_tables.id_code, pin_tables.id_code
+            ),
+        );
+    }
     if let Some(t) = pin_tables
         .sparse
         .iter()
@@ -214,7 +235,7 @@ impl TwoTowerModel {
         cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut params = ParamStore::new();
-        check_shared_tables(cfg, query_tables, pin_tables)?;
+        check_tables(cfg, query_tables, pin_tables)?;
         let heads = cfg.heads.labels();
         let query = Tower::new(
             "query",
@@ -460,7 +481,7 @@ impl TwoTowerModel {
         Ok(())
     }
 
-    /// Query embeddings `[n, out_dim]`, computed in chunks of `chunk` rows.
+    /// Query embeddings `[n, out_dim + id_code]`, computed in chunks of `chunk` rows.
     pub fn embed_queries(
         &self,
         input: &TowerInput<'_>,
@@ -470,7 +491,7 @@ impl TwoTowerModel {
         self.embed(&self.query, input, chunk, par)
     }
 
-    /// Pin embeddings `[n, out_dim]`, computed in chunks of `chunk` rows.
+    /// Pin embeddings `[n, out_dim + id_code]`, computed in chunks of `chunk` rows.
     pub fn embed_pins(
         &self,
         input: &TowerInput<'_>,
@@ -488,7 +509,7 @@ impl TwoTowerModel {
         par: Par,
     ) -> Result<Array2<f32>> {
         tower.check_input(input)?;
-        let d = self.cfg.out_dim;
+        let d = self.cfg.out_dim + tower.tables().id_code;
         let chunk = chunk.max(1);
         let mut out = Vec::with_capacity(input.n * d);
         let dense_w = tower.tables().dense;

@@ -1,9 +1,12 @@
 //! One tower: embeddings and dense features, a DCN v2 cross network (full-rank, low-rank or a
 //! mixture of low-rank experts) beside (or before) an MLP, one linear head per task (or one
-//! shared head) and L2 normalisation.
+//! shared head) and L2 normalisation; an identity code, where the inputs carry one, joins the
+//! output beside the head's.
 
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use std::borrow::Cow;
 
 use crate::error::{Error, Result};
 use crate::params::{ParamId, ParamStore, TableId};
@@ -153,6 +156,11 @@ pub struct FeatureTables {
     pub bags: Vec<TableDef>,
     /// Number of dense floats.
     pub dense: usize,
+    /// How many of the last dense floats are an identity code (0: none): a fixed vector per
+    /// pin on the pin tower, the mean code of the user's recent pins on the query tower. The
+    /// code bypasses the tower's body and joins its output (see [`Tower::forward_heads`]).
+    #[serde(default)]
+    pub id_code: usize,
 }
 
 /// One batch of tower inputs, borrowed from the caller's arrays.
@@ -237,7 +245,8 @@ impl Tower {
         };
         let sparse = tables.sparse.iter().map(|t| table("emb", t)).collect();
         let bags = tables.bags.iter().map(|t| table("bag", t)).collect();
-        let d0 = e * (tables.sparse.len() + tables.bags.len()) + tables.dense;
+        let body_dense = tables.dense - tables.id_code;
+        let d0 = e * (tables.sparse.len() + tables.bags.len()) + body_dense;
         let cross = (0..cfg.cross_layers)
             .map(|l| {
                 let label = format!("{name}.cross.{l}");
@@ -381,7 +390,11 @@ impl Tower {
 
     /// Records the tower's forward pass on `tape`, the body once and every head on it; returns
     /// each head's L2-normalised embeddings `[n, out]`, in the order the heads were created.
-    /// The input must have passed [`Tower::check_input`].
+    /// With an identity code ([`FeatureTables::id_code`] columns), each head's unit output and
+    /// the unit code are joined side by side and normalised again, `[n, out + id_code]`: two
+    /// towers' outputs then score `(head · head + code · code) / 2`, the code's half being the
+    /// cosine of a pin's code with the mean code of the user's recent pins (an all-zero code,
+    /// an empty bag, adds nothing). The input must have passed [`Tower::check_input`].
     pub fn forward_heads(
         &self,
         tape: &mut Tape,
@@ -400,10 +413,23 @@ impl Tower {
                 offsets,
             });
         }
-        if self.tables.dense > 0 {
+        let code_cols = self.tables.id_code;
+        let body_cols = self.tables.dense - code_cols;
+        let (body_dense, code) = if code_cols > 0 {
+            let mut body_dense = Vec::with_capacity(input.n * body_cols);
+            let mut code = Vec::with_capacity(input.n * code_cols);
+            for row in input.dense.chunks_exact(self.tables.dense) {
+                body_dense.extend_from_slice(&row[..body_cols]);
+                code.extend_from_slice(&row[body_cols..]);
+            }
+            (Cow::Owned(body_dense), Some(code))
+        } else {
+            (Cow::Borrowed(input.dense), None)
+        };
+        if body_cols > 0 {
             parts.push(EmbedInput::Dense {
-                values: input.dense,
-                cols: self.tables.dense,
+                values: &body_dense,
+                cols: body_cols,
             });
         }
         let x0 = tape.embed(params, input.n, &parts);
@@ -444,11 +470,22 @@ impl Tower {
             Structure::Parallel if xl != h => vec![xl, h],
             _ => vec![h],
         };
+        let code = code.map(|code| {
+            let code = tape.input(&code, input.n, code_cols);
+            tape.l2_normalize(code)
+        });
         self.heads
             .iter()
             .map(|&(w, b)| {
                 let out = tape.linear_cat(params, &body, w, Some(b));
-                tape.l2_normalize(out)
+                let out = tape.l2_normalize(out);
+                match code {
+                    Some(code) => {
+                        let joined = tape.concat(&[out, code]);
+                        tape.l2_normalize(joined)
+                    }
+                    None => out,
+                }
             })
             .collect()
     }

@@ -240,6 +240,90 @@ fn a_shared_table_that_does_not_fit_is_refused() {
     assert!(msg.contains("only query features"), "{msg}");
 }
 
+/// With an identity code, each embedding is the same model's embedding without one beside the
+/// unit code, over sqrt(2) (the code columns leave the body and its parameters untouched); a
+/// zero code (an empty bag) leaves the head's embedding alone, padded with zeros.
+#[test]
+fn an_identity_code_joins_the_output_beside_the_head() {
+    let cfg = tiny_config(Structure::Parallel);
+    let (dense, code) = (2, 4);
+    let plain = tables("f", &[5], &[], dense);
+    let coded = FeatureTables {
+        dense: dense + code,
+        id_code: code,
+        ..plain.clone()
+    };
+    let without = TwoTowerModel::new(&cfg, &plain, &plain, 3).unwrap();
+    let with = TwoTowerModel::new(&cfg, &coded, &coded, 3).unwrap();
+    let ids = [1u32, 4, 2];
+    let own = [0.5f32, -1.0, 0.25, 2.0, -0.5, 0.0];
+    let codes = [[3.0f32, 0.0, -4.0, 0.0], [0.0; 4], [1.0, 1.0, 1.0, 1.0]];
+    let joined: Vec<f32> = (0..3)
+        .flat_map(|i| {
+            own[i * dense..(i + 1) * dense]
+                .iter()
+                .chain(&codes[i])
+                .copied()
+        })
+        .collect();
+    for pins in [false, true] {
+        let embed = |m: &TwoTowerModel, dense: &[f32]| {
+            let input = TowerInput {
+                n: 3,
+                sparse: vec![&ids],
+                bags: vec![],
+                dense,
+            };
+            match pins {
+                true => m.embed_pins(&input, 2, Par::Seq).unwrap(),
+                false => m.embed_queries(&input, 2, Par::Seq).unwrap(),
+            }
+        };
+        let head = embed(&without, &own);
+        let both = embed(&with, &joined);
+        assert_eq!(both.ncols(), cfg.out_dim + code);
+        for (i, c) in codes.iter().enumerate() {
+            let norm = c.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let scale = if norm > 0.0 {
+                std::f32::consts::FRAC_1_SQRT_2
+            } else {
+                1.0
+            };
+            let want: Vec<f32> = head
+                .row(i)
+                .iter()
+                .map(|x| x * scale)
+                .chain(
+                    c.iter()
+                        .map(|x| if norm > 0.0 { x / norm * scale } else { 0.0 }),
+                )
+                .collect();
+            for (got, want) in both.row(i).iter().zip(want) {
+                assert!((got - want).abs() < 1e-5, "row {i}: {got} against {want}");
+            }
+        }
+    }
+}
+
+/// Both towers' codes must be as wide, and fit in the dense columns.
+#[test]
+fn identity_codes_that_do_not_fit_are_refused() {
+    let cfg = tiny_config(Structure::Parallel);
+    let coded = |dense, id_code| FeatureTables {
+        dense,
+        id_code,
+        ..tables("f", &[5], &[], dense)
+    };
+    let msg = TwoTowerModel::new(&cfg, &coded(6, 4), &coded(6, 2), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("4 columns") && msg.contains("has 2"), "{msg}");
+    let msg = TwoTowerModel::new(&cfg, &coded(2, 4), &coded(2, 4), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("among 2 dense"), "{msg}");
+}
+
 fn with_cross(kind: CrossKind, structure: Structure) -> ModelConfig {
     let base = tiny_config(structure);
     let tower = TowerConfig {

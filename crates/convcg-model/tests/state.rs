@@ -11,6 +11,7 @@ fn model(rows: usize, seed: u64) -> TwoTowerModel {
         sparse: vec![TableDef::new("id", rows)],
         bags: vec![],
         dense: 3,
+        id_code: 0,
     };
     TwoTowerModel::new(&ModelConfig::default(), &tables, &tables, seed).expect("valid")
 }

@@ -1,10 +1,11 @@
 //! Training batches and the query tower's features.
 
-use ndarray::Array2;
+use ndarray::{Array2, Axis};
 
 use crate::features::{Bag, QueryFeatures};
 use crate::labels::HardNegativeSlots;
 
+use super::id_code::mean_code;
 use super::{Dataset, Example, LogQEstimator, QueryKey};
 
 /// A training batch: B positives, each with `H` hard-negative slots.
@@ -73,7 +74,8 @@ impl Dataset {
             std::array::from_fn(|_| Vec::with_capacity(n * self.history_len));
         let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0);
-        let mut dense = Array2::zeros((n, self.user_dense.ncols()));
+        let user_cols = self.user_dense.ncols();
+        let mut dense = Array2::zeros((n, user_cols + self.id_codes.ncols()));
         for (i, k) in keys.iter().enumerate() {
             let ctx_row = k.context_pin.map_or(0, |p| v.pin_row[p as usize]);
             let ctx_category = match (k.context_pin, k.query_id) {
@@ -90,15 +92,19 @@ impl Dataset {
                     .and_then(|q| v.query_row.get(&q).copied())
                     .unwrap_or(0),
             );
-            for &p in self.history.before(k.user, k.ts, k.seq, self.history_len) {
+            let recent = self.history.before(k.user, k.ts, k.seq, self.history_len);
+            for &p in recent {
                 bags[0].push(v.pin_category_row[p as usize]);
                 bags[1].push(v.pin_advertiser_row[p as usize]);
                 bags[2].push(v.pin_row[p as usize]);
             }
             offsets.push(bags[0].len());
-            dense
-                .row_mut(i)
-                .assign(&self.user_dense.row(k.user as usize));
+            let mut row = dense.row_mut(i);
+            let (mut user, mut code) = row.view_mut().split_at(Axis(0), user_cols);
+            user.assign(&self.user_dense.row(k.user as usize));
+            if let Some(code) = code.as_slice_mut() {
+                mean_code(&self.id_codes, recent, code);
+            }
         }
         QueryFeatures {
             sparse,

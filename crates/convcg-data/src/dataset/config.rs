@@ -51,6 +51,10 @@ pub struct DatasetConfig {
     pub view_window_days: f64,
     /// Length of the recent-engagement bags.
     pub history_len: usize,
+    /// Width of each pin's identity code (0: none). Each pin gets a fixed pseudo-random unit
+    /// vector drawn from its id, and each query the mean code of its recent-pins bag, as the
+    /// last dense columns of both towers: an id signal every pin has, trained on or not.
+    pub id_code_dim: usize,
     /// Scale of the engagement task in a row's weight.
     pub engagement_weight: f32,
     /// Scale of the conversion task in a row's weight.
@@ -92,6 +96,7 @@ impl Default for DatasetConfig {
             click_window_days: 7.0,
             view_window_days: 1.0,
             history_len: 20,
+            id_code_dim: 0,
             engagement_weight: 1.0,
             conversion_weight: 1.0,
             advertiser_rate_prior: 0.0,
@@ -112,6 +117,9 @@ impl Default for DatasetConfig {
 /// Longest history bag accepted: far beyond any use (the importers pick 5..=50), and small
 /// enough that a batch's bag buffers cannot overflow.
 const MAX_HISTORY_LEN: usize = 1000;
+
+/// Widest identity code accepted: past this, a code costs more than the id tables it backs up.
+const MAX_ID_CODE_DIM: usize = 1024;
 
 /// Longest window accepted, days: far beyond any use, and safely inside i64 seconds.
 const MAX_WINDOW_DAYS: f64 = 36_500.0;
@@ -146,6 +154,12 @@ impl DatasetConfig {
             return Err(config_error(
                 "history_len",
                 format!("must be in 0..={MAX_HISTORY_LEN}, got {}", self.history_len),
+            ));
+        }
+        if self.id_code_dim > MAX_ID_CODE_DIM {
+            return Err(config_error(
+                "id_code_dim",
+                format!("must be in 0..={MAX_ID_CODE_DIM}, got {}", self.id_code_dim),
             ));
         }
         non_negative("engagement_weight", self.engagement_weight)?;

@@ -20,6 +20,7 @@ mod config;
 mod eval;
 mod example;
 mod history;
+mod id_code;
 mod log_q;
 mod resolve;
 mod split;
@@ -64,6 +65,8 @@ pub struct Dataset {
     pub stats: DatasetStats,
     history: History,
     history_len: usize,
+    /// `[pins, id_code_dim]`: each catalogue pin's identity code.
+    id_codes: Array2<f32>,
     /// Impressions of the users with eval queries, for [`Dataset::recently_seen`].
     seen: History,
     vocab: Vocab,
@@ -119,11 +122,28 @@ impl Dataset {
         };
         let train_mask = &split.train_mask;
 
-        let (vocab, pins) = Vocab::build(log, &r, train_mask);
+        let (vocab, mut pins) = Vocab::build(log, &r, train_mask);
         let user_dense = standardise(log.users.len(), log.user_dense_names.len(), |i, j| {
             log.users[i].dense[j]
         });
-        let schema = vocab.schema(log.user_dense_names.len(), log.pin_dense_names.len());
+        let pin_ids: Vec<i64> = log.pins.iter().map(|p| p.pin_id).collect();
+        let id_codes = id_code::id_codes(&pin_ids, cfg.id_code_dim);
+        if cfg.id_code_dim > 0 {
+            let own = pins.dense.ncols();
+            pins.dense =
+                Array2::from_shape_fn((pins.dense.nrows(), own + cfg.id_code_dim), |(p, j)| {
+                    if j < own {
+                        pins.dense[(p, j)]
+                    } else {
+                        id_codes[(p, j - own)]
+                    }
+                });
+        }
+        let schema = vocab.schema(
+            log.user_dense_names.len(),
+            log.pin_dense_names.len(),
+            cfg.id_code_dim,
+        );
 
         let label_log = split.label_log.as_ref().unwrap_or(log);
         let labelled = label(
@@ -186,6 +206,7 @@ impl Dataset {
             stats,
             history: History::new(log.users.len(), r.engagement_events),
             history_len: cfg.history_len,
+            id_codes,
             seen,
             vocab,
             user_dense,

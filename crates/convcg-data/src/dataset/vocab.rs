@@ -168,7 +168,14 @@ impl Vocab {
         (vocab, pin_features)
     }
 
-    pub(crate) fn schema(&self, user_dense: usize, pin_dense: usize) -> FeatureSchema {
+    /// The towers' tables and widths; each tower's dense columns end with `id_code_dim` columns
+    /// of identity code.
+    pub(crate) fn schema(
+        &self,
+        user_dense: usize,
+        pin_dense: usize,
+        id_code_dim: usize,
+    ) -> FeatureSchema {
         let t = |name: &str, rows: usize| TableSpec {
             name: name.to_owned(),
             rows,
@@ -190,7 +197,7 @@ impl Vocab {
                     ..t("recent_pins", self.pins + 1)
                 },
             ],
-            query_dense: user_dense,
+            query_dense: user_dense + id_code_dim,
             pin_sparse: vec![
                 t("pin_id", self.pins + 1),
                 t("advertiser", self.advertisers + 1),
@@ -198,7 +205,8 @@ impl Vocab {
                 t("brand", self.brands + 1),
                 t("price_bucket", PRICE_BUCKETS + 1),
             ],
-            pin_dense,
+            pin_dense: pin_dense + id_code_dim,
+            id_code_dim,
         }
     }
 }

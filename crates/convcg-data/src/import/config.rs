@@ -36,6 +36,7 @@ pub(super) struct DataSection {
     pub(super) click_window_s: (i64, String),
     pub(super) view_window_s: (i64, String),
     pub(super) history_len: (usize, String),
+    pub(super) id_code_dim: (usize, String),
 }
 
 impl DataSection {
@@ -82,6 +83,11 @@ impl DataSection {
             &self.history_len.1,
             "history_len",
             self.history_len.0.to_string(),
+        );
+        key(
+            &self.id_code_dim.1,
+            "id_code_dim",
+            self.id_code_dim.0.to_string(),
         );
         key(
             "Loss weight of an engagement example (the default: both tasks count alike).",
@@ -152,6 +158,11 @@ pub(super) fn window_for_last(ts: &[i64], share: f64) -> i64 {
     (seconds.div_euclid(60) + i64::from(seconds % 60 != 0)).max(1) * 60
 }
 
+/// `id_code_dim` of an imported log: wide enough that a pin outside a bag of up to 5 recent
+/// pins seldom scores as high as one inside it against 100k others (the codes' inner products
+/// spread as `1/sqrt(width)`).
+pub(super) const ID_CODE_DIM: usize = 128;
+
 /// Facts about a log that the config's comments quote.
 pub(super) struct Measured {
     /// Largest minus smallest impression ts.
@@ -160,6 +171,8 @@ pub(super) struct Measured {
     pub(super) eval_window_s: i64,
     /// The 90th percentile of engagements per user (users with none count as 0).
     pub(super) engagements_per_user_p90: usize,
+    /// Conversions in the log.
+    pub(super) conversions: usize,
     /// Conversions with a click on the same user and pin at or before their ts.
     pub(super) conversions_after_click: usize,
     /// Of those, the ones whose last such click is at most [`Measured::window_s`] before.
@@ -215,6 +228,7 @@ impl Measured {
             span_s,
             eval_window_s: window_for_last(&imps.ts, EVAL_SHARE),
             engagements_per_user_p90,
+            conversions: log.conversions.len(),
             conversions_after_click,
             within_window,
             window_s,
@@ -230,6 +244,21 @@ impl Measured {
                 "Length of the recent-engagement bags. 90% of this log's users have at most {}\n\
                  engagements, so bags of {len} hold their whole history (kept within 5..50).",
                 self.engagements_per_user_p90
+            ),
+        )
+    }
+
+    /// `id_code_dim`: identity codes of [`ID_CODE_DIM`] columns, with the share of conversions
+    /// that follow a click by the same user on the same pin, which the codes let the model find.
+    pub(super) fn id_code_dim(&self) -> (usize, String) {
+        let share = 100.0 * self.conversions_after_click as f64 / self.conversions.max(1) as f64;
+        (
+            ID_CODE_DIM,
+            format!(
+                "Width of the pins' identity codes. {} of this log's {} conversions ({share:.1}%)\n\
+                 follow a click by the same user on the same pin, often a pin no training row\n\
+                 holds; the codes let the model retrieve the pins of the user's recent-pins bag.",
+                self.conversions_after_click, self.conversions
             ),
         )
     }

@@ -533,5 +533,6 @@ fn section(m: &Measured) -> DataSection {
                 .into(),
         ),
         history_len: m.history_len(),
+        id_code_dim: m.id_code_dim(),
     }
 }

@@ -478,6 +478,80 @@ fn history_bags_only_hold_engagements_strictly_before_ts() {
     );
 }
 
+/// With `id_code_dim`, every catalogue pin (P3 too, which no training row holds) ends its dense
+/// columns with its own unit code, and a query with the mean code of its recent-pins bag.
+#[test]
+fn identity_codes_end_the_dense_columns() {
+    let plain = build();
+    let d = Dataset::build(
+        &tiny_log(),
+        None,
+        &DatasetConfig {
+            id_code_dim: 16,
+            ..DatasetConfig::default()
+        },
+    )
+    .expect("valid");
+    let schema = d.schema();
+    assert_eq!(schema.id_code_dim, 16);
+    assert_eq!(schema.pin_dense, plain.schema().pin_dense + 16);
+    assert_eq!(schema.query_dense, plain.schema().query_dense + 16);
+    let own = plain.pin_features().dense.ncols();
+    let pins = &d.pin_features().dense;
+    let code = |p: u32| {
+        pins.row(p as usize)
+            .iter()
+            .skip(own)
+            .copied()
+            .collect::<Vec<f32>>()
+    };
+    for p in [P0, P1, P2, P3] {
+        let c = code(p);
+        assert!(
+            c.iter().all(|x| (x.abs() - 0.25).abs() < 1e-6),
+            "±1/4: {c:?}"
+        );
+        assert_eq!(
+            pins.row(p as usize).iter().take(own).collect::<Vec<_>>(),
+            plain
+                .pin_features()
+                .dense
+                .row(p as usize)
+                .iter()
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_ne!(code(P0), code(P3));
+    let key = |ts| convcg_data::QueryKey {
+        user: U0,
+        ts,
+        seq: i64::MIN,
+        surface: Surface::HomeFeed,
+        context_pin: None,
+        query_id: None,
+    };
+    // U0 clicked P0 at 2d+10 and 3d+10, P3 at 15d+10, P0 at 16d+5.
+    let q = d.query_features(&[key(2 * DAY + 10), key(30 * DAY)]);
+    let user = plain.query_features(&[key(30 * DAY)]).dense.ncols();
+    let mean = |i: usize| {
+        q.dense
+            .row(i)
+            .iter()
+            .skip(user)
+            .copied()
+            .collect::<Vec<f32>>()
+    };
+    assert!(mean(0).iter().all(|&x| x == 0.0), "no history, no code");
+    let want: Vec<f32> = code(P0)
+        .iter()
+        .zip(code(P3))
+        .map(|(a, b)| (3.0 * a + b) / 4.0)
+        .collect();
+    for (got, want) in mean(1).iter().zip(&want) {
+        assert!((got - want).abs() < 1e-6, "{got} against {want}");
+    }
+}
+
 #[test]
 fn ids_unseen_in_training_map_to_row_zero() {
     let d = build();

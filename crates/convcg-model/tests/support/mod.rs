@@ -11,6 +11,7 @@ pub fn tables(prefix: &str, sparse: &[usize], bags: &[usize], dense: usize) -> F
         sparse: sparse.iter().enumerate().map(def).collect(),
         bags: bags.iter().enumerate().map(def).collect(),
         dense,
+        id_code: 0,
     }
 }
 
