@@ -407,21 +407,26 @@ fn user_features_ignore_events_at_or_after_the_example() {
     }
 }
 
-#[test]
-fn history_bags_only_hold_engagements_strictly_before_ts() {
-    let d = build();
-    let cat_row = |p: u32| d.pin_features().sparse[2][p as usize];
-    let adv_row = |p: u32| d.pin_features().sparse[1][p as usize];
-    let pin_row = |p: u32| d.pin_features().sparse[0][p as usize];
-    let key = |ts| convcg_data::QueryKey {
+/// A home-feed query of U0 at `ts`, seeing the seconds before it. U0 clicked P0 at 2d+10 and
+/// 3d+10, P3 at 15d+10, P0 at 16d+5.
+fn u0_home_feed(ts: i64) -> convcg_data::QueryKey {
+    convcg_data::QueryKey {
         user: U0,
         ts,
         seq: i64::MIN,
         surface: Surface::HomeFeed,
         context_pin: None,
         query_id: None,
-    };
-    // U0 clicked P0 at 2d+10 and 3d+10, P3 at 15d+10, P0 at 16d+5.
+    }
+}
+
+#[test]
+fn history_bags_only_hold_engagements_strictly_before_ts() {
+    let d = build();
+    let cat_row = |p: u32| d.pin_features().sparse[2][p as usize];
+    let adv_row = |p: u32| d.pin_features().sparse[1][p as usize];
+    let pin_row = |p: u32| d.pin_features().sparse[0][p as usize];
+    let key = u0_home_feed;
     let q = d.query_features(&[
         key(2 * DAY + 10),
         key(2 * DAY + 11),
@@ -522,15 +527,7 @@ fn identity_codes_end_the_dense_columns() {
         );
     }
     assert_ne!(code(P0), code(P3));
-    let key = |ts| convcg_data::QueryKey {
-        user: U0,
-        ts,
-        seq: i64::MIN,
-        surface: Surface::HomeFeed,
-        context_pin: None,
-        query_id: None,
-    };
-    // U0 clicked P0 at 2d+10 and 3d+10, P3 at 15d+10, P0 at 16d+5.
+    let key = u0_home_feed;
     let q = d.query_features(&[key(2 * DAY + 10), key(30 * DAY)]);
     let user = plain.query_features(&[key(30 * DAY)]).dense.ncols();
     let mean = |i: usize| {
