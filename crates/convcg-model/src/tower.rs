@@ -390,11 +390,11 @@ impl Tower {
 
     /// Records the tower's forward pass on `tape`, the body once and every head on it; returns
     /// each head's L2-normalised embeddings `[n, out]`, in the order the heads were created.
-    /// With an identity code ([`FeatureTables::id_code`] columns), each head's unit output and
-    /// the unit code are joined side by side and normalised again, `[n, out + id_code]`: two
-    /// towers' outputs then score `(head · head + code · code) / 2`, the code's half being the
-    /// cosine of a pin's code with the mean code of the user's recent pins (an all-zero code,
-    /// an empty bag, adds nothing). The input must have passed [`Tower::check_input`].
+    /// With an identity code ([`FeatureTables::id_code`] columns), each head's unit output is
+    /// followed by the unit code, `[n, out + id_code]`: two towers' outputs then score
+    /// `head · head + code · code`, the heads' cosine plus the cosine of a pin's code with the
+    /// mean code of the user's recent pins (an all-zero code, an empty bag, adds nothing). The
+    /// input must have passed [`Tower::check_input`].
     pub fn forward_heads(
         &self,
         tape: &mut Tape,
@@ -480,10 +480,7 @@ impl Tower {
                 let out = tape.linear_cat(params, &body, w, Some(b));
                 let out = tape.l2_normalize(out);
                 match code {
-                    Some(code) => {
-                        let joined = tape.concat(&[out, code]);
-                        tape.l2_normalize(joined)
-                    }
+                    Some(code) => tape.concat(&[out, code]),
                     None => out,
                 }
             })

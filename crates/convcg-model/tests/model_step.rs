@@ -240,9 +240,9 @@ fn a_shared_table_that_does_not_fit_is_refused() {
     assert!(msg.contains("only query features"), "{msg}");
 }
 
-/// With an identity code, each embedding is the same model's embedding without one beside the
-/// unit code, over sqrt(2) (the code columns leave the body and its parameters untouched); a
-/// zero code (an empty bag) leaves the head's embedding alone, padded with zeros.
+/// With an identity code, each embedding is the same model's embedding without one followed by
+/// the unit code (the code columns leave the body and its parameters untouched); a zero code
+/// (an empty bag) is left as zeros.
 #[test]
 fn an_identity_code_joins_the_output_beside_the_head() {
     let cfg = tiny_config(Structure::Parallel);
@@ -284,19 +284,11 @@ fn an_identity_code_joins_the_output_beside_the_head() {
         assert_eq!(both.ncols(), cfg.out_dim + code);
         for (i, c) in codes.iter().enumerate() {
             let norm = c.iter().map(|x| x * x).sum::<f32>().sqrt();
-            let scale = if norm > 0.0 {
-                std::f32::consts::FRAC_1_SQRT_2
-            } else {
-                1.0
-            };
             let want: Vec<f32> = head
                 .row(i)
                 .iter()
-                .map(|x| x * scale)
-                .chain(
-                    c.iter()
-                        .map(|x| if norm > 0.0 { x / norm * scale } else { 0.0 }),
-                )
+                .copied()
+                .chain(c.iter().map(|x| if norm > 0.0 { x / norm } else { 0.0 }))
                 .collect();
             for (got, want) in both.row(i).iter().zip(want) {
                 assert!((got - want).abs() < 1e-5, "row {i}: {got} against {want}");

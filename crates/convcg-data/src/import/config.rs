@@ -158,10 +158,14 @@ pub(super) fn window_for_last(ts: &[i64], share: f64) -> i64 {
     (seconds.div_euclid(60) + i64::from(seconds % 60 != 0)).max(1) * 60
 }
 
-/// `id_code_dim` of an imported log: wide enough that a pin outside a bag of up to 5 recent
-/// pins seldom scores as high as one inside it against 100k others (the codes' inner products
-/// spread as `1/sqrt(width)`).
+/// `id_code_dim` of an imported log with short bags. A member of a bag of `n` distinct pins has
+/// a code cosine of `1/sqrt(n)` with the bag's mean code, and any other pin one of spread
+/// `1/sqrt(width)`: at 128 columns and `n <= 8` a member stands four spreads clear, enough
+/// against 100k other pins.
 pub(super) const ID_CODE_DIM: usize = 128;
+
+/// The longest `history_len` that gets identity codes.
+pub(super) const MAX_CODED_HISTORY: usize = 8;
 
 /// Facts about a log that the config's comments quote.
 pub(super) struct Measured {
@@ -248,19 +252,34 @@ impl Measured {
         )
     }
 
-    /// `id_code_dim`: identity codes of [`ID_CODE_DIM`] columns, with the share of conversions
-    /// that follow a click by the same user on the same pin, which the codes let the model find.
-    pub(super) fn id_code_dim(&self) -> (usize, String) {
+    /// `id_code_dim`: identity codes of [`ID_CODE_DIM`] columns where the recent-pins bags are
+    /// short enough for a bag's mean code to single out its members (`history_len` up to
+    /// [`MAX_CODED_HISTORY`]), none where they are longer; the comment gives the share of
+    /// conversions that follow a click by the same user on the same pin.
+    pub(super) fn id_code_dim(&self, history_len: usize) -> (usize, String) {
         let share = 100.0 * self.conversions_after_click as f64 / self.conversions.max(1) as f64;
-        (
-            ID_CODE_DIM,
-            format!(
-                "Width of the pins' identity codes. {} of this log's {} conversions ({share:.1}%)\n\
-                 follow a click by the same user on the same pin, often a pin no training row\n\
-                 holds; the codes let the model retrieve the pins of the user's recent-pins bag.",
-                self.conversions_after_click, self.conversions
-            ),
-        )
+        let (after, all) = (self.conversions_after_click, self.conversions);
+        if history_len <= MAX_CODED_HISTORY {
+            (
+                ID_CODE_DIM,
+                format!(
+                    "Width of the pins' identity codes. {after} of this log's {all} conversions ({share:.1}%)\n\
+                     follow a click by the same user on the same pin; the codes let the model\n\
+                     retrieve the pins of the user's recent-pins bag, pins no training row holds\n\
+                     included."
+                ),
+            )
+        } else {
+            (
+                0,
+                format!(
+                    "No identity codes. {after} of this log's {all} conversions ({share:.1}%) follow a\n\
+                     click by the same user on the same pin, but bags of {history_len} pins are too long\n\
+                     for a bag's mean code to single out its members (codes are used up to\n\
+                     {MAX_CODED_HISTORY}); the id tables carry repeat intent here."
+                ),
+            )
+        }
     }
 
     /// The sentence on how many conversions follow a click within the window.

@@ -55,6 +55,7 @@ fn notes() -> Vec<String> {
 }
 
 fn section(m: &Measured) -> DataSection {
+    let history_len = m.history_len();
     DataSection {
         source: Source::Taobao,
         eval_protocol: (
@@ -94,7 +95,7 @@ fn section(m: &Measured) -> DataSection {
              would change nothing but the label delay."
                 .into(),
         ),
-        history_len: m.history_len(),
-        id_code_dim: m.id_code_dim(),
+        id_code_dim: m.id_code_dim(history_len.0),
+        history_len,
     }
 }

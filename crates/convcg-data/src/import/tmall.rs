@@ -86,6 +86,7 @@ fn notes() -> Vec<String> {
 }
 
 fn section(m: &Measured) -> DataSection {
+    let history_len = m.history_len();
     let days = m.span_s / DAY_S + 1;
     DataSection {
         source: Source::Tmall,
@@ -117,7 +118,7 @@ fn section(m: &Measured) -> DataSection {
              click is credited view-through to that record."
                 .into(),
         ),
-        history_len: m.history_len(),
-        id_code_dim: m.id_code_dim(),
+        id_code_dim: m.id_code_dim(history_len.0),
+        history_len,
     }
 }

@@ -497,6 +497,7 @@ fn notes(ids: &Ids) -> Vec<String> {
 }
 
 fn section(m: &Measured) -> DataSection {
+    let history_len = m.history_len();
     DataSection {
         source: Source::Trivago,
         eval_protocol: (
@@ -532,7 +533,7 @@ fn section(m: &Measured) -> DataSection {
              earlier interaction is credited view-through to its listed impression with no wait."
                 .into(),
         ),
-        history_len: m.history_len(),
-        id_code_dim: m.id_code_dim(),
+        id_code_dim: m.id_code_dim(history_len.0),
+        history_len,
     }
 }

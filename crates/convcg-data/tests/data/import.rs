@@ -92,6 +92,11 @@ fn dataset_config(imported: &Imported) -> (DatasetConfig, String) {
         .try_into()
         .expect("keys of DatasetConfig");
     cfg.validate().expect("valid dataset config");
+    assert_eq!(
+        cfg.id_code_dim > 0,
+        cfg.history_len <= 8,
+        "identity codes where the bags are short, none where they are long"
+    );
     (cfg, protocol)
 }
 
