@@ -31,6 +31,9 @@ pub struct ModelConfig {
     pub heads: Heads,
     /// Weight of the advertiser-level loss beside the conversion task's (0 turns it off).
     pub advertiser_loss_weight: f32,
+    /// Weight of the identity codes' cosine beside the heads' in a score, where the inputs
+    /// carry codes ([`FeatureTables::id_code`]): the query tower scales its unit code by it.
+    pub id_code_weight: f32,
 }
 
 /// How the two tasks share the towers' outputs.
@@ -65,6 +68,7 @@ impl Default for ModelConfig {
             logq_correction: true,
             heads: Heads::Unified,
             advertiser_loss_weight: 0.5,
+            id_code_weight: 2.0,
         }
     }
 }
@@ -88,13 +92,13 @@ impl ModelConfig {
                 "a number in (0, 10]",
             ));
         }
-        let w = self.advertiser_loss_weight;
-        if !(w.is_finite() && (0.0..=100.0).contains(&w)) {
-            return Err(config_error(
-                "model.advertiser_loss_weight".into(),
-                w,
-                "a number in [0, 100]",
-            ));
+        for (key, w) in [
+            ("model.advertiser_loss_weight", self.advertiser_loss_weight),
+            ("model.id_code_weight", self.id_code_weight),
+        ] {
+            if !(w.is_finite() && (0.0..=100.0).contains(&w)) {
+                return Err(config_error(key.into(), w, "a number in [0, 100]"));
+            }
         }
         Ok(())
     }
@@ -237,7 +241,7 @@ impl TwoTowerModel {
         let mut params = ParamStore::new();
         check_tables(cfg, query_tables, pin_tables)?;
         let heads = cfg.heads.labels();
-        let query = Tower::new(
+        let mut query = Tower::new(
             "query",
             &cfg.query,
             query_tables,
@@ -255,6 +259,7 @@ impl TwoTowerModel {
             &mut params,
             &mut rng,
         );
+        query.weigh_code(cfg.id_code_weight);
         Ok(Self {
             cfg: cfg.clone(),
             params,

@@ -209,6 +209,8 @@ pub struct Tower {
     mlp: Vec<(ParamId, ParamId)>,
     heads: Vec<(ParamId, ParamId)>,
     structure: Structure,
+    /// What the unit identity code is scaled by before it joins the output (1 unless set).
+    code_weight: f32,
 }
 
 impl Tower {
@@ -306,7 +308,15 @@ impl Tower {
             mlp,
             heads,
             structure: cfg.structure,
+            code_weight: 1.0,
         }
+    }
+
+    /// Scales the tower's unit identity code by `weight` (the query tower's, by
+    /// [`ModelConfig::id_code_weight`](crate::ModelConfig::id_code_weight)): two towers'
+    /// outputs then score `head · head + weight · code · code`.
+    pub(crate) fn weigh_code(&mut self, weight: f32) {
+        self.code_weight = weight;
     }
 
     /// `query` or `pin`.
@@ -391,10 +401,11 @@ impl Tower {
     /// Records the tower's forward pass on `tape`, the body once and every head on it; returns
     /// each head's L2-normalised embeddings `[n, out]`, in the order the heads were created.
     /// With an identity code ([`FeatureTables::id_code`] columns), each head's unit output is
-    /// followed by the unit code, `[n, out + id_code]`: two towers' outputs then score
-    /// `head · head + code · code`, the heads' cosine plus the cosine of a pin's code with the
-    /// mean code of the user's recent pins (an all-zero code, an empty bag, adds nothing). The
-    /// input must have passed [`Tower::check_input`].
+    /// followed by the unit code (scaled by [`Tower::weigh_code`]'s weight), `[n, out +
+    /// id_code]`: two towers' outputs then score `head · head + weight · code · code`, the
+    /// heads' cosine plus the weighted cosine of a pin's code with the mean code of the user's
+    /// recent pins (an all-zero code, an empty bag, adds nothing). The input must have passed
+    /// [`Tower::check_input`].
     pub fn forward_heads(
         &self,
         tape: &mut Tape,
@@ -472,7 +483,14 @@ impl Tower {
         };
         let code = code.map(|code| {
             let code = tape.input(&code, input.n, code_cols);
-            tape.l2_normalize(code)
+            let unit = tape.l2_normalize(code);
+            if self.code_weight == 1.0 {
+                unit
+            } else {
+                let weight = vec![self.code_weight; input.n * code_cols];
+                let weight = tape.input(&weight, input.n, code_cols);
+                tape.mul(unit, weight)
+            }
         });
         self.heads
             .iter()

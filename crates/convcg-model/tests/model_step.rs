@@ -241,11 +241,14 @@ fn a_shared_table_that_does_not_fit_is_refused() {
 }
 
 /// With an identity code, each embedding is the same model's embedding without one followed by
-/// the unit code (the code columns leave the body and its parameters untouched); a zero code
-/// (an empty bag) is left as zeros.
+/// the unit code, the query's scaled by `id_code_weight` (the code columns leave the body and
+/// its parameters untouched); a zero code (an empty bag) is left as zeros.
 #[test]
 fn an_identity_code_joins_the_output_beside_the_head() {
-    let cfg = tiny_config(Structure::Parallel);
+    let cfg = ModelConfig {
+        id_code_weight: 3.0,
+        ..tiny_config(Structure::Parallel)
+    };
     let (dense, code) = (2, 4);
     let plain = tables("f", &[5], &[], dense);
     let coded = FeatureTables {
@@ -284,11 +287,15 @@ fn an_identity_code_joins_the_output_beside_the_head() {
         assert_eq!(both.ncols(), cfg.out_dim + code);
         for (i, c) in codes.iter().enumerate() {
             let norm = c.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let weight = if pins { 1.0 } else { cfg.id_code_weight };
             let want: Vec<f32> = head
                 .row(i)
                 .iter()
                 .copied()
-                .chain(c.iter().map(|x| if norm > 0.0 { x / norm } else { 0.0 }))
+                .chain(
+                    c.iter()
+                        .map(|x| if norm > 0.0 { weight * x / norm } else { 0.0 }),
+                )
                 .collect();
             for (got, want) in both.row(i).iter().zip(want) {
                 assert!((got - want).abs() < 1e-5, "row {i}: {got} against {want}");

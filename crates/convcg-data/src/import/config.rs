@@ -160,11 +160,14 @@ pub(super) fn window_for_last(ts: &[i64], share: f64) -> i64 {
 
 /// `id_code_dim` of an imported log with short bags. A member of a bag of `n` distinct pins has
 /// a code cosine of `1/sqrt(n)` with the bag's mean code, and any other pin one of spread
-/// `1/sqrt(width)`: at 128 columns and `n <= 8` a member stands four spreads clear, enough
-/// against 100k other pins.
-pub(super) const ID_CODE_DIM: usize = 128;
+/// `1/sqrt(width)`: at 512 columns and `n <= 8` a member stands eight spreads clear, and the
+/// other pins' spread, which the model's code weight multiplies, stays small beside the heads'
+/// cosines.
+pub(super) const ID_CODE_DIM: usize = 512;
 
-/// The longest `history_len` that gets identity codes.
+/// The longest `history_len` that gets identity codes: past it a bag's mean code is too close to
+/// every pin's to single out its members, and codes lower buy recall (tmall's bags of 50 and
+/// trivago's of 27; docs/results.md, Real slices).
 pub(super) const MAX_CODED_HISTORY: usize = 8;
 
 /// Facts about a log that the config's comments quote.
