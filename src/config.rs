@@ -79,7 +79,8 @@ pub struct TrainConfig {
     /// Fewest optimisation steps, whatever `epochs` gives: a small log (a few dozen batches an
     /// epoch) then trains for several passes instead of stopping half-trained.
     pub min_steps: usize,
-    /// Record the mean training loss every this many steps.
+    /// Record the mean training loss every this many steps, or more often in a run too short
+    /// for [`MIN_LOSS_POINTS`] points at this cadence ([`TrainConfig::log_interval`]).
     pub log_every: usize,
     /// What a step that meets a NaN or an infinity (loss or gradient) does.
     pub on_nonfinite: OnNonFinite,
@@ -105,12 +106,21 @@ impl Default for TrainConfig {
     }
 }
 
+/// The fewest points a loss curve gets when its run has at least as many steps.
+pub const MIN_LOSS_POINTS: usize = 20;
+
 impl TrainConfig {
     /// Optimisation steps on `examples` training rows: `epochs` passes of `batch_size`, and at
     /// least `min_steps`.
     pub fn steps(&self, examples: usize) -> usize {
         let passes = ((self.epochs * examples as f64) / self.batch_size as f64).ceil() as usize;
         passes.max(self.min_steps)
+    }
+
+    /// Steps between loss-curve points in a run of `steps`: `log_every`, shortened so that the
+    /// curve has at least [`MIN_LOSS_POINTS`] points (every step in a run of fewer).
+    pub fn log_interval(&self, steps: usize) -> usize {
+        self.log_every.min(steps / MIN_LOSS_POINTS).max(1)
     }
 }
 
@@ -327,6 +337,27 @@ fn overlay(mut base: toml::Table, top: toml::Table) -> toml::Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small log trains `min_steps` and logs a curve of at least [`MIN_LOSS_POINTS`] points;
+    /// a long run keeps `epochs` and `log_every`.
+    #[test]
+    fn small_logs_train_min_steps_and_log_a_curve_of_many_points() {
+        let t = TrainConfig::default();
+        // tmall at the defaults: 8,101 examples are 8 batches of 1,024.
+        assert_eq!(t.steps(8_101), DEFAULT_MIN_STEPS);
+        assert_eq!(t.steps(1_000_000), 977);
+        let points = |steps: usize| steps.div_ceil(t.log_interval(steps));
+        assert_eq!(t.log_interval(100), 5);
+        assert!(points(100) >= MIN_LOSS_POINTS);
+        assert_eq!(t.log_interval(12), 1, "every step of a very short run");
+        assert_eq!(t.log_interval(977), 48);
+        assert_eq!(t.log_interval(100_000), t.log_every);
+        let none = TrainConfig {
+            min_steps: 0,
+            ..TrainConfig::default()
+        };
+        assert_eq!(none.steps(8_101), 8);
+    }
 
     #[test]
     fn a_config_file_keeps_the_run_defaults_of_the_keys_it_does_not_set() {

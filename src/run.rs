@@ -897,6 +897,7 @@ fn train_loop(
         );
     }
     let steps = tc.steps(n);
+    let log_interval = tc.log_interval(steps);
     let mut st = match resume {
         Some(t) => LoopState::restore(t, model, data, cfg, steps, loud)?,
         None => LoopState::fresh(model, data, cfg)?,
@@ -965,7 +966,7 @@ fn train_loop(
             Err(e) => return Err(e.into()),
         };
         // A skipped batch adds no point: its window's losses go into the next one.
-        if counted && (step % tc.log_every == 0 || step == steps) {
+        if counted && (step % log_interval == 0 || step == steps) {
             let mean = st.sum / st.count as f64;
             st.curve.push(LossPoint { step, loss: mean });
             bar.set_message(format!("loss {mean:.3}"));
