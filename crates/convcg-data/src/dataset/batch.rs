@@ -75,7 +75,11 @@ impl Dataset {
         let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0);
         let user_cols = self.user_dense.ncols();
-        let mut dense = Array2::zeros((n, user_cols + self.id_codes.ncols()));
+        // The pins' codes are the last columns of their dense features.
+        let code_cols = self.schema.id_code_dim;
+        let pin_dense = self.pins.dense.view();
+        let (_, codes) = pin_dense.split_at(Axis(1), pin_dense.ncols() - code_cols);
+        let mut dense = Array2::zeros((n, user_cols + code_cols));
         for (i, k) in keys.iter().enumerate() {
             let ctx_row = k.context_pin.map_or(0, |p| v.pin_row[p as usize]);
             let ctx_category = match (k.context_pin, k.query_id) {
@@ -103,7 +107,7 @@ impl Dataset {
             let (mut user, mut code) = row.view_mut().split_at(Axis(0), user_cols);
             user.assign(&self.user_dense.row(k.user as usize));
             if let Some(code) = code.as_slice_mut() {
-                mean_code(&self.id_codes, recent, code);
+                mean_code(codes, recent, code);
             }
         }
         QueryFeatures {

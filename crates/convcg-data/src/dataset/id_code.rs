@@ -5,31 +5,38 @@
 //! retrieve what the user just engaged with, cold pins included, where the id tables (whose
 //! unseen ids share the out-of-vocabulary row) cannot.
 
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 
-/// `[pins, dim]`: row `p` is the code of `pin_ids[p]`, entries `±1/sqrt(dim)` (a unit vector)
-/// drawn from the id by a fixed hash; `dim = 0` gives no columns.
-pub(crate) fn id_codes(pin_ids: &[i64], dim: usize) -> Array2<f32> {
+/// `dense` with each row `p` followed by the code of the `p`-th of `pin_ids`, `dim` columns:
+/// entries `±1/sqrt(dim)` (a unit vector) drawn from the id by a fixed hash.
+pub(crate) fn append_codes(
+    dense: &Array2<f32>,
+    pin_ids: impl ExactSizeIterator<Item = i64>,
+    dim: usize,
+) -> Array2<f32> {
+    let (rows, own) = dense.dim();
+    assert_eq!(rows, pin_ids.len(), "a code per row");
     let value = 1.0 / (dim.max(1) as f32).sqrt();
-    let mut codes = Array2::zeros((pin_ids.len(), dim));
-    for (mut row, &pin_id) in codes.rows_mut().into_iter().zip(pin_ids) {
+    let mut out = Array2::zeros((rows, own + dim));
+    for ((mut row, from), pin_id) in out.rows_mut().into_iter().zip(dense.rows()).zip(pin_ids) {
+        let Some(row) = row.as_slice_mut() else {
+            unreachable!("a fresh array's rows are contiguous")
+        };
+        let (head, code) = row.split_at_mut(own);
+        head.iter_mut().zip(from).for_each(|(h, &f)| *h = f);
         let mut state = pin_id as u64;
-        for chunk in row
-            .as_slice_mut()
-            .into_iter()
-            .flat_map(|r| r.chunks_mut(64))
-        {
+        for chunk in code.chunks_mut(64) {
             let bits = mix(&mut state);
             for (j, x) in chunk.iter_mut().enumerate() {
                 *x = if bits >> j & 1 == 1 { value } else { -value };
             }
         }
     }
-    codes
+    out
 }
 
 /// Writes the mean of `codes`' rows `pins` into `out` (zeros for no pins).
-pub(crate) fn mean_code(codes: &Array2<f32>, pins: &[u32], out: &mut [f32]) {
+pub(crate) fn mean_code(codes: ArrayView2<'_, f32>, pins: &[u32], out: &mut [f32]) {
     out.fill(0.0);
     if pins.is_empty() {
         return;
@@ -56,6 +63,11 @@ fn mix(state: &mut u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// The codes of `ids` alone (no other columns).
+    fn id_codes(ids: &[i64], dim: usize) -> Array2<f32> {
+        append_codes(&Array2::zeros((ids.len(), 0)), ids.iter().copied(), dim)
+    }
+
     #[test]
     fn codes_are_unit_vectors_fixed_by_the_pin_id() {
         let a = id_codes(&[7, 8, 9], 80);
@@ -79,7 +91,7 @@ mod tests {
         let codes = id_codes(&ids, 64);
         let bag = [3u32, 500, 1999];
         let mut mean = vec![0.0; 64];
-        mean_code(&codes, &bag, &mut mean);
+        mean_code(codes.view(), &bag, &mut mean);
         let score = |p: usize| -> f32 { codes.row(p).iter().zip(&mean).map(|(a, b)| a * b).sum() };
         let lowest_member = bag
             .iter()
@@ -96,7 +108,7 @@ mod tests {
             above < 10,
             "{above} of 2000 other pins score as high as a bag member"
         );
-        mean_code(&codes, &[], &mut mean);
+        mean_code(codes.view(), &[], &mut mean);
         assert!(mean.iter().all(|&x| x == 0.0));
     }
 }

@@ -65,8 +65,6 @@ pub struct Dataset {
     pub stats: DatasetStats,
     history: History,
     history_len: usize,
-    /// `[pins, id_code_dim]`: each catalogue pin's identity code.
-    id_codes: Array2<f32>,
     /// Impressions of the users with eval queries, for [`Dataset::recently_seen`].
     seen: History,
     vocab: Vocab,
@@ -126,18 +124,9 @@ impl Dataset {
         let user_dense = standardise(log.users.len(), log.user_dense_names.len(), |i, j| {
             log.users[i].dense[j]
         });
-        let pin_ids: Vec<i64> = log.pins.iter().map(|p| p.pin_id).collect();
-        let id_codes = id_code::id_codes(&pin_ids, cfg.id_code_dim);
         if cfg.id_code_dim > 0 {
-            let own = pins.dense.ncols();
-            pins.dense =
-                Array2::from_shape_fn((pins.dense.nrows(), own + cfg.id_code_dim), |(p, j)| {
-                    if j < own {
-                        pins.dense[(p, j)]
-                    } else {
-                        id_codes[(p, j - own)]
-                    }
-                });
+            let ids = log.pins.iter().map(|p| p.pin_id);
+            pins.dense = id_code::append_codes(&pins.dense, ids, cfg.id_code_dim);
         }
         let schema = vocab.schema(
             log.user_dense_names.len(),
@@ -206,7 +195,6 @@ impl Dataset {
             stats,
             history: History::new(log.users.len(), r.engagement_events),
             history_len: cfg.history_len,
-            id_codes,
             seen,
             vocab,
             user_dense,
