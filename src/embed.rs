@@ -2,12 +2,10 @@
 //! with its id (Parquet, and `.npy` for numpy and FAISS), `convcg retrieve` serves the top K
 //! pins for given users.
 //!
-//! Both rebuild the run's features from its data (the source saved in `model.ckpt`, as in the
-//! run directory's `source.toml`, or a directory given instead) with the run's own `[data]`
-//! config, check that they make the feature tables the model was trained with, and load
-//! `model.ckpt`. A user's embedding is the query tower's output on the home feed (no context
-//! pin, no search query) with the user's whole history in the log: the query a home-feed
-//! request would make after the log's end.
+//! Both open the run through the serving [`Retriever`]: `model.ckpt` and the feature state the
+//! run saved (or the features rebuilt from its data, see [`OpenOptions`]). A user's embedding
+//! is the query tower's output on a request after the log's end, with the user's last
+//! engagements in the log: by default the home feed (no context pin, no search query).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,20 +19,11 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use convcg_data::{Dataset, EventLog, Marketplace, QueryKey, Surface};
-use convcg_eval::exact_top_k;
-use convcg_kernels::Par;
-use convcg_model::TwoTowerModel;
+use convcg_data::{QueryRequest, Surface};
 
-use crate::checkpoint::{Checkpoint, MODEL_FILE, RunSource};
-use crate::config::RunConfig;
 use crate::output::write_atomic;
-use crate::run::{
-    Verbosity, dense_slice, feature_tables, generate, in_pool, load, pin_input, query_input,
-};
-
-/// Rows per chunk when embedding.
-const CHUNK: usize = 4096;
+use crate::run::{Verbosity, dense_slice, in_pool};
+use crate::serve::{OpenOptions, Request, Retriever};
 
 /// The files `convcg embed` writes into its output folder.
 pub const EMBED_FILES: [&str; 6] = [
@@ -46,93 +35,14 @@ pub const EMBED_FILES: [&str; 6] = [
     "user_ids.npy",
 ];
 
-/// A trained run opened for serving: its config, its model, and the data it was trained on.
-struct OpenedRun {
-    cfg: RunConfig,
-    model: TwoTowerModel,
-    log: EventLog,
-    data: Dataset,
-}
-
-/// Opens `run_dir`: its `model.ckpt`, and the data of the source saved in it (or `data`, when
-/// given), rebuilt with the run's config.
-fn open_run(run_dir: &Path, data: Option<&Path>, verbosity: Verbosity) -> Result<OpenedRun> {
-    let loud = verbosity == Verbosity::Normal;
-    let model_path = run_dir.join(MODEL_FILE);
-    if !model_path.is_file() {
-        bail!(
-            "{} holds no {MODEL_FILE}: is it a finished run directory (convcg train --out)?",
-            run_dir.display()
-        );
-    }
-    let ckpt = Checkpoint::read(&model_path)?;
-    let cfg = RunConfig::from_toml(&ckpt.config_toml)
-        .with_context(|| format!("in the config saved in {}", model_path.display()))?;
-    let read_dir = |path: &Path| -> Result<(EventLog, Option<Marketplace>)> {
-        if !path.is_dir() {
-            bail!(
-                "the data directory {} of this run is gone: restore it, or pass another with --data",
-                path.display()
-            );
-        }
-        let (log, market, _) = load(path, &cfg, loud)?;
-        Ok((log, market))
-    };
-    let (log, market) = match (data, &ckpt.source) {
-        (Some(dir), _) => read_dir(dir)?,
-        (None, RunSource::Directory { path }) => read_dir(path)?,
-        (None, RunSource::Synthetic) => {
-            let mut market = generate(&cfg, loud)?;
-            (std::mem::take(&mut market.log), Some(market))
-        }
-        (None, RunSource::Supplied) => bail!(
-            "{} was trained on data supplied in memory (convcg ablate), which nothing in the run directory rebuilds: pass the data directory with --data",
-            run_dir.display()
-        ),
-    };
-    let truths = market.as_ref().map(|m| m.true_conversions.as_slice());
-    let data = Dataset::build(&log, truths, &cfg.data).context("cannot build the features")?;
-    let (query_tables, pin_tables) = feature_tables(&data);
-    if (&query_tables, &pin_tables) != (&ckpt.query_tables, &ckpt.pin_tables) {
-        bail!(
-            "the data no longer builds the feature tables {} was trained with (vocabularies or dense widths changed)",
-            model_path.display()
-        );
-    }
-    let model = ckpt.model(&cfg, &model_path)?;
-    Ok(OpenedRun {
-        cfg,
-        model,
-        log,
-        data,
-    })
-}
-
-/// The home-feed query of `user` after every event of the log.
-fn home_feed_key(user: u32) -> QueryKey {
-    QueryKey {
-        user,
-        ts: i64::MAX,
-        seq: i64::MAX,
+/// The home-feed request of `user_id` after the log.
+fn home_feed(user_id: i64) -> QueryRequest {
+    QueryRequest {
+        user_id,
         surface: Surface::HomeFeed,
-        context_pin: None,
+        context_pin_id: None,
         query_id: None,
-    }
-}
-
-impl OpenedRun {
-    fn pin_embeddings(&self, par: Par) -> Result<Array2<f32>> {
-        Ok(self
-            .model
-            .embed_pins(&pin_input(self.data.pin_features())?, CHUNK, par)?)
-    }
-
-    fn user_embeddings(&self, users: &[u32], par: Par) -> Result<Array2<f32>> {
-        let keys: Vec<QueryKey> = users.iter().map(|&u| home_feed_key(u)).collect();
-        let features = self.data.query_features(&keys);
-        Ok(self
-            .model
-            .embed_queries(&query_input(&features)?, CHUNK, par)?)
+        recent_pin_ids: None,
     }
 }
 
@@ -163,19 +73,25 @@ pub fn embed_run(
     out_dir: &Path,
     verbosity: Verbosity,
 ) -> Result<EmbedSummary> {
-    let run = open_run(run_dir, data, verbosity)?;
-    let (pins, users) = in_pool(&run.cfg, |par| {
-        let all: Vec<u32> = (0..run.log.users.len() as u32).collect();
-        Ok((run.pin_embeddings(par)?, run.user_embeddings(&all, par)?))
-    })?;
-    let pin_ids: Vec<i64> = run.log.pins.iter().map(|p| p.pin_id).collect();
-    let user_ids: Vec<i64> = run.log.users.iter().map(|u| u.user_id).collect();
+    let run = Retriever::open(
+        run_dir,
+        &OpenOptions {
+            data: data.map(Path::to_owned),
+            verbosity,
+        },
+    )?;
+    let state = run.state();
+    let requests: Vec<QueryRequest> = state.user_ids().iter().map(|&u| home_feed(u)).collect();
+    let users = in_pool(run.config(), |par| Ok(run.embed_queries(&requests, par)?.0))?;
+    let pins = run.pin_embeddings();
+    let pin_ids = state.pin_ids();
+    let user_ids = state.user_ids();
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut files = Vec::new();
     for (name, id_col, ids, emb) in [
-        ("pins", "pin_id", &pin_ids, &pins),
-        ("users", "user_id", &user_ids, &users),
+        ("pins", "pin_id", pin_ids, pins),
+        ("users", "user_id", user_ids, &users),
     ] {
         let parquet = out_dir.join(format!("{name}.parquet"));
         write_atomic(&parquet, &embeddings_parquet(id_col, ids, emb)?)?;
@@ -205,64 +121,78 @@ pub struct Retrieved {
     pub scores: Vec<f32>,
 }
 
-/// The top `k` pins for each user id of `users`, from the run in `run_dir` (see
-/// [`embed_run`] for `data` and for what a user's embedding is), by exact inner-product search
-/// over every pin of the catalogue.
+/// What `convcg retrieve` asks of every user.
+#[derive(Clone, Debug)]
+pub struct RetrieveOptions {
+    /// Pins per user.
+    pub k: usize,
+    /// The surface of the requests.
+    pub surface: Surface,
+    /// The pin being viewed (related pins).
+    pub context_pin_id: Option<i64>,
+    /// The search query.
+    pub query_id: Option<i64>,
+    /// Leave out the pins of each user's recent engagements (the recent-pins bag).
+    pub exclude_seen: bool,
+    /// Where the features come from.
+    pub open: OpenOptions,
+}
+
+/// What `convcg retrieve` found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retrievals {
+    /// One list per user, in the order given.
+    pub lists: Vec<Retrieved>,
+    /// The user ids the run's user table does not have, served cold (out-of-vocabulary row,
+    /// mean user features, no engagements).
+    pub cold_users: Vec<i64>,
+}
+
+/// The top `opts.k` pins for each user id of `users` from the run in `run_dir`, by exact
+/// inner-product search over every pin of the catalogue (see [`Retriever::retrieve`]).
 ///
 /// # Errors
-/// If the run cannot be opened, `k` is 0, or a user id is not in the run's user table.
-pub fn retrieve(
-    run_dir: &Path,
-    data: Option<&Path>,
-    users: &[i64],
-    k: usize,
-    verbosity: Verbosity,
-) -> Result<Vec<Retrieved>> {
-    if k == 0 {
+/// If the run cannot be opened or `k` is 0.
+pub fn retrieve(run_dir: &Path, users: &[i64], opts: &RetrieveOptions) -> Result<Retrievals> {
+    if opts.k == 0 {
         bail!("--k must be at least 1");
     }
-    let run = open_run(run_dir, data, verbosity)?;
-    let index: std::collections::HashMap<i64, u32> = run
-        .log
-        .users
+    let run = Retriever::open(run_dir, &opts.open)?;
+    let state = run.state();
+    let requests: Vec<Request> = users
         .iter()
-        .enumerate()
-        .map(|(i, u)| (u.user_id, i as u32))
+        .map(|&user_id| Request {
+            query: QueryRequest {
+                surface: opts.surface,
+                context_pin_id: opts.context_pin_id,
+                query_id: opts.query_id,
+                ..home_feed(user_id)
+            },
+            k: opts.k,
+            exclude_pin_ids: if opts.exclude_seen {
+                state.recent_pin_ids(user_id)
+            } else {
+                Vec::new()
+            },
+        })
         .collect();
-    let rows = users
+    let answers = in_pool(run.config(), |par| run.retrieve(&requests, par))?;
+    let cold_users = users
         .iter()
-        .map(|id| {
-            index
-                .get(id)
-                .copied()
-                .with_context(|| format!("user {id} is not in the user table of the run's data"))
-        })
-        .collect::<Result<Vec<u32>>>()?;
-    let top = in_pool(&run.cfg, |par| {
-        let pins = run.pin_embeddings(par)?;
-        let queries = run.user_embeddings(&rows, par)?;
-        let d = pins.ncols();
-        Ok(exact_top_k(
-            dense_slice(&queries)?,
-            dense_slice(&pins)?,
-            d,
-            k.min(pins.nrows()),
-            par,
-        ))
-    })?;
-    Ok(users
+        .zip(&answers)
+        .filter(|(_, a)| a.cold.user)
+        .map(|(&u, _)| u)
+        .collect();
+    let lists = users
         .iter()
-        .enumerate()
-        .map(|(q, &user_id)| Retrieved {
+        .zip(answers)
+        .map(|(&user_id, a)| Retrieved {
             user_id,
-            pin_ids: top
-                .row(q)
-                .iter()
-                .map(|&p| run.log.pins[p as usize].pin_id)
-                .collect(),
-            scores: top.row_scores(q).to_vec(),
+            pin_ids: a.items.iter().map(|i| i.pin_id).collect(),
+            scores: a.items.iter().map(|i| i.score).collect(),
         })
-        .collect())
+        .collect();
+    Ok(Retrievals { lists, cold_users })
 }
 
 /// User ids from a text file: one per line, an optional `user_id` header, blank lines and

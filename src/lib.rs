@@ -28,6 +28,7 @@ mod pipeline;
 mod progress;
 mod report;
 mod run;
+pub mod serve;
 mod synth;
 
 pub use ablate::{
@@ -40,7 +41,8 @@ pub use compare::{
 };
 pub use config::{ConfigError, DEFAULT_CHECKPOINT_EVERY, OnNonFinite, RunConfig, TrainConfig};
 pub use embed::{
-    EMBED_FILES, EmbedSummary, Retrieved, embed_run, read_user_ids, retrieve, retrieved_csv,
+    EMBED_FILES, EmbedSummary, Retrievals, RetrieveOptions, Retrieved, embed_run, read_user_ids,
+    retrieve, retrieved_csv,
 };
 pub use headroom::{Headroom, headroom};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};

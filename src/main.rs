@@ -160,7 +160,8 @@ enum Command {
         quiet: bool,
     },
     /// Top-K pins for given users from a trained run, by exact search over the whole catalogue:
-    /// CSV user_id,rank,pin_id,score on stdout or into --out.
+    /// CSV user_id,rank,pin_id,score on stdout or into --out. A user the run never saw is served
+    /// cold (a warning names it).
     Retrieve {
         /// The run directory (it holds model.ckpt).
         run_dir: PathBuf,
@@ -170,11 +171,40 @@ enum Command {
         /// Pins per user.
         #[arg(long, default_value_t = 100)]
         k: usize,
+        /// The surface of the requests: homefeed, related or search.
+        #[arg(long, default_value = "homefeed")]
+        surface: convcg_data::Surface,
+        /// The pin being viewed, by pin_id (related pins).
+        #[arg(long)]
+        context_pin: Option<i64>,
+        /// The search query's id (search).
+        #[arg(long)]
+        query: Option<i64>,
+        /// Leave out the pins each user engaged with most recently (its recent-pins bag).
+        #[arg(long)]
+        exclude_seen: bool,
         /// Write the CSV here (atomically) instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Rebuild the features from this canonical-schema directory instead of the run's own
-        /// source.
+        /// Rebuild the features from this canonical-schema directory instead of the run's saved
+        /// features.state (or its own source, for a run without one).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Answer retrieval requests over HTTP: POST /v1/retrieve (JSON), GET /healthz,
+    /// GET /metrics (Prometheus), POST /admin/reload (token in CONVCG_ADMIN_TOKEN); SIGHUP
+    /// reloads the run directory. README: "Serving".
+    Serve {
+        /// The run directory (it holds model.ckpt and features.state).
+        run_dir: PathBuf,
+        /// IP:PORT to listen on (port 0: any free port; the one taken is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// The largest k a request may ask for.
+        #[arg(long, default_value_t = 1000)]
+        max_k: usize,
+        /// Rebuild the features from this canonical-schema directory instead of the run's saved
+        /// features.state.
         #[arg(long)]
         data: Option<PathBuf>,
     },
@@ -406,6 +436,10 @@ fn run(cli: Cli) -> Result<()> {
             run_dir,
             users,
             k,
+            surface,
+            context_pin,
+            query,
+            exclude_seen,
             out,
             data,
         } => {
@@ -416,8 +450,23 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 Verbosity::Quiet
             };
-            let lists = convcg::retrieve(&run_dir, data.as_deref(), &ids, k, verbosity)?;
-            let csv = convcg::retrieved_csv(&lists)?;
+            let opts = convcg::RetrieveOptions {
+                k,
+                surface,
+                context_pin_id: context_pin,
+                query_id: query,
+                exclude_seen,
+                open: convcg::serve::OpenOptions { data, verbosity },
+            };
+            let found = convcg::retrieve(&run_dir, &ids, &opts)?;
+            if let Some(first) = found.cold_users.first() {
+                eprintln!(
+                    "warning: {} of {} users are not in the run's user table (the first: {first}): served cold, from the out-of-vocabulary user row with no engagements",
+                    found.cold_users.len(),
+                    ids.len()
+                );
+            }
+            let csv = convcg::retrieved_csv(&found.lists)?;
             match out {
                 Some(path) => {
                     convcg::write_atomic(&path, csv.as_bytes())?;
@@ -429,6 +478,22 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => print!("{csv}"),
             }
+        }
+        Command::Serve {
+            run_dir,
+            addr,
+            max_k,
+            data,
+        } => {
+            let options = convcg::serve::ServeOptions {
+                addr: convcg::serve::parse_addr(&addr)?,
+                max_k,
+                open: convcg::serve::OpenOptions {
+                    data,
+                    verbosity: Verbosity::Normal,
+                },
+            };
+            convcg::serve::serve(&run_dir, options)?;
         }
         Command::Pipeline {
             dir,

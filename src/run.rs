@@ -12,8 +12,9 @@ use indicatif::ProgressBar;
 
 use convcg_data::io::{ReadOptions, ReadReport, read_log};
 use convcg_data::{
-    Batcher, Dataset, EvalQueries, EventLog, GroundTruth, LogQEstimator, Marketplace, PinFeatures,
-    QueryFeatures, QueryKey, Surface, Task, uniform_log_q, uniform_negatives,
+    Batcher, Dataset, EvalQueries, EventLog, FeatureSchema, FeatureState, GroundTruth,
+    LogQEstimator, Marketplace, PinFeatures, QueryFeatures, QueryKey, Surface, Task, uniform_log_q,
+    uniform_negatives,
 };
 use convcg_eval::{
     AuctionConfig, RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k,
@@ -26,8 +27,9 @@ use convcg_model::{
 };
 
 use crate::checkpoint::{
-    CHECKPOINT_DIR, Checkpoint, MODEL_FILE, RunSource, SOURCE_FILE, TrainingState, checkpoint_name,
-    data_fingerprint, list_checkpoints, newest_usable, prune, remove_stale_temp_files,
+    CHECKPOINT_DIR, Checkpoint, FEATURE_STATE_FILE, MODEL_FILE, RunSource, SOURCE_FILE,
+    TrainingState, checkpoint_name, data_fingerprint, list_checkpoints, newest_usable, prune,
+    remove_stale_temp_files, write_feature_state,
 };
 use crate::config::{OnNonFinite, RunConfig};
 use crate::fault::FaultPlan;
@@ -50,7 +52,7 @@ pub enum Verbosity {
 }
 
 /// Rows per chunk when embedding the corpus and the eval queries.
-const EMBED_CHUNK: usize = 4096;
+pub(crate) const EMBED_CHUNK: usize = 4096;
 
 /// What a run produced: its metrics (as written to `metrics.json`), every eval query's recall
 /// per retriever (for paired comparisons), and, for a run on a directory, what was read.
@@ -572,7 +574,7 @@ fn train_and_evaluate(
         println!("{}", data.stats());
     }
 
-    let tables = feature_tables(&data);
+    let tables = feature_tables(data.schema());
     let mut model = TwoTowerModel::new(&cfg.model, &tables.0, &tables.1, cfg.seed)?;
     let resume = match resume {
         Some(ckpt) => {
@@ -599,6 +601,7 @@ fn train_and_evaluate(
     let t0 = Instant::now();
     let training = train_loop(&mut model, &data, cfg, par, loud, Some(&saver), resume)?;
     saver.save_model(&model)?;
+    saver.save_feature_state(&data.feature_state(log))?;
     say(
         loud,
         format!(
@@ -636,8 +639,8 @@ fn train_and_evaluate(
     })
 }
 
-/// The towers' inputs as the model sees them, from the dataset's feature schema.
-pub(crate) fn feature_tables(data: &Dataset) -> (FeatureTables, FeatureTables) {
+/// The towers' inputs as the model sees them, from a dataset's feature schema.
+pub(crate) fn feature_tables(s: &FeatureSchema) -> (FeatureTables, FeatureTables) {
     let defs = |specs: &[convcg_data::TableSpec]| {
         specs
             .iter()
@@ -648,7 +651,6 @@ pub(crate) fn feature_tables(data: &Dataset) -> (FeatureTables, FeatureTables) {
             })
             .collect::<Vec<_>>()
     };
-    let s = data.schema();
     (
         FeatureTables {
             sparse: defs(&s.query_sparse),
@@ -729,6 +731,13 @@ impl Saver<'_> {
     fn save_model(&self, model: &TwoTowerModel) -> Result<()> {
         let path = self.session.run_dir.join(MODEL_FILE);
         self.write(&path, &self.checkpoint(model, None))
+    }
+
+    /// Writes `features.state`: the feature state after the log, for serving.
+    fn save_feature_state(&self, state: &FeatureState) -> Result<()> {
+        let path = self.session.run_dir.join(FEATURE_STATE_FILE);
+        write_feature_state(&path, state, &self.session.control.faults)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}{}", path.display(), io_hint(&e)))
     }
 
     /// Writes `ckpt` to `path` through the fault seam; on failure the error says what failed,

@@ -8,6 +8,7 @@ use convcg_model::{
     DenseParam, EmbeddingTable, FeatureTables, OptimizerState, ParamStore, TableDef,
 };
 
+use super::frame::{frame, unframe};
 use super::{Checkpoint, CheckpointError, RunSource, TrainingState};
 use crate::metrics::LossPoint;
 
@@ -17,18 +18,10 @@ pub const CHECKPOINT_MAGIC: [u8; 8] = *b"CONVCGCK";
 /// reads; 3: each tower's feature tables end with the width of its identity code).
 pub const CHECKPOINT_VERSION: u32 = 3;
 
-/// Magic, version and body length.
-const HEADER_LEN: usize = 8 + 4 + 8;
-/// The trailing CRC-32.
-const CRC_LEN: usize = 4;
-
 impl Checkpoint {
     /// The file's bytes (see the module docs for the layout).
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
-        e.bytes(&CHECKPOINT_MAGIC);
-        e.u32(CHECKPOINT_VERSION);
-        e.u64(0); // body length, patched below
         e.section(*b"CONF", |e| e.str(&self.config_toml));
         e.section(*b"SRCE", |e| match &self.source {
             RunSource::Synthetic => e.u8(0),
@@ -50,11 +43,7 @@ impl Checkpoint {
                 e.training(t);
             }
         });
-        let body = (e.buf.len() - HEADER_LEN) as u64;
-        e.buf[12..20].copy_from_slice(&body.to_le_bytes());
-        let crc = crc32fast::hash(&e.buf);
-        e.u32(crc);
-        e.buf
+        frame(&CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &e.buf)
     }
 
     /// Parses a file's bytes; `path` only names the file in errors.
@@ -67,53 +56,14 @@ impl Checkpoint {
             path: path.to_owned(),
             problem,
         };
-        if bytes.len() < HEADER_LEN + CRC_LEN {
-            return Err(fail(format!(
-                "truncated: {} bytes, shorter than the {} of an empty checkpoint",
-                bytes.len(),
-                HEADER_LEN + CRC_LEN
-            )));
-        }
-        if bytes[..8] != CHECKPOINT_MAGIC {
-            return Err(fail(
-                "not a convcg checkpoint (it does not start with CONVCGCK)".into(),
-            ));
-        }
-        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != CHECKPOINT_VERSION {
-            return Err(fail(format!(
-                "format version {version}, but this build reads version {CHECKPOINT_VERSION}"
-            )));
-        }
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&bytes[12..20]);
-        let body = u64::from_le_bytes(len);
-        let expected = body.checked_add((HEADER_LEN + CRC_LEN) as u64);
-        let actual = bytes.len() as u64;
-        match expected {
-            Some(e) if e > actual => {
-                return Err(fail(format!(
-                    "truncated: the header promises {e} bytes, the file has {actual}"
-                )));
-            }
-            Some(e) if e < actual => {
-                return Err(fail(format!(
-                    "corrupted: {} bytes after the end the header gives ({e} bytes)",
-                    actual - e
-                )));
-            }
-            Some(_) => {}
-            None => return Err(fail(format!("corrupted: a body length of {body} bytes"))),
-        }
-        let (content, stored) = bytes.split_at(bytes.len() - CRC_LEN);
-        let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
-        let computed = crc32fast::hash(content);
-        if stored != computed {
-            return Err(fail(format!(
-                "checksum mismatch (stored {stored:08x}, computed {computed:08x}): the file is corrupted"
-            )));
-        }
-        Self::decode_body(&content[HEADER_LEN..]).map_err(fail)
+        let body = unframe(
+            bytes,
+            &CHECKPOINT_MAGIC,
+            CHECKPOINT_VERSION,
+            "a convcg checkpoint",
+        )
+        .map_err(fail)?;
+        Self::decode_body(body).map_err(fail)
     }
 
     /// The sections, from a body whose checksum has been verified.
@@ -160,9 +110,6 @@ impl Enc {
     }
     fn u8(&mut self, v: u8) {
         self.buf.push(v);
-    }
-    fn u32(&mut self, v: u32) {
-        self.bytes(&v.to_le_bytes());
     }
     fn u64(&mut self, v: u64) {
         self.bytes(&v.to_le_bytes());
@@ -554,6 +501,7 @@ fn section_name(tag: [u8; 4]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::frame::{CRC_LEN, HEADER_LEN};
     use convcg_data::{Batcher, StreamingConfig, StreamingFrequency};
     use proptest::prelude::*;
 

@@ -2,7 +2,8 @@
 //!
 //! The format (`format`: the bytes of one file) and the files (`files`: their names in a run
 //! directory, listing, pruning, the newest usable one) are separate modules; this one holds
-//! what a checkpoint contains and how a model is loaded from one.
+//! what a checkpoint contains and how a model is loaded from one. `frame` is the envelope both
+//! checkpoints and the feature state file (`state`) are written in.
 //!
 //! # Format (version 2, little-endian)
 //!
@@ -30,6 +31,8 @@
 
 mod files;
 mod format;
+mod frame;
+mod state;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +48,10 @@ use crate::metrics::LossPoint;
 pub use files::{CHECKPOINT_DIR, KEEP, checkpoint_name, list_checkpoints};
 pub(crate) use files::{newest_usable, prune, remove_stale_temp_files};
 pub use format::{CHECKPOINT_MAGIC, CHECKPOINT_VERSION};
+pub use state::{
+    FEATURE_STATE_FILE, FEATURE_STATE_MAGIC, FEATURE_STATE_VERSION, decode_feature_state,
+    encode_feature_state, read_feature_state, write_feature_state,
+};
 
 /// The final parameters in a run directory.
 pub const MODEL_FILE: &str = "model.ckpt";

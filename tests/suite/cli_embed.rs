@@ -2,7 +2,7 @@
 //! Parquet files hold, every embedding is unit-norm, numpy loads them (when Python and numpy
 //! are present), and retrieve's lists are the exact top K of the exported embeddings.
 
-use crate::support::{TINY_WORLD, convcg};
+use crate::support::{TINY_WORLD, convcg, succeed};
 use std::fs::File;
 use std::path::Path;
 use std::process::Command;
@@ -16,13 +16,7 @@ fn tiny() -> String {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(succeed(cmd).stdout).unwrap()
 }
 
 /// An .npy file's shape, dtype and little-endian payload.
@@ -173,21 +167,29 @@ fn embed_writes_matching_parquet_and_npy_and_retrieve_ranks_by_them() {
         }
     }
 
-    // An unknown user and a bad line are named.
-    std::fs::write(&list, "123456789\n").unwrap();
-    let bad = convcg()
-        .arg("retrieve")
-        .arg(&run_dir)
-        .arg("--users")
-        .arg(&list)
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        err.contains("user 123456789 is not in the user table"),
-        "{err}"
-    );
+    // An unknown user is served cold with a warning that names it; the lists are the same
+    // when the features are rebuilt from the log instead of read from features.state.
+    std::fs::write(&list, format!("123456789\n{}\n", user_ids[17])).unwrap();
+    let with_cold = |run_dir: &Path| {
+        let out = succeed(
+            convcg()
+                .arg("retrieve")
+                .arg(run_dir)
+                .arg("--users")
+                .arg(&list)
+                .args(["--k", "7"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            err.contains("1 of 2 users are not in the run's user table (the first: 123456789)"),
+            "{err}"
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let from_state = with_cold(&run_dir);
+    assert_eq!(from_state.lines().count(), 1 + 2 * 7);
+    std::fs::remove_file(run_dir.join("features.state")).unwrap();
+    assert_eq!(with_cold(&run_dir), from_state, "rebuilt from the log");
 
     numpy_loads(&out, 1500, 400);
 }

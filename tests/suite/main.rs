@@ -11,6 +11,7 @@ mod cli_headroom;
 mod cli_import;
 mod cli_online;
 mod cli_pipeline;
+mod cli_serve;
 mod cli_synth;
 mod config_validation;
 mod fuzz_regressions;

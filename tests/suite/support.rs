@@ -7,6 +7,17 @@ pub fn convcg() -> Command {
     Command::new(env!("CARGO_BIN_EXE_convcg"))
 }
 
+/// Runs `cmd` and returns its output, failing the test with its stderr if it fails.
+pub fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The `[synth]` and `[model]` sections of the suite's tiny runs: 400 users, 1,500 pins and a
 /// small model, quick to train. A config puts its top-level keys before it and
 /// its `[train]` section after it.

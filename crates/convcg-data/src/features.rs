@@ -3,7 +3,7 @@
 use ndarray::Array2;
 
 /// One embedding table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TableSpec {
     /// The feature's name.
     pub name: String,
@@ -16,7 +16,7 @@ pub struct TableSpec {
 }
 
 /// Every table and dense width of the two towers, in the order of the feature columns.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FeatureSchema {
     /// One id per query: `user_id`, `surface`, `context_pin`, `context_category`, `query_id`.
     pub query_sparse: Vec<TableSpec>,

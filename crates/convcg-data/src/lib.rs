@@ -79,8 +79,8 @@ mod truth;
 
 pub use batcher::{Batcher, BatcherState, RngState};
 pub use dataset::{
-    Batch, Dataset, DatasetConfig, DatasetStats, EvalProtocol, EvalQueries, EvalSet, Example,
-    HardNegatives, LogQEstimator, LogQState, QueryKey, Task,
+    Batch, ColdStart, Dataset, DatasetConfig, DatasetStats, EvalProtocol, EvalQueries, EvalSet,
+    Example, FeatureState, HardNegatives, LogQEstimator, LogQState, QueryKey, QueryRequest, Task,
 };
 pub use error::{Error, ExpectedNames, Location, Result};
 pub use features::{Bag, FeatureSchema, PinFeatures, QueryFeatures, TableSpec};

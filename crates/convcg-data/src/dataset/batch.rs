@@ -1,11 +1,13 @@
 //! Training batches and the query tower's features.
 
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 
 use crate::features::{Bag, QueryFeatures};
 use crate::labels::HardNegativeSlots;
+use crate::schema::Surface;
 
 use super::id_code::mean_code;
+use super::vocab::Vocab;
 use super::{Dataset, Example, LogQEstimator, QueryKey};
 
 /// A training batch: B positives, each with `H` hard-negative slots.
@@ -59,35 +61,54 @@ impl Batch {
     }
 }
 
-impl Dataset {
-    /// Query-tower features for these keys (history bags from events strictly before each key's
-    /// moment `(ts, seq)`).
-    ///
-    /// # Panics
-    /// If a key's user or context pin is not an index of this dataset's log.
-    #[track_caller]
-    pub fn query_features(&self, keys: &[QueryKey]) -> QueryFeatures {
-        let v = &self.vocab;
-        let n = keys.len();
+/// One query's parts, resolved to indices of the log's tables.
+pub(crate) struct QueryParts<'a> {
+    /// The user's index, or `None` for a user the log does not have.
+    pub(crate) user: Option<u32>,
+    pub(crate) surface: Surface,
+    /// The context pin's catalogue index.
+    pub(crate) context_pin: Option<u32>,
+    pub(crate) query_id: Option<i64>,
+    /// Catalogue indices of the recent engagements, oldest first.
+    pub(crate) recent: &'a [u32],
+}
+
+/// What turns [`QueryParts`] into the query tower's inputs.
+pub(crate) struct QueryTables<'a> {
+    pub(crate) vocab: &'a Vocab,
+    /// Standardised user features, a row per user.
+    pub(crate) user_dense: ArrayView2<'a, f32>,
+    /// The pins' dense features, whose last `code_cols` columns are their identity codes.
+    pub(crate) pin_dense: ArrayView2<'a, f32>,
+    pub(crate) code_cols: usize,
+}
+
+impl QueryTables<'_> {
+    /// One row of features per query: a user the log does not have gets the out-of-vocabulary
+    /// row and zero (mean) dense features.
+    pub(crate) fn features<'p>(
+        &self,
+        parts: impl ExactSizeIterator<Item = QueryParts<'p>>,
+    ) -> QueryFeatures {
+        let v = self.vocab;
+        let n = parts.len();
         let mut sparse: Vec<Vec<u32>> = (0..5).map(|_| Vec::with_capacity(n)).collect();
-        let mut bags: [Vec<u32>; 3] =
-            std::array::from_fn(|_| Vec::with_capacity(n * self.history_len));
+        let mut bags: [Vec<u32>; 3] = std::array::from_fn(|_| Vec::new());
         let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0);
         let user_cols = self.user_dense.ncols();
-        // The pins' codes are the last columns of their dense features.
-        let code_cols = self.schema.id_code_dim;
-        let pin_dense = self.pins.dense.view();
-        let (_, codes) = pin_dense.split_at(Axis(1), pin_dense.ncols() - code_cols);
-        let mut dense = Array2::zeros((n, user_cols + code_cols));
-        for (i, k) in keys.iter().enumerate() {
+        let (_, codes) = self
+            .pin_dense
+            .split_at(Axis(1), self.pin_dense.ncols() - self.code_cols);
+        let mut dense = Array2::zeros((n, user_cols + self.code_cols));
+        for (i, k) in parts.enumerate() {
             let ctx_row = k.context_pin.map_or(0, |p| v.pin_row[p as usize]);
             let ctx_category = match (k.context_pin, k.query_id) {
                 (Some(p), _) => v.pin_category_row[p as usize],
                 (None, Some(q)) => v.query_category_row.get(&q).copied().unwrap_or(0),
                 (None, None) => 0,
             };
-            sparse[0].push(v.user_row[k.user as usize]);
+            sparse[0].push(k.user.map_or(0, |u| v.user_row[u as usize]));
             sparse[1].push(k.surface.index() as u32 + 1);
             sparse[2].push(ctx_row);
             sparse[3].push(ctx_category);
@@ -96,8 +117,7 @@ impl Dataset {
                     .and_then(|q| v.query_row.get(&q).copied())
                     .unwrap_or(0),
             );
-            let recent = self.history.before(k.user, k.ts, k.seq, self.history_len);
-            for &p in recent {
+            for &p in k.recent {
                 bags[0].push(v.pin_category_row[p as usize]);
                 bags[1].push(v.pin_advertiser_row[p as usize]);
                 bags[2].push(v.pin_row[p as usize]);
@@ -105,9 +125,11 @@ impl Dataset {
             offsets.push(bags[0].len());
             let mut row = dense.row_mut(i);
             let (mut user, mut code) = row.view_mut().split_at(Axis(0), user_cols);
-            user.assign(&self.user_dense.row(k.user as usize));
+            if let Some(u) = k.user {
+                user.assign(&self.user_dense.row(u as usize));
+            }
             if let Some(code) = code.as_slice_mut() {
-                mean_code(codes, recent, code);
+                mean_code(codes, k.recent, code);
             }
         }
         QueryFeatures {
@@ -121,6 +143,30 @@ impl Dataset {
                 .collect(),
             dense,
         }
+    }
+}
+
+impl Dataset {
+    /// Query-tower features for these keys (history bags from events strictly before each key's
+    /// moment `(ts, seq)`).
+    ///
+    /// # Panics
+    /// If a key's user or context pin is not an index of this dataset's log.
+    #[track_caller]
+    pub fn query_features(&self, keys: &[QueryKey]) -> QueryFeatures {
+        let tables = QueryTables {
+            vocab: &self.vocab,
+            user_dense: self.user_dense.view(),
+            pin_dense: self.pins.dense.view(),
+            code_cols: self.schema.id_code_dim,
+        };
+        tables.features(keys.iter().map(|k| QueryParts {
+            user: Some(k.user),
+            surface: k.surface,
+            context_pin: k.context_pin,
+            query_id: k.query_id,
+            recent: self.history.before(k.user, k.ts, k.seq, self.history_len),
+        }))
     }
 
     /// A training batch of these example indices, with `hard_negatives_per_positive` slots per

@@ -12,6 +12,7 @@
 //!   recently-seen baseline's impressions).
 //! * `batch`: [`Batch`], [`Dataset::batch`] and [`Dataset::query_features`].
 //! * `log_q`: the sampling log-probabilities, exact or streaming ([`LogQEstimator`]).
+//! * `state`: [`FeatureState`], the query tower's inputs after the log's end, for serving.
 //! * `stats`: [`DatasetStats`].
 
 mod advertiser_rate;
@@ -24,6 +25,7 @@ mod id_code;
 mod log_q;
 mod resolve;
 mod split;
+mod state;
 mod stats;
 mod vocab;
 
@@ -48,6 +50,7 @@ pub use config::{DatasetConfig, EvalProtocol};
 pub use eval::{EvalQueries, EvalSet};
 pub use example::{Example, HardNegatives, QueryKey, Task};
 pub use log_q::{LogQEstimator, LogQState};
+pub use state::{ColdStart, FeatureState, QueryRequest};
 pub use stats::DatasetStats;
 
 /// Features, training examples and eval queries of one event log.

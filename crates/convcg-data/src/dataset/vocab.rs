@@ -12,7 +12,7 @@ use super::resolve::Resolved;
 pub(crate) const PRICE_BUCKETS: usize = 16;
 
 /// Dictionary rows (0 = out of vocabulary) of everything a tower looks up.
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Vocab {
     pub(crate) user_row: Vec<u32>,
     pub(crate) pin_row: Vec<u32>,

@@ -799,3 +799,174 @@ fn schema_names_round_trip() {
     );
     assert!("click ".parse::<EngagementKind>().is_err());
 }
+
+/// The query of `user` (an index) after every event of the log.
+fn after_the_log(
+    user: u32,
+    surface: Surface,
+    context_pin: Option<u32>,
+    query_id: Option<i64>,
+) -> convcg_data::QueryKey {
+    convcg_data::QueryKey {
+        user,
+        ts: i64::MAX,
+        seq: i64::MAX,
+        surface,
+        context_pin,
+        query_id,
+    }
+}
+
+fn request(user_id: i64, surface: Surface) -> convcg_data::QueryRequest {
+    convcg_data::QueryRequest {
+        user_id,
+        surface,
+        context_pin_id: None,
+        query_id: None,
+        recent_pin_ids: None,
+    }
+}
+
+fn coded_config() -> DatasetConfig {
+    DatasetConfig {
+        id_code_dim: 64,
+        history_len: 3,
+        ..DatasetConfig::default()
+    }
+}
+
+#[test]
+fn the_feature_state_featurises_requests_as_the_dataset_does_after_the_log() {
+    let log = tiny_log();
+    let d = Dataset::build(&log, None, &coded_config()).expect("valid");
+    let state = d.feature_state(&log);
+    let mut keys = Vec::new();
+    let mut requests = Vec::new();
+    for (u, user) in log.users.iter().enumerate() {
+        let u = u as u32;
+        keys.push(after_the_log(u, Surface::HomeFeed, None, None));
+        requests.push(request(user.user_id, Surface::HomeFeed));
+        keys.push(after_the_log(u, Surface::Related, Some(P2), None));
+        requests.push(convcg_data::QueryRequest {
+            context_pin_id: Some(102),
+            ..request(user.user_id, Surface::Related)
+        });
+        keys.push(after_the_log(u, Surface::Search, None, Some(77)));
+        requests.push(convcg_data::QueryRequest {
+            query_id: Some(77),
+            ..request(user.user_id, Surface::Search)
+        });
+    }
+    let (features, cold) = state.query_features(&requests);
+    assert_eq!(features, d.query_features(&keys));
+    assert!(cold.iter().all(|c| *c == convcg_data::ColdStart::default()));
+    assert_eq!(features.bags[2].get(0).len(), 3, "U0's last 3 engagements");
+    assert_eq!(state.pin_features(), d.pin_features());
+    assert_eq!(state.schema(), d.schema());
+
+    let text = serde_json::to_string(&state).expect("serialises");
+    let back: convcg_data::FeatureState = serde_json::from_str(&text).expect("loads");
+    assert_eq!(
+        back, state,
+        "the stored form rebuilds the codes and the indices"
+    );
+}
+
+#[test]
+fn unknown_ids_are_served_cold_from_out_of_vocabulary_rows() {
+    let log = tiny_log();
+    let d = Dataset::build(&log, None, &coded_config()).expect("valid");
+    let state = d.feature_state(&log);
+    let pin_row = |p: u32| d.pin_features().sparse[0][p as usize];
+    let (f, cold) = state.query_features(&[
+        convcg_data::QueryRequest {
+            context_pin_id: Some(555),
+            ..request(4242, Surface::Related)
+        },
+        convcg_data::QueryRequest {
+            recent_pin_ids: Some(vec![103, 100, 555, 102, 101]),
+            ..request(4242, Surface::HomeFeed)
+        },
+        convcg_data::QueryRequest {
+            recent_pin_ids: Some(Vec::new()),
+            ..request(1000, Surface::HomeFeed)
+        },
+    ]);
+    let u0_row = d
+        .query_features(&[after_the_log(U0, Surface::HomeFeed, None, None)])
+        .sparse[0][0];
+    assert_ne!(u0_row, 0);
+    assert_eq!(
+        f.sparse[0],
+        vec![0, 0, u0_row],
+        "the new user 4242 gets row 0"
+    );
+    assert_eq!(
+        (f.sparse[2][0], f.sparse[3][0]),
+        (0, 0),
+        "an unknown context pin is no context"
+    );
+    assert!(
+        f.bags[2].get(0).is_empty(),
+        "a new user has no stored engagements"
+    );
+    assert_eq!(
+        f.bags[2].get(1),
+        &[pin_row(P0), pin_row(P2), pin_row(P1)],
+        "the request's known pins, the last history_len of them"
+    );
+    assert!(
+        f.bags[2].get(2).is_empty(),
+        "a request's empty history replaces the stored one"
+    );
+    assert!(
+        f.dense.row(0).iter().all(|&x| x == 0.0),
+        "mean user features, no code"
+    );
+    assert!(
+        f.dense.row(1).iter().skip(1).any(|&x| x != 0.0),
+        "the code of the given pins"
+    );
+    assert_eq!(
+        cold,
+        vec![
+            convcg_data::ColdStart {
+                user: true,
+                context_pin: true,
+                unknown_recent_pins: 0
+            },
+            convcg_data::ColdStart {
+                user: true,
+                context_pin: false,
+                unknown_recent_pins: 1
+            },
+            convcg_data::ColdStart::default(),
+        ]
+    );
+}
+
+#[test]
+fn a_damaged_feature_state_is_refused_naming_what_is_wrong() {
+    let log = tiny_log();
+    let d = Dataset::build(&log, None, &coded_config()).expect("valid");
+    let good = serde_json::to_value(d.feature_state(&log)).expect("serialises");
+    let damaged = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = good.clone();
+        edit(&mut v);
+        serde_json::from_value::<convcg_data::FeatureState>(v)
+            .expect_err("refused")
+            .to_string()
+    };
+    let e = damaged(&|v| v["user_row"][0] = 99.into());
+    assert!(e.contains("user_id row 99 is outside its table"), "{e}");
+    let e = damaged(&|v| v["recent_pins"][0] = 4.into());
+    assert!(e.contains("recent pin row 4"), "{e}");
+    let e = damaged(&|v| {
+        v["pin_ids"].as_array_mut().expect("a list").pop();
+    });
+    assert!(e.contains("has 4 entries, expected 3"), "{e}");
+    let e = damaged(&|v| v["pin_ids"][1] = 100.into());
+    assert!(e.contains("pin_ids repeats an id"), "{e}");
+    let e = damaged(&|v| v["recent_offsets"][1] = 100.into());
+    assert!(e.contains("bags are malformed"), "{e}");
+}

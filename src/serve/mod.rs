@@ -1,0 +1,12 @@
+//! Online retrieval: a trained run opened once ([`Retriever`]) answers requests for the top K
+//! pins of a user on a surface, in its context; `http` puts it behind `convcg serve`, with
+//! its Prometheus `metrics`.
+
+mod engine;
+mod http;
+mod metrics;
+
+pub use engine::{Answer, Item, OpenOptions, Request, Retriever};
+pub use http::{
+    ADMIN_TOKEN_ENV, MAX_BODY_BYTES, MAX_LIST_LEN, RetrieveBody, ServeOptions, parse_addr, serve,
+};
