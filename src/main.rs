@@ -568,9 +568,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             if !quiet {
                 println!(
-                    "wrote {}, {} and {}",
+                    "wrote {}, {}, {} and {}",
                     dir.join("config.toml").display(),
                     dir.join(convcg::MODEL_FILE).display(),
+                    dir.join(convcg::checkpoint::FEATURE_STATE_FILE).display(),
                     dir.join("metrics.json").display()
                 );
             }

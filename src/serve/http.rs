@@ -10,8 +10,9 @@
 //! A reload opens the new run beside the old one and swaps a pointer: a request holds the
 //! model it started with until it ends, so none fails or mixes two models. Every request body
 //! is capped ([`MAX_BODY_BYTES`]), every list in it too, and `k` by `--max-k`; a bad request
-//! gets a 4xx JSON error `{error: {kind, field, message}}`. The model runs on blocking threads,
-//! at most as many at once as the run's worker threads.
+//! gets a 4xx JSON error `{error: {kind, field, message}}`. The model runs on as many worker
+//! threads as the run has, each answering the requests queued meanwhile in one pass
+//! (`batching`); a full queue is a 503.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,13 +28,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, oneshot};
 
-use convcg_data::{QueryRequest, Surface};
-use convcg_kernels::Par;
-
+use super::batching::{Job, Overloaded, QUEUE_LEN, Workers};
 use super::engine::{Item, OpenOptions, Request, Retriever};
 use super::metrics::ServeMetrics;
+use convcg_data::{QueryRequest, Surface};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -102,7 +102,7 @@ struct Shared {
     current: RwLock<Arc<Retriever>>,
     options: ServeOptions,
     metrics: ServeMetrics,
-    compute: Semaphore,
+    workers: Workers,
     reloading: Mutex<()>,
     token: Option<String>,
 }
@@ -291,21 +291,22 @@ async fn answer_retrieve(
         field: None,
         message,
     };
-    let _permit = shared
-        .compute
-        .acquire()
-        .await
-        .map_err(|e| internal(e.to_string()))?;
-    let model = Arc::clone(&retriever);
-    let answers = tokio::task::spawn_blocking(move || {
-        model.retrieve(std::slice::from_ref(&request), Par::Seq)
-    })
-    .await
-    .map_err(|e| internal(format!("the worker stopped: {e}")))?
-    .map_err(|e| internal(format!("{e:#}")))?;
-    let Some(answer) = answers.into_iter().next() else {
-        return Err(internal("no answer".to_owned()));
+    let (reply, answer) = oneshot::channel();
+    let job = Job {
+        retriever: Arc::clone(&retriever),
+        request,
+        reply,
     };
+    shared.workers.submit(job).map_err(|Overloaded| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "overloaded",
+        field: None,
+        message: format!("{QUEUE_LEN} requests are already waiting: retry later"),
+    })?;
+    let answer = answer
+        .await
+        .map_err(|_| internal("the worker stopped".to_owned()))?
+        .map_err(|e| internal(format!("{e:#}")))?;
     Ok(axum::Json(RetrieveResponse {
         model: retriever.version(),
         items: &answer.items,
@@ -434,7 +435,7 @@ async fn wrong_method() -> Response {
 /// If the run cannot be opened, the address cannot be bound, or the server fails.
 pub fn serve(run_dir: &std::path::Path, options: ServeOptions) -> Result<()> {
     let retriever = Arc::new(Retriever::open(run_dir, &options.open)?);
-    let permits = retriever.config().resolved_threads().max(1);
+    let threads = retriever.config().resolved_threads().max(1);
     let metrics = ServeMetrics::new();
     metrics.set_model(&retriever);
     eprintln!(
@@ -447,7 +448,7 @@ pub fn serve(run_dir: &std::path::Path, options: ServeOptions) -> Result<()> {
     let shared = Arc::new(Shared {
         current: RwLock::new(retriever),
         metrics,
-        compute: Semaphore::new(permits),
+        workers: Workers::start(threads).context("cannot start the worker threads")?,
         reloading: Mutex::new(()),
         token: std::env::var(ADMIN_TOKEN_ENV)
             .ok()
@@ -455,7 +456,7 @@ pub fn serve(run_dir: &std::path::Path, options: ServeOptions) -> Result<()> {
         options,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(permits)
+        .worker_threads(threads)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

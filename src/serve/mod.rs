@@ -2,10 +2,12 @@
 //! pins of a user on a surface, in its context; `http` puts it behind `convcg serve`, with
 //! its Prometheus `metrics`.
 
+mod batching;
 mod engine;
 mod http;
 mod metrics;
 
+pub use batching::{MAX_BATCH, QUEUE_LEN};
 pub use engine::{Answer, Item, OpenOptions, Request, Retriever};
 pub use http::{
     ADMIN_TOKEN_ENV, MAX_BODY_BYTES, MAX_LIST_LEN, RetrieveBody, ServeOptions, parse_addr, serve,
