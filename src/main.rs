@@ -249,7 +249,12 @@ fn main() -> ExitCode {
                 eprintln!("{stop}");
                 ExitCode::from(EXIT_INTERRUPTED)
             } else {
-                eprintln!("Error: {e:?}");
+                // The message and its causes, never a backtrace: anyhow's Debug form prints one
+                // whenever RUST_BACKTRACE is set, as it often is, and a user error is no crash.
+                eprintln!("Error: {e}");
+                for cause in e.chain().skip(1) {
+                    eprintln!("  caused by: {cause}");
+                }
                 ExitCode::FAILURE
             }
         }

@@ -90,3 +90,32 @@ fn an_unknown_config_key_is_an_error_naming_the_file() {
     assert!(err.contains("batch_sise"), "stderr: {err}");
     assert!(err.contains("typo.toml"), "stderr: {err}");
 }
+
+/// A user error prints its message and causes, never a stack backtrace, even with
+/// RUST_BACKTRACE set in the environment.
+#[test]
+fn user_errors_print_their_causes_and_no_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("model.ckpt"), b"CONVCGCK not really").unwrap();
+    let users = dir.path().join("users.txt");
+    std::fs::write(&users, "1\n").unwrap();
+    for setting in ["1", "full"] {
+        let out = convcg()
+            .arg("retrieve")
+            .arg(&run_dir)
+            .arg("--users")
+            .arg(&users)
+            .env("RUST_BACKTRACE", setting)
+            .env("RUST_LIB_BACKTRACE", setting)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("Error: checkpoint "), "{err}");
+        assert!(err.contains("is unusable: truncated"), "{err}");
+        assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+        assert!(!err.contains("src/"), "no source locations: {err}");
+    }
+}
