@@ -261,17 +261,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// A flag that Ctrl-C sets: the run checkpoints at the next step boundary and stops. A second
-/// Ctrl-C exits at once, without a checkpoint.
+/// A flag that Ctrl-C, SIGTERM (what schedulers and `docker stop` send) or SIGHUP sets: the run
+/// checkpoints at the next step boundary and stops. A second one exits at once, without a
+/// checkpoint.
 fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     let handler_flag = Arc::clone(&flag);
     ctrlc::set_handler(move || {
         if handler_flag.swap(true, Ordering::SeqCst) {
-            eprintln!("second Ctrl-C: stopping without a checkpoint");
+            eprintln!("second stop request: stopping without a checkpoint");
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
-        eprintln!("Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C again to quit now)");
+        eprintln!(
+            "stop requested (Ctrl-C or SIGTERM): saving a checkpoint at the end of this step (Ctrl-C again to quit now)"
+        );
     })
     .context("cannot install the Ctrl-C handler")?;
     Ok(flag)

@@ -323,38 +323,39 @@ fn killed_runs_resume_and_finish_identically() {
     assert_identical(&fx, "run", &r);
 }
 
-/// SIGINT (Ctrl-C) at a step: a checkpoint of exactly that step, exit code 130, a message
-/// that says how to resume; the resumed run finishes identically. This run uses the streaming
-/// log-q estimate, whose state the checkpoint carries too.
+/// SIGINT (Ctrl-C) or SIGTERM (what schedulers and `docker stop` send) at a step: a checkpoint
+/// of exactly that step, exit code 130, a message that says how to resume; the resumed run
+/// finishes identically. This run uses the streaming log-q estimate, whose state the
+/// checkpoint carries too.
 #[test]
-fn ctrl_c_checkpoints_and_exits_130_then_resumes_identically() {
+fn ctrl_c_and_sigterm_checkpoint_and_exit_130_then_resume_identically() {
     let fx = Fixture::with(&format!(
         "{}\n[data]\nlog_q = \"streaming\"\n\n[data.streaming_log_q]\nbuckets = 4096\n",
         tiny()
     ));
     let r = reference(&fx);
     let step = 13;
-    let mut child = spawn(
-        train_cmd(&fx, "run", false),
-        &format!("hang_at_step={step}"),
-    );
-    child.wait_for_marker();
-    let pid = child.child.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(sent.success());
-    let status = child.child.wait().expect("exits");
-    let rest: Vec<String> = child.lines.iter().collect();
-    let stderr = rest.join("\n");
-    assert_eq!(status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("--resume"), "{stderr}");
-    assert!(stderr.contains(&checkpoint_name(step)), "{stderr}");
-    assert_eq!(newest_checkpoint(&fx.checkpoints("run")), Some(step));
-    let done = finish_ok(train_cmd(&fx, "run", true));
-    assert_eq!(resumed_from(&done.stderr), step);
-    assert_identical(&fx, "run", &r);
+    for signal in ["INT", "TERM"] {
+        let run = format!("run-{signal}");
+        let mut child = spawn(train_cmd(&fx, &run, false), &format!("hang_at_step={step}"));
+        child.wait_for_marker();
+        let pid = child.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let status = child.child.wait().expect("exits");
+        let rest: Vec<String> = child.lines.iter().collect();
+        let stderr = rest.join("\n");
+        assert_eq!(status.code(), Some(130), "SIG{signal}: {stderr}");
+        assert!(stderr.contains("--resume"), "{stderr}");
+        assert!(stderr.contains(&checkpoint_name(step)), "{stderr}");
+        assert_eq!(newest_checkpoint(&fx.checkpoints(&run)), Some(step));
+        let done = finish_ok(train_cmd(&fx, &run, true));
+        assert_eq!(resumed_from(&done.stderr), step);
+        assert_identical(&fx, &run, &r);
+    }
 }
 
 /// Killed after two checkpoints; the newest is damaged (a flipped byte, then a truncation):
