@@ -23,7 +23,7 @@ use convcg_data::{QueryRequest, Surface};
 
 use crate::output::write_atomic;
 use crate::run::{Verbosity, dense_slice, in_pool};
-use crate::serve::{OpenOptions, Request, Retriever};
+use crate::serve::{IndexChoice, OpenOptions, Request, Retriever};
 
 /// The files `convcg embed` writes into its output folder.
 pub const EMBED_FILES: [&str; 6] = [
@@ -78,6 +78,7 @@ pub fn embed_run(
         &OpenOptions {
             data: data.map(Path::to_owned),
             verbosity,
+            index: IndexChoice::Exact,
         },
     )?;
     let state = run.state();

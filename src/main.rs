@@ -203,6 +203,19 @@ enum Command {
         /// The largest k a request may ask for.
         #[arg(long, default_value_t = 1000)]
         max_k: usize,
+        /// How pins are searched: exact (every pin scored) or hnsw (an approximate graph index,
+        /// built at start and at each reload).
+        #[arg(long, default_value = "exact", value_parser = ["exact", "hnsw"])]
+        index: String,
+        /// HNSW: links per node (M).
+        #[arg(long, default_value_t = 16)]
+        hnsw_m: usize,
+        /// HNSW: candidates kept while building (ef_construction).
+        #[arg(long, default_value_t = 128)]
+        ef_construction: usize,
+        /// HNSW: candidates kept while searching (ef_search; at least k are always kept).
+        #[arg(long, default_value_t = 128)]
+        ef_search: usize,
         /// Rebuild the features from this canonical-schema directory instead of the run's saved
         /// features.state.
         #[arg(long)]
@@ -464,7 +477,11 @@ fn run(cli: Cli) -> Result<()> {
                 context_pin_id: context_pin,
                 query_id: query,
                 exclude_seen,
-                open: convcg::serve::OpenOptions { data, verbosity },
+                open: convcg::serve::OpenOptions {
+                    data,
+                    verbosity,
+                    index: convcg::serve::IndexChoice::Exact,
+                },
             };
             let found = convcg::retrieve(&run_dir, &ids, &opts)?;
             if let Some(first) = found.cold_users.first() {
@@ -491,14 +508,27 @@ fn run(cli: Cli) -> Result<()> {
             run_dir,
             addr,
             max_k,
+            index,
+            hnsw_m,
+            ef_construction,
+            ef_search,
             data,
         } => {
+            let index = match index.as_str() {
+                "hnsw" => convcg::serve::IndexChoice::Hnsw(convcg::serve::HnswOptions {
+                    connectivity: hnsw_m,
+                    expansion_add: ef_construction,
+                    expansion_search: ef_search,
+                }),
+                _ => convcg::serve::IndexChoice::Exact,
+            };
             let options = convcg::serve::ServeOptions {
                 addr: convcg::serve::parse_addr(&addr)?,
                 max_k,
                 open: convcg::serve::OpenOptions {
                     data,
                     verbosity: Verbosity::Normal,
+                    index,
                 },
             };
             convcg::serve::serve(&run_dir, options)?;

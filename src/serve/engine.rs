@@ -11,6 +11,7 @@ use convcg_eval::exact_top_k;
 use convcg_kernels::Par;
 use convcg_model::TwoTowerModel;
 
+use super::ann::{Hnsw, HnswOptions};
 use crate::checkpoint::{
     Checkpoint, FEATURE_STATE_FILE, MODEL_FILE, RunSource, read_feature_state,
 };
@@ -20,7 +21,7 @@ use crate::run::{
     query_input,
 };
 
-/// Where a run's feature state comes from, and how loudly it is made.
+/// Where a run's feature state comes from, how loudly it is made, and how pins are searched.
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
     /// Rebuild the features from this canonical-schema directory instead of the run's saved
@@ -28,6 +29,27 @@ pub struct OpenOptions {
     pub data: Option<PathBuf>,
     /// Progress on stderr while the log is read and the features rebuilt.
     pub verbosity: Verbosity,
+    /// The index over the pin embeddings.
+    pub index: IndexChoice,
+}
+
+/// How the top K are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexChoice {
+    /// Exact inner-product search over every pin (`convcg_eval::exact_top_k`).
+    Exact,
+    /// An approximate HNSW index (`ann`), built when the run is opened.
+    Hnsw(HnswOptions),
+}
+
+impl IndexChoice {
+    /// `exact` or `hnsw`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexChoice::Exact => "exact",
+            IndexChoice::Hnsw(_) => "hnsw",
+        }
+    }
 }
 
 /// One request: the query, how many pins, and pins never to return.
@@ -67,6 +89,8 @@ pub struct Retriever {
     model: TwoTowerModel,
     state: FeatureState,
     pins: Array2<f32>,
+    hnsw: Option<Hnsw>,
+    index: IndexChoice,
     version: String,
     run_dir: PathBuf,
 }
@@ -118,6 +142,23 @@ impl Retriever {
         let pins = in_pool(&cfg, |par| {
             Ok(model.embed_pins(&pin_input(state.pin_features())?, EMBED_CHUNK, par)?)
         })?;
+        let threads = cfg.resolved_threads();
+        let hnsw = match opts.index {
+            IndexChoice::Exact => None,
+            IndexChoice::Hnsw(hnsw) => {
+                let t0 = std::time::Instant::now();
+                let index = Hnsw::build(&pins, hnsw, threads, threads)?;
+                if opts.verbosity == Verbosity::Normal {
+                    eprintln!(
+                        "built the HNSW index of {} pins in {:.1} s ({:.0} MiB)",
+                        pins.nrows(),
+                        t0.elapsed().as_secs_f64(),
+                        index.memory_bytes() as f64 / (1 << 20) as f64
+                    );
+                }
+                Some(index)
+            }
+        };
         let name = run_dir
             .canonicalize()
             .ok()
@@ -131,6 +172,8 @@ impl Retriever {
             model,
             state,
             pins,
+            hnsw,
+            index: opts.index,
             run_dir: run_dir.to_owned(),
         })
     }
@@ -155,6 +198,11 @@ impl Retriever {
         &self.state
     }
 
+    /// The index the top K come from.
+    pub fn index(&self) -> IndexChoice {
+        self.index
+    }
+
     /// Every pin's embedding, a row per catalogue pin.
     pub fn pin_embeddings(&self) -> &Array2<f32> {
         &self.pins
@@ -176,11 +224,11 @@ impl Retriever {
         Ok((embedded, cold))
     }
 
-    /// The top pins for each request by exact inner-product search over the whole catalogue,
-    /// leaving out each request's excluded pins.
+    /// The top pins for each request, from the index (exact inner-product search over the
+    /// whole catalogue, or the HNSW graph), leaving out each request's excluded pins.
     ///
     /// # Errors
-    /// If a request's `k` is 0.
+    /// If a request's `k` is 0, or the approximate index fails.
     pub fn retrieve(&self, requests: &[Request], par: Par) -> Result<Vec<Answer>> {
         if let Some(r) = requests.iter().find(|r| r.k == 0) {
             bail!("k must be at least 1 (user {})", r.query.user_id);
@@ -188,35 +236,47 @@ impl Retriever {
         let queries: Vec<QueryRequest> = requests.iter().map(|r| r.query.clone()).collect();
         let (embedded, cold) = self.embed_queries(&queries, par)?;
         let n = self.pins.nrows();
-        let deepest = requests
-            .iter()
-            .map(|r| r.k.saturating_add(r.exclude_pin_ids.len()))
-            .max()
-            .unwrap_or(0)
-            .min(n);
-        let top = exact_top_k(
-            dense_slice(&embedded)?,
-            dense_slice(&self.pins)?,
-            self.pins.ncols(),
-            deepest,
-            par,
-        );
+        let depth = |r: &Request| r.k.saturating_add(r.exclude_pin_ids.len()).min(n);
+        let lists: Vec<(Vec<u32>, Vec<f32>)> = match &self.hnsw {
+            Some(hnsw) => requests
+                .iter()
+                .zip(embedded.rows())
+                .map(|(r, q)| {
+                    let q = q
+                        .to_slice()
+                        .ok_or_else(|| anyhow::anyhow!("query embeddings are not row-major"))?;
+                    hnsw.search(q, depth(r))
+                })
+                .collect::<Result<_>>()?,
+            None => {
+                let deepest = requests.iter().map(depth).max().unwrap_or(0);
+                let top = exact_top_k(
+                    dense_slice(&embedded)?,
+                    dense_slice(&self.pins)?,
+                    self.pins.ncols(),
+                    deepest,
+                    par,
+                );
+                (0..requests.len())
+                    .map(|q| (top.row(q).to_vec(), top.row_scores(q).to_vec()))
+                    .collect()
+            }
+        };
         let ids = self.state.pin_ids();
         let advertisers = self.state.pin_advertiser_ids();
         Ok(requests
             .iter()
             .zip(cold)
-            .enumerate()
-            .map(|(q, (r, cold))| {
+            .zip(lists)
+            .map(|((r, cold), (pins, scores))| {
                 let excluded: Vec<u32> = r
                     .exclude_pin_ids
                     .iter()
                     .filter_map(|&p| self.state.pin_index(p))
                     .collect();
-                let items = top
-                    .row(q)
+                let items = pins
                     .iter()
-                    .zip(top.row_scores(q))
+                    .zip(&scores)
                     .filter(|(p, _)| !excluded.contains(p))
                     .take(r.k)
                     .map(|(&p, &score)| Item {

@@ -439,10 +439,11 @@ pub fn serve(run_dir: &std::path::Path, options: ServeOptions) -> Result<()> {
     let metrics = ServeMetrics::new();
     metrics.set_model(&retriever);
     eprintln!(
-        "serving {} ({} pins of width {}, exact index) from {}",
+        "serving {} ({} pins of width {}, {} index) from {}",
         retriever.version(),
         retriever.pin_embeddings().nrows(),
         retriever.pin_embeddings().ncols(),
+        retriever.index().name(),
         run_dir.display()
     );
     let shared = Arc::new(Shared {

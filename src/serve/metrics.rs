@@ -116,7 +116,7 @@ impl ServeMetrics {
         self.model
             .get_or_create(&ModelLabels {
                 version: r.version().to_owned(),
-                index: "exact",
+                index: r.index().name(),
             })
             .set(1);
         let (pins, dim) = r.pin_embeddings().dim();

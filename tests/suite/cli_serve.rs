@@ -42,10 +42,15 @@ struct Server {
 
 impl Server {
     fn start(run_dir: &Path) -> Server {
+        Server::start_with(run_dir, &[])
+    }
+
+    fn start_with(run_dir: &Path, extra: &[&str]) -> Server {
         let mut child = convcg()
             .arg("serve")
             .arg(run_dir)
             .args(["--addr", "127.0.0.1:0", "--max-k", "200"])
+            .args(extra)
             .env("CONVCG_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -493,4 +498,37 @@ fn serve_answers_as_retrieve_does_refuses_bad_requests_and_reloads_without_a_fai
     assert!(status.success(), "{status}");
     let log = server.stderr.take().unwrap().join().unwrap();
     assert!(log.contains("stopped"), "{log}");
+}
+
+/// The approximate index serves nearly the exact lists, with exact inner-product scores, and
+/// says so in its metrics.
+#[test]
+fn serve_with_the_hnsw_index_finds_nearly_the_exact_top_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train(dir.path(), "a", 5);
+    let server = Server::start_with(&run, &["--index", "hnsw", "--ef-search", "64"]);
+    let agent = new_agent();
+    let (mut found, mut asked) = (0, 0);
+    for user in (1_000_000..1_000_400).step_by(40) {
+        let answer = retrieve(
+            &agent,
+            &server.base,
+            json!({"user_id": user, "surface": "homefeed", "k": 50}),
+        );
+        let exact = cli_retrieve(&run, user, 50, &[]);
+        let approx = pin_ids(&answer);
+        assert_eq!(approx.len(), 50);
+        found += exact.iter().filter(|(p, _)| approx.contains(p)).count();
+        asked += exact.len();
+        for item in answer["items"].as_array().unwrap() {
+            let pin = item["pin_id"].as_i64().unwrap();
+            if let Some((_, score)) = exact.iter().find(|(p, _)| *p == pin) {
+                assert!((item["score"].as_f64().unwrap() as f32 - score).abs() < 1e-5);
+            }
+        }
+    }
+    let recall = found as f64 / asked as f64;
+    assert!(recall > 0.9, "recall@50 of the HNSW index {recall}");
+    let (_, metrics) = get(&agent, &format!("{}/metrics", server.base));
+    assert!(metrics.contains("index=\"hnsw\"} 1"), "{metrics}");
 }
