@@ -335,17 +335,19 @@ impl Metrics {
         }
         let at100 = |m: &BTreeMap<String, f64>| m.get("recall@100").copied().unwrap_or(f64::NAN);
         let model = at100(&self.model.conversion);
-        let _ = write!(
-            out,
-            "\nconversion recall@100: model {:.4} = {:.2}x popularity",
-            model,
-            model / at100(&self.popularity.conversion)
-        );
+        let popularity = at100(&self.popularity.conversion);
+        let _ = write!(out, "\nconversion recall@100: model {model:.4}");
+        if popularity > 0.0 {
+            let _ = write!(out, " = {:.2}x popularity", model / popularity);
+        } else {
+            // With a handful of eval queries popularity may find none: no ratio to print.
+            let _ = write!(out, ", popularity {popularity:.4}");
+        }
         let (strongest, best) = self.strongest_baseline();
         if strongest == "popularity" {
             out.push_str(", the strongest baseline");
         }
-        if let Some(o) = &self.oracle {
+        if let Some(o) = self.oracle.as_ref().filter(|o| at100(&o.conversion) > 0.0) {
             let _ = write!(
                 out,
                 ", {:.1}% of the oracle",
@@ -596,6 +598,37 @@ mod tests {
             "{}",
             synthetic.table()
         );
+    }
+
+    /// A popularity (or oracle) recall of 0, as a log with one conversion query gives, prints
+    /// no ratio rather than `NaNx` or `infx`.
+    #[test]
+    fn a_zero_baseline_prints_no_ratio() {
+        let at = |r: f64| RetrieverMetrics {
+            conversion: convcg_eval::RECALL_KS
+                .iter()
+                .map(|k| (format!("recall@{k}"), r))
+                .collect(),
+            ..RetrieverMetrics::default()
+        };
+        for model in [0.0, 1.0] {
+            let one_query = Metrics {
+                model: at(model),
+                popularity: at(0.0),
+                recently_seen: at(0.0),
+                random: at(0.0),
+                oracle: Some(at(0.0)),
+                ..Metrics::default()
+            };
+            let table = one_query.table();
+            assert!(
+                table.contains(&format!(
+                    "conversion recall@100: model {model:.4}, popularity 0.0000, the strongest baseline ("
+                )),
+                "{table}"
+            );
+            assert!(!table.contains("NaN") && !table.contains("inf"), "{table}");
+        }
     }
 
     fn assert_near(got: f64, want: f64) {
