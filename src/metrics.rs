@@ -560,16 +560,20 @@ mod tests {
         assert!(!without.table().contains("oracle of clicks"));
     }
 
-    /// The headline names the strongest baseline, recently seen where it beats popularity.
-    #[test]
-    fn the_headline_names_the_strongest_baseline() {
-        let at = |r: f64| RetrieverMetrics {
+    /// A retriever whose conversion recall is `r` at every K.
+    fn at(r: f64) -> RetrieverMetrics {
+        RetrieverMetrics {
             conversion: convcg_eval::RECALL_KS
                 .iter()
                 .map(|k| (format!("recall@{k}"), r))
                 .collect(),
             ..RetrieverMetrics::default()
-        };
+        }
+    }
+
+    /// The headline names the strongest baseline, recently seen where it beats popularity.
+    #[test]
+    fn the_headline_names_the_strongest_baseline() {
         let tmall = Metrics {
             model: at(0.3911),
             popularity: at(0.0279),
@@ -604,13 +608,6 @@ mod tests {
     /// no ratio rather than `NaNx` or `infx`.
     #[test]
     fn a_zero_baseline_prints_no_ratio() {
-        let at = |r: f64| RetrieverMetrics {
-            conversion: convcg_eval::RECALL_KS
-                .iter()
-                .map(|k| (format!("recall@{k}"), r))
-                .collect(),
-            ..RetrieverMetrics::default()
-        };
         for model in [0.0, 1.0] {
             let one_query = Metrics {
                 model: at(model),
