@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::frame::read_file;
 use super::{Checkpoint, CheckpointError, MODEL_FILE};
 use crate::fault::FaultPlan;
 use crate::output::{is_temp_name, write_atomic_with};
@@ -21,11 +22,7 @@ impl Checkpoint {
     /// # Errors
     /// A [`CheckpointError`] if the file cannot be read or is not a sound checkpoint.
     pub fn read(path: &Path) -> std::result::Result<Checkpoint, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|e| CheckpointError {
-            path: path.to_owned(),
-            problem: format!("cannot read it: {e}"),
-        })?;
-        Checkpoint::decode(&bytes, path)
+        Checkpoint::decode(&read_file(path)?, path)
     }
 
     /// Writes it to `path` atomically, through `faults` (the test-only seam). On error `path`

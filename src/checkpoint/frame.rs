@@ -2,10 +2,22 @@
 //! `magic [u8; 8] | version u32 | body length u64 | body | CRC-32 (IEEE) u32 of all before it`,
 //! little-endian. [`unframe`] checks all of it before the body is read.
 
+use std::path::Path;
+
+use super::CheckpointError;
+
 /// Magic, version and body length.
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 8;
 /// The trailing CRC-32.
 pub(crate) const CRC_LEN: usize = 4;
+
+/// The bytes of the file at `path`, or a [`CheckpointError`] that names it.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    std::fs::read(path).map_err(|e| CheckpointError {
+        path: path.to_owned(),
+        problem: format!("cannot read it: {e}"),
+    })
+}
 
 /// `body` in the envelope.
 pub(crate) fn frame(magic: &[u8; 8], version: u32, body: &[u8]) -> Vec<u8> {

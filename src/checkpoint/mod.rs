@@ -48,6 +48,7 @@ use crate::metrics::LossPoint;
 pub use files::{CHECKPOINT_DIR, KEEP, checkpoint_name, list_checkpoints};
 pub(crate) use files::{newest_usable, prune, remove_stale_temp_files};
 pub use format::{CHECKPOINT_MAGIC, CHECKPOINT_VERSION};
+pub(crate) use frame::read_file;
 pub use state::{
     FEATURE_STATE_FILE, FEATURE_STATE_MAGIC, FEATURE_STATE_VERSION, decode_feature_state,
     encode_feature_state, read_feature_state, write_feature_state,

@@ -8,7 +8,7 @@ use std::path::Path;
 use convcg_data::FeatureState;
 
 use super::CheckpointError;
-use super::frame::{frame, unframe};
+use super::frame::{frame, read_file, unframe};
 use crate::fault::FaultPlan;
 use crate::output::write_atomic_with;
 
@@ -64,11 +64,7 @@ pub fn decode_feature_state(
 /// # Errors
 /// If the file cannot be read or is not a sound feature state.
 pub fn read_feature_state(path: &Path) -> std::result::Result<FeatureState, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|e| CheckpointError {
-        path: path.to_owned(),
-        problem: format!("cannot read it: {e}"),
-    })?;
-    decode_feature_state(&bytes, path)
+    decode_feature_state(&read_file(path)?, path)
 }
 
 /// Writes the state to `path` atomically, through `faults` (the test-only seam).

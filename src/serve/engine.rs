@@ -13,7 +13,7 @@ use convcg_model::TwoTowerModel;
 
 use super::ann::{Hnsw, HnswOptions};
 use crate::checkpoint::{
-    Checkpoint, FEATURE_STATE_FILE, MODEL_FILE, RunSource, read_feature_state,
+    Checkpoint, FEATURE_STATE_FILE, MODEL_FILE, RunSource, read_feature_state, read_file,
 };
 use crate::config::RunConfig;
 use crate::run::{
@@ -121,8 +121,7 @@ impl Retriever {
                 run_dir.display()
             );
         }
-        let bytes = std::fs::read(&model_path)
-            .with_context(|| format!("cannot read {}", model_path.display()))?;
+        let bytes = read_file(&model_path)?;
         let ckpt = Checkpoint::decode(&bytes, &model_path)?;
         let cfg = RunConfig::from_toml(&ckpt.config_toml)
             .with_context(|| format!("in the config saved in {}", model_path.display()))?;
