@@ -37,6 +37,18 @@ pub fn read_metrics(path: &Path) -> Result<(PathBuf, Metrics)> {
     Ok((file, metrics))
 }
 
+/// `Ok` when the run of `file` was evaluated; an error naming the file when it trained with
+/// `[data] eval_protocol = "none"` and so has no figure to compare or chart.
+pub fn require_evaluation(file: &Path, metrics: &Metrics) -> Result<()> {
+    if metrics.eval.conversion_queries + metrics.eval.engagement_queries == 0 {
+        anyhow::bail!(
+            "{} holds no evaluation: its run trained with `[data] eval_protocol = \"none\"` (or had no eval query)",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 /// One recall figure of the model in both runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RecallDelta {
@@ -136,6 +148,8 @@ fn per_query_of(label: &str, file: &Path, m: &Metrics) -> std::result::Result<Pe
 pub fn compare_runs(a: &Path, b: &Path) -> Result<Comparison> {
     let (file_a, ma) = read_metrics(a)?;
     let (file_b, mb) = read_metrics(b)?;
+    require_evaluation(&file_a, &ma)?;
+    require_evaluation(&file_b, &mb)?;
     let settings = Bootstrap::default();
     let mut warnings = Vec::new();
     let mut notes = Vec::new();

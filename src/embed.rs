@@ -15,12 +15,15 @@ use anyhow::{Context, Result, bail};
 use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use ndarray::Array2;
+use ndarray_npy::WriteNpyExt;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+use convcg_data::import::{DICTIONARY_DIR, Dictionary};
 use convcg_data::{QueryRequest, Surface};
 
+use crate::checkpoint::RunSource;
 use crate::output::write_atomic;
 use crate::run::{Verbosity, dense_slice, in_pool};
 use crate::serve::{IndexChoice, OpenOptions, Request, Retriever};
@@ -62,8 +65,8 @@ pub struct EmbedSummary {
 /// Writes the embeddings of every pin and every user of the run in `run_dir` into `out_dir`:
 /// `pins.parquet` and `users.parquet` (`pin_id` / `user_id` as INT64 and `embedding` as a
 /// fixed-size list of FLOAT), and the same as `.npy` (`*_embeddings.npy`: float32, one row per
-/// id, in the order of `*_ids.npy`: int64). Rows are in catalogue and user-table order. Each
-/// file is written atomically.
+/// id, in the order of `*_ids.npy`: int64). Rows are in catalogue and user-table order. Every
+/// embedding has unit L2 norm, so a dot product is a cosine. Each file is written atomically.
 ///
 /// # Errors
 /// If the run cannot be opened (see the module docs), or a file cannot be written.
@@ -100,7 +103,7 @@ pub fn embed_run(
         let npy = out_dir.join(format!("{stem}_embeddings.npy"));
         write_atomic(&npy, &npy_f32(emb)?)?;
         let npy_ids = out_dir.join(format!("{stem}_ids.npy"));
-        write_atomic(&npy_ids, &npy_i64(ids))?;
+        write_atomic(&npy_ids, &npy_i64(ids)?)?;
         files.extend([parquet, npy, npy_ids]);
     }
     Ok(EmbedSummary {
@@ -147,6 +150,57 @@ pub struct Retrievals {
     /// The user ids the run's user table does not have, served cold (out-of-vocabulary row,
     /// mean user features, no engagements).
     pub cold_users: Vec<i64>,
+    /// The source's own ids where the run's data was imported with dictionaries (trivago's
+    /// strings); `None` otherwise.
+    pub source_ids: Option<SourceIds>,
+}
+
+/// The ids of an imported dataset's source, through the dictionaries its importer wrote beside
+/// the tables (`dictionaries/user.csv`, `dictionaries/item.csv`: trivago's strings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceIds {
+    /// Users: the source's id of each user id.
+    pub users: Option<Dictionary>,
+    /// Items: the source's id of each pin id.
+    pub pins: Option<Dictionary>,
+}
+
+impl SourceIds {
+    /// The dictionaries of the run in `run_dir`'s data directory (`data`, else the one its
+    /// `source.toml` names), or `None` when it has none (the synthetic marketplace, or a log
+    /// whose ids are the source's own).
+    ///
+    /// # Errors
+    /// If a dictionary exists but cannot be read.
+    pub fn of_run(run_dir: &Path, data: Option<&Path>) -> Result<Option<SourceIds>> {
+        let dir = match (data, RunSource::read(run_dir)) {
+            (Some(dir), _) => dir.to_path_buf(),
+            (None, Ok(RunSource::Directory { path })) => path,
+            _ => return Ok(None),
+        };
+        let read = |name: &str| -> Result<Option<Dictionary>> {
+            let path = dir.join(DICTIONARY_DIR).join(format!("{name}.csv"));
+            if !path.is_file() {
+                return Ok(None);
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok(Some(Dictionary::from_csv(name, &path, &text)?))
+        };
+        let (users, pins) = (read("user")?, read("item")?);
+        Ok((users.is_some() || pins.is_some()).then_some(SourceIds { users, pins }))
+    }
+
+    /// `id`'s source id in `dict`, as a CSV field (empty where there is none).
+    fn field(dict: Option<&Dictionary>, id: i64) -> String {
+        match dict.and_then(|d| d.value(id)) {
+            Some(v) if v.contains([',', '"', '\n', '\r']) => {
+                format!("\"{}\"", v.replace('"', "\"\""))
+            }
+            Some(v) => v.to_owned(),
+            None => String::new(),
+        }
+    }
 }
 
 /// The top `opts.k` pins for each user id of `users` from the run in `run_dir`, by exact
@@ -193,7 +247,12 @@ pub fn retrieve(run_dir: &Path, users: &[i64], opts: &RetrieveOptions) -> Result
             scores: a.items.iter().map(|i| i.score).collect(),
         })
         .collect();
-    Ok(Retrievals { lists, cold_users })
+    let source_ids = SourceIds::of_run(run_dir, opts.open.data.as_deref())?;
+    Ok(Retrievals {
+        lists,
+        cold_users,
+        source_ids,
+    })
 }
 
 /// User ids from a text file: one per line, an optional `user_id` header, blank lines and
@@ -226,16 +285,30 @@ pub fn read_user_ids(path: &Path) -> Result<Vec<i64>> {
     Ok(ids)
 }
 
-/// The lists as CSV: `user_id,rank,pin_id,score`, rank from 1.
+/// The lists as CSV: `user_id,rank,pin_id,score`, rank from 1, and with `ids` the source's
+/// own ids after them (`source_user_id,source_pin_id`).
 ///
 /// # Errors
 /// Never in practice (writing to memory).
-pub fn retrieved_csv(lists: &[Retrieved]) -> Result<String> {
+pub fn retrieved_csv(lists: &[Retrieved], ids: Option<&SourceIds>) -> Result<String> {
     let mut out = Vec::new();
-    writeln!(out, "user_id,rank,pin_id,score")?;
+    write!(out, "user_id,rank,pin_id,score")?;
+    if ids.is_some() {
+        write!(out, ",source_user_id,source_pin_id")?;
+    }
+    writeln!(out)?;
     for r in lists {
-        for (rank, (pin, score)) in r.pin_ids.iter().zip(&r.scores).enumerate() {
-            writeln!(out, "{},{},{pin},{score}", r.user_id, rank + 1)?;
+        for (rank, (&pin, score)) in r.pin_ids.iter().zip(&r.scores).enumerate() {
+            write!(out, "{},{},{pin},{score}", r.user_id, rank + 1)?;
+            if let Some(ids) = ids {
+                write!(
+                    out,
+                    ",{},{}",
+                    SourceIds::field(ids.users.as_ref(), r.user_id),
+                    SourceIds::field(ids.pins.as_ref(), pin)
+                )?;
+            }
+            writeln!(out)?;
         }
     }
     Ok(String::from_utf8(out)?)
@@ -264,69 +337,23 @@ fn embeddings_parquet(id_col: &str, ids: &[i64], emb: &Array2<f32>) -> Result<Ve
     Ok(writer.into_inner()?)
 }
 
-/// An `.npy` (format 1.0) header for a C-ordered array of `descr` and `shape`: magic, version,
-/// header length, then the header dict padded with spaces to a 64-byte boundary and a newline.
-fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
-    let dims = match shape {
-        [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
-    // magic (6) + version (2) + length (2) + dict + '\n', to a multiple of 64.
-    let unpadded = 10 + dict.len() + 1;
-    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
-    dict.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
-    out
-}
-
+/// `a` as an `.npy` file (float32, C order).
 fn npy_f32(a: &Array2<f32>) -> Result<Vec<u8>> {
-    let mut out = npy_header("<f4", &[a.nrows(), a.ncols()]);
-    for v in dense_slice(a)? {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    let mut out = Vec::new();
+    a.write_npy(&mut out)?;
     Ok(out)
 }
 
-fn npy_i64(ids: &[i64]) -> Vec<u8> {
-    let mut out = npy_header("<i8", &[ids.len()]);
-    for v in ids {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
+/// `ids` as a one-dimensional `.npy` file (int64).
+fn npy_i64(ids: &[i64]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    ndarray::ArrayView1::from(ids).write_npy(&mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn npy_headers_align_to_64_bytes_and_state_the_shape() {
-        for shape in [&[3usize][..], &[100_000, 64], &[0, 8]] {
-            let h = npy_header("<f4", shape);
-            assert_eq!(h.len() % 64, 0);
-            assert_eq!(&h[..8], b"\x93NUMPY\x01\x00");
-            let len = u16::from_le_bytes([h[8], h[9]]) as usize;
-            assert_eq!(len + 10, h.len());
-            let text = std::str::from_utf8(&h[10..]).unwrap();
-            assert!(text.ends_with('\n'));
-            let want = if shape.len() == 1 {
-                format!("({},)", shape[0])
-            } else {
-                format!("({}, {})", shape[0], shape[1])
-            };
-            assert!(text.contains(&format!("'shape': {want}")), "{text}");
-        }
-    }
 
     #[test]
     fn user_lists_skip_headers_and_comments_and_name_bad_lines() {

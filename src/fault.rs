@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `hang_at_step=S` | after training step S (and its checkpoint, if one is due), print a marker line and block until killed or interrupted (Ctrl-C / SIGINT then checkpoints at S and stops) |
 //! | `abort_at_step=S` | after training step S, abort the process (SIGABRT) |
+//! | `hang_in_evaluation=1` | after training, once `model.ckpt` and `features.state` are written and before evaluation, print a marker and block forever |
 //! | `hang_in_write=N:STAGE` | in the Nth checkpoint write of the process, print a marker and block forever after STAGE |
 //! | `abort_in_write=N:STAGE` | the same, aborting instead |
 //! | `disk_full_after=BYTES` | checkpoint writes fail with "no space left" once the process has written BYTES bytes through them |
@@ -81,6 +82,7 @@ pub enum FaultAction {
 #[derive(Debug, Default)]
 pub struct FaultPlan {
     at_step: Option<(u64, FaultAction)>,
+    in_evaluation: bool,
     in_write: Option<(u64, WriteStage, FaultAction)>,
     disk_full_after: Option<u64>,
     unwritable_from: Option<u64>,
@@ -133,6 +135,7 @@ impl FaultPlan {
             match key {
                 "hang_at_step" => plan.at_step = Some((number(value)?, FaultAction::Hang)),
                 "abort_at_step" => plan.at_step = Some((number(value)?, FaultAction::Abort)),
+                "hang_in_evaluation" => plan.in_evaluation = number(value)? > 0,
                 "hang_in_write" => plan.in_write = Some(write_point(FaultAction::Hang)?),
                 "abort_in_write" => plan.in_write = Some(write_point(FaultAction::Abort)?),
                 "disk_full_after" => plan.disk_full_after = Some(number(value)?),
@@ -144,7 +147,7 @@ impl FaultPlan {
                     plan.unwritable_from = Some(n);
                 }
                 other => bail!(
-                    "unknown fault `{other}` (expected hang_at_step, abort_at_step, hang_in_write, abort_in_write, disk_full_after or unwritable_from)"
+                    "unknown fault `{other}` (expected hang_at_step, abort_at_step, hang_in_evaluation, hang_in_write, abort_in_write, disk_full_after or unwritable_from)"
                 ),
             }
         }
@@ -164,6 +167,14 @@ impl FaultPlan {
         strike(action, &format!("at training step {step}"), || {
             stop.is_some_and(|s| s.load(Ordering::SeqCst))
         });
+    }
+
+    /// Called when training is done and its files are written, before evaluation: hangs if the
+    /// plan says so.
+    pub(crate) fn before_evaluation(&self) {
+        if self.in_evaluation {
+            strike(FaultAction::Hang, "before evaluation", || false);
+        }
     }
 
     /// Starts a checkpoint write: its number (from 1), or the simulated error of an

@@ -14,6 +14,7 @@ pub mod checkpoint;
 mod compare;
 mod config;
 mod embed;
+mod export;
 // The fault-injection seam the reliability tests drive through the `CONVCG_FAULT` environment
 // variable; public for them and for the binary, not part of the library's interface.
 #[doc(hidden)]
@@ -39,11 +40,15 @@ pub use checkpoint::{MODEL_FILE, load_model};
 pub use compare::{
     Comparison, METRICS_FILE, OnlineComparison, RecallDelta, compare_runs, read_metrics,
 };
-pub use config::{ConfigError, DEFAULT_CHECKPOINT_EVERY, OnNonFinite, RunConfig, TrainConfig};
-pub use embed::{
-    EMBED_FILES, EmbedSummary, Retrievals, RetrieveOptions, Retrieved, embed_run, read_user_ids,
-    retrieve, retrieved_csv,
+pub use config::{
+    ConfigError, ConfigText, DEFAULT_CHECKPOINT_EVERY, Layered, OnNonFinite, Override, RunConfig,
+    TrainConfig, read_dataset_toml,
 };
+pub use embed::{
+    EMBED_FILES, EmbedSummary, Retrievals, RetrieveOptions, Retrieved, SourceIds, embed_run,
+    read_user_ids, retrieve, retrieved_csv,
+};
+pub use export::{DESCRIPTION_FILE, DESCRIPTION_FORMAT, Exported, WEIGHTS_FILE, export_run};
 pub use headroom::{Headroom, headroom};
 pub use import::{DATASET_CONFIG_FILE, import_dataset};
 pub use metrics::{

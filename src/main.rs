@@ -1,6 +1,6 @@
 //! The `convcg` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,19 +38,44 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
         /// Run directory for config.toml, checkpoints, model.ckpt and metrics.json (default: a
-        /// new folder under runs/).
+        /// new folder under runs/). A directory that holds another run is refused.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace the run that --out holds: its files, checkpoints and report/ are deleted
+        /// first (nothing else in the directory is touched).
+        #[arg(long)]
+        force: bool,
         /// Continue the run in this directory from its newest usable checkpoint (with its own
-        /// config and data; the result equals an uninterrupted run's).
-        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["data", "config", "seed", "out"])]
+        /// config and data; the result equals an uninterrupted run's), or evaluate its model if
+        /// training had finished.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["data", "config", "seed", "out", "force"])]
         resume: Option<PathBuf>,
         /// Print nothing but errors.
         #[arg(long)]
         quiet: bool,
     },
-    /// Print the default configuration as TOML.
-    Config,
+    /// Write a finished run's tower weights for other frameworks: OUT/towers.safetensors
+    /// (float32 tensors named as in the checkpoint; PyTorch loads it with
+    /// `safetensors.torch.load_file`) and OUT/towers.json (the towers' settings, input features
+    /// and every tensor's shape).
+    Export {
+        /// The run directory (holding model.ckpt).
+        run_dir: PathBuf,
+        /// The format; safetensors is the only one.
+        #[arg(long, value_parser = ["safetensors"], default_value = "safetensors")]
+        format: String,
+        /// Output directory (default: RUN_DIR/export).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the configuration a run would use, as TOML with each key's meaning and allowed
+    /// values as comments: the defaults, or with --data those of that dataset directory (its
+    /// dataset.toml applied). Save it, edit it, and pass it back with --config.
+    Config {
+        /// Dataset directory whose dataset.toml the printed configuration includes.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
     /// Measure how much the synthetic marketplace lets conversions matter, with no model trained:
     /// conversion recall@K of the oracle against the oracle of clicks (the engagement-only
     /// ceiling), and both in the simulated A/B on traffic.
@@ -231,12 +256,14 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// W3: read an event log, attribute, label, draw hard negatives and make every shuffled
-    /// batch once; print events per second, peak RSS and the counts.
+    /// The data path alone, timed: read an event log, attribute, label, draw hard negatives and
+    /// make every shuffled batch once (with the rules of DIR/dataset.toml where there is one);
+    /// print events per second, peak RSS and the counts.
     Pipeline {
         /// The canonical-schema dataset directory.
         dir: PathBuf,
-        /// Print one line of JSON (the DuckDB peer's keys) instead of a table.
+        /// Print one line of JSON instead of a table (the keys of the DuckDB script that
+        /// docs/performance.md compares against).
         #[arg(long)]
         json: bool,
         /// Positives per batch.
@@ -293,16 +320,47 @@ fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// The configuration of a run on the dataset directory `dir` with the user's `config` file,
+/// after saying (on stderr) which keys of the dataset's `dataset.toml` that file overrode.
+fn layered_config(dir: &Path, config: Option<&Path>) -> Result<RunConfig> {
+    let layered = RunConfig::for_dataset_dir(dir, config)?;
+    if let (Some(path), false) = (config, layered.overridden.is_empty()) {
+        eprintln!(
+            "{} overrides {} of {}:",
+            path.display(),
+            layered.overridden.len(),
+            dir.join(convcg::DATASET_CONFIG_FILE).display()
+        );
+        for o in &layered.overridden {
+            eprintln!("  {} = {} (dataset.toml: {})", o.key, o.user, o.dataset);
+        }
+    }
+    Ok(layered.config)
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Config => print!("{}", RunConfig::default().to_toml()?),
+        Command::Config { data } => {
+            let (cfg, notes, about) = match &data {
+                Some(dir) => {
+                    let layered = RunConfig::for_dataset_dir(dir, None)?;
+                    let about = format!("`convcg train --data {}`", dir.display());
+                    (layered.config, layered.from_dataset, about)
+                }
+                None => (
+                    RunConfig::default(),
+                    Default::default(),
+                    "`convcg train` on the built-in synthetic marketplace".to_owned(),
+                ),
+            };
+            println!(
+                "# The configuration of {about}.\n# Pass a file holding any subset of these keys with --config; unset keys keep these values.\n"
+            );
+            print!("{}", cfg.to_commented_toml(&notes)?);
+        }
         Command::Headroom { config, seed, json } => {
             let mut cfg = match &config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    RunConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
-                }
+                Some(path) => RunConfig::from_file(path)?,
                 None => RunConfig::default(),
             };
             if let Some(seed) = seed {
@@ -330,7 +388,7 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
         } => {
             let mut cfg = match (&data, &config) {
-                (Some(dir), _) => RunConfig::for_dataset_dir(dir, config.as_deref())?,
+                (Some(dir), _) => layered_config(dir, config.as_deref())?,
                 (None, Some(path)) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -410,6 +468,21 @@ fn run(cli: Cli) -> Result<()> {
             };
             convcg::synth(&request, verbosity)?;
         }
+        Command::Export {
+            run_dir,
+            format: _,
+            out,
+        } => {
+            let out = out.unwrap_or_else(|| run_dir.join("export"));
+            let exported = convcg::export_run(&run_dir, &out)?;
+            println!(
+                "wrote {} tensors ({} bytes) into {} and their description into {}",
+                exported.tensors,
+                exported.bytes,
+                exported.weights.display(),
+                exported.description.display()
+            );
+        }
         Command::Compare { run_a, run_b, json } => {
             let comparison = convcg::compare_runs(&run_a, &run_b)?;
             if json {
@@ -424,6 +497,9 @@ fn run(cli: Cli) -> Result<()> {
                 None => convcg::default_report_dir(runs.first().context("no run given")?),
             };
             let files = convcg::write_report(&runs, &out)?;
+            for w in &files.warnings {
+                eprintln!("{w}");
+            }
             println!(
                 "wrote {} and {} charts in {}",
                 files.markdown.display(),
@@ -491,7 +567,7 @@ fn run(cli: Cli) -> Result<()> {
                     ids.len()
                 );
             }
-            let csv = convcg::retrieved_csv(&found.lists)?;
+            let csv = convcg::retrieved_csv(&found.lists, found.source_ids.as_ref())?;
             match out {
                 Some(path) => {
                     convcg::write_atomic(&path, csv.as_bytes())?;
@@ -562,6 +638,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             seed,
             out,
+            force,
             resume,
             quiet,
         } => {
@@ -581,13 +658,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => {
                     let mut cfg = match (&data, &config) {
-                        (Some(dir), _) => RunConfig::for_dataset_dir(dir, config.as_deref())?,
-                        (None, Some(path)) => {
-                            let text = std::fs::read_to_string(path)
-                                .with_context(|| format!("cannot read {}", path.display()))?;
-                            RunConfig::from_toml(&text)
-                                .with_context(|| format!("in {}", path.display()))?
-                        }
+                        (Some(dir), _) => layered_config(dir, config.as_deref())?,
+                        (None, Some(path)) => RunConfig::from_file(path)?,
                         (None, None) => RunConfig::default(),
                     };
                     if let Some(seed) = seed {
@@ -600,6 +672,7 @@ fn run(cli: Cli) -> Result<()> {
                     };
                     TrainRequest::new(&cfg, source, &dir)
                         .with_control(control)
+                        .replacing(force)
                         .run()?;
                     dir
                 }

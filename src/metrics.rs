@@ -415,8 +415,10 @@ impl Metrics {
         {
             return;
         }
+        // A figure a retriever does not have prints as "-".
         let get = |m: Option<&BTreeMap<String, f64>>, key: &str| {
-            m.and_then(|m| m.get(key)).copied().unwrap_or(f64::NAN)
+            m.and_then(|m| m.get(key))
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"))
         };
         let _ = writeln!(
             out,
@@ -432,12 +434,15 @@ impl Metrics {
         };
         row("ndcg@100", &|r| {
             let m = self.ndcg.get(r).map(|t| &t.conversion);
-            format!("{:.4}", get(m, "ndcg@100"))
+            get(m, "ndcg@100")
         });
-        row("advertiser recall@100", &|r| {
-            let m = self.advertiser.get(r).map(|t| &t.conversion);
-            format!("{:.4}", get(m, "recall@100"))
-        });
+        // Absent where the catalogue has a single advertiser (every list finds it).
+        if !self.advertiser.is_empty() {
+            row("advertiser recall@100", &|r| {
+                let m = self.advertiser.get(r).map(|t| &t.conversion);
+                get(m, "recall@100")
+            });
+        }
         let coverage = |r: &str| self.coverage.get(r).and_then(|c| c.get("@100"));
         row("pin coverage@100 (gini)", &|r| match coverage(r) {
             Some(c) => format!("{:.4} ({:.2})", c.pin_coverage, c.pin_gini),
@@ -451,8 +456,11 @@ impl Metrics {
             let name = surface.as_str();
             let of = |r: &str| self.surfaces.get(r).and_then(|s| s.conversion.get(name));
             let queries = of("model").map_or(0, |s| s.queries);
+            if queries == 0 {
+                continue;
+            }
             row(&format!("recall@100 {name} ({queries} q)"), &|r| {
-                format!("{:.4}", get(of(r).map(|s| &s.recall), "recall@100"))
+                get(of(r).map(|s| &s.recall), "recall@100")
             });
         }
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use convcg_data::LabelConfig;
 use convcg_data::pipeline::{PipelineConfig, PipelineReport, run_pipeline};
 
 use crate::progress::spinner;
@@ -34,6 +35,24 @@ impl PipelineRequest {
         cfg.labels.seed = self.seed;
         cfg
     }
+
+    /// [`PipelineRequest::config`] with the labelling rules and bad-row policy of
+    /// `dir/dataset.toml` where there is one, as `convcg train --data` reads it (its hard-negative
+    /// seed is still this request's).
+    ///
+    /// # Errors
+    /// If `dataset.toml` cannot be read or parsed.
+    pub fn config_for(&self, dir: &Path) -> Result<PipelineConfig> {
+        let mut cfg = self.config();
+        if let Some(data) = crate::config::read_dataset_toml(dir)? {
+            cfg.labels = LabelConfig {
+                seed: self.seed,
+                ..data.label_config()
+            };
+            cfg.on_bad_row = data.on_bad_row;
+        }
+        Ok(cfg)
+    }
 }
 
 /// Runs W3 once on `dir` in a pool of `req.threads` threads; with [`Verbosity::Normal`] shows
@@ -49,7 +68,11 @@ pub fn run_w3(dir: &Path, req: &PipelineRequest, verbosity: Verbosity) -> Result
     }
     let pool = pool.build().context("cannot start the worker threads")?;
     let spin = spinner(verbosity == Verbosity::Normal, "");
-    let cfg = req.config();
+    let cfg = req.config_for(dir)?;
+    let settings = dir.join(crate::DATASET_CONFIG_FILE);
+    if verbosity == Verbosity::Normal && settings.is_file() {
+        eprintln!("labelling rules from {}", settings.display());
+    }
     let report = pool.install(|| {
         run_pipeline(dir, &cfg, &mut |phase| {
             spin.set_message(phase.as_str());

@@ -20,7 +20,7 @@ use plotters::prelude::*;
 use convcg_data::Surface;
 use convcg_eval::{OnlineLift, RECALL_KS};
 
-use crate::compare::read_metrics;
+use crate::compare::{read_metrics, require_evaluation};
 use crate::metrics::{Metrics, RetrieverMetrics};
 use crate::output::write_atomic;
 
@@ -44,7 +44,17 @@ const PALETTE: [RGBColor; 10] = [
 ];
 
 /// The retrievers a single-run chart shows, in legend order.
-const RETRIEVERS: [&str; 5] = ["model", "popularity", "recently_seen", "random", "oracle"];
+const RETRIEVERS: [&str; 6] = [
+    "model",
+    "popularity",
+    "recently_seen",
+    "random",
+    "oracle",
+    "oracle_clicks",
+];
+
+/// The x axis' name on the recall charts, whose K axis is logarithmic.
+const K_AXIS: &str = "K (log scale)";
 
 /// Registers the embedded font with plotters, once per process.
 fn register_font() -> Result<()> {
@@ -99,15 +109,24 @@ pub struct ReportFiles {
     pub markdown: PathBuf,
     /// Every chart file (PNG and SVG), in the order written.
     pub charts: Vec<PathBuf>,
+    /// What the reader should know before comparing the curves (runs on different data), also
+    /// at the top of `report.md`.
+    pub warnings: Vec<String>,
 }
+
+/// The folder `convcg report RUN_DIR` writes by default, inside the run directory.
+pub const REPORT_DIR: &str = "report";
 
 /// Where `convcg report` writes by default: `report/` inside the first run's directory (beside
 /// its `metrics.json` when a file was given).
 pub fn default_report_dir(first_run: &Path) -> PathBuf {
     if first_run.is_dir() {
-        first_run.join("report")
+        first_run.join(REPORT_DIR)
     } else {
-        first_run.parent().unwrap_or(Path::new(".")).join("report")
+        first_run
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(REPORT_DIR)
     }
 }
 
@@ -126,6 +145,7 @@ pub fn write_report(runs: &[PathBuf], out: &Path) -> Result<ReportFiles> {
         .iter()
         .map(|path| {
             let (file, metrics) = read_metrics(path)?;
+            require_evaluation(&file, &metrics)?;
             Ok((file, metrics))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -142,9 +162,14 @@ pub fn write_report(runs: &[PathBuf], out: &Path) -> Result<ReportFiles> {
             charts.push(path);
         }
     }
+    let warnings = dataset_warnings(&runs);
     let markdown = out.join("report.md");
-    write_atomic(&markdown, summary(&runs, &figures).as_bytes())?;
-    Ok(ReportFiles { markdown, charts })
+    write_atomic(&markdown, summary(&runs, &figures, &warnings).as_bytes())?;
+    Ok(ReportFiles {
+        markdown,
+        charts,
+        warnings,
+    })
 }
 
 /// Names runs by their directory (the folder holding `metrics.json`), numbered where two would
@@ -200,6 +225,7 @@ fn retriever<'m>(m: &'m Metrics, name: &str) -> Option<&'m RetrieverMetrics> {
         "recently_seen" => Some(&m.recently_seen),
         "random" => Some(&m.random),
         "oracle" => m.oracle.as_ref(),
+        "oracle_clicks" => m.oracle_clicks.as_ref(),
         _ => None,
     }
 }
@@ -210,7 +236,10 @@ fn recall_series(runs: &[Run], points: impl Fn(&Metrics, &str) -> Vec<(f64, f64)
         RETRIEVERS
             .iter()
             .map(|&name| Series {
-                label: name.replace('_', " "),
+                label: match name {
+                    "oracle_clicks" => "oracle of clicks".to_owned(),
+                    _ => name.replace('_', " "),
+                },
                 points: points(&run.metrics, name),
             })
             .collect()
@@ -262,7 +291,7 @@ fn figures(runs: &[Run]) -> Vec<Figure> {
             title: String::new(),
             panels: vec![Panel {
                 title: format!("{task} recall@K{whose}"),
-                x_label: "K",
+                x_label: K_AXIS,
                 y_label: "recall@K",
                 x_log: true,
                 series: recall_series(runs, |m, name| {
@@ -277,9 +306,13 @@ fn figures(runs: &[Run]) -> Vec<Figure> {
             .iter()
             .map(|s| {
                 let surface = s.as_str();
+                let counts: Vec<String> = runs
+                    .iter()
+                    .map(|run| surface_queries(&run.metrics, task, surface).to_string())
+                    .collect();
                 Panel {
-                    title: surface.to_owned(),
-                    x_label: "K",
+                    title: format!("{surface} ({} queries)", counts.join(" / ")),
+                    x_label: K_AXIS,
                     y_label: "recall@K",
                     x_log: true,
                     series: recall_series(runs, |m, name| {
@@ -306,16 +339,56 @@ fn figures(runs: &[Run]) -> Vec<Figure> {
     out
 }
 
+/// The model's eval queries of `surface` on `task` (those averaged over).
+fn surface_queries(m: &Metrics, task: &str, surface: &str) -> usize {
+    m.surfaces
+        .get("model")
+        .and_then(|t| {
+            if task == "conversion" {
+                t.conversion.get(surface)
+            } else {
+                t.engagement.get(surface)
+            }
+        })
+        .map_or(0, |r| r.queries)
+}
+
+/// Warnings for a report of several runs that were not evaluated on the same data (another
+/// catalogue or other eval queries): their curves overlay, but do not compare.
+fn dataset_warnings(runs: &[Run]) -> Vec<String> {
+    let Some((first, rest)) = runs.split_first() else {
+        return Vec::new();
+    };
+    let shape = |m: &Metrics| {
+        (
+            m.eval.corpus_pins,
+            m.eval.conversion_queries,
+            m.eval.engagement_queries,
+        )
+    };
+    rest.iter()
+        .filter(|run| shape(&run.metrics) != shape(&first.metrics))
+        .map(|run| {
+            let (a, b) = (shape(&first.metrics), shape(&run.metrics));
+            format!(
+                "warning: {} and {} were evaluated on different data ({} / {} pins, {} / {} conversion queries, {} / {} engagement queries): their curves do not compare",
+                first.label, run.label, a.0, b.0, a.1, b.1, a.2, b.2
+            )
+        })
+        .collect()
+}
+
 fn draw_error(e: impl std::fmt::Debug) -> anyhow::Error {
     anyhow!("cannot draw the chart: {e:?}")
 }
 
-/// Pixels of a figure: 900 x 540 per panel, panels side by side, plus a title band.
+/// Pixels of a figure: 900 x 600 for one panel, 520 x 520 each for several side by side (the
+/// legend band under each included), plus a title band.
 fn figure_size(fig: &Figure) -> (u32, u32) {
     let title = if fig.title.is_empty() { 0 } else { 40 };
     match fig.panels.len() {
-        0 | 1 => (900, 540 + title),
-        n => (520 * n as u32, 460 + title),
+        0 | 1 => (900, 600 + title),
+        n => (520 * n as u32, 520 + title),
     }
 }
 
@@ -362,6 +435,11 @@ fn draw_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) 
     };
     let areas = body.split_evenly((1, fig.panels.len().max(1)));
     for (area, panel) in areas.iter().zip(&fig.panels) {
+        let (width, height) = area.dim_in_pixel();
+        let band = legend_height(width, panel.series.len());
+        let (area, legend) = area.split_vertically(height.saturating_sub(band));
+        draw_legend(&legend, &panel.series)?;
+        let area = &area;
         let (x, y) = ranges(panel);
         if panel.x_log {
             // Ticks at the cut-offs themselves, not at the log axis' own round numbers.
@@ -456,30 +534,53 @@ where
                 s.points.iter().copied(),
                 color.stroke_width(2),
             ))
-            .map_err(draw_error)?
-            .label(s.label.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
-            });
+            .map_err(draw_error)?;
         if s.points.len() <= 12 {
             chart
                 .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))
                 .map_err(draw_error)?;
         }
     }
-    if !panel.series.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(if panel.x_log {
-                SeriesLabelPosition::UpperLeft
-            } else {
-                SeriesLabelPosition::UpperRight
-            })
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(160, 160, 160))
-            .draw()
-            .map_err(draw_error)?;
+    Ok(())
+}
+
+/// Height of one row of a legend band, pixels.
+const LEGEND_ROW: u32 = 22;
+
+/// Legend entries per row of a band `width` pixels wide.
+fn legend_columns(width: u32) -> usize {
+    (width / 170).max(1) as usize
+}
+
+/// Height of the legend band under a panel `width` pixels wide with `entries` series.
+fn legend_height(width: u32, entries: usize) -> u32 {
+    if entries == 0 {
+        return 0;
+    }
+    (entries.div_ceil(legend_columns(width)) as u32) * LEGEND_ROW + 8
+}
+
+/// The legend of `series` in the band `area` under a panel, in rows: a line in the series'
+/// colour, then its label. Drawn apart from the plot, it can hide no line.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, series: &[Series]) -> Result<()> {
+    let (width, _) = area.dim_in_pixel();
+    let columns = legend_columns(width);
+    let column_width = (width as usize / columns) as i32;
+    for (i, s) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let x = 16 + (i % columns) as i32 * column_width;
+        let y = 4 + (i / columns) as i32 * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2;
+        area.draw(&PathElement::new(
+            vec![(x, y), (x + 22, y)],
+            color.stroke_width(3),
+        ))
+        .map_err(draw_error)?;
+        area.draw(&Text::new(
+            s.label.as_str(),
+            (x + 30, y - 8),
+            (FONT, 15).into_font(),
+        ))
+        .map_err(draw_error)?;
     }
     Ok(())
 }
@@ -493,8 +594,11 @@ fn signed(x: Option<f64>) -> String {
 }
 
 /// `report.md`: the runs, their key numbers, the online lifts, and the charts.
-fn summary(runs: &[Run], figures: &[Figure]) -> String {
+fn summary(runs: &[Run], figures: &[Figure], warnings: &[String]) -> String {
     let mut out = String::from("# convcg report\n\n");
+    for w in warnings {
+        let _ = writeln!(out, "**{w}**\n");
+    }
     let at100 = |m: &std::collections::BTreeMap<String, f64>| m.get("recall@100").copied();
     let _ = writeln!(
         out,

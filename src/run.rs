@@ -2,19 +2,20 @@
 //! directory), examples, training, evaluation, outputs. Both sources share everything after the
 //! log is in hand.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 
 use convcg_data::io::{ReadOptions, ReadReport, read_log};
 use convcg_data::{
-    Batcher, Dataset, EvalQueries, EventLog, FeatureSchema, FeatureState, GroundTruth,
-    LogQEstimator, Marketplace, PinFeatures, QueryFeatures, QueryKey, Surface, Task, uniform_log_q,
-    uniform_negatives,
+    Batcher, Dataset, EvalProtocol, EvalQueries, EventLog, FeatureSchema, FeatureState,
+    GroundTruth, LogQEstimator, Marketplace, PinFeatures, QueryFeatures, QueryKey, Surface, Task,
+    uniform_log_q, uniform_negatives,
 };
 use convcg_eval::{
     AuctionConfig, RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k,
@@ -31,6 +32,7 @@ use crate::checkpoint::{
     TrainingState, checkpoint_name, data_fingerprint, list_checkpoints, newest_usable, prune,
     remove_stale_temp_files, write_feature_state,
 };
+use crate::compare::METRICS_FILE;
 use crate::config::{OnNonFinite, RunConfig};
 use crate::fault::FaultPlan;
 use crate::metrics::{
@@ -38,8 +40,9 @@ use crate::metrics::{
     flatten, ranking_metrics,
 };
 use crate::output::write_atomic;
-use crate::per_query::{PerQuery, QueryOutcomes, QuerySet, TrafficOutcomes};
+use crate::per_query::{PER_QUERY_FILE, PerQuery, QueryOutcomes, QuerySet, TrafficOutcomes};
 use crate::progress::{progress, spinner};
+use crate::report::REPORT_DIR;
 use crate::synth::{MANIFEST_FILE, SynthManifest};
 
 /// Whether a run draws progress bars and prints its tables.
@@ -167,6 +170,7 @@ pub struct TrainRequest<'a> {
     job: Job<'a>,
     run_dir: &'a Path,
     control: RunControl,
+    replace: bool,
 }
 
 impl<'a> TrainRequest<'a> {
@@ -176,6 +180,7 @@ impl<'a> TrainRequest<'a> {
             job: Job::Fresh { config, data },
             run_dir,
             control: RunControl::new(Verbosity::Quiet),
+            replace: false,
         }
     }
 
@@ -190,12 +195,20 @@ impl<'a> TrainRequest<'a> {
             job: Job::Resume,
             run_dir,
             control: RunControl::new(Verbosity::Quiet),
+            replace: false,
         }
     }
 
     /// Steered by `control`: what it prints, when it stops early, where it fails (tests).
     pub fn with_control(mut self, control: RunControl) -> Self {
         self.control = control;
+        self
+    }
+
+    /// A fresh run into a directory that holds another run replaces it (its files, checkpoints
+    /// and `report/` are deleted first) instead of failing.
+    pub fn replacing(mut self, replace: bool) -> Self {
+        self.replace = replace;
         self
     }
 
@@ -208,8 +221,8 @@ impl<'a> TrainRequest<'a> {
     /// Trains and evaluates.
     ///
     /// # Errors
-    /// If the config is invalid; the run directory already holds checkpoints of a fresh run
-    /// (resume it, or delete them); a file cannot be written (the error says which, why, and
+    /// If the config is invalid; the run directory already holds a run (unless
+    /// [`TrainRequest::replacing`]); a file cannot be written (the error says which, why, and
     /// what is intact); the data cannot be read (the error names the file, row and column) or
     /// `synth.toml` does not describe the tables beside it; training or evaluation fails; the
     /// run is interrupted ([`Interrupted`]). A resume also fails if the run directory is not
@@ -230,7 +243,7 @@ impl<'a> TrainRequest<'a> {
                     .with_context(|| format!("cannot open the data directory {}", dir.display()))?,
             },
         };
-        train_source(config, &source, self.run_dir, &self.control)
+        train_source(config, &source, self.run_dir, &self.control, self.replace)
     }
 }
 
@@ -270,26 +283,83 @@ fn train_source(
     source: &RunSource,
     out_dir: &Path,
     control: &RunControl,
+    replace: bool,
 ) -> Result<RunOutput> {
     cfg.validate()?;
+    claim_run_dir(out_dir, replace)?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
     // Created now, so that a directory that cannot hold checkpoints fails the run before its
     // data is read rather than at the first checkpoint.
-    let checkpoints = create_checkpoint_dir(out_dir)?;
-    let existing = list_checkpoints(&checkpoints)?;
-    if let Some((step, path)) = existing.first() {
-        bail!(
-            "{} already holds a checkpoint of a run (step {step}, {}): continue it with `convcg train --resume {}`, or delete {} to start over",
-            out_dir.display(),
-            path.display(),
-            out_dir.display(),
-            out_dir.join(CHECKPOINT_DIR).display()
-        );
-    }
+    create_checkpoint_dir(out_dir)?;
     write_atomic(&out_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
     write_atomic(&out_dir.join(SOURCE_FILE), source.to_toml()?.as_bytes())?;
     execute(cfg, source, out_dir, control, None)
+}
+
+/// The summary of a finished training loop (steps, loss curve), written just before
+/// `model.ckpt`: the two together mark training as finished, so that a run killed during
+/// evaluation resumes by evaluating its saved model.
+pub const TRAINING_FILE: &str = "training.json";
+
+/// The files a run writes into its directory, which `--force` deletes before a new run.
+const RUN_FILES: [&str; 7] = [
+    "config.toml",
+    SOURCE_FILE,
+    TRAINING_FILE,
+    MODEL_FILE,
+    FEATURE_STATE_FILE,
+    PER_QUERY_FILE,
+    METRICS_FILE,
+];
+
+/// The folders a run (or `convcg report` on it) writes into its directory, deleted likewise.
+const RUN_FOLDERS: [&str; 2] = [CHECKPOINT_DIR, REPORT_DIR];
+
+/// Refuses a directory that holds another run, unless `replace`: then deletes that run's files
+/// and folders ([`RUN_FILES`], [`RUN_FOLDERS`]), and nothing else of the directory.
+fn claim_run_dir(out_dir: &Path, replace: bool) -> Result<()> {
+    let checkpoints = match out_dir.join(CHECKPOINT_DIR) {
+        dir if dir.is_dir() => list_checkpoints(&dir)?,
+        _ => Vec::new(),
+    };
+    let held = RUN_FILES.iter().find(|f| out_dir.join(f).is_file());
+    if held.is_none() && checkpoints.is_empty() {
+        return Ok(());
+    }
+    if !replace {
+        let dir = out_dir.display();
+        if out_dir.join(METRICS_FILE).is_file() {
+            bail!(
+                "{dir} already holds a finished run ({METRICS_FILE}): choose another --out, or pass --force to replace it (its files, checkpoints and {REPORT_DIR}/ are deleted)"
+            );
+        }
+        if let Some((step, path)) = checkpoints.first() {
+            bail!(
+                "{dir} already holds a checkpoint of a run (step {step}, {}): continue it with `convcg train --resume {dir}`, or pass --force to start over",
+                path.display()
+            );
+        }
+        bail!(
+            "{dir} already holds a run ({}): resume it with `convcg train --resume {dir}` if it was stopped, choose another --out, or pass --force to replace it",
+            held.copied().unwrap_or(CHECKPOINT_DIR)
+        );
+    }
+    for file in RUN_FILES {
+        let path = out_dir.join(file);
+        if path.is_file() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot delete {} (--force)", path.display()))?;
+        }
+    }
+    for folder in RUN_FOLDERS {
+        let path = out_dir.join(folder);
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot delete {} (--force)", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// [`TrainRequest::resume`].
@@ -303,7 +373,14 @@ fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
             run_dir.display()
         )
     })?;
-    let cfg = RunConfig::from_toml(&text).with_context(|| format!("in {}", cfg_path.display()))?;
+    let cfg = RunConfig::parse(&text, &cfg_path.display().to_string())?;
+    if run_dir.join(METRICS_FILE).is_file() {
+        bail!(
+            "{} is a finished run ({} is written): there is nothing to resume; `convcg train --out NEW_DIR` starts another run, and `--force` replaces this one",
+            run_dir.display(),
+            METRICS_FILE
+        );
+    }
     let source = RunSource::read(run_dir)?;
     if let RunSource::Directory { path } = &source
         && !path.is_dir()
@@ -313,6 +390,16 @@ fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
             path.display(),
             run_dir.join(CHECKPOINT_DIR).display()
         );
+    }
+    if let Some(ckpt) = trained_model(run_dir, &cfg, &source)? {
+        say(
+            loud,
+            format!(
+                "training had finished ({} is written): evaluating the saved model",
+                MODEL_FILE
+            ),
+        );
+        return execute(&cfg, &source, run_dir, control, Some(ckpt));
     }
     let dir = run_dir.join(CHECKPOINT_DIR);
     for p in remove_stale_temp_files(&dir) {
@@ -340,7 +427,7 @@ fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
             "{} differs from the config saved in {} (keys: {}): a resumed run must keep its config",
             cfg_path.display(),
             found.path.display(),
-            differing_keys(&saved, &cfg)?.join(", ")
+            saved.differing_keys(&cfg)?.join(", ")
         );
     }
     if ckpt.source != source {
@@ -370,38 +457,47 @@ fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
     execute(&cfg, &source, run_dir, control, Some(ckpt))
 }
 
-/// The dotted keys whose values differ between two configs.
-fn differing_keys(a: &RunConfig, b: &RunConfig) -> Result<Vec<String>> {
-    fn flatten(
-        prefix: &str,
-        v: &toml::Value,
-        out: &mut std::collections::BTreeMap<String, String>,
-    ) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    flatten(&key, v, out);
-                }
-            }
-            other => {
-                out.insert(prefix.to_owned(), other.to_string());
-            }
-        }
+/// The final model of a run killed after training, before its results were written: `model.ckpt`
+/// beside `training.json` (written first), with the run's own config and source; `None` when
+/// training had not finished.
+fn trained_model(
+    run_dir: &Path,
+    cfg: &RunConfig,
+    source: &RunSource,
+) -> Result<Option<Checkpoint>> {
+    let (model, summary) = (run_dir.join(MODEL_FILE), run_dir.join(TRAINING_FILE));
+    if !(model.is_file() && summary.is_file()) {
+        return Ok(None);
     }
-    let (mut fa, mut fb) = (Default::default(), Default::default());
-    flatten("", &toml::Value::try_from(a)?, &mut fa);
-    flatten("", &toml::Value::try_from(b)?, &mut fb);
-    let keys: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
-    Ok(keys
-        .into_iter()
-        .filter(|k| fa.get(*k) != fb.get(*k))
-        .cloned()
-        .collect())
+    let ckpt = Checkpoint::read(&model)
+        .with_context(|| format!("cannot read the trained model {}", model.display()))?;
+    let saved = RunConfig::from_toml(&ckpt.config_toml)
+        .with_context(|| format!("in the config saved in {}", model.display()))?;
+    if &saved != cfg || &ckpt.source != source {
+        bail!(
+            "{} was trained with another config or data than {} says: it cannot be evaluated as this run's model",
+            model.display(),
+            run_dir.display()
+        );
+    }
+    Ok(Some(ckpt))
+}
+
+/// Writes `training.json`, the summary of a finished training loop.
+fn write_training_summary(run_dir: &Path, summary: &TrainingSummary) -> Result<()> {
+    write_atomic(
+        &run_dir.join(TRAINING_FILE),
+        serde_json::to_string_pretty(summary)?.as_bytes(),
+    )
+}
+
+/// Reads `training.json`.
+fn read_training_summary(run_dir: &Path) -> Result<TrainingSummary> {
+    let path = run_dir.join(TRAINING_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a training summary", path.display()))
 }
 
 /// Where a run saves its progress, and how it is steered.
@@ -434,7 +530,7 @@ fn execute(
 fn write_results(out_dir: &Path, output: &RunOutput) -> Result<()> {
     output.model_queries.write(out_dir)?;
     write_atomic(
-        &out_dir.join("metrics.json"),
+        &out_dir.join(METRICS_FILE),
         serde_json::to_string_pretty(&output.metrics)?.as_bytes(),
     )
 }
@@ -573,9 +669,15 @@ fn train_and_evaluate(
     if loud {
         println!("{}", data.stats());
     }
+    if let Some(warning) = data.stats().masking_warning() {
+        // Printed even when quiet: the run trains, but its conversion task learns nothing.
+        eprintln!("{warning}");
+    }
 
     let tables = feature_tables(data.schema());
     let mut model = TwoTowerModel::new(&cfg.model, &tables.0, &tables.1, cfg.seed)?;
+    // A final model (no training state) was trained to the end: only evaluation is left.
+    let trained = resume.as_ref().is_some_and(|c| c.training.is_none());
     let resume = match resume {
         Some(ckpt) => {
             if (&ckpt.query_tables, &ckpt.pin_tables) != (&tables.0, &tables.1) {
@@ -594,23 +696,49 @@ fn train_and_evaluate(
     let saver = Saver {
         session,
         every: cfg.train.checkpoint_every,
+        every_s: (cfg.train.checkpoint_every_s > 0.0)
+            .then(|| Duration::from_secs_f64(cfg.train.checkpoint_every_s)),
+        last_saved: Cell::new(Instant::now()),
         tables: &tables,
         threads: cfg.resolved_threads(),
         fingerprint: data_fingerprint(data.train()),
     };
-    let t0 = Instant::now();
-    let training = train_loop(&mut model, &data, cfg, par, loud, Some(&saver), resume)?;
-    saver.save_model(&model)?;
+    let training = if trained {
+        read_training_summary(session.run_dir)?
+    } else {
+        let t0 = Instant::now();
+        let training = train_loop(&mut model, &data, cfg, par, loud, Some(&saver), resume)?;
+        // The summary first: a model.ckpt beside it marks training as finished.
+        write_training_summary(session.run_dir, &training)?;
+        saver.save_model(&model)?;
+        say(
+            loud,
+            format!(
+                "trained {} steps in {:.1} s, final loss {:.4}",
+                training.steps,
+                t0.elapsed().as_secs_f64(),
+                training.loss_curve.last().map_or(f64::NAN, |p| p.loss)
+            ),
+        );
+        training
+    };
     saver.save_feature_state(&data.feature_state(log))?;
-    say(
-        loud,
-        format!(
-            "trained {} steps in {:.1} s, final loss {:.4}",
-            training.steps,
-            t0.elapsed().as_secs_f64(),
-            training.loss_curve.last().map_or(f64::NAN, |p| p.loss)
-        ),
-    );
+    session.control.faults.before_evaluation();
+    if cfg.data.eval_protocol == EvalProtocol::None {
+        say(
+            loud,
+            "no evaluation: `[data] eval_protocol = \"none\"` trains on the whole log and holds out no query".to_owned(),
+        );
+        return Ok(RunOutput {
+            metrics: Metrics {
+                training,
+                ..Metrics::default()
+            },
+            per_query: QueryRecalls::default(),
+            model_queries: PerQuery::default(),
+            read_report: None,
+        });
+    }
 
     let t0 = Instant::now();
     let spinner = spinner(
@@ -701,6 +829,10 @@ struct Saver<'a> {
     session: &'a Session<'a>,
     /// `[train] checkpoint_every` (0: only on a stop request).
     every: usize,
+    /// `[train] checkpoint_every_s` (`None`: off).
+    every_s: Option<Duration>,
+    /// When the last checkpoint was written (or training began).
+    last_saved: Cell<Instant>,
     tables: &'a (FeatureTables, FeatureTables),
     threads: usize,
     fingerprint: u64,
@@ -724,6 +856,7 @@ impl Saver<'_> {
         let path = dir.join(checkpoint_name(state.step));
         self.write(&path, &self.checkpoint(model, Some(state)))?;
         prune(&dir)?;
+        self.last_saved.set(Instant::now());
         Ok(path)
     }
 
@@ -899,6 +1032,11 @@ fn train_loop(
 ) -> Result<TrainingSummary> {
     let tc = &cfg.train;
     let n = data.train().len();
+    if n == 0 {
+        bail!(
+            "no training examples: the training part of the log holds no click, save or conversion with a known label (see `train positives` above, and [data] click_window_days, which masks conversions too recent to be known)"
+        );
+    }
     if n < tc.batch_size {
         bail!(
             "only {n} training examples for a batch size of {}: lower train.batch_size or use more data",
@@ -1019,7 +1157,11 @@ fn checkpoint_boundary(
     let every = saver.every;
     let step = st.step;
     let mut saved = None;
-    if every > 0 && step.is_multiple_of(every) && step < steps {
+    let by_steps = every > 0 && step.is_multiple_of(every);
+    let by_time = saver
+        .every_s
+        .is_some_and(|s| saver.last_saved.get().elapsed() >= s);
+    if (by_steps || by_time) && step < steps {
         saved = Some(saver.save_step(model, st.snapshot(saver, steps, examples))?);
     }
     control
@@ -1170,6 +1312,10 @@ pub(crate) fn evaluate(
                 )?;
                 out.coverage.insert(name.to_owned(), coverage);
             }
+        }
+        // With one advertiser (a log without advertisers) every list finds it: nothing to say.
+        if data.stats().advertiser_vocab <= 1 {
+            out.advertiser.clear();
         }
         if let (Some(m), Task::Conversion) = (market, task) {
             let served: Vec<(&str, &TopK)> = retrievers

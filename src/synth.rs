@@ -109,6 +109,13 @@ pub fn scale_to_events(base: &SynthConfig, events: u64, seed: u64) -> Result<(u6
 pub fn synth(req: &SynthRequest, verbosity: Verbosity) -> Result<SynthSummary> {
     let loud = verbosity == Verbosity::Normal;
     req.config.validate().context("invalid synth config")?;
+    let opts = WriteOptions {
+        format: req.format,
+        shards: req.shards,
+        ..WriteOptions::default()
+    };
+    // Before the data is made, not after.
+    opts.validate().context("invalid --format / --shards")?;
     let t0 = Instant::now();
     let spin = spinner(loud, "measuring events per impression on a pilot run");
     let (impressions, per_impression) = scale_to_events(&req.config, req.events, req.seed)?;
@@ -128,11 +135,6 @@ pub fn synth(req: &SynthRequest, verbosity: Verbosity) -> Result<SynthSummary> {
 
     let t0 = Instant::now();
     let spin = spinner(loud, "writing the event log");
-    let opts = WriteOptions {
-        format: req.format,
-        shards: req.shards,
-        ..WriteOptions::default()
-    };
     write_log(&req.out, &market.log, &opts)
         .with_context(|| format!("cannot write the event log to {}", req.out.display()))?;
     let events = market.log.num_events() as u64;
@@ -159,8 +161,19 @@ pub fn synth(req: &SynthRequest, verbosity: Verbosity) -> Result<SynthSummary> {
     if loud {
         print_summary(req, &market, &summary);
     }
+    let conversions = market.log.conversions.len();
+    if conversions < FEW_CONVERSIONS {
+        eprintln!(
+            "warning: the log holds only {conversions} conversions for {} pins and {} users: too few to learn a conversion model from; pass more --events, or a --config with smaller [synth] num_pins and num_users (the catalogue does not shrink with the events)",
+            market.log.pins.len(),
+            market.log.users.len()
+        );
+    }
     Ok(summary)
 }
+
+/// Fewer conversions than this in a generated log earn a warning.
+const FEW_CONVERSIONS: usize = 2_000;
 
 fn print_summary(req: &SynthRequest, market: &Marketplace, s: &SynthSummary) {
     let log = &market.log;

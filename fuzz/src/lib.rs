@@ -98,8 +98,12 @@ pub fn check_config(data: &[u8]) -> bool {
         assert_eq!(back, cfg, "the config changed through TOML:\n{printed}");
         valid = true;
     }
-    if let Ok(cfg) = RunConfig::for_dataset(Some(text), None) {
-        let _ = cfg.validate();
+    let dataset = convcg::ConfigText {
+        text,
+        origin: "dataset.toml",
+    };
+    if let Ok(layered) = RunConfig::for_dataset(Some(dataset), None) {
+        let _ = layered.config.validate();
     }
     valid
 }

@@ -120,7 +120,7 @@ pub fn newest_usable(dir: &Path) -> Result<Found> {
     let all = list_checkpoints(dir)?;
     if all.is_empty() {
         bail!(
-            "no checkpoint in {}: the run stopped before its first checkpoint (see `[train] checkpoint_every`); start it again",
+            "no checkpoint in {}: the run stopped before its first checkpoint (see `[train] checkpoint_every` and `checkpoint_every_s`); start it again (`convcg train` with `--force` and the same --out)",
             dir.display()
         );
     }

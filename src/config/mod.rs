@@ -1,6 +1,13 @@
 //! The run configuration: one TOML file with a section per layer, validated once.
 
+mod check;
+mod commented;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use anyhow::Context;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use convcg_data::{DatasetConfig, SynthConfig};
@@ -9,7 +16,7 @@ use convcg_model::{ModelConfig, OptimConfig};
 
 /// Everything a `convcg train` run uses. `convcg config` prints the defaults; a config file
 /// overrides any subset; unknown keys are errors.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// Seed of everything random in the run (marketplace, initialisation, batches).
@@ -69,7 +76,7 @@ impl Default for RunConfig {
 pub const DEFAULT_MIN_STEPS: usize = 100;
 
 /// The training loop's settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Positive pairs per batch (each row's in-batch negatives are the other rows' pins).
@@ -90,6 +97,10 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many steps (0: never, except on Ctrl-C). The newest two
     /// are kept in `RUN_DIR/checkpoints/`; `convcg train --resume RUN_DIR` continues from them.
     pub checkpoint_every: usize,
+    /// Also write a checkpoint when this many seconds have passed since the last one (or since
+    /// training began), so that a killed run loses at most about this much work whatever its
+    /// length; 0 turns it off.
+    pub checkpoint_every_s: f64,
 }
 
 impl Default for TrainConfig {
@@ -102,6 +113,7 @@ impl Default for TrainConfig {
             on_nonfinite: OnNonFinite::Error,
             uniform_negatives: 0,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_every_s: DEFAULT_CHECKPOINT_EVERY_S,
         }
     }
 }
@@ -129,8 +141,11 @@ impl TrainConfig {
 /// by default", has the measurement).
 pub const DEFAULT_CHECKPOINT_EVERY: usize = 500;
 
+/// The default `[train] checkpoint_every_s`: no kill loses more than about a minute of training.
+pub const DEFAULT_CHECKPOINT_EVERY_S: f64 = 60.0;
+
 /// What a training step that meets a NaN or an infinity does (`[train] on_nonfinite`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnNonFinite {
     /// Stop the run with an error naming the step and where the value was (the default).
@@ -156,80 +171,140 @@ impl RunConfig {
     ///
     /// # Errors
     /// If `text` is not TOML or sets an unknown key or a value of the wrong type; the error
-    /// cites the text's own line.
+    /// cites the text's own line and key.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        Self::parse(text, "the config")
+    }
+
+    /// [`RunConfig::from_toml`] of the config file `origin`, which its errors name.
+    ///
+    /// # Errors
+    /// As [`RunConfig::from_toml`].
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Self> {
         // Parsed alone first, so that an error points into `text` rather than the merged table.
-        let _: RunConfig = toml::from_str(text)?;
+        let _: RunConfig = check::parse(text, origin, &Self::keys())?;
         RunConfig::default().overridden_by(text)
+    }
+
+    /// [`RunConfig::parse`] of the file at `path`.
+    ///
+    /// # Errors
+    /// If the file cannot be read, or as [`RunConfig::from_toml`].
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        Self::parse(&read_config(path)?, &path.display().to_string())
+    }
+
+    /// Every key of the configuration, dotted (`train.epochs`).
+    fn keys() -> Vec<String> {
+        RunConfig::default()
+            .key_values()
+            .map(|kv| kv.into_keys().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every key, dotted (`train.epochs`, `data.click_weight.max`), with its value written as
+    /// TOML.
+    ///
+    /// # Errors
+    /// If the configuration does not serialise (it always does).
+    pub fn key_values(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        Ok(check::leaves(&toml::Value::try_from(self)?))
     }
 
     /// The configuration of a run on a dataset directory: the defaults, overridden by the
     /// dataset's `dataset.toml` (`[data]` only), overridden by the user's config file. The two
     /// `[data]` tables are merged key by key (recursively for sub-tables such as
     /// `[data.click_weight]`) before deserialising, so that a key the user sets wins and the rest
-    /// come from `dataset.toml`. Unknown keys, in either file, are errors naming the key.
+    /// come from `dataset.toml`. Unknown keys, in either file, are errors naming the file, line
+    /// and key.
     ///
     /// # Errors
-    /// If either text is not TOML, `dataset.toml` has anything but a `[data]` table, or the
-    /// merged table does not deserialise.
+    /// If either text is not TOML, `dataset.toml` has anything but a `[data]` table, or either
+    /// does not deserialise.
     pub fn for_dataset(
-        dataset_toml: Option<&str>,
-        user_toml: Option<&str>,
-    ) -> anyhow::Result<Self> {
-        let mut merged = match user_toml {
-            Some(text) => toml::from_str::<toml::Table>(text)?,
+        dataset: Option<ConfigText<'_>>,
+        user: Option<ConfigText<'_>>,
+    ) -> anyhow::Result<Layered> {
+        let keys = Self::keys();
+        let mut merged = match &user {
+            Some(u) => {
+                let _: RunConfig = check::parse(u.text, u.origin, &keys)?;
+                toml::from_str::<toml::Table>(u.text)?
+            }
             None => toml::Table::new(),
         };
-        if let Some(text) = dataset_toml {
-            let mut dataset = toml::from_str::<toml::Table>(text)
-                .map_err(|e| anyhow::anyhow!("in dataset.toml: {e}"))?;
-            if let Some(key) = dataset.keys().find(|k| k.as_str() != "data") {
+        let mut from_dataset = BTreeMap::new();
+        let mut overridden = Vec::new();
+        if let Some(d) = &dataset {
+            let mut table = toml::from_str::<toml::Table>(d.text)
+                .map_err(|e| anyhow::anyhow!("in {}: {e}", d.origin))?;
+            if let Some(key) = table.keys().find(|k| k.as_str() != "data") {
                 anyhow::bail!(
-                    "dataset.toml may only hold a [data] table, but it sets `{key}` (put run settings in the --config file)"
+                    "{} may only hold a [data] table, but it sets `{key}` (put run settings in the --config file)",
+                    d.origin
                 );
             }
-            let data = match dataset.remove("data") {
+            let _: DatasetFile = check::parse(d.text, d.origin, &keys)?;
+            let data = match table.remove("data") {
                 Some(toml::Value::Table(t)) => t,
-                Some(_) => anyhow::bail!("dataset.toml: `data` must be a table"),
-                None => toml::Table::new(),
+                _ => toml::Table::new(),
             };
             let user_data = match merged.remove("data") {
                 Some(toml::Value::Table(t)) => t,
-                Some(_) => anyhow::bail!("`data` must be a table"),
-                None => toml::Table::new(),
+                _ => toml::Table::new(),
             };
+            let theirs = check::leaves(&toml::Value::Table(data.clone()));
+            let ours = check::leaves(&toml::Value::Table(user_data.clone()));
+            for (key, value) in &theirs {
+                let key = format!("data.{key}");
+                match ours.get(&key["data.".len()..]) {
+                    Some(user_value) if user_value != value => overridden.push(Override {
+                        key,
+                        dataset: value.clone(),
+                        user: user_value.clone(),
+                    }),
+                    Some(_) => {}
+                    None => {
+                        from_dataset.insert(key, format!("set by {}", d.origin));
+                    }
+                }
+            }
             merged.insert("data".into(), toml::Value::Table(overlay(data, user_data)));
         }
-        Ok(toml::from_str(&toml::to_string(&merged)?)?)
+        let config = toml::from_str(&toml::to_string(&merged)?)?;
+        Ok(Layered {
+            config,
+            overridden,
+            from_dataset,
+        })
     }
 
     /// [`RunConfig::for_dataset`] with `data_dir/dataset.toml` (if present) and the user's
     /// config file (if given).
     ///
     /// # Errors
-    /// If a file cannot be read, or [`RunConfig::for_dataset`] fails (the error names the file).
-    pub fn for_dataset_dir(
-        data_dir: &std::path::Path,
-        user_config: Option<&std::path::Path>,
-    ) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let read = |path: &std::path::Path| {
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-        };
+    /// If a file cannot be read, or [`RunConfig::for_dataset`] fails.
+    pub fn for_dataset_dir(data_dir: &Path, user_config: Option<&Path>) -> anyhow::Result<Layered> {
         let dataset_path = data_dir.join(crate::DATASET_CONFIG_FILE);
         let dataset = if dataset_path.is_file() {
-            Some(read(&dataset_path)?)
+            Some(read_config(&dataset_path)?)
         } else {
             None
         };
-        let user = user_config.map(read).transpose()?;
-        Self::for_dataset(dataset.as_deref(), user.as_deref()).with_context(|| {
-            let mut files = vec![dataset_path.display().to_string()];
-            if let Some(p) = user_config {
-                files.push(p.display().to_string());
-            }
-            format!("in the configuration from {}", files.join(" and "))
-        })
+        let user = user_config.map(read_config).transpose()?;
+        let (dataset_origin, user_origin) = (
+            dataset_path.display().to_string(),
+            user_config.map(|p| p.display().to_string()),
+        );
+        Self::for_dataset(
+            dataset.as_deref().map(|text| ConfigText {
+                text,
+                origin: &dataset_origin,
+            }),
+            user.as_deref()
+                .zip(user_origin.as_deref())
+                .map(|(text, origin)| ConfigText { text, origin }),
+        )
     }
 
     /// This configuration with any subset of its keys overridden by the TOML `text`, table by
@@ -247,6 +322,29 @@ impl RunConfig {
     /// The full configuration as TOML.
     pub fn to_toml(&self) -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(self)?)
+    }
+
+    /// The full configuration as TOML with each key's meaning and what it accepts as comments
+    /// above it, and `notes` (by dotted key, such as [`Layered::from_dataset`]) beside them.
+    ///
+    /// # Errors
+    /// If the configuration does not serialise (it always does).
+    pub fn to_commented_toml(&self, notes: &BTreeMap<String, String>) -> anyhow::Result<String> {
+        commented::commented_toml(self, notes)
+    }
+
+    /// The dotted keys whose values differ between `self` and `other`.
+    ///
+    /// # Errors
+    /// If either does not serialise (they always do).
+    pub fn differing_keys(&self, other: &RunConfig) -> anyhow::Result<Vec<String>> {
+        let (a, b) = (self.key_values()?, other.key_values()?);
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        Ok(keys
+            .into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect())
     }
 
     /// Checks every section, naming the first bad key.
@@ -298,6 +396,14 @@ impl RunConfig {
         if t.log_every == 0 {
             return Err(bad("train.log_every", "0".into(), "an integer >= 1").into());
         }
+        if !(t.checkpoint_every_s.is_finite() && t.checkpoint_every_s >= 0.0) {
+            return Err(bad(
+                "train.checkpoint_every_s",
+                t.checkpoint_every_s.to_string(),
+                "a number of seconds, 0 (off) or more",
+            )
+            .into());
+        }
         if t.uniform_negatives > 1 << 16 {
             return Err(bad(
                 "train.uniform_negatives",
@@ -317,6 +423,67 @@ impl RunConfig {
             std::thread::available_parallelism().map_or(1, usize::from)
         }
     }
+}
+
+/// A config file's text and the name its errors cite (its path).
+#[derive(Clone, Copy, Debug)]
+pub struct ConfigText<'a> {
+    /// The TOML.
+    pub text: &'a str,
+    /// Where it came from, as its errors name it.
+    pub origin: &'a str,
+}
+
+/// A run's configuration on a dataset directory ([`RunConfig::for_dataset`]).
+#[derive(Clone, Debug)]
+pub struct Layered {
+    /// The effective configuration.
+    pub config: RunConfig,
+    /// The keys of `dataset.toml` that the user's file set to another value.
+    pub overridden: Vec<Override>,
+    /// The keys that `dataset.toml` set and the user's file left alone (dotted key → a note
+    /// naming the file, for [`RunConfig::to_commented_toml`]).
+    pub from_dataset: BTreeMap<String, String>,
+}
+
+/// A key of `dataset.toml` that the user's config file set otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    /// Dotted key (`data.eval_window_days`).
+    pub key: String,
+    /// Its value in `dataset.toml`, as TOML.
+    pub dataset: String,
+    /// The value the user's file gave it, which the run uses.
+    pub user: String,
+}
+
+/// The shape of `dataset.toml`: a `[data]` table only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetFile {
+    #[serde(default)]
+    data: DatasetConfig,
+}
+
+/// The `[data]` settings of `dir/dataset.toml` over the data crate's own defaults (not the
+/// run's: for tools that apply a dataset's rules without a run, such as `convcg pipeline`), or
+/// `None` when the directory has no such file.
+///
+/// # Errors
+/// If the file cannot be read or does not parse; the error names its line and key.
+pub fn read_dataset_toml(dir: &Path) -> anyhow::Result<Option<DatasetConfig>> {
+    let path = dir.join(crate::DATASET_CONFIG_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = read_config(&path)?;
+    let file: DatasetFile = check::parse(&text, &path.display().to_string(), &RunConfig::keys())?;
+    Ok(Some(file.data))
+}
+
+/// The text of a config file, or an error naming it.
+fn read_config(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// `base` with every key of `top` set over it; where both hold a table, the tables merge the

@@ -192,6 +192,81 @@ fn embed_writes_matching_parquet_and_npy_and_retrieve_ranks_by_them() {
     assert_eq!(with_cold(&run_dir), from_state, "rebuilt from the log");
 
     numpy_loads(&out, 1500, 400);
+    export_reads_back(&run_dir, &dir.path().join("export"));
+}
+
+/// `convcg export`: the safetensors file holds every parameter of the checkpoint, bit for bit,
+/// under its name and shape, the description lists them, and Python's `safetensors` loads it
+/// (when python3 has it).
+fn export_reads_back(run_dir: &Path, out: &Path) {
+    run(convcg().arg("export").arg(run_dir).arg("--out").arg(out));
+    let bytes = std::fs::read(out.join(convcg::WEIGHTS_FILE)).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ckpt = convcg::checkpoint::Checkpoint::read(&run_dir.join(convcg::MODEL_FILE)).unwrap();
+    let params = &ckpt.params;
+    let expected: Vec<(&str, [usize; 2], &[f32])> = params
+        .dense_params()
+        .iter()
+        .map(|p| (p.name.as_str(), [p.rows, p.cols], p.value.as_slice()))
+        .chain(
+            params
+                .tables()
+                .iter()
+                .map(|t| (t.name.as_str(), [t.rows, t.dim], t.value.as_slice())),
+        )
+        .collect();
+    assert_eq!(file.len(), expected.len());
+    for (name, shape, values) in &expected {
+        let view = file.tensor(name).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+        assert_eq!(view.shape(), shape.as_slice(), "{name}");
+        assert_eq!(f32s(view.data()), *values, "{name}");
+    }
+    let description: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(convcg::DESCRIPTION_FILE)).unwrap())
+            .unwrap();
+    assert_eq!(description["format"], convcg::DESCRIPTION_FORMAT);
+    assert_eq!(
+        description["tensors"].as_array().unwrap().len(),
+        expected.len()
+    );
+    assert_eq!(description["model"]["out_dim"], 16);
+    assert!(
+        description["query_features"]["sparse"].is_array(),
+        "{description}"
+    );
+
+    let script = r#"
+import sys
+from safetensors.numpy import load_file
+t = load_file(sys.argv[1])
+assert all(v.dtype.name == "float32" for v in t.values())
+print("safetensors ok", len(t))
+"#;
+    match Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(out.join(convcg::WEIGHTS_FILE))
+        .output()
+    {
+        Err(e) => println!("skipped the Python safetensors check: no python3 ({e})"),
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named") => {
+            println!(
+                "skipped the Python safetensors check: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+        }
+        Ok(o) => assert!(
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .contains(&format!("safetensors ok {}", expected.len())),
+            "Python's safetensors rejected the file: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
 }
 
 /// numpy's own reader accepts the files, with the right shapes, dtypes and ids.

@@ -49,6 +49,9 @@ fn metrics(
         }))
         .unwrap(),
     );
+    m.eval.corpus_pins = 5000;
+    m.eval.conversion_queries = 1000;
+    m.eval.engagement_queries = 1000;
     m.training.steps = 300;
     m.training.loss_curve = (1..=6)
         .map(|i| LossPoint {
@@ -73,9 +76,45 @@ fn metrics(
     m
 }
 
+/// A's model, with the oracles of the synthetic marketplace and the model-against-popularity
+/// block of the table (NDCG), on a log without advertisers.
 fn run_a() -> Metrics {
     let pop = outcome(1200.0, 0.2, 5.0, 20.0);
-    metrics([0.4, 0.5], 0.3, 0.45, outcome(1500.0, 0.5, 20.0, 25.0), pop)
+    let mut m = metrics([0.4, 0.5], 0.3, 0.45, outcome(1500.0, 0.5, 20.0, 25.0), pop);
+    let oracle = |at50, at100| convcg::RetrieverMetrics {
+        conversion: recall(&[(50, at50), (100, at100)]),
+        ..convcg::RetrieverMetrics::default()
+    };
+    m.oracle = Some(oracle(0.8, 0.9));
+    m.oracle_clicks = Some(oracle(0.7, 0.85));
+    m.ndcg.entry("model".to_owned()).or_default().conversion =
+        [("ndcg@100".to_owned(), 0.3)].into();
+    m
+}
+
+/// The y of the first `<text>` element whose content is `label`.
+fn text_y(svg: &str, label: &str) -> Option<f64> {
+    let end = svg.find(&format!(">\n{label}\n</text>"))?;
+    let start = svg[..end].rfind("<text")?;
+    attribute(&svg[start..end], "y")
+}
+
+fn attribute(element: &str, name: &str) -> Option<f64> {
+    let at = element.find(&format!(" {name}=\""))? + name.len() + 3;
+    element[at..].split('"').next()?.parse().ok()
+}
+
+/// The largest y of any point of the plotted series (polylines of stroke width 2; the
+/// legend's short lines are 3 wide).
+fn lowest_line(svg: &str) -> f64 {
+    svg.split("<polyline")
+        .skip(1)
+        .map(|p| &p[..p.find("/>").unwrap_or(p.len())])
+        .filter(|p| p.contains("stroke-width=\"2\""))
+        .filter_map(|p| p.split("points=\"").nth(1)?.split('"').next())
+        .flat_map(|points| points.split_whitespace())
+        .filter_map(|xy| xy.split(',').nth(1)?.parse::<f64>().ok())
+        .fold(f64::NEG_INFINITY, f64::max)
 }
 
 /// B's model: +2.3% conversions, over 1494 impressions (+2.7% impression-to-conversion), and
@@ -283,6 +322,33 @@ fn report_renders_charts_and_a_summary_for_one_and_several_runs() {
     let svg = std::fs::read_to_string(single.join("recall_conversion.svg")).unwrap();
     assert!(svg.contains("conversion recall@K"));
     assert!(
+        svg.contains("K (log scale)"),
+        "the K axis says it is logarithmic"
+    );
+    for label in ["oracle", "oracle of clicks"] {
+        let y = text_y(&svg, label).unwrap_or_else(|| panic!("no legend entry {label}"));
+        assert!(
+            y > lowest_line(&svg),
+            "the legend entry {label} at y {y} overlaps the plotted lines"
+        );
+    }
+    let surfaces = std::fs::read_to_string(single.join("recall_conversion_surfaces.svg")).unwrap();
+    assert!(surfaces.contains("homefeed (10 queries)"), "{surfaces}");
+    assert!(surfaces.contains("search (0 queries)"), "{surfaces}");
+    let table = run_a().table();
+    let block = &table[table
+        .find("conversion task, K = 100")
+        .expect("the K = 100 block")..];
+    assert!(!block.contains("NaN"), "{table}");
+    assert!(
+        table.contains("recall@100 homefeed (10 q)") && !table.contains("search (0 q)"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("advertiser recall"),
+        "no advertiser was measured:\n{table}"
+    );
+    assert!(
         svg.contains("popularity"),
         "a single run shows its reference points"
     );
@@ -318,6 +384,29 @@ fn report_renders_charts_and_a_summary_for_one_and_several_runs() {
         md.contains("| b | conversion | 0.5500 | +0.0500 (+10.0%) |"),
         "{md}"
     );
+
+    // A run on other data: overlaid with a warning, on stderr and in report.md.
+    let c = dir.path().join("c");
+    let mut other = run_b();
+    other.eval.corpus_pins = 700;
+    write_run(&c, &other);
+    let out = dir.path().join("mixed");
+    let done = convcg()
+        .arg("report")
+        .arg(&a)
+        .arg(&c)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(done.status.success());
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        err.contains("evaluated on different data (5000 / 700 pins"),
+        "{err}"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("evaluated on different data"), "{md}");
 
     let out = convcg()
         .arg("report")

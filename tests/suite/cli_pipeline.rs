@@ -137,6 +137,43 @@ fn json_counts_are_those_of_label_on_the_same_files() {
         positives_row.ends_with(&format!("| {}", s.positives)),
         "{table}"
     );
+
+    // A dataset.toml beside the tables sets the rules, as for `convcg train --data`: with a
+    // click window of a tenth of the default, far fewer conversion labels are masked.
+    std::fs::write(
+        log_dir.join("dataset.toml"),
+        "[data]\nclick_window_days = 0.7\nhard_negatives_per_positive = 2\n",
+    )
+    .expect("writable");
+    let stdout = success(
+        convcg()
+            .arg("pipeline")
+            .arg(&log_dir)
+            .args(["--json", "--batch-size", "1000", "--seed", "4"])
+            .output()
+            .expect("runs"),
+    );
+    let got: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let rules = LabelConfig {
+        click_window_s: 60_480,
+        hard_negatives_per_positive: 2,
+        seed: 4,
+        ..LabelConfig::default()
+    };
+    let relabelled = label(&log, &eng, &rules, cutoff, None).expect("labels");
+    let r = &relabelled.stats;
+    assert!(
+        r.masked_conversion_labels < s.masked_conversion_labels,
+        "{r}"
+    );
+    assert_eq!(
+        got["masked_conversion_labels"].as_u64(),
+        Some(r.masked_conversion_labels as u64)
+    );
+    assert_eq!(
+        got["hard_negatives"].as_u64(),
+        Some(r.hard_negatives() as u64)
+    );
 }
 
 #[test]

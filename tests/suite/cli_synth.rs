@@ -119,4 +119,35 @@ fn synth_refuses_bad_arguments() {
         "{err}"
     );
     assert!(!out.exists(), "nothing is written on a bad argument");
+
+    // CSV cannot be sharded: refused before twenty million events are generated.
+    let run = convcg()
+        .args([
+            "synth", "--quiet", "--events", "20000000", "--format", "csv",
+        ])
+        .args(["--shards", "3", "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("--shards") && err.contains("CSV"), "{err}");
+    assert!(!out.exists(), "nothing is written on a bad argument");
+}
+
+/// A log too small for its catalogue (the default world's at a few thousand events) says so.
+#[test]
+fn a_log_with_few_conversions_is_a_warning() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = convcg()
+        .args(["synth", "--quiet", "--events", "20000", "--out"])
+        .arg(dir.path().join("log"))
+        .output()
+        .expect("runs");
+    assert!(run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("warning: the log holds only") && err.contains("num_pins"),
+        "{err}"
+    );
 }

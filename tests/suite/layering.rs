@@ -25,6 +25,8 @@ const TRAINER_ONLY: &[&str] = &[
     "ctrlc",
     "crc32fast",
     "toml",
+    "safetensors",
+    "ndarray-npy",
 ];
 /// File formats: the data layer's I/O behind its `io` feature, nobody else's.
 const IO: &[&str] = &["arrow-array", "arrow-schema", "parquet", "csv"];

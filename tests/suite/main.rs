@@ -14,6 +14,7 @@ mod cli_pipeline;
 mod cli_serve;
 mod cli_synth;
 mod config_validation;
+mod docs;
 mod fuzz_regressions;
 mod layering;
 mod real_slices;

@@ -36,12 +36,46 @@ fn import_and_train(source: Source, src: &Path) -> (RunConfig, RunOutput) {
     import_dataset(source, src, data.path(), Format::Parquet).unwrap();
     let settings = data.path().join("run.toml");
     std::fs::write(&settings, RUN_SETTINGS).unwrap();
-    let cfg = RunConfig::for_dataset_dir(data.path(), Some(&settings)).unwrap();
+    let cfg = RunConfig::for_dataset_dir(data.path(), Some(&settings))
+        .unwrap()
+        .config;
     let run = tempfile::tempdir().unwrap();
     let out = TrainRequest::new(&cfg, TrainData::Directory(data.path()), run.path())
         .run()
         .unwrap();
     eprintln!("{source}:\n{}", out.metrics.table());
+
+    // Retrieval writes the source's own ids where the importer kept dictionaries (trivago).
+    let opts = convcg::RetrieveOptions {
+        k: 3,
+        surface: convcg_data::Surface::HomeFeed,
+        context_pin_id: None,
+        query_id: None,
+        exclude_seen: false,
+        open: convcg::serve::OpenOptions {
+            data: None,
+            verbosity: convcg::Verbosity::Quiet,
+            index: convcg::serve::IndexChoice::Exact,
+        },
+    };
+    let found = convcg::retrieve(run.path(), &[0], &opts).unwrap();
+    let csv = convcg::retrieved_csv(&found.lists, found.source_ids.as_ref()).unwrap();
+    let dictionaries = data.path().join(convcg_data::import::DICTIONARY_DIR);
+    if dictionaries.join("item.csv").is_file() {
+        let ids = found.source_ids.as_ref().expect("source ids");
+        let items = ids.pins.as_ref().expect("an item dictionary");
+        let first = csv.lines().nth(1).expect("a row");
+        assert!(first.starts_with("0,1,"), "{csv}");
+        let pin: i64 = first.split(',').nth(2).unwrap().parse().unwrap();
+        assert!(
+            first.ends_with(&format!(",{}", items.value(pin).expect("a source id"))),
+            "{csv}"
+        );
+        assert!(csv.starts_with("user_id,rank,pin_id,score,source_user_id,source_pin_id\n"));
+    } else {
+        assert_eq!(found.source_ids, None);
+        assert!(csv.starts_with("user_id,rank,pin_id,score\n"));
+    }
 
     let written = std::fs::read_to_string(run.path().join("config.toml")).unwrap();
     assert_eq!(RunConfig::from_toml(&written).unwrap(), cfg);

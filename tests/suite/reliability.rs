@@ -24,11 +24,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::support::TINY_WORLD;
 
 /// A marketplace of 40,000 impressions and a small model, so that a run is quick (105 steps,
-/// checkpointing every [`EVERY`]).
+/// checkpointing every [`EVERY`] steps, and never by time, so that where checkpoints fall does
+/// not depend on the machine's speed).
 fn tiny() -> String {
     format!(
         "seed = 11\nthreads = 2\n{TINY_WORLD}\n[train]\nbatch_size = 32\nepochs = 3.0\n\
-         log_every = 4\ncheckpoint_every = {EVERY}\n"
+         log_every = 4\ncheckpoint_every = {EVERY}\ncheckpoint_every_s = 0\n"
     )
 }
 
@@ -268,7 +269,9 @@ fn killed_runs_resume_and_finish_identically() {
             "{}",
             refused.stderr
         );
-        train_cmd(&fx, "run", false)
+        let mut again = train_cmd(&fx, "run", false);
+        again.arg("--force");
+        again
     };
     let mut child = spawn(command, &format!("hang_at_step={second}"));
     child.wait_for_marker();
@@ -595,4 +598,67 @@ fn load_model_rebuilds_the_trained_model() {
     let saved = Checkpoint::read(&fx.run_dir("run").join(MODEL_FILE)).expect("reads");
     assert_eq!(model.params(), &saved.params);
     assert!(saved.training.is_none());
+}
+
+/// Killed after training, during evaluation: the resume evaluates the saved model instead of
+/// training again and finishes as the uninterrupted run did. A finished run is not resumed but
+/// said to be finished, and a new run into its directory is refused unless `--force`, which
+/// replaces it and leaves no stale `report/` behind.
+#[test]
+fn a_run_killed_in_evaluation_resumes_by_evaluating_and_a_finished_run_is_kept() {
+    let fx = Fixture::new();
+    let r = reference(&fx);
+    let mut child = spawn(train_cmd(&fx, "late", false), "hang_in_evaluation=1");
+    child.wait_for_marker();
+    child.kill();
+    assert!(fx.run_dir("late").join(MODEL_FILE).is_file());
+    let done = finish_ok(train_cmd(&fx, "late", true));
+    assert!(
+        done.stderr.contains("training had finished") && !done.stderr.contains("resuming from"),
+        "{}",
+        done.stderr
+    );
+    assert_identical(&fx, "late", &r);
+
+    let again = finish(train_cmd(&fx, "late", true));
+    assert!(!again.status.success());
+    assert!(
+        again.stderr.contains("is a finished run"),
+        "{}",
+        again.stderr
+    );
+
+    let report = fx.run_dir("late").join("report");
+    std::fs::create_dir_all(&report).expect("writable");
+    std::fs::write(report.join("recall.svg"), "a chart of the old run").expect("writable");
+    let refused = finish(train_cmd(&fx, "late", false));
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("already holds a finished run")
+            && refused.stderr.contains("--force"),
+        "{}",
+        refused.stderr
+    );
+    assert!(report.is_dir(), "a refused run deletes nothing");
+    let mut forced = train_cmd(&fx, "late", false);
+    forced.arg("--force");
+    finish_ok(forced);
+    assert!(!report.exists(), "the old run's report/ is gone");
+    assert_identical(&fx, "late", &r);
+}
+
+/// With step checkpoints off and `checkpoint_every_s` tiny, every step checkpoints by wall time:
+/// a run killed early resumes from the step it was killed at.
+#[test]
+fn checkpoints_come_by_wall_time_too() {
+    let fx = Fixture::with(&tiny().replace(
+        &format!("checkpoint_every = {EVERY}\ncheckpoint_every_s = 0\n"),
+        "checkpoint_every = 0\ncheckpoint_every_s = 0.000001\n",
+    ));
+    let mut child = spawn(train_cmd(&fx, "timed", false), "hang_at_step=7");
+    child.wait_for_marker();
+    child.kill();
+    assert_eq!(newest_checkpoint(&fx.checkpoints("timed")), Some(7));
+    let done = finish_ok(train_cmd(&fx, "timed", true));
+    assert_eq!(resumed_from(&done.stderr), 7);
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ExpectedNames, Result};
@@ -469,7 +470,7 @@ impl EventLog {
 /// What a reader of an event log on disk does with a row holding a bad value (config:
 /// `on_bad_row = "error" | "skip"`). It lives with the schema rather than the readers because
 /// the run config's `[data]` section names it whether or not the readers are compiled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnBadRow {
     /// Fail with the first bad value, naming its file, row and column.

@@ -27,6 +27,7 @@
 //! cost). Because a better candidate set changes how many ads clear the reserve as well as which,
 //! the three lifts ([`OnlineLift`]) differ.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -37,7 +38,7 @@ use crate::topk::TopK;
 /// examination `(1 + slot)^-0.7`. The reserve binds on the default synthetic marketplace (whose
 /// click-through rates are higher than real ads'), so a better candidate set shows more ads as
 /// well as better ones.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuctionConfig {
     /// How many of each query's retrieved items enter the auction (the retriever's K).

@@ -3,6 +3,7 @@
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -13,7 +14,7 @@ use crate::tower::{FeatureTables, Tower, TowerConfig, TowerInput, config_error};
 use convcg_kernels::{Par, SoftmaxArgs};
 
 /// Shape and loss settings of the two-tower model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     /// The query (user) tower.
@@ -37,7 +38,7 @@ pub struct ModelConfig {
 }
 
 /// How the two tasks share the towers' outputs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Heads {
     /// One embedding per tower, trained by the engagement and the conversion losses together

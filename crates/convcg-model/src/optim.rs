@@ -1,6 +1,7 @@
 //! Optimisers: Adam for dense weights, row-wise Adagrad for the embedding rows a batch touched.
 
 use convcg_kernels::{self as k, AdamParams, Par};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -8,7 +9,7 @@ use crate::params::{Grads, ParamStore};
 use crate::tower::config_error;
 
 /// Learning rates and constants of both optimisers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimConfig {
     /// Adam learning rate (dense weights).

@@ -4,6 +4,7 @@
 //! output beside the head's.
 
 use rand_chacha::ChaCha8Rng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use std::borrow::Cow;
@@ -13,7 +14,7 @@ use crate::params::{ParamId, ParamStore, TableId};
 use crate::tape::{EmbedInput, Tape, ValueId};
 
 /// How the cross network and the MLP are arranged in a tower body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Structure {
     /// Both read x0; their outputs are concatenated (the source paper's architecture).
@@ -24,7 +25,7 @@ pub enum Structure {
 
 /// The kind of every DCN v2 cross layer of a tower (Wang et al. 2021), each computing
 /// `x_{l+1} = x0 ⊙ f(x_l) + x_l`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CrossKind {
     /// `f(x) = x W + b`, `W` being `[d, d]`.
@@ -39,7 +40,7 @@ pub enum CrossKind {
 }
 
 /// Shape of one tower.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TowerConfig {
     /// Width of every embedding table.

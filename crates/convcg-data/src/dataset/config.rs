@@ -1,5 +1,6 @@
 //! How examples and eval queries are cut from a log: the run config's `[data]` section.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, config_error, non_negative};
@@ -11,7 +12,7 @@ use crate::schema::OnBadRow;
 const DAY_S: f64 = 86_400.0;
 
 /// How the eval queries are chosen (`[data] eval_protocol`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EvalProtocol {
     /// `"time"`: the last `eval_window_days` of impressions are the eval window; queries are
@@ -30,24 +31,104 @@ pub enum EvalProtocol {
     /// logs record conversions as they happen). History bags break ties within a second by
     /// impression id (see [`QueryKey::seq`](super::QueryKey::seq)).
     LastConversion,
+    /// `"none"`: no evaluation, for training the model to ship once a protocol above has
+    /// measured the recipe. Every impression trains, its conversion label known once
+    /// `click_window_days` have passed before the log's last impression; the run writes its
+    /// model and skips evaluation.
+    None,
+}
+
+/// The schema of a window as the config file may give it: a number (days) or text with a unit
+/// (the value itself is read by [`days`]).
+struct WindowSchema;
+
+impl JsonSchema for WindowSchema {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Window".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "anyOf": [{ "type": "number" }, { "type": "string" }] })
+    }
+}
+
+/// Reads a window given as days (a number) or as text with a unit ([`parse_window`]).
+fn days<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    struct Window;
+    impl serde::de::Visitor<'_> for Window {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a number of days, or text with a unit such as \"217s\", \"2h\" or \"7d\"")
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<f64, E> {
+            parse_window(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(Window)
+}
+
+/// Days in a window written as a number and a unit: `s` (seconds), `m` (minutes), `h` (hours),
+/// `d` (days) or `w` (weeks), as `"217s"`, `"1.5h"` or `"7d"`; a bare number is days.
+///
+/// # Errors
+/// If the text is not a number followed by one of those units.
+fn parse_window(text: &str) -> std::result::Result<f64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = (text[..split].trim(), text[split..].trim());
+    let bad = || {
+        format!(
+            "`{text}` is not a window: expected a number of days, or a number and a unit (s, m, h, d or w), such as \"217s\", \"2h\" or \"7d\""
+        )
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let per_day = match unit {
+        "" | "d" => 1.0,
+        "s" => DAY_S,
+        "m" => 24.0 * 60.0,
+        "h" => 24.0,
+        "w" => 1.0 / 7.0,
+        _ => return Err(bad()),
+    };
+    Ok(value / per_day)
 }
 
 /// How examples and eval queries are cut from a log (the run config's `[data]` section).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatasetConfig {
-    /// `"time"` or `"last_conversion"`: how eval queries are held out ([`EvalProtocol`]).
+    /// `"time"`, `"last_conversion"` or `"none"`: how eval queries are held out
+    /// ([`EvalProtocol`]).
     pub eval_protocol: EvalProtocol,
     /// `"error"` (default) or `"skip"`: what reading a log from disk does with a bad row
     /// (passed to `io::read_log`, of the `io` feature; skipped rows are counted in its report).
     pub on_bad_row: OnBadRow,
     /// Time protocol: the last days of impressions form the eval window; train is before, and
     /// the window's start is the cutoff of conversion-label maturity. Unused by
-    /// `last_conversion` (but still validated).
+    /// `last_conversion` (but still validated). Days, or text with a unit (`"217s"`, `"30m"`,
+    /// `"2h"`, `"7d"`), as every window here.
+    #[serde(deserialize_with = "days")]
+    #[schemars(with = "WindowSchema")]
     pub eval_window_days: f64,
-    /// Click-through attribution window, days; also the maturity window of conversion labels.
+    /// Click-through attribution window; also the maturity window of conversion labels: an
+    /// impression's conversion label is known (not masked) only once this long has passed.
+    #[serde(deserialize_with = "days")]
+    #[schemars(with = "WindowSchema")]
     pub click_window_days: f64,
-    /// View-through attribution window, days.
+    /// View-through attribution window.
+    #[serde(deserialize_with = "days")]
+    #[schemars(with = "WindowSchema")]
     pub view_window_days: f64,
     /// Length of the recent-engagement bags.
     pub history_len: usize,
@@ -192,4 +273,43 @@ impl DatasetConfig {
 
 pub(crate) fn window_s(days: f64) -> i64 {
     (days * DAY_S).round() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_read_as_days_or_with_a_unit() {
+        for (text, days) in [
+            ("7", 7.0),
+            ("7d", 7.0),
+            (" 2h ", 2.0 / 24.0),
+            ("217s", 217.0 / DAY_S),
+            ("30m", 30.0 / 1440.0),
+            ("2w", 14.0),
+            ("0.5 d", 0.5),
+        ] {
+            let got = parse_window(text).unwrap();
+            assert!((got - days).abs() < 1e-12, "{text}: {got} != {days}");
+        }
+        for bad in ["", "h", "7x", "7 days", "two days"] {
+            let err = parse_window(bad).unwrap_err();
+            assert!(
+                err.contains("not a window") && err.contains("\"2h\""),
+                "{bad}: {err}"
+            );
+        }
+        let cfg: DatasetConfig = toml::from_str(
+            "eval_window_days = \"36h\"\nclick_window_days = 3\nview_window_days = 0.25\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.eval_window_days, 1.5);
+        assert_eq!(cfg.click_window_days, 3.0);
+        assert_eq!(cfg.view_window_days, 0.25);
+        let err = toml::from_str::<DatasetConfig>("click_window_days = \"3 fortnights\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a window"), "{err}");
+    }
 }

@@ -31,7 +31,7 @@ mod vocab;
 
 use ndarray::Array2;
 
-use crate::error::Result;
+use crate::error::{Result, config_error};
 use crate::features::{FeatureSchema, PinFeatures};
 use crate::hash::{IdMap, IdSet};
 use crate::labels::{CONVERTED_LABEL, LogQMode, StreamingConfig, label};
@@ -97,6 +97,29 @@ fn catalogue_advertisers(log: &EventLog) -> (Vec<u32>, usize) {
     (rows, index.len())
 }
 
+/// The error of a protocol that leaves no impression to train on, naming the key to change.
+fn no_training_impressions(log: &EventLog, cfg: &DatasetConfig) -> crate::Error {
+    let ts = &log.impressions.ts;
+    let (first, last) = (
+        ts.iter().copied().min().unwrap_or(0),
+        ts.iter().copied().max().unwrap_or(0),
+    );
+    let span_days = (last - first) as f64 / 86_400.0;
+    match cfg.eval_protocol {
+        EvalProtocol::Time | EvalProtocol::None => config_error(
+            "eval_window_days",
+            format!(
+                "the eval protocol leaves no training data: the eval window of {} days covers the whole log, whose impressions span {span_days:.3} days; set [data] eval_window_days below that, or eval_protocol = \"last_conversion\"",
+                cfg.eval_window_days
+            ),
+        ),
+        EvalProtocol::LastConversion => config_error(
+            "eval_protocol",
+            "the eval protocol leaves no training data: every impression is at or after its user's first query point (a user's last conversion or engagement), so all are held out; use eval_protocol = \"time\" on this log",
+        ),
+    }
+}
+
 impl Dataset {
     /// Builds the dataset under `cfg.eval_protocol` ([`EvalProtocol`]). Time: the last
     /// `eval_window_days` of impressions are the eval window; [`label`](crate::label) runs on
@@ -116,12 +139,19 @@ impl Dataset {
         let r = Resolved::new(log)?;
         let imps = &log.impressions;
         let window_end = imps.ts.iter().copied().max().unwrap_or(0);
-        let window_start = window_end - window_s(cfg.eval_window_days);
+        // No protocol: an empty window just after the log, so every impression trains.
+        let window_start = match cfg.eval_protocol {
+            EvalProtocol::None => window_end.saturating_add(1),
+            _ => window_end - window_s(cfg.eval_window_days),
+        };
         let split = match cfg.eval_protocol {
-            EvalProtocol::Time => Split::time(log, window_start),
+            EvalProtocol::Time | EvalProtocol::None => Split::time(log, window_start),
             EvalProtocol::LastConversion => Split::last_conversion(log, &r, cfg),
         };
         let train_mask = &split.train_mask;
+        if !train_mask.iter().any(|&t| t) {
+            return Err(no_training_impressions(log, cfg));
+        }
 
         let (vocab, mut pins) = Vocab::build(log, &r, train_mask);
         let user_dense = standardise(log.users.len(), log.user_dense_names.len(), |i, j| {
@@ -148,7 +178,7 @@ impl Dataset {
         // Under the time protocol a training key's history is strictly before its second, as
         // the eval keys' is; under last_conversion file order breaks ties, as it does for them.
         let seq = |i: usize| match cfg.eval_protocol {
-            EvalProtocol::Time => i64::MIN,
+            EvalProtocol::Time | EvalProtocol::None => i64::MIN,
             EvalProtocol::LastConversion => imps.impression_id[i],
         };
         let mut train = examples(log, &r, &labelled, cfg, seq)?;

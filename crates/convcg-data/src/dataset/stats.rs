@@ -140,7 +140,29 @@ impl fmt::Display for DatasetStats {
     }
 }
 
+/// The share of training positives with a masked conversion label from which
+/// [`DatasetStats::masking_warning`] warns.
+pub const MASKED_WARNING_SHARE: f64 = 0.9;
+
 impl DatasetStats {
+    /// A warning when (nearly) every training positive's conversion label is masked although
+    /// the log has conversions: the conversion task then learns from almost nothing, most often
+    /// because `[data] click_window_days` (the maturity window) is as long as the log.
+    pub fn masking_warning(&self) -> Option<String> {
+        let (masked, positives) = (self.masked_conversion_labels, self.train_positives);
+        if positives == 0 || self.conversions == 0 {
+            return None;
+        }
+        let share = masked as f64 / positives as f64;
+        (share >= MASKED_WARNING_SHARE).then(|| {
+            format!(
+                "warning: {masked} of {positives} training positives ({:.0}%) have a masked conversion label, so the conversion task learns from almost none of the log's {} conversions: a label is known only for impressions at least `[data] click_window_days` before the cutoff; set it to the log's real attribution window (for example \"2h\" on a log of a few hours)",
+                100.0 * share,
+                self.conversions
+            )
+        })
+    }
+
     /// The counts of the training part's labels and of the dictionaries; the eval counts are
     /// filled in by [`eval_set`].
     pub(crate) fn new(ls: &LabelStats, vocab: &Vocab) -> DatasetStats {

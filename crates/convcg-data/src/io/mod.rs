@@ -228,7 +228,13 @@ impl Default for WriteOptions {
 }
 
 impl WriteOptions {
-    fn validate(&self) -> Result<()> {
+    /// Checks the options as [`write_log`] does, so that a caller can refuse bad ones before
+    /// making the log.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the option: zero rows per row group or shards, or CSV
+    /// in shards.
+    pub fn validate(&self) -> Result<()> {
         let invalid =
             |name: &'static str, message: String| Err(Error::InvalidArgument { name, message });
         if self.row_group_rows == 0 {

@@ -1,5 +1,6 @@
 //! The labelling rules' settings: windows, weights, hard negatives.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, config_error, non_negative};
@@ -16,7 +17,7 @@ pub const MAX_HARD_NEGATIVES: usize = 8;
 /// the log keeps very long dwell times from dominating (capped at `max`). A click without a
 /// duration weighs 1, a negative duration counts as 0 and a NaN one as missing. With
 /// `by_duration = false` every click weighs 1 (the ablation baseline's unweighted clicks).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClickWeight {
     /// Weigh clicks by duration (the default), or every click 1.
@@ -70,7 +71,7 @@ impl ClickWeight {
 }
 
 /// Weight of an attributed conversion by its kind (`[data.conversion_kind_weights]`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConversionKindWeights {
     /// A completed purchase.
@@ -124,7 +125,7 @@ impl ConversionKindWeights {
 }
 
 /// Whether a conversion's reported value scales its weight.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueWeighting {
     /// The value is ignored.

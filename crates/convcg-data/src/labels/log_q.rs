@@ -3,6 +3,7 @@
 //! (RecSys 2019).
 
 use rayon::prelude::*;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, config_error};
@@ -21,7 +22,7 @@ pub(crate) fn log_shares(mut items: Vec<(i64, u32)>, out: &mut [f32]) {
 }
 
 /// Which sampling probabilities the training loss subtracts (`[data] log_q`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogQMode {
     /// Exact frequencies over the whole training set: a positive's pin's share of all
@@ -34,7 +35,7 @@ pub enum LogQMode {
 }
 
 /// Settings of the streaming frequency estimate (`[data.streaming_log_q]`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamingConfig {
     /// Buckets per hash function, `1..=2^28`.

@@ -1,3 +1,4 @@
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, config_error, non_negative};
@@ -5,7 +6,7 @@ use crate::schema::Surface;
 
 /// Every knob of the synthetic marketplace. [`Default`] meets docs/design.md's targets: a world
 /// in which conversions are rare, delayed and noisy, so that no result is bought by an easy one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SynthConfig {
     /// Users.

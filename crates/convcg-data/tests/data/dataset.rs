@@ -970,3 +970,36 @@ fn a_damaged_feature_state_is_refused_naming_what_is_wrong() {
     let e = damaged(&|v| v["recent_offsets"][1] = 100.into());
     assert!(e.contains("bags are malformed"), "{e}");
 }
+
+/// An eval window that covers the whole log leaves nothing to train on: an error that says so
+/// and names the key, not a run that fails later for want of batches.
+#[test]
+fn an_eval_window_over_the_whole_log_is_an_error_naming_the_key() {
+    let cfg = DatasetConfig {
+        eval_window_days: 365.0,
+        ..DatasetConfig::default()
+    };
+    let err = Dataset::build(&tiny_log(), None, &cfg)
+        .err()
+        .expect("no training data");
+    let text = err.to_string();
+    assert!(text.contains("leaves no training data"), "{text}");
+    assert!(text.contains("eval_window_days"), "{text}");
+    assert!(text.contains("365"), "{text}");
+}
+
+/// A maturity window as long as the log masks every conversion label: a warning that names the
+/// key, where the default window gives none.
+#[test]
+fn a_maturity_window_as_long_as_the_log_warns_and_names_the_key() {
+    let cfg = DatasetConfig {
+        click_window_days: 365.0,
+        ..DatasetConfig::default()
+    };
+    let masked = Dataset::build(&tiny_log(), None, &cfg).expect("valid");
+    let stats = masked.stats();
+    assert_eq!(stats.masked_conversion_labels, stats.train_positives);
+    let warning = stats.masking_warning().expect("a warning");
+    assert!(warning.contains("click_window_days"), "{warning}");
+    assert_eq!(build().stats().masking_warning(), None);
+}
