@@ -283,8 +283,15 @@ impl RunConfig {
     /// config file (if given).
     ///
     /// # Errors
-    /// If a file cannot be read, or [`RunConfig::for_dataset`] fails.
+    /// If `data_dir` is not a directory, a file cannot be read, or [`RunConfig::for_dataset`]
+    /// fails.
     pub fn for_dataset_dir(data_dir: &Path, user_config: Option<&Path>) -> anyhow::Result<Layered> {
+        if !data_dir.is_dir() {
+            anyhow::bail!(
+                "{} is not a dataset directory (no such directory)",
+                data_dir.display()
+            );
+        }
         let dataset_path = data_dir.join(crate::DATASET_CONFIG_FILE);
         let dataset = if dataset_path.is_file() {
             Some(read_config(&dataset_path)?)

@@ -230,6 +230,15 @@ fn config_with_data_prints_the_datasets_settings_and_runs_name_what_they_overrid
         dir.path(),
         "[data]\neval_protocol = \"last_conversion\"\nhistory_len = 7\n",
     );
+    let missing = convcg()
+        .arg("config")
+        .arg("--data")
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("nowhere is not a dataset directory"), "{err}");
     let out = succeed(convcg().arg("config").arg("--data").arg(&data));
     let printed = String::from_utf8(out.stdout).unwrap();
     assert!(

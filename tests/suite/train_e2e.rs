@@ -3,7 +3,7 @@
 
 use convcg::{Metrics, RunConfig};
 
-use crate::support::SMALL_MARKETPLACE;
+use crate::support::{SMALL_MARKETPLACE, TINY_WORLD};
 
 /// A marketplace a fifth of the default's size, and a few hundred training steps.
 fn small_config() -> RunConfig {
@@ -215,9 +215,11 @@ fn check_ranking_sections(v: &serde_json::Value) {
 
 #[test]
 fn same_seed_gives_the_same_metrics_file() {
-    let mut cfg = small_config();
-    cfg.synth.impressions = 400_000;
-    cfg.train.epochs = 1.0;
+    // The tiny world on 2 threads: every stage of a run (marketplace, training with parallel
+    // kernels, evaluation, the simulated auction and traffic) in a couple of seconds.
+    let text =
+        format!("seed = 7\nthreads = 2\n{TINY_WORLD}\n[train]\nbatch_size = 64\nepochs = 2.0\n");
+    let cfg = RunConfig::from_toml(&text).unwrap();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     run(&cfg, a.path());
     run(&cfg, b.path());
