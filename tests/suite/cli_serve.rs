@@ -501,12 +501,14 @@ fn serve_answers_as_retrieve_does_refuses_bad_requests_and_reloads_without_a_fai
 }
 
 /// The approximate index serves nearly the exact lists, with exact inner-product scores, and
-/// says so in its metrics.
+/// says so in its metrics. The graph is built by several threads, so it differs from run to run;
+/// a wide search (ef 256 over 1,500 pins) keeps recall well clear of the threshold whatever the
+/// graph.
 #[test]
 fn serve_with_the_hnsw_index_finds_nearly_the_exact_top_k() {
     let dir = tempfile::tempdir().unwrap();
     let run = train(dir.path(), "a", 5);
-    let server = Server::start_with(&run, &["--index", "hnsw", "--ef-search", "64"]);
+    let server = Server::start_with(&run, &["--index", "hnsw", "--ef-search", "256"]);
     let agent = new_agent();
     let (mut found, mut asked) = (0, 0);
     for user in (1_000_000..1_000_400).step_by(40) {
@@ -528,7 +530,7 @@ fn serve_with_the_hnsw_index_finds_nearly_the_exact_top_k() {
         }
     }
     let recall = found as f64 / asked as f64;
-    assert!(recall > 0.9, "recall@50 of the HNSW index {recall}");
+    assert!(recall >= 0.95, "recall@50 of the HNSW index {recall}");
     let (_, metrics) = get(&agent, &format!("{}/metrics", server.base));
     assert!(metrics.contains("index=\"hnsw\"} 1"), "{metrics}");
 }
