@@ -20,7 +20,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use convcg_data::import::{DICTIONARY_DIR, Dictionary};
+use convcg_data::import::{DICTIONARY_DIR, Dictionary, csv_field};
 use convcg_data::{QueryRequest, Surface};
 
 use crate::checkpoint::RunSource;
@@ -193,13 +193,8 @@ impl SourceIds {
 
     /// `id`'s source id in `dict`, as a CSV field (empty where there is none).
     fn field(dict: Option<&Dictionary>, id: i64) -> String {
-        match dict.and_then(|d| d.value(id)) {
-            Some(v) if v.contains([',', '"', '\n', '\r']) => {
-                format!("\"{}\"", v.replace('"', "\"\""))
-            }
-            Some(v) => v.to_owned(),
-            None => String::new(),
-        }
+        dict.and_then(|d| d.value(id))
+            .map_or_else(String::new, |v| csv_field(v).into_owned())
     }
 }
 

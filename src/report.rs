@@ -21,7 +21,7 @@ use convcg_data::Surface;
 use convcg_eval::{OnlineLift, RECALL_KS};
 
 use crate::compare::{read_metrics, require_evaluation};
-use crate::metrics::{Metrics, RetrieverMetrics};
+use crate::metrics::{Metrics, RetrieverMetrics, SurfaceRecall};
 use crate::output::write_atomic;
 
 /// The family name the embedded font is registered under (and that the SVG files name).
@@ -316,15 +316,7 @@ fn figures(runs: &[Run]) -> Vec<Figure> {
                     y_label: "recall@K",
                     x_log: true,
                     series: recall_series(runs, |m, name| {
-                        m.surfaces
-                            .get(name)
-                            .and_then(|t| {
-                                if task == "conversion" {
-                                    t.conversion.get(surface)
-                                } else {
-                                    t.engagement.get(surface)
-                                }
-                            })
+                        surface_recall(m, name, task, surface)
                             .map_or_else(Vec::new, |r| recall_points(&r.recall))
                     }),
                 }
@@ -341,16 +333,22 @@ fn figures(runs: &[Run]) -> Vec<Figure> {
 
 /// The model's eval queries of `surface` on `task` (those averaged over).
 fn surface_queries(m: &Metrics, task: &str, surface: &str) -> usize {
-    m.surfaces
-        .get("model")
-        .and_then(|t| {
-            if task == "conversion" {
-                t.conversion.get(surface)
-            } else {
-                t.engagement.get(surface)
-            }
-        })
-        .map_or(0, |r| r.queries)
+    surface_recall(m, "model", task, surface).map_or(0, |r| r.queries)
+}
+
+/// A retriever's figures on one task's queries of one surface.
+fn surface_recall<'m>(
+    m: &'m Metrics,
+    retriever: &str,
+    task: &str,
+    surface: &str,
+) -> Option<&'m SurfaceRecall> {
+    let t = m.surfaces.get(retriever)?;
+    if task == "conversion" {
+        t.conversion.get(surface)
+    } else {
+        t.engagement.get(surface)
+    }
 }
 
 /// Warnings for a report of several runs that were not evaluated on the same data (another

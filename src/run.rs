@@ -420,25 +420,7 @@ fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
         let _ = std::fs::rename(&e.path, &aside);
     }
     let ckpt = found.checkpoint;
-    let saved = RunConfig::from_toml(&ckpt.config_toml)
-        .with_context(|| format!("in the config saved in {}", found.path.display()))?;
-    if saved != cfg {
-        bail!(
-            "{} differs from the config saved in {} (keys: {}): a resumed run must keep its config",
-            cfg_path.display(),
-            found.path.display(),
-            saved.differing_keys(&cfg)?.join(", ")
-        );
-    }
-    if ckpt.source != source {
-        bail!(
-            "{} says the data is {:?}, but {} was trained on {:?}",
-            run_dir.join(SOURCE_FILE).display(),
-            source,
-            found.path.display(),
-            ckpt.source
-        );
-    }
+    check_same_run(&ckpt, &found.path, run_dir, &cfg, &source)?;
     let Some(state) = &ckpt.training else {
         bail!(
             "{} holds no training state (it is a final model, not a checkpoint)",
@@ -471,16 +453,40 @@ fn trained_model(
     }
     let ckpt = Checkpoint::read(&model)
         .with_context(|| format!("cannot read the trained model {}", model.display()))?;
+    check_same_run(&ckpt, &model, run_dir, cfg, source)?;
+    Ok(Some(ckpt))
+}
+
+/// `Ok` when the checkpoint at `path` was written by the run in `run_dir`: the config it saved
+/// equals `config.toml`'s (`cfg`) and its source `source.toml`'s; else an error naming the
+/// differing keys or the two sources.
+fn check_same_run(
+    ckpt: &Checkpoint,
+    path: &Path,
+    run_dir: &Path,
+    cfg: &RunConfig,
+    source: &RunSource,
+) -> Result<()> {
     let saved = RunConfig::from_toml(&ckpt.config_toml)
-        .with_context(|| format!("in the config saved in {}", model.display()))?;
-    if &saved != cfg || &ckpt.source != source {
+        .with_context(|| format!("in the config saved in {}", path.display()))?;
+    if &saved != cfg {
         bail!(
-            "{} was trained with another config or data than {} says: it cannot be evaluated as this run's model",
-            model.display(),
-            run_dir.display()
+            "{} differs from the config saved in {} (keys: {}): a resumed run must keep its config",
+            run_dir.join("config.toml").display(),
+            path.display(),
+            saved.differing_keys(cfg)?.join(", ")
         );
     }
-    Ok(Some(ckpt))
+    if &ckpt.source != source {
+        bail!(
+            "{} says the data is {:?}, but {} was trained on {:?}",
+            run_dir.join(SOURCE_FILE).display(),
+            source,
+            path.display(),
+            ckpt.source
+        );
+    }
+    Ok(())
 }
 
 /// Writes `training.json`, the summary of a finished training loop.
@@ -1313,10 +1319,6 @@ pub(crate) fn evaluate(
                 out.coverage.insert(name.to_owned(), coverage);
             }
         }
-        // With one advertiser (a log without advertisers) every list finds it: nothing to say.
-        if data.stats().advertiser_vocab <= 1 {
-            out.advertiser.clear();
-        }
         if let (Some(m), Task::Conversion) = (market, task) {
             let served: Vec<(&str, &TopK)> = retrievers
                 .into_iter()
@@ -1340,6 +1342,10 @@ pub(crate) fn evaluate(
             Task::Conversion => out.eval.conversion_queries = nq,
             Task::Engagement => out.eval.engagement_queries = nq,
         }
+    }
+    // With one advertiser (a log without advertisers) every list finds it: nothing to say.
+    if data.stats().advertiser_vocab <= 1 {
+        out.advertiser.clear();
     }
     if let Some(m) = market.filter(|_| online.traffic_requests > 0) {
         let keys = crate::online::traffic_requests(m, eval, online.traffic_requests)?;

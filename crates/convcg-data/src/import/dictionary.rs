@@ -12,6 +12,16 @@ pub const DICTIONARY_DIR: &str = "dictionaries";
 /// part holds a tab in the source.
 pub const QUERY_SEPARATOR: char = '\t';
 
+/// `value` as one CSV field: as it is, or quoted with doubled quotes where it holds a comma,
+/// quote, CR or LF (RFC 4180).
+pub fn csv_field(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\"")).into()
+    } else {
+        value.into()
+    }
+}
+
 /// A map from strings to int64 ids in first-seen order: the first string inserted gets id 0,
 /// the next new one 1, and so on, so the same input always gives the same ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,13 +100,7 @@ impl Dictionary {
         for (id, value) in self.iter() {
             out.push_str(&id.to_string());
             out.push(',');
-            if value.contains([',', '"', '\n', '\r']) {
-                out.push('"');
-                out.push_str(&value.replace('"', "\"\""));
-                out.push('"');
-            } else {
-                out.push_str(value);
-            }
+            out.push_str(&csv_field(value));
             out.push('\n');
         }
         out

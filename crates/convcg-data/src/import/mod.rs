@@ -96,7 +96,7 @@ use std::str::FromStr;
 use crate::error::{Error, ExpectedNames, Location, Result};
 use crate::schema::EventLog;
 
-pub use dictionary::{DICTIONARY_DIR, Dictionary, QUERY_SEPARATOR};
+pub use dictionary::{DICTIONARY_DIR, Dictionary, QUERY_SEPARATOR, csv_field};
 pub use report::{BadRow, ImportReport, SkipGroup};
 
 /// The `advertiser_id` of every pin of a source without advertisers (taobao, trivago).
