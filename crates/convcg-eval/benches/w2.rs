@@ -1,7 +1,8 @@
 //! W2 of shared/reference-workload.md: exact top-100 inner-product retrieval, 4,096 queries over
 //! a corpus of 1,000,000 pins, both dim 64, f32, L2-normalised, seeded.
 //!
-//! `CONVCG_THREADS` picks the thread count (unset or 0: all cores, as W2 fixes; 1: one thread).
+//! `CONVCG_THREADS` picks the thread count (unset or 0: all cores, as W2 fixes; 1: one thread),
+//! `CONVCG_SIMD` caps the kernels (`avx2`, `portable`) to time the narrower paths on a wider CPU.
 //! Before timing, the first `CHECKED` queries' results are checked against an f64 brute force
 //! under W2's rule, so that a fast wrong answer cannot pass for a figure.
 
@@ -10,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use convcg_eval::{Par, TopK, exact_top_k};
+use convcg_eval::{Par, SimdLevel, TopK, exact_top_k};
 
 const N: usize = 1_000_000;
 const D: usize = 64;
@@ -80,7 +81,10 @@ fn w2(c: &mut Criterion) {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let corpus = unit_rows(&mut rng, N);
     let queries = unit_rows(&mut rng, Q);
-    eprintln!("w2: {N} x {D} corpus, {Q} queries, k = {K}, {threads} thread(s)");
+    eprintln!(
+        "w2: {N} x {D} corpus, {Q} queries, k = {K}, {threads} thread(s), {} kernels",
+        SimdLevel::detect().name()
+    );
     let top = exact_top_k(&queries, &corpus, D, K, par);
     let swapped: usize = (0..CHECKED)
         .map(|q| check_query(&queries, &corpus, &top, q))

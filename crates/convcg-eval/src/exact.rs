@@ -5,7 +5,7 @@ use ndarray::ArrayView2;
 
 use crate::quantized::exact_top_k_quantized;
 use crate::select::Selector;
-use crate::simd::{Fma256, LANES, fill_panels};
+use crate::simd::{LANES, Simd, fill_panels};
 use crate::topk::{TopK, assert_ids_fit, for_each_query_range, share_query_chunks};
 
 /// Portable path: queries scored together by one GEMM; also the unit of parallel work.
@@ -97,17 +97,19 @@ const QUANTIZED_MIN_QUERIES: usize = 64;
 ///
 /// The engine is chosen at run time:
 /// - on x86_64 CPUs with AVX2 and FMA, a register-blocked f32 kernel scores 16 queries against 6
-///   corpus rows at a time and compares the scores with the 16 thresholds before they leave the
-///   registers; the corpus is swept in blocks that stay in L2 while every query panel passes;
+///   corpus rows at a time (12 with AVX-512) and compares the scores with the 16 thresholds
+///   before they leave the registers; the corpus is swept in blocks that stay in L2 while every
+///   query panel passes;
 /// - there, from 64 queries up, a first pass in int16 (queries and corpus quantised, exact
-///   integer dot products, 6 queries x 16 rows at a time) keeps every row that a proven bound on
+///   integer dot products, 6 queries x 16 rows at a time, x 64 rows with AVX-512 VNNI's
+///   `vpdpwssd`) keeps every row that a proven bound on
 ///   the quantisation and f32 rounding errors cannot rule out, and only those are scored in f32:
 ///   the result is the f32 kernel's, ids and scores bit for bit (inputs the bound does not
 ///   cover, such as non-finite values, go to the f32 kernel);
 /// - elsewhere, one GEMM per block of queries and block of corpus rows into a reused scratch,
 ///   then the selection reads it back.
 ///
-/// With `Par::Rayon(n)` at most `n` rayon workers share the queries (the AVX2 engines hand out
+/// With `Par::Rayon(n)` at most `n` rayon workers share the queries (the SIMD engines hand out
 /// chunks of 256 queries as workers come free; the portable one splits the queries into at most
 /// `n` contiguous ranges). A score depends only on its query and corpus row, never on the
 /// blocking, the schedule or the thread count, so `Par::Seq` and any `Par::Rayon(n)` give
@@ -123,7 +125,7 @@ const QUANTIZED_MIN_QUERIES: usize = 64;
 #[track_caller]
 pub fn exact_top_k(queries: &[f32], corpus: &[f32], d: usize, k: usize, par: Par) -> TopK {
     let search = Search::new(queries, corpus, d, k);
-    let Some(simd) = Fma256::detect() else {
+    let Some(simd) = Simd::detect() else {
         return exact_top_k_blocked(search, par, BLOCKED);
     };
     let (nq, n) = search.shapes();
@@ -171,19 +173,14 @@ fn row_major(a: ArrayView2<'_, f32>) -> Cow<'_, [f32]> {
     }
 }
 
-/// The AVX2 + FMA engine of [`exact_top_k`]: chunks of `tiling.queries` queries, handed out to
+/// The fused SIMD engine of [`exact_top_k`]: chunks of `tiling.queries` queries, handed out to
 /// the workers on demand, each sweeping the corpus in blocks of `tiling.corpus` rows.
 ///
 /// Chunks go to whichever worker is free, so a worker slowed down by other processes on the
 /// machine holds up the others by one chunk at most; which worker scores a query does not change
 /// its scores, so the results do not depend on the schedule.
 #[track_caller]
-pub(crate) fn exact_top_k_fused(
-    search: Search<'_>,
-    par: Par,
-    simd: Fma256,
-    tiling: Tiling,
-) -> TopK {
+pub(crate) fn exact_top_k_fused(search: Search<'_>, par: Par, simd: Simd, tiling: Tiling) -> TopK {
     let (nq, n) = search.shapes();
     let Search {
         queries,
@@ -210,7 +207,7 @@ pub(crate) fn exact_top_k_fused(
 
 /// One worker's state for the fused engine, reused from chunk to chunk.
 struct FusedScan {
-    simd: Fma256,
+    simd: Simd,
     d: usize,
     k: usize,
     corpus_block: usize,
@@ -224,7 +221,7 @@ struct FusedScan {
 }
 
 impl FusedScan {
-    fn new(simd: Fma256, d: usize, k: usize, corpus_block: usize) -> Self {
+    fn new(simd: Simd, d: usize, k: usize, corpus_block: usize) -> Self {
         Self {
             simd,
             d,
@@ -536,14 +533,14 @@ mod tests {
                 exact_top_k_blocked(Search::new(queries, corpus, d, k), par, BLOCKED),
             ),
         ];
-        if let Some(simd) = Fma256::detect() {
+        for simd in Simd::available() {
             for (chunk, block) in [(SCAN_CHUNK, SCAN_BLOCK), (17, 100), (1, 7)] {
                 let tiling = Tiling {
                     queries: chunk,
                     corpus: block,
                 };
                 out.push((
-                    format!("fused chunk {chunk} block {block}"),
+                    format!("{simd:?} fused chunk {chunk} block {block}"),
                     exact_top_k_fused(Search::new(queries, corpus, d, k), par, simd, tiling),
                 ));
                 let (nq, n) = (queries.len() / d, corpus.len() / d);
@@ -557,7 +554,10 @@ mod tests {
                     );
                     // Absent only for inputs it leaves to the f32 engine (non-finite, zeros).
                     if let Some(top) = quantized {
-                        out.push((format!("quantized chunk {chunk} block {block}"), top));
+                        out.push((
+                            format!("{simd:?} quantized chunk {chunk} block {block}"),
+                            top,
+                        ));
                     }
                 }
             }
@@ -713,11 +713,15 @@ mod tests {
                 for par in [Par::Seq, Par::rayon(3)] {
                     let got = exact_top_k_blocked(search, par, tiling);
                     assert_eq!(got, want, "query block {qb}, corpus block {cb}");
-                    if let Some(simd) = Fma256::detect() {
+                    for simd in Simd::available() {
                         let got = exact_top_k_fused(search, par, simd, tiling);
-                        assert_eq!(got, want, "fused: query chunk {qb}, corpus block {cb}");
+                        assert_eq!(got, want, "{simd:?} fused: chunk {qb}, block {cb}");
                         let got = exact_top_k_quantized(search, par, simd, tiling);
-                        assert_eq!(got, Some(want.clone()), "quantized: chunk {qb}, block {cb}");
+                        assert_eq!(
+                            got,
+                            Some(want.clone()),
+                            "{simd:?} int16: chunk {qb}, block {cb}"
+                        );
                     }
                 }
             }
@@ -882,7 +886,7 @@ mod tests {
             if nq > 0 && k.min(n) > 0 {
                 assert_equals_naive(&queries, &corpus, d, k, &top);
             }
-            if let Some(simd) = Fma256::detect() {
+            for simd in Simd::available() {
                 let fused = exact_top_k_fused(search, Par::rayon(2), simd, tiling);
                 prop_assert_eq!(&fused, &top);
                 if nq > 0 && k.min(n) > 0 {
@@ -890,7 +894,7 @@ mod tests {
                     let quantized = exact_top_k_quantized(capped, Par::rayon(2), simd, tiling);
                     // All-zero corpora are left to the f32 engine.
                     if corpus.iter().any(|&x| x != 0.0) {
-                        prop_assert_eq!(quantized, Some(top));
+                        prop_assert_eq!(quantized, Some(top.clone()));
                     } else {
                         prop_assert_eq!(quantized, None);
                     }

@@ -93,7 +93,7 @@ mod topk;
 
 pub use baselines::{popularity_top_k, random_top_k};
 pub use bootstrap::{Bootstrap, BootstrapInterval, RatioParts};
-pub use convcg_kernels::Par;
+pub use convcg_kernels::{Par, SimdLevel};
 pub use error::{Error, Result};
 pub use exact::{exact_top_k, exact_top_k_arrays, top_k_by};
 pub use online::{

@@ -6,7 +6,7 @@
 //!
 //! The corpus is quantised with one scale `sc` (`c ~ sc * ĉ`, `ĉ` integer) and each query with
 //! its own `sq`. The integer dot product `D = q̂ · ĉ` is exact, and `a = sq * sc * D`
-//! approximates the f32 score `s` (the FMA chain of [`Fma256::scan`]) within
+//! approximates the f32 score `s` (the FMA chain of [`Simd::scan`]) within
 //!
 //! ```text
 //! |s - a| <= |s - q.c| + |q.c - a|
@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use crate::exact::{Search, Tiling};
 use crate::select::Selector;
-use crate::simd::{Fma256, PairOfRows, QUERIES_I16, ROWS_I16, fill_panels};
+use crate::simd::{PairOfRows, QUERIES_I16, ROWS_I16, Simd, fill_panels};
 use crate::topk::{TopK, share_query_chunks};
 
 /// Largest quantisation level: 12 bits and a sign, as fine as the i32 sums allow at d = 64 (see
@@ -51,10 +51,10 @@ fn round(x: f64) -> f64 {
     f64::from((x + 0.5f64.copysign(x)) as i32)
 }
 
-/// The corpus, quantised and laid out for [`Fma256::scan_i16`], with the norms the error bound
+/// The corpus, quantised and laid out for [`Simd::scan_i16`], with the norms the error bound
 /// needs.
 struct QuantizedCorpus {
-    /// `[groups, pairs]`: group `g` holds rows `8g..8g + 8` (rows past `n` are zero).
+    /// `[groups, pairs]`: group `g` holds rows `16g..16g + 16` (rows past `n` are zero).
     groups: Vec<PairOfRows>,
     pairs: usize,
     /// `c ~ scale * ĉ`.
@@ -262,7 +262,7 @@ impl Candidates {
 pub(crate) fn exact_top_k_quantized(
     search: Search<'_>,
     par: Par,
-    simd: Fma256,
+    simd: Simd,
     tiling: Tiling,
 ) -> Option<TopK> {
     let Search {
@@ -277,8 +277,8 @@ pub(crate) fn exact_top_k_quantized(
         .map(|q| quantize_query(q, &corpus_q))
         .collect::<Option<_>>()?;
     let mut top = TopK::zeroed(quantized.len(), k);
-    // Whole tiles of 16 rows per block.
-    let block_groups = tiling.corpus.div_ceil(2 * ROWS_I16).max(1) * 2;
+    // Whole groups per block.
+    let block_groups = tiling.corpus.div_ceil(ROWS_I16).max(1);
     share_query_chunks(
         queries,
         d,
@@ -308,7 +308,7 @@ pub(crate) fn exact_top_k_quantized(
 
 /// One worker's state for the int16 engine, reused from chunk to chunk.
 struct QuantizedScan<'a> {
-    simd: Fma256,
+    simd: Simd,
     corpus: &'a [f32],
     corpus_q: &'a QuantizedCorpus,
     d: usize,
@@ -425,44 +425,45 @@ mod tests {
 
     /// The int16 engine against the f32 engine: equal ids and bit-equal scores, or `None` where
     /// the inputs are left to the f32 engine.
+    /// Every kernel family of the CPU is checked, against the narrowest family's f32 engine.
     fn check(queries: &[f32], corpus: &[f32], d: usize, k: usize) -> Option<()> {
-        let simd = Fma256::detect()?;
+        let available = Simd::available();
         let kk = k.min(corpus.len() / d);
-        let want = exact_top_k_fused(Search::new(queries, corpus, d, kk), Par::Seq, simd, SCAN);
+        let search = Search::new(queries, corpus, d, kk);
+        let want = exact_top_k_fused(search, Par::Seq, *available.first()?, SCAN);
         let splits = [
             (Par::Seq, 256, 512),
             (Par::rayon(2), 5, 17),
             (Par::rayon(3), 1, 1),
         ];
-        let results: Vec<Option<TopK>> = splits
-            .iter()
-            .map(|&(par, chunk, block)| {
+        let mut results = Vec::new();
+        for &simd in &available {
+            for &(par, chunk, block) in &splits {
                 let tiling = Tiling {
                     queries: chunk,
                     corpus: block,
                 };
-                exact_top_k_quantized(Search::new(queries, corpus, d, kk), par, simd, tiling)
-            })
-            .collect();
-        if results.iter().all(Option::is_none) {
+                let got = exact_top_k_quantized(search, par, simd, tiling);
+                results.push((got, format!("{simd:?} chunk {chunk} block {block}")));
+            }
+            let fused = exact_top_k_fused(search, Par::Seq, simd, SCAN);
+            assert_eq!(fused, want, "{simd:?}: f32 engine");
+        }
+        if results.iter().all(|(got, _)| got.is_none()) {
             return None;
         }
         let bits = |t: &TopK| t.scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
-        for (got, (_, chunk, block)) in results.into_iter().zip(splits) {
+        for (got, split) in results {
             let got = got.expect("answered for one split and not another");
-            assert_eq!(got.ids, want.ids, "ids, chunk {chunk} block {block}");
-            assert_eq!(
-                bits(&got),
-                bits(&want),
-                "scores, chunk {chunk} block {block}"
-            );
+            assert_eq!(got.ids, want.ids, "ids, {split}");
+            assert_eq!(bits(&got), bits(&want), "scores, {split}");
         }
         Some(())
     }
 
     #[test]
     fn equals_the_f32_engine_on_w2_shaped_data() {
-        if Fma256::detect().is_none() {
+        if Simd::available().is_empty() {
             return;
         }
         let d = 64;
@@ -487,7 +488,7 @@ mod tests {
 
     #[test]
     fn equals_the_f32_engine_at_awkward_sizes_and_scales() {
-        if Fma256::detect().is_none() {
+        if Simd::available().is_empty() {
             return;
         }
         for n in [1, 5, 8, 15, 16, 17, 33, 1000, 4097] {
@@ -521,7 +522,7 @@ mod tests {
 
     #[test]
     fn inputs_outside_the_bound_are_left_to_the_f32_engine() {
-        if Fma256::detect().is_none() {
+        if Simd::available().is_empty() {
             return;
         }
         let d = 4;

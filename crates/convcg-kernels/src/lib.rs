@@ -117,5 +117,6 @@ pub use group::{segment_mean_backward, segment_mean_forward, softmax_targets_for
 pub use l2norm::{l2norm_backward, l2norm_forward};
 pub use linear::{WeightGrads, linear_backward, linear_forward, linear_relu_forward};
 pub use optim::{AdagradParams, AdamParams, adam_update, rowwise_adagrad_update};
+pub use simd::{SimdLevel, simd_ceiling};
 pub use softmax::{SoftmaxArgs, softmax_xent_backward, softmax_xent_forward};
 pub use view::{InputGrad, Rows, RowsMut};
