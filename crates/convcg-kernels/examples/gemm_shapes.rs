@@ -1,6 +1,6 @@
-//! Times every GEMM shape of a W1 step through [`gemm`] with two threads, and prints the median
-//! of 30 runs and its GFLOP/s: the way to see which product of a step runs far from the machine's
-//! GEMM peak (docs/performance.md, W1's GEMM rates).
+//! Times every GEMM shape of a W1 step through [`gemm`] and [`gemm_bf16`] with two threads, and
+//! prints the median of 30 runs and its GFLOP/s: the way to see which product of a step runs far
+//! from the machine's GEMM peak (docs/performance.md, W1's GEMM rates).
 //!
 //! ```sh
 //! cargo run --release -p convcg-kernels --example gemm_shapes
@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use convcg_kernels::{Accum, MatRef, Par, Rows, RowsMut, gemm};
+use convcg_kernels::{Accum, Bf16Engine, MatRef, Par, Rows, RowsMut, gemm, gemm_bf16};
 
 /// How an operand is stored.
 #[derive(Clone, Copy)]
@@ -27,32 +27,50 @@ fn operand(s: &[f32], rows: usize, cols: usize, t: Trans) -> MatRef<'_, f32> {
     }
 }
 
-/// Times `dst[m, n] = op(a) · op(b)` and prints the median and best GFLOP/s.
+/// Median and best seconds of 30 runs of `f`.
+fn median_and_best(mut f: impl FnMut()) -> (f64, f64) {
+    let mut seconds: Vec<f64> = (0..30)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    (seconds[seconds.len() / 2], seconds[0])
+}
+
+/// Times `dst[m, n] = op(a) · op(b)` in f32 ([`gemm`]) and with bf16 operands ([`gemm_bf16`]),
+/// and prints each one's median and its GFLOP/s.
 fn time(name: &str, m: usize, n: usize, k: usize, a_t: Trans, b_t: Trans, par: Par) {
     let a = vec![0.5f32; m * k];
     let b = vec![0.25f32; k * n];
     let mut dst = vec![0f32; m * n];
     let (a, b) = (operand(&a, m, k, a_t), operand(&b, k, n, b_t));
-    let mut seconds: Vec<f64> = (0..30)
-        .map(|_| {
-            let t = Instant::now();
-            gemm(RowsMut::new(&mut dst, m, n), Accum::Replace, a, b, 1.0, par);
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    seconds.sort_by(f64::total_cmp);
     let gflop = 2.0 * (m * n * k) as f64 / 1e9;
-    let median = seconds[seconds.len() / 2];
+    let (f32_median, f32_best) = median_and_best(|| {
+        gemm(RowsMut::new(&mut dst, m, n), Accum::Replace, a, b, 1.0, par);
+    });
+    let (bf16_median, _) = median_and_best(|| {
+        gemm_bf16(RowsMut::new(&mut dst, m, n), Accum::Replace, a, b, 1.0, par);
+    });
     println!(
-        "{name:34} m={m:5} n={n:5} k={k:5}  median {:7.3} ms  {:6.1} GFLOP/s (best {:6.1})",
-        median * 1e3,
-        gflop / median,
-        gflop / seconds[0]
+        "{name:34} m={m:5} n={n:5} k={k:5}  f32 {:7.3} ms {:6.1} GFLOP/s (best {:6.1})  \
+         bf16 {:7.3} ms {:6.1} GFLOP/s",
+        f32_median * 1e3,
+        gflop / f32_median,
+        gflop / f32_best,
+        bf16_median * 1e3,
+        gflop / bf16_median,
     );
 }
 
 fn main() {
     use Trans::{No, Yes};
+    println!(
+        "bf16 products on the {} engine",
+        Bf16Engine::detect().name()
+    );
     let two = Par::rayon(2);
     // The loss: logits, then the gradients of the user rows and of the candidates.
     time("logits = u · cᵀ", 2048, 4096, 64, No, Yes, two);

@@ -77,10 +77,13 @@
 #![deny(missing_docs)]
 // Library code returns errors; `unwrap` and `expect` only in tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-// `unsafe` only in `simd`: the call into code compiled for AVX2 + FMA after run-time detection.
+// `unsafe` only in `simd` (the call into code compiled for AVX2 + FMA after run-time detection)
+// and `amx` (the tile instructions, as inline assembly).
 #![deny(unsafe_code)]
 
 mod activation;
+mod amx;
+mod bf16;
 mod concat;
 mod cross;
 mod elementwise;
@@ -101,6 +104,7 @@ mod view;
 pub mod vmath;
 
 pub use activation::{relu_backward, relu_forward, relu_mask};
+pub use bf16::{Bf16Engine, bf16_bits, bf16_round, gemm_bf16};
 pub use concat::{concat_cols_backward, concat_cols_forward};
 pub use cross::{CrossSaved, cross_backward, cross_forward};
 pub use elementwise::{mul_backward, mul_forward};

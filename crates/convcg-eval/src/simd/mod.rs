@@ -123,7 +123,7 @@ impl Simd {
         match level {
             SimdLevel::Portable => None,
             SimdLevel::Avx2 => Some(Self(Isa::Avx2)),
-            SimdLevel::Avx512 => Some(Self(Isa::Avx512)),
+            SimdLevel::Avx512 | SimdLevel::Amx => Some(Self(Isa::Avx512)),
         }
     }
 
