@@ -9,7 +9,8 @@
 //! first: where a step's time goes, op by op.
 //!
 //! ```sh
-//! cargo run --release --example w1_phases            # all cores; CONVCG_THREADS=1 for one
+//! cargo run --release --example w1_phases            # all cores; CONVCG_THREADS=1 for one,
+//!                                                  # CONVCG_PRECISION=bf16 for bf16 products
 //! cargo run --release --example w1_phases -- --nodes
 //! ```
 
@@ -89,7 +90,7 @@ fn print_nodes(steps: &[Vec<NodeTiming>]) {
 
 fn run(nodes: bool) {
     let threads = threads();
-    let mut w = W1::new(threads);
+    let mut w = W1::new(threads, w1_setup::precision());
     w.tape.set_profiling(nodes);
     let mut profiles = Vec::new();
     let (mut fwd, mut bwd, mut opt, mut step) = (vec![], vec![], vec![], vec![]);

@@ -16,6 +16,8 @@
 #   W1_MEASURE=S    criterion's measurement time in seconds (default 5; warm-up 2)
 #   W1_BENCH=PATH   a benchmark binary built earlier (default: build this checkout's)
 #   W1_TSV=PATH     also write the rounds as tab-separated values there
+#   W1_BF16=1       bf16 against bf16: the benchmark with CONVCG_PRECISION=bf16
+#                   (`w1/train_step_bf16`, AMX products) and the peer with --bf16 (autocast)
 #
 # Needs the peers' venv once: `bash "$CONVCG_SHARED/peers/setup.sh"`.
 set -euo pipefail
@@ -38,15 +40,23 @@ if [ -z "$bench" ]; then
   [ -x "$bench" ] || { echo "w1-vs-torch: could not build the w1 benchmark" >&2; exit 1; }
 fi
 
+bench_id=w1/train_step
+peer_flags=()
+if [ "${W1_BF16:-0}" = 1 ]; then
+  bench_id=w1/train_step_bf16
+  peer_flags=(--bf16)
+  export CONVCG_PRECISION=bf16
+fi
+
 # The peer's examples/s from its JSON line; empty if it printed none.
 peer_rate() {
-  bash "$peer" w1_torch_train_step.py "$@" 2>/dev/null \
+  bash "$peer" w1_torch_train_step.py "${peer_flags[@]}" "$@" 2>/dev/null \
     | grep -o '"examples_per_s": *[0-9.]*' | tail -1 | grep -o '[0-9.]*$' || true
 }
 
 # Criterion's middle throughput estimate in examples/s (it prints elem/s, Kelem/s or Melem/s).
 convcg_rate() {
-  "$bench" --bench w1/train_step --warm-up-time 2 --measurement-time "$measure" --noplot 2>/dev/null \
+  "$bench" --bench "$bench_id" --warm-up-time 2 --measurement-time "$measure" --noplot 2>/dev/null \
     | awk '/thrpt:/ { v = $4; u = $5; gsub(/\[/, "", v)
              m = (u ~ /^Kelem/) ? 1e3 : (u ~ /^Melem/) ? 1e6 : 1
              printf "%.0f\n", v * m; exit }' || true

@@ -21,7 +21,7 @@ use convcg_eval::{
     AuctionConfig, RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k,
     top_k_by,
 };
-use convcg_kernels::Par;
+use convcg_kernels::{Bf16Engine, Par, Precision};
 use convcg_model::{
     Error as ModelError, FeatureTables, Optimizer, TableDef, Tape, TaskRows, TowerInput,
     TrainBatch, TwoTowerModel,
@@ -33,7 +33,7 @@ use crate::checkpoint::{
     remove_stale_temp_files, write_feature_state,
 };
 use crate::compare::METRICS_FILE;
-use crate::config::{OnNonFinite, RunConfig};
+use crate::config::{OnNonFinite, RunConfig, TrainPrecision};
 use crate::fault::FaultPlan;
 use crate::metrics::{
     EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics, TrainingSummary, coverage_of,
@@ -1025,6 +1025,27 @@ impl LoopState {
     }
 }
 
+/// The precision a training step's products run in for `[train] precision`: bf16 only where
+/// the CPU multiplies bf16 in hardware (AMX); elsewhere the run says so and keeps f32.
+fn step_precision(wanted: TrainPrecision, loud: bool) -> Precision {
+    match (wanted, Bf16Engine::detect()) {
+        (TrainPrecision::F32, _) => Precision::F32,
+        (TrainPrecision::Bf16, Bf16Engine::Amx) => {
+            say(loud, "training with bf16 products on AMX tiles".to_owned());
+            Precision::Bf16
+        }
+        (TrainPrecision::Bf16, Bf16Engine::Emulated) => {
+            say(
+                loud,
+                "train.precision = \"bf16\": this CPU has no AMX bf16 products, so training \
+                 runs in f32"
+                    .to_owned(),
+            );
+            Precision::F32
+        }
+    }
+}
+
 /// The training loop. With a `saver`, it checkpoints every `[train] checkpoint_every` steps and
 /// on a stop request; with `resume`, it continues from that state.
 fn train_loop(
@@ -1058,6 +1079,7 @@ fn train_loop(
     let mut grads = model.params().zero_grads();
     // One tape for the whole run: its buffers are reused by every step.
     let mut tape = Tape::new(par);
+    tape.set_precision(step_precision(tc.precision, loud));
     let bar = progress(loud, steps as u64, "training");
     bar.set_position(st.step as u64);
     while st.step < steps {

@@ -5,7 +5,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use convcg_kernels::Par;
+use convcg_kernels::{Bf16Engine, Par, Precision};
 use convcg_model::{
     FeatureTables, Grads, ModelConfig, OptimConfig, Optimizer, Structure, TableDef, Tape, TaskRows,
     TowerConfig, TowerInput, TrainBatch, TwoTowerModel,
@@ -122,6 +122,22 @@ pub fn threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
+/// The precision of the step's products from `CONVCG_PRECISION`: `f32` (unset, the default) or
+/// `bf16` (on AMX; elsewhere the products are emulated on rounded copies, which times nothing
+/// useful, so the setup says so).
+pub fn precision() -> Precision {
+    match std::env::var("CONVCG_PRECISION").as_deref() {
+        Err(_) | Ok("f32") => Precision::F32,
+        Ok("bf16") => {
+            if Bf16Engine::detect() != Bf16Engine::Amx {
+                eprintln!("W1: no AMX on this CPU: bf16 products are emulated in f32");
+            }
+            Precision::Bf16
+        }
+        Ok(other) => panic!("CONVCG_PRECISION={other:?}: expected f32 or bf16"),
+    }
+}
+
 /// A pool of `threads` worker threads for the steps to run inside, as `convcg train` runs its
 /// epochs inside one: the thread that calls a kernel is then one of the pool's workers and
 /// takes a share of each parallel loop itself. Called from outside a pool, every parallel loop
@@ -154,8 +170,8 @@ pub struct W1 {
 }
 
 impl W1 {
-    /// Builds everything and runs the warm-up steps.
-    pub fn new(threads: usize) -> W1 {
+    /// Builds everything, its products in `precision`, and runs the warm-up steps.
+    pub fn new(threads: usize, precision: Precision) -> W1 {
         let par = if threads > 1 {
             Par::rayon(threads)
         } else {
@@ -192,6 +208,7 @@ impl W1 {
         let mut grads = model.params().zero_grads();
         // Kept across steps, as the trainer does, so steps reuse its buffers.
         let mut tape = Tape::new(par);
+        tape.set_precision(precision);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let steps: Vec<Step> = (0..23).map(|_| Step::new(&mut rng)).collect();
         // The figure means nothing if the step diverges: check the warm-up steps' losses first.

@@ -101,6 +101,22 @@ pub struct TrainConfig {
     /// training began), so that a killed run loses at most about this much work whatever its
     /// length; 0 turns it off.
     pub checkpoint_every_s: f64,
+    /// The precision of the towers' and the loss's matrix products: `f32`, or `bf16` (operands
+    /// rounded to bfloat16, products summed in f32; weights, optimiser state, activations,
+    /// weight gradients and the softmax stay f32). `bf16` runs on CPUs with AMX (Intel Sapphire
+    /// Rapids and later); elsewhere the run says so and trains in f32.
+    pub precision: TrainPrecision,
+}
+
+/// `[train] precision`: the precision of a training step's matrix products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainPrecision {
+    /// Every product in f32 (the default).
+    #[default]
+    F32,
+    /// Products with bfloat16 operands and f32 sums, where the CPU has AMX.
+    Bf16,
 }
 
 impl Default for TrainConfig {
@@ -114,6 +130,7 @@ impl Default for TrainConfig {
             uniform_negatives: 0,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             checkpoint_every_s: DEFAULT_CHECKPOINT_EVERY_S,
+            precision: TrainPrecision::F32,
         }
     }
 }

@@ -344,3 +344,56 @@ fn eval_protocol_none_trains_on_everything_and_skips_evaluation() {
         assert!(err.contains("holds no evaluation"), "{args:?}: {err}");
     }
 }
+
+/// `[train] precision = "bf16"` says which products it runs: bf16 on AMX where the CPU has it,
+/// and below AMX (forced here with `CONVCG_SIMD=avx512`) f32, the same steps as an f32 run.
+#[test]
+fn bf16_precision_says_which_products_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |name: &str, precision: &str, simd: Option<&str>| {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "seed = 5\nthreads = 1\n{TINY_WORLD}\n[data]\neval_protocol = \"none\"\n[train]\nbatch_size = 32\nmin_steps = 20\nepochs = 0.001\nprecision = \"{precision}\"\n"
+            ),
+        )
+        .unwrap();
+        let run = dir.path().join(name);
+        let mut cmd = convcg();
+        cmd.arg("train")
+            .arg("--config")
+            .arg(&config)
+            .arg("--out")
+            .arg(&run);
+        if let Some(simd) = simd {
+            cmd.env("CONVCG_SIMD", simd);
+        }
+        let out = succeed(&mut cmd);
+        let curve = std::fs::read_to_string(run.join("training.json")).unwrap();
+        (String::from_utf8_lossy(&out.stderr).into_owned(), curve)
+    };
+    let (_, f32_curve) = train("f32", "f32", None);
+    let (err, capped_curve) = train("capped", "bf16", Some("avx512"));
+    assert!(
+        err.contains("no AMX bf16 products, so training runs in f32"),
+        "{err}"
+    );
+    assert_eq!(
+        capped_curve, f32_curve,
+        "a bf16 run without AMX trains in f32"
+    );
+    if convcg_kernels::SimdLevel::supported() == convcg_kernels::SimdLevel::Amx {
+        let (err, bf16_curve) = train("bf16", "bf16", None);
+        assert!(
+            err.contains("training with bf16 products on AMX tiles"),
+            "{err}"
+        );
+        assert_ne!(
+            bf16_curve, f32_curve,
+            "bf16 products change the losses' last bits"
+        );
+    } else {
+        eprintln!("no AMX on this CPU: the bf16 products are not run here");
+    }
+}

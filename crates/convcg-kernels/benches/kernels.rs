@@ -12,8 +12,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use convcg_kernels::{
-    Accum, AdagradParams, AdamParams, CrossSaved, EmbedBlock, InputGrad, Lookup, Par, Rows,
-    RowsMut, SparseRowGrad, TableScatter, WeightGrads, adam_update, bag_mean_backward,
+    Accum, AdagradParams, AdamParams, CrossSaved, EmbedBlock, InputGrad, Lookup, Par, Precision,
+    Rows, RowsMut, SparseRowGrad, TableScatter, WeightGrads, adam_update, bag_mean_backward,
     bag_mean_forward, cross_backward, cross_forward, embed_backward, embed_forward,
     gather_backward, gather_forward, linear_backward, linear_forward, linear_relu_forward,
     rowwise_adagrad_update,
@@ -81,7 +81,7 @@ fn cross(c: &mut Criterion) {
     let dout = Rows::new(&dout, N, D);
     let forward = |z: &mut [f32], out: &mut [f32]| {
         let (z, out) = (RowsMut::new(z, N, D), RowsMut::new(out, N, D));
-        cross_forward(out, z, x0, xl, w, &b, par);
+        cross_forward(out, z, x0, xl, w, &b, Precision::F32, par);
     };
     forward(&mut z, &mut out);
 
@@ -111,6 +111,7 @@ fn cross(c: &mut Criterion) {
                 RowsMut::new(&mut dz, N, D),
                 saved,
                 dout,
+                Precision::F32,
                 par,
             );
             black_box(&dxl);
@@ -136,14 +137,28 @@ fn linear(c: &mut Criterion) {
         let dy = Rows::new(&dy, N, d_out);
         group.bench_function(format!("forward/{d_in}x{d_out}"), |bench| {
             bench.iter(|| {
-                linear_forward(RowsMut::new(&mut y, N, d_out), x, w, Some(&b), par);
+                linear_forward(
+                    RowsMut::new(&mut y, N, d_out),
+                    x,
+                    w,
+                    Some(&b),
+                    Precision::F32,
+                    par,
+                );
                 black_box(&y);
             })
         });
         // With the ReLU in the same row blocks, as the MLP layers run.
         group.bench_function(format!("forward_relu/{d_in}x{d_out}"), |bench| {
             bench.iter(|| {
-                linear_relu_forward(RowsMut::new(&mut y, N, d_out), x, w, Some(&b), par);
+                linear_relu_forward(
+                    RowsMut::new(&mut y, N, d_out),
+                    x,
+                    w,
+                    Some(&b),
+                    Precision::F32,
+                    par,
+                );
                 black_box(&y);
             })
         });
@@ -154,7 +169,7 @@ fn linear(c: &mut Criterion) {
                     dw: RowsMut::new(&mut dw, d_in, d_out),
                     db: Some(&mut db),
                 };
-                linear_backward(Some(grad), weights, x, w, dy, par);
+                linear_backward(Some(grad), weights, x, w, dy, Precision::F32, par);
                 black_box(&dx);
             })
         });

@@ -3,7 +3,7 @@
 //! [`gemm_bf16`] rounds both operands to bfloat16 (8 bits of mantissa, f32's exponent range) and
 //! sums their products in f32. Where the CPU has AMX tiles ([`amx`](crate::amx)) the rounded
 //! operands are packed as bf16 and multiplied by the tiles; elsewhere they are stored rounded
-//! in f32 and multiplied by [`gemm`], which gives the same products (a product of two bf16
+//! in f32 and multiplied by [`gemm`](fn@crate::gemm), which gives the same products (a product of two bf16
 //! values is exact in f32) summed in another order.
 
 use std::cell::Cell;
@@ -12,7 +12,7 @@ use faer::{Accum, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::amx::{self, BLOCK_COLS, BLOCK_ROWS, DEPTH};
-use crate::gemm::gemm;
+use crate::gemm::gemm_cols;
 use crate::shape::check_shape;
 use crate::simd::{SimdLevel, bf16_pairs, bf16_row_pairs};
 use crate::view::{Rows, RowsMut};
@@ -69,9 +69,61 @@ impl Bf16Engine {
     }
 }
 
-/// `dst[m, n] (=|+=) alpha * bf16(a) · bf16(b)`: [`gemm`] with both operands rounded to
+/// The precision of a kernel's matrix products.
+///
+/// With [`Precision::Bf16`] the products a kernel's documentation names run through
+/// [`gemm_bf16`]: their operands are rounded to bfloat16 and the products summed in f32. Everything
+/// else (bias, activations, elementwise parts, reductions, and the weight gradients, whose left
+/// operand is stored transposed) stays in f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Every product in f32.
+    #[default]
+    F32,
+    /// The named products with bfloat16 operands.
+    Bf16,
+}
+
+impl Precision {
+    /// `dst[.., ..n] (=|+=) alpha * a · b` in this precision ([`gemm`](fn@crate::gemm) or [`gemm_bf16`]).
+    #[track_caller]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm_cols(
+        self,
+        dst: RowsMut<'_>,
+        n: usize,
+        accum: Accum,
+        a: MatRef<'_, f32>,
+        b: MatRef<'_, f32>,
+        alpha: f32,
+        par: Par,
+    ) {
+        match self {
+            Self::F32 => gemm_cols(dst, n, accum, a, b, alpha, par),
+            Self::Bf16 => gemm_bf16_cols(Bf16Engine::detect(), dst, n, accum, a, b, alpha, par),
+        }
+    }
+
+    /// `dst (=|+=) alpha * a · b` in this precision: [`gemm`](fn@crate::gemm) or [`gemm_bf16`],
+    /// views, accumulation and panics as theirs.
+    #[track_caller]
+    pub fn gemm(
+        self,
+        dst: RowsMut<'_>,
+        accum: Accum,
+        a: MatRef<'_, f32>,
+        b: MatRef<'_, f32>,
+        alpha: f32,
+        par: Par,
+    ) {
+        let n = dst.cols();
+        self.gemm_cols(dst, n, accum, a, b, alpha, par);
+    }
+}
+
+/// `dst[m, n] (=|+=) alpha * bf16(a) · bf16(b)`: [`gemm`](fn@crate::gemm) with both operands rounded to
 /// bfloat16 ([`bf16_round`]) and their products summed in f32, on the engine of
-/// [`Bf16Engine::detect`]. Views, accumulation and panics as [`gemm`].
+/// [`Bf16Engine::detect`]. Views, accumulation and panics as [`gemm`](fn@crate::gemm).
 ///
 /// The products are exact; each sum is rounded to f32 in an order that depends on the engine
 /// (and, for AMX, on the hardware), so results agree between engines to f32 rounding, not bit
@@ -85,27 +137,32 @@ pub fn gemm_bf16(
     alpha: f32,
     par: Par,
 ) {
-    gemm_bf16_on(Bf16Engine::detect(), dst, accum, a, b, alpha, par);
+    let n = dst.cols();
+    gemm_bf16_cols(Bf16Engine::detect(), dst, n, accum, a, b, alpha, par);
 }
 
-/// [`gemm_bf16`] on a chosen engine (tests compare them).
+/// [`gemm_bf16`] on a chosen engine into the first `n` columns of `dst` (`n <= dst.cols()`);
+/// its other columns are neither read nor written.
 #[track_caller]
-pub(crate) fn gemm_bf16_on(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_bf16_cols(
     engine: Bf16Engine,
     dst: RowsMut<'_>,
+    n: usize,
     accum: Accum,
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
     alpha: f32,
     par: Par,
 ) {
-    let (m, n) = dst.shape();
+    let (m, ld) = dst.shape();
+    assert!(n <= ld, "gemm_bf16: {n} columns do not fit in rows of {ld}");
     let k = a.ncols();
     check_shape("gemm_bf16", "a", (a.nrows(), k), (m, k));
     check_shape("gemm_bf16", "b", (b.nrows(), b.ncols()), (k, n));
     match engine {
         Bf16Engine::Amx => gemm_amx(dst, accum, a, b, alpha, par),
-        Bf16Engine::Emulated => gemm_emulated(dst, accum, a, b, alpha, par),
+        Bf16Engine::Emulated => gemm_emulated(dst, n, accum, a, b, alpha, par),
     }
 }
 
@@ -118,21 +175,23 @@ thread_local! {
     static ROUNDED: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
 }
 
-/// The emulation: both operands rounded into row-major f32 copies, then [`gemm`].
+/// The emulation: both operands rounded into row-major f32 copies, then [`gemm_cols`].
 fn gemm_emulated(
     dst: RowsMut<'_>,
+    n: usize,
     accum: Accum,
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
     alpha: f32,
     par: Par,
 ) {
-    let (m, n, k) = (a.nrows(), b.ncols(), a.ncols());
+    let (m, k) = (a.nrows(), a.ncols());
     let (mut ra, mut rb) = ROUNDED.with(Cell::take);
     round_into(&mut ra, a);
     round_into(&mut rb, b);
-    gemm(
+    gemm_cols(
         dst,
+        n,
         accum,
         Rows::new(&ra, m, k).mat(),
         Rows::new(&rb, k, n).mat(),
@@ -430,7 +489,7 @@ mod tests {
                         for par in pars() {
                             let (mut dst, base) = destination(&mut rng, m * n, accum);
                             let out = RowsMut::new(&mut dst, m, n);
-                            gemm_bf16_on(engine, out, accum, a_v, b_v, alpha, par);
+                            gemm_bf16_cols(engine, out, n, accum, a_v, b_v, alpha, par);
                             for i in 0..m * n {
                                 let want = base[i] + 0.5 * value[i];
                                 // f32 rounding of k sums, of the alpha product and the add.
@@ -454,14 +513,37 @@ mod tests {
 
     #[test]
     fn zero_depth_and_columns_past_n_are_handled() {
+        let mut rng = rng(23);
         for engine in engines() {
             let a: Vec<f32> = Vec::new();
             let b: Vec<f32> = Vec::new();
             let mut dst = vec![1.0f32; 6];
             let out = RowsMut::new(&mut dst, 2, 3);
             let (a_v, b_v) = (Rows::new(&a, 2, 0).mat(), Rows::new(&b, 0, 3).mat());
-            gemm_bf16_on(engine, out, Accum::Replace, a_v, b_v, 1.0, Par::Seq);
+            gemm_bf16_cols(engine, out, 3, Accum::Replace, a_v, b_v, 1.0, Par::Seq);
             assert_eq!(dst, vec![0.0; 6], "{engine:?}");
+            // 5 columns of rows 8 wide: the last 3 of each row stay as they were.
+            let (m, n, k, ld) = (40, 5, 9, 8);
+            let a = uniform(&mut rng, m * k);
+            let b = uniform(&mut rng, k * n);
+            let (value, _) = reference(&a, &b, m, k, n);
+            for accum in ACCUMS {
+                let mut dst = vec![7.0f32; m * ld];
+                let out = RowsMut::new(&mut dst, m, ld);
+                let (a_v, b_v) = (Rows::new(&a, m, k).mat(), Rows::new(&b, k, n).mat());
+                gemm_bf16_cols(engine, out, n, accum, a_v, b_v, 1.0, Par::rayon(2));
+                for i in 0..m {
+                    for j in 0..ld {
+                        let got = f64::from(dst[i * ld + j]);
+                        let want = match (j < n, accum) {
+                            (false, _) => 7.0,
+                            (true, Accum::Replace) => value[i * n + j],
+                            (true, Accum::Add) => 7.0 + value[i * n + j],
+                        };
+                        assert!((got - want).abs() < 1e-5, "{engine:?} {accum:?} ({i}, {j})");
+                    }
+                }
+            }
         }
     }
 
@@ -475,15 +557,8 @@ mod tests {
             let run = |par| {
                 let mut dst = vec![0.0f32; m * n];
                 let (a_v, b_v) = (Rows::new(&a, m, k).mat(), Rows::new(&b, k, n).mat());
-                gemm_bf16_on(
-                    engine,
-                    RowsMut::new(&mut dst, m, n),
-                    Accum::Replace,
-                    a_v,
-                    b_v,
-                    1.0,
-                    par,
-                );
+                let out = RowsMut::new(&mut dst, m, n);
+                gemm_bf16_cols(engine, out, n, Accum::Replace, a_v, b_v, 1.0, par);
                 dst.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
             };
             if engine == Bf16Engine::Amx {

@@ -2,6 +2,7 @@
 
 use faer::{Accum, Par};
 
+use crate::bf16::Precision;
 use crate::linear::{WeightGrads, linear_backward, linear_forward};
 use crate::par::{for_rows2, for_rows3};
 use crate::shape::{check_len, check_shape};
@@ -11,12 +12,15 @@ use crate::view::{InputGrad, Rows, RowsMut};
 ///
 /// `x0` is the tower input, `xl` this layer's input (`x0` itself for the first layer), both
 /// `[n, d]`; `w` is `[d, d]`, `b` is `[d]`. `z` (`[n, d]`, caller-owned) receives the pre-gate
-/// activation that [`cross_backward`] needs; `z` and `out` are overwritten.
+/// activation that [`cross_backward`] needs; `z` and `out` are overwritten. The product runs in
+/// `precision`.
 ///
 /// # Panics
 ///
 /// If `xl`, `z` or `out` is not `x0`'s shape, `w` is not `[d, d]` or `b.len() != d`.
 #[track_caller]
+// Each argument is its own view or setting, in faer's order (the crate's conventions).
+#[allow(clippy::too_many_arguments)]
 pub fn cross_forward(
     mut out: RowsMut<'_>,
     mut z: RowsMut<'_>,
@@ -24,6 +28,7 @@ pub fn cross_forward(
     xl: Rows<'_>,
     w: Rows<'_>,
     b: &[f32],
+    precision: Precision,
     par: Par,
 ) {
     const K: &str = "cross_forward";
@@ -34,7 +39,7 @@ pub fn cross_forward(
     check_shape(K, "w", w.shape(), (d, d));
     check_len(K, "b", b.len(), d);
     // The bias joins in the elementwise pass rather than filling `z` before the product.
-    linear_forward(z.rb_mut(), xl, w, None, par);
+    linear_forward(z.rb_mut(), xl, w, None, precision, par);
     let (x0, xl) = (x0.data(), xl.data());
     for_rows2(par, n, z.data(), d, out.data(), d, |first, z, out| {
         let rows = z.chunks_exact_mut(d).zip(out.chunks_exact_mut(d));
@@ -72,6 +77,8 @@ pub struct CrossSaved<'a> {
 ///   ([`InputGrad::leading`]);
 /// - `dw += xlᵀ · dz`; `db += colsum(dz)`.
 ///
+/// The product `dz · wᵀ` runs in `precision`, `dw`'s in f32.
+///
 /// `dxl: None` says that `xl` is `x0` (a network's first layer): then `dx0` receives
 /// `dout ⊙ z + dz · wᵀ + dout`, the product in its leading columns only. One pass over the rows
 /// writes `dz` and the elementwise parts of both input gradients; the products then add into
@@ -82,6 +89,8 @@ pub struct CrossSaved<'a> {
 /// If `xl`, `z`, `dout`, `dz` or an input gradient is not `x0`'s shape, `w` or `dw` is not
 /// `[d, d]`, or `db` is given and `db.len() != d`.
 #[track_caller]
+// Each argument is its own view or setting, in faer's order (the crate's conventions).
+#[allow(clippy::too_many_arguments)]
 pub fn cross_backward(
     dx0: InputGrad<'_>,
     dxl: Option<InputGrad<'_>>,
@@ -89,6 +98,7 @@ pub fn cross_backward(
     mut dz: RowsMut<'_>,
     saved: CrossSaved<'_>,
     dout: Rows<'_>,
+    precision: Precision,
     par: Par,
 ) {
     const K: &str = "cross_backward";
@@ -162,7 +172,7 @@ pub fn cross_backward(
             }
         }
     };
-    linear_backward(Some(dxl), weights, xl, w, dz.rb(), par);
+    linear_backward(Some(dxl), weights, xl, w, dz.rb(), precision, par);
 }
 
 #[cfg(test)]
@@ -221,6 +231,7 @@ mod tests {
                         xlv,
                         wv,
                         &b,
+                        Precision::F32,
                         par,
                     );
                     assert_close(&format!("z {what}"), &z, &z_ref, 1e-5);
@@ -283,7 +294,7 @@ mod tests {
             db: Some(db),
         };
         let (dz_view, dout) = (rows_mut(&mut dz, d), Rows::new(dout, n, d));
-        cross_backward(dx0, dxl, weights, dz_view, saved, dout, par);
+        cross_backward(dx0, dxl, weights, dz_view, saved, dout, Precision::F32, par);
         dz
     }
 
@@ -338,6 +349,7 @@ mod tests {
                     x0v,
                     wv,
                     &b,
+                    Precision::F32,
                     Par::Seq,
                 );
                 let [dx0, dxl, dw_two, db_two] = backward_two(&x0, &x0, &w, &z, &dout, n, d);
@@ -385,7 +397,16 @@ mod tests {
             let mut out = vec![0.0; n * d];
             let (x0v, xlv) = (Rows::new(&x0, n, d), Rows::new(&xl, n, d));
             let (outv, zv) = (rows_mut(&mut out, d), rows_mut(&mut z, d));
-            cross_forward(outv, zv, x0v, xlv, rows(&w, d), &b, Par::Seq);
+            cross_forward(
+                outv,
+                zv,
+                x0v,
+                xlv,
+                rows(&w, d),
+                &b,
+                Precision::F32,
+                Par::Seq,
+            );
             let [dx0, dxl, dw, db] = backward_two(&x0, &xl, &w, &z, &r, n, d);
             let r64 = to_f64(&r);
             fd_check(

@@ -149,6 +149,7 @@ pub fn softmax_targets_forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bf16::Precision;
     use crate::softmax::softmax_xent_backward;
     use crate::testing::{
         ACCUMS, assert_close, destination, fd_check, rng, rows, rows_mut, to_f64, uniform,
@@ -294,6 +295,7 @@ mod tests {
                 c,
                 rows(&dlogits, n_c),
                 inv_temp,
+                Precision::F32,
                 Par::Seq,
             );
             fd_check(

@@ -14,7 +14,8 @@
 //! # Conventions
 //!
 //! - **Arguments.** In faer's order: the destination first, then how it receives the result,
-//!   the inputs, scalars, and [`Par`] last. Every matrix is a view that carries its shape: a
+//!   the inputs, scalars, the [`Precision`] of the products where a kernel has them, and [`Par`]
+//!   last. Every matrix is a view that carries its shape: a
 //!   contiguous **row-major** [`Rows`] to read, [`RowsMut`] to write (`n` rows = the batch; a
 //!   weight of a linear map from `d_in` to `d_out` is `[d_in, d_out]`, so that `y = x · w + b`),
 //!   and a kernel checks that its views' shapes agree. Arguments that travel together are one
@@ -43,7 +44,7 @@
 //!
 //! ```
 //! use convcg_kernels::{
-//!     Accum, InputGrad, Par, Rows, RowsMut, WeightGrads, linear_backward, linear_forward,
+//!     Accum, InputGrad, Par, Precision, Rows, RowsMut, WeightGrads, linear_backward, linear_forward,
 //!     relu_backward, relu_forward,
 //! };
 //!
@@ -53,7 +54,7 @@
 //! let b = [0.0, 1.0];
 //! let (x, w) = (Rows::new(&x, n, d_in), Rows::new(&w, d_in, d_out));
 //! let mut h = [0.0; 4];
-//! linear_forward(RowsMut::new(&mut h, n, d_out), x, w, Some(&b), Par::Seq);
+//! linear_forward(RowsMut::new(&mut h, n, d_out), x, w, Some(&b), Precision::F32, Par::Seq);
 //! assert_eq!(h, [3.0, 0.0, -0.5, 2.5]);
 //! let mut y = [0.0; 4];
 //! relu_forward(RowsMut::new(&mut y, n, d_out), Rows::new(&h, n, d_out), Par::Seq);
@@ -69,7 +70,8 @@
 //!     dw: RowsMut::new(&mut dw, d_in, d_out),
 //!     db: Some(&mut db),
 //! };
-//! linear_backward(None, weights, x, w, Rows::new(&dh, n, d_out), Par::Seq);
+//! let dh = Rows::new(&dh, n, d_out);
+//! linear_backward(None, weights, x, w, dh, Precision::F32, Par::Seq);
 //! assert_eq!(db, [1.0, 1.0]);
 //! assert_eq!(dw, [1.0, -1.0, 0.0, 1.0, 2.0, 0.0]);
 //! ```
@@ -104,7 +106,7 @@ mod view;
 pub mod vmath;
 
 pub use activation::{relu_backward, relu_forward, relu_mask};
-pub use bf16::{Bf16Engine, bf16_bits, bf16_round, gemm_bf16};
+pub use bf16::{Bf16Engine, Precision, bf16_bits, bf16_round, gemm_bf16};
 pub use concat::{concat_cols_backward, concat_cols_forward};
 pub use cross::{CrossSaved, cross_backward, cross_forward};
 pub use elementwise::{mul_backward, mul_forward};

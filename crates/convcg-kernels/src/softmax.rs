@@ -4,6 +4,7 @@ use crate::vmath::fast_exp;
 use faer::{Accum, Par};
 use rayon::prelude::*;
 
+use crate::bf16::Precision;
 use crate::gemm::gemm;
 use crate::shape::{check_len, check_shape};
 use crate::simd::{Avx2Body, has_avx2_fma, run_avx2_if};
@@ -29,7 +30,8 @@ pub struct SoftmaxArgs<'a> {
 /// In-batch sampled softmax cross-entropy, forward.
 ///
 /// `users` is `[b, d]`, `cands` is `[c, d]` with `c >= b`; candidate `i < b` is row `i`'s
-/// positive. `logits[i, j] = inv_temp * <users_i, cands_j> - log_q[j]` (`log_q` optional), and
+/// positive. `logits[i, j] = inv_temp * <users_i, cands_j> - log_q[j]` (`log_q` optional; the
+/// products `users · candsᵀ` in `precision`), and
 /// `logits[i, j] = -inf` (an accidental hit, masked) when `j != i` and
 /// `cand_ids[j] == cand_ids[i]`. Row loss is `-log softmax(logits_i)[i]`.
 ///
@@ -60,9 +62,10 @@ pub fn softmax_xent_forward(
     users: Rows<'_>,
     cands: Rows<'_>,
     args: SoftmaxArgs<'_>,
+    precision: Precision,
     par: Par,
 ) -> f32 {
-    xent_forward(dlogits, users, cands, args, par, has_avx2_fma())
+    xent_forward(dlogits, users, cands, args, precision, par, has_avx2_fma())
 }
 
 /// [`softmax_xent_forward`], with the row loop on the AVX2 path or not.
@@ -72,6 +75,7 @@ fn xent_forward(
     users: Rows<'_>,
     cands: Rows<'_>,
     args: SoftmaxArgs<'_>,
+    precision: Precision,
     par: Par,
     avx2: bool,
 ) -> f32 {
@@ -112,7 +116,7 @@ fn xent_forward(
         return 0.0;
     }
     let (u, c_t) = (users.mat(), cands.mat().transpose());
-    gemm(dlogits.rb_mut(), Accum::Replace, u, c_t, inv_temp, par);
+    precision.gemm(dlogits.rb_mut(), Accum::Replace, u, c_t, inv_temp, par);
     let dlogits = dlogits.into_data();
 
     let rows = RowLoss {
@@ -300,14 +304,16 @@ fn exp_sum(row: &mut [f32], max: f32) -> f64 {
 
 /// Backward of [`softmax_xent_forward`] (or of
 /// [`softmax_targets_forward`](crate::softmax_targets_forward)) from its `dlogits`:
-/// `du (=|+= per its accum) inv_temp * dlogits · cands`;
-/// `dc (=|+= per its accum) inv_temp * dlogitsᵀ · users`.
+/// `du (=|+= per its accum) inv_temp * dlogits · cands`, the product in `precision`;
+/// `dc (=|+= per its accum) inv_temp * dlogitsᵀ · users` in f32.
 ///
 /// # Panics
 ///
 /// If `cands` is not as wide as `users`, `dlogits` is not `[b, c]`, or `du` or `dc` is not the
 /// shape of `users` or `cands`.
 #[track_caller]
+// Each argument is its own view or setting, in faer's order (the crate's conventions).
+#[allow(clippy::too_many_arguments)]
 pub fn softmax_xent_backward(
     du: InputGrad<'_>,
     dc: InputGrad<'_>,
@@ -315,6 +321,7 @@ pub fn softmax_xent_backward(
     cands: Rows<'_>,
     dlogits: Rows<'_>,
     inv_temp: f32,
+    precision: Precision,
     par: Par,
 ) {
     const K: &str = "softmax_xent_backward";
@@ -324,7 +331,7 @@ pub fn softmax_xent_backward(
     check_shape(K, "dlogits", dlogits.shape(), (b, c));
     du.check(K, "du", (b, d));
     dc.check(K, "dc", (c, d));
-    gemm(du.dx, du.accum, dlogits.mat(), cands.mat(), inv_temp, par);
+    precision.gemm(du.dx, du.accum, dlogits.mat(), cands.mat(), inv_temp, par);
     let dlogits_t = dlogits.mat().transpose();
     gemm(dc.dx, dc.accum, dlogits_t, users.mat(), inv_temp, par);
 }
@@ -466,6 +473,7 @@ mod tests {
                 self.cands(),
                 Rows::new(dlogits, self.b, self.c),
                 INV_TEMP,
+                Precision::F32,
                 par,
             );
         }
@@ -473,7 +481,7 @@ mod tests {
 
     fn forward(k: &Case, dlogits: &mut [f32], par: Par) -> f32 {
         let out = RowsMut::new(dlogits, k.b, k.c);
-        softmax_xent_forward(out, k.users(), k.cands(), k.args(), par)
+        softmax_xent_forward(out, k.users(), k.cands(), k.args(), Precision::F32, par)
     }
 
     const SHAPES: [(usize, usize); 7] = [
@@ -485,6 +493,54 @@ mod tests {
         (64, 129),
         (129, 129),
     ];
+
+    /// With bf16 products the loss and `dlogits` are those of the rounded embeddings, `du` the
+    /// product of the rounded `dlogits` and candidates, and `dc` stays the f32 product.
+    #[test]
+    fn bf16_products_match_naive_on_rounded_operands() {
+        use crate::bf16::bf16_round;
+        let round =
+            |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| f64::from(bf16_round(x))).collect() };
+        let mut rng = rng(15);
+        for &(b, c, d) in &[(1, 1, 1), (5, 9, 17), (40, 80, 64)] {
+            let k = case(&mut rng, b, c, d, true, true);
+            let (users_r, cands_r) = (round(&k.users), round(&k.cands));
+            let (loss_ref, dlogits_ref) = naive(&users_r, &cands_r, &k);
+            for par in pars() {
+                let what = format!("b={b} c={c} d={d} {par:?}");
+                let mut dlogits = vec![f32::NAN; b * c];
+                let out = RowsMut::new(&mut dlogits, b, c);
+                let loss =
+                    softmax_xent_forward(out, k.users(), k.cands(), k.args(), Precision::Bf16, par);
+                assert_close(&format!("loss {what}"), &[loss], &[loss_ref], 1e-4);
+                assert_close(&format!("dlogits {what}"), &dlogits, &dlogits_ref, 1e-4);
+                let it = f64::from(INV_TEMP);
+                let du_ref: Vec<f64> = naive_matmul(&round(&dlogits), &cands_r, b, c, d)
+                    .iter()
+                    .map(|v| it * v)
+                    .collect();
+                let dl64 = to_f64(&dlogits);
+                let dc_ref: Vec<f64> =
+                    naive_matmul(&transpose(&dl64, b, c), &to_f64(&k.users), c, b, d)
+                        .iter()
+                        .map(|v| it * v)
+                        .collect();
+                let (mut du, mut dc) = (vec![f32::NAN; b * d], vec![f32::NAN; c * d]);
+                softmax_xent_backward(
+                    InputGrad::new(RowsMut::new(&mut du, b, d), Accum::Replace),
+                    InputGrad::new(RowsMut::new(&mut dc, c, d), Accum::Replace),
+                    k.users(),
+                    k.cands(),
+                    Rows::new(&dlogits, b, c),
+                    INV_TEMP,
+                    Precision::Bf16,
+                    par,
+                );
+                assert_close(&format!("du {what}"), &du, &du_ref, 1e-5);
+                assert_close(&format!("dc {what}"), &dc, &dc_ref, 1e-5);
+            }
+        }
+    }
 
     #[test]
     fn forward_and_backward_match_naive() {
@@ -602,7 +658,15 @@ mod tests {
                 let run = |avx2: bool| {
                     let mut dl = vec![f32::NAN; b * c];
                     let out = RowsMut::new(&mut dl, b, c);
-                    let loss = xent_forward(out, k.users(), k.cands(), k.args(), Par::Seq, avx2);
+                    let loss = xent_forward(
+                        out,
+                        k.users(),
+                        k.cands(),
+                        k.args(),
+                        Precision::F32,
+                        Par::Seq,
+                        avx2,
+                    );
                     (
                         loss.to_bits(),
                         dl.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -828,6 +892,7 @@ mod tests {
                 Rows::new(&users, b, d),
                 Rows::new(&cands, c, d),
                 args,
+                Precision::F32,
                 par,
             );
             let err = (f64::from(loss) - loss_ref).abs();

@@ -1,7 +1,7 @@
 //! Whole-model checks: a finite-difference gradient check of one full step on a tiny model, and a
 //! toy retrieval problem the model must learn.
 
-use convcg_kernels::Par;
+use convcg_kernels::{Par, Precision};
 use convcg_model::{
     CrossKind, FeatureTables, Heads, ModelConfig, OptimConfig, Optimizer, Structure, Tape,
     TaskRows, TowerConfig, TowerInput, TrainBatch, TwoTowerModel,
@@ -154,6 +154,51 @@ fn gradient_check_with(cfg: ModelConfig, qt: &FeatureTables) {
         checked * 10 >= total * 9,
         "only {checked} of {total} derivatives were away from kinks"
     );
+}
+
+/// With bf16 products the loss and every gradient stay within bf16's rounding of the f32 step's:
+/// the mixed-precision path computes the same function, less precisely.
+#[test]
+fn bf16_step_stays_within_bf16_rounding_of_the_f32_step() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let qt = tables("f", &[5], &[4], 3);
+    let pt = tables("f", &[4, 3], &[], 2);
+    let model = TwoTowerModel::new(&tiny_config(Structure::Parallel), &qt, &pt, 11).unwrap();
+    let data = tiny_batch(&mut rng, 40);
+    let step = |precision: Precision| {
+        let mut tape = Tape::new(Par::rayon(2));
+        tape.set_precision(precision);
+        let mut grads = model.params().zero_grads();
+        let loss = model.loss(&mut tape, &data.batch()).unwrap();
+        tape.backward(loss, model.params(), &mut grads);
+        (tape.scalar(loss), grads)
+    };
+    let ((loss32, g32), (loss16, g16)) = (step(Precision::F32), step(Precision::Bf16));
+    assert!(
+        (loss16 - loss32).abs() <= 1e-2 * loss32.abs(),
+        "loss: bf16 {loss16} against f32 {loss32}"
+    );
+    let relative = |a: &[f32], b: &[f32]| {
+        let diff: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+        let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+        (diff / norm.max(1e-30)).sqrt()
+    };
+    for (p, (a, b)) in g16.dense_all().iter().zip(g32.dense_all()).enumerate() {
+        let name = &model.params().dense_params()[p].name;
+        let r = relative(a, b);
+        assert!(
+            r <= 5e-2,
+            "{name}: bf16 gradient {r:e} away from f32's (relative L2)"
+        );
+    }
+    for (t, (a, b)) in g16.tables_all().iter().zip(g32.tables_all()).enumerate() {
+        assert_eq!(a.rows(), b.rows(), "table {t}: rows touched");
+        let r = relative(a.values(), b.values());
+        assert!(
+            r <= 5e-2,
+            "table {t}: bf16 gradient {r:e} away from f32's (relative L2)"
+        );
+    }
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! example (which includes this file by path).
 
 use convcg_kernels::{
-    Accum, InputGrad, Par, Rows, RowsMut, SoftmaxArgs, softmax_xent_backward, softmax_xent_forward,
+    Accum, InputGrad, Par, Precision, Rows, RowsMut, SoftmaxArgs, softmax_xent_backward,
+    softmax_xent_forward,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -69,7 +70,8 @@ impl Inputs {
     /// The forward, its logits' gradient into `grads.dlogits`; returns the loss.
     pub fn forward(&self, grads: &mut Grads, par: Par) -> f32 {
         let dlogits = RowsMut::new(&mut grads.dlogits, B, C);
-        softmax_xent_forward(dlogits, self.users(), self.cands(), self.args(), par)
+        let (users, cands) = (self.users(), self.cands());
+        softmax_xent_forward(dlogits, users, cands, self.args(), Precision::F32, par)
     }
 
     /// The backward from `grads.dlogits`, overwriting `grads.du` and `grads.dc`.
@@ -81,6 +83,7 @@ impl Inputs {
             self.cands(),
             Rows::new(&grads.dlogits, B, C),
             INV_TEMP,
+            Precision::F32,
             par,
         );
     }

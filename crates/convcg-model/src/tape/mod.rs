@@ -24,7 +24,7 @@ mod testing;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use convcg_kernels::{Accum, InputGrad, Par, Rows, RowsMut};
+use convcg_kernels::{Accum, InputGrad, Par, Precision, Rows, RowsMut};
 
 use crate::params::{Grads, ParamStore};
 use ops::Op;
@@ -88,6 +88,8 @@ pub struct Tape {
     values: Vec<Value>,
     ops: Vec<Op>,
     par: Par,
+    /// The precision of the products of every op (linear layers, cross layers, the loss).
+    precision: Precision,
     /// Behind a lock because [`Tape::backward`] borrows the tape shared.
     pools: Mutex<Pools>,
     /// Per-node wall times, when profiling ([`Tape::set_profiling`]).
@@ -101,9 +103,22 @@ impl Tape {
             values: Vec::new(),
             ops: Vec::new(),
             par,
+            precision: Precision::F32,
             pools: Mutex::new(Pools::default()),
             clock: None,
         }
+    }
+
+    /// Sets the precision of the products that ops record from now on, forward and backward
+    /// ([`Precision`]: f32 by default; with bf16, the products its documentation names take
+    /// bfloat16 operands). Kept across resets.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// The precision of the products ops record ([`Tape::set_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Turns per-node timing on or off. While on, every recorded op and every node's backward is

@@ -49,6 +49,7 @@ impl Tape {
             self.view(xl),
             weight(wp),
             &params.dense(b).value,
+            self.precision,
             self.par,
         );
         self.push(out, n, d, true, Cross { x0, xl, w, b, z })
@@ -85,6 +86,7 @@ impl Node for Cross {
             RowsMut::new(&mut dz, n, d),
             saved,
             y.shaped(dy),
+            tape.precision,
             tape.par,
         );
         if let Some((g, _)) = dxl {

@@ -75,9 +75,10 @@ impl Tape {
             let band = Rows::new(&wp.value[row * d_out..(row + width) * d_out], width, d_out);
             let out = RowsMut::new(&mut y, n, d_out);
             if i == 0 {
-                k::linear_forward(out, x, band, bias, self.par);
+                k::linear_forward(out, x, band, bias, self.precision, self.par);
             } else {
-                k::gemm(out, Accum::Add, x.mat(), band.mat(), 1.0, self.par);
+                let (x, band) = (x.mat(), band.mat());
+                self.precision.gemm(out, Accum::Add, x, band, 1.0, self.par);
             }
             row += width;
         }
@@ -111,7 +112,8 @@ impl Tape {
         let mut h = self.scratch(n * d_out);
         let bias = b.map(|b| params.dense(b).value.as_slice());
         let out = RowsMut::new(&mut h, n, d_out);
-        k::linear_relu_forward(out, self.view(x), weight(wp), bias, self.par);
+        let precision = self.precision;
+        k::linear_relu_forward(out, self.view(x), weight(wp), bias, precision, self.par);
         let op = Linear {
             xs: vec![x],
             w,
@@ -133,7 +135,7 @@ impl Tape {
 
 impl Node for Linear {
     fn backward(&self, y: &Value, dy: &mut [f32], cx: &mut Backward<'_>) {
-        let (tape, par) = (cx.tape, cx.tape.par);
+        let (tape, par, precision) = (cx.tape, cx.tape.par, cx.tape.precision);
         let d = y.cols;
         if self.relu {
             // The gradient of the pre-activation, where the unit is on.
@@ -152,7 +154,7 @@ impl Node for Linear {
                 db: db.take(),
             };
             let w_band = Rows::new(&w[band], width, d);
-            k::linear_backward(cx.slots.out(*x), weights, xv, w_band, dy, par);
+            k::linear_backward(cx.slots.out(*x), weights, xv, w_band, dy, precision, par);
             row += width;
         }
     }

@@ -43,7 +43,8 @@ impl Tape {
         assert!(c >= b, "softmax: fewer candidates than rows");
         let mut dlogits = self.scratch(b * c);
         let out = RowsMut::new(&mut dlogits, b, c);
-        let loss = k::softmax_xent_forward(out, self.view(users), self.view(cands), args, self.par);
+        let (u, c) = (self.view(users), self.view(cands));
+        let loss = k::softmax_xent_forward(out, u, c, args, self.precision, self.par);
         let op = SoftmaxXent {
             users,
             cands,
@@ -139,6 +140,7 @@ impl Node for SoftmaxXent {
             tape.view(self.cands),
             Rows::new(dl, b, c),
             self.inv_temp,
+            tape.precision,
             tape.par,
         );
         cx.slots.accumulate(self.users, du);
