@@ -2,9 +2,9 @@
 //!
 //! [`gemm_bf16`] rounds both operands to bfloat16 (8 bits of mantissa, f32's exponent range) and
 //! sums their products in f32. Where the CPU has AMX tiles ([`amx`](crate::amx)) the rounded
-//! operands are packed as bf16 and multiplied by the tiles; elsewhere they are stored rounded
-//! in f32 and multiplied by [`gemm`](fn@crate::gemm), which gives the same products (a product of two bf16
-//! values is exact in f32) summed in another order.
+//! operands are packed as bf16 and multiplied by the tiles; elsewhere they are stored rounded in
+//! f32 and multiplied by [`gemm`](fn@crate::gemm), which gives the same products (a product of
+//! two bf16 values is exact in f32) summed in another order.
 
 use std::cell::Cell;
 
@@ -72,9 +72,9 @@ impl Bf16Engine {
 /// The precision of a kernel's matrix products.
 ///
 /// With [`Precision::Bf16`] the products a kernel's documentation names run through
-/// [`gemm_bf16`]: their operands are rounded to bfloat16 and the products summed in f32. Everything
-/// else (bias, activations, elementwise parts, reductions, and the weight gradients, whose left
-/// operand is stored transposed) stays in f32.
+/// [`gemm_bf16`]: their operands are rounded to bfloat16 and the products summed in f32.
+/// Everything else (bias, activations, elementwise parts, reductions, and the weight gradients,
+/// whose left operand is stored transposed) stays in f32.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     /// Every product in f32.
@@ -85,7 +85,8 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// `dst[.., ..n] (=|+=) alpha * a · b` in this precision ([`gemm`](fn@crate::gemm) or [`gemm_bf16`]).
+    /// `dst[.., ..n] (=|+=) alpha * a · b` in this precision ([`gemm`](fn@crate::gemm) or
+    /// [`gemm_bf16`]).
     #[track_caller]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn gemm_cols(
@@ -121,8 +122,8 @@ impl Precision {
     }
 }
 
-/// `dst[m, n] (=|+=) alpha * bf16(a) · bf16(b)`: [`gemm`](fn@crate::gemm) with both operands rounded to
-/// bfloat16 ([`bf16_round`]) and their products summed in f32, on the engine of
+/// `dst[m, n] (=|+=) alpha * bf16(a) · bf16(b)`: [`gemm`](fn@crate::gemm) with both operands
+/// rounded to bfloat16 ([`bf16_round`]) and their products summed in f32, on the engine of
 /// [`Bf16Engine::detect`]. Views, accumulation and panics as [`gemm`](fn@crate::gemm).
 ///
 /// The products are exact; each sum is rounded to f32 in an order that depends on the engine

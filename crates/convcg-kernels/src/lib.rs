@@ -15,10 +15,10 @@
 //!
 //! - **Arguments.** In faer's order: the destination first, then how it receives the result,
 //!   the inputs, scalars, the [`Precision`] of the products where a kernel has them, and [`Par`]
-//!   last. Every matrix is a view that carries its shape: a
-//!   contiguous **row-major** [`Rows`] to read, [`RowsMut`] to write (`n` rows = the batch; a
-//!   weight of a linear map from `d_in` to `d_out` is `[d_in, d_out]`, so that `y = x · w + b`),
-//!   and a kernel checks that its views' shapes agree. Arguments that travel together are one
+//!   last. Every matrix is a view that carries its shape: a contiguous **row-major** [`Rows`] to
+//!   read, [`RowsMut`] to write (`n` rows = the batch; a weight of a linear map from `d_in` to
+//!   `d_out` is `[d_in, d_out]`, so that `y = x · w + b`), and a kernel checks that its views'
+//!   shapes agree. Arguments that travel together are one
 //!   struct ([`SoftmaxArgs`], [`CrossSaved`], [`WeightGrads`]).
 //! - **Accumulation.** Parameter gradients (`dw`, `db`, [`SparseRowGrad`]) always accumulate
 //!   (`+=`), because a parameter can be used several times in one step: zero them (or
@@ -44,8 +44,8 @@
 //!
 //! ```
 //! use convcg_kernels::{
-//!     Accum, InputGrad, Par, Precision, Rows, RowsMut, WeightGrads, linear_backward, linear_forward,
-//!     relu_backward, relu_forward,
+//!     Accum, InputGrad, Par, Precision, Rows, RowsMut, WeightGrads, linear_backward,
+//!     linear_forward, relu_backward, relu_forward,
 //! };
 //!
 //! let (n, d_in, d_out) = (2, 3, 2);

@@ -68,10 +68,10 @@ impl SimdLevel {
     }
 }
 
-/// The widest level the process may use: `CONVCG_SIMD` (`portable`, `avx2`, `avx512` or `amx`, read once
-/// per process) caps what [`SimdLevel::detect`] returns, so that the narrower paths can be run
-/// and timed on a CPU that has the wider ones. Unset, there is no cap; an unknown value is
-/// reported once on stderr and ignored.
+/// The widest level the process may use: `CONVCG_SIMD` (`portable`, `avx2`, `avx512` or `amx`,
+/// read once per process) caps what [`SimdLevel::detect`] returns, so that the narrower paths
+/// can be run and timed on a CPU that has the wider ones. Unset, there is no cap; an unknown
+/// value is reported once on stderr and ignored.
 pub fn simd_ceiling() -> SimdLevel {
     static CEILING: OnceLock<SimdLevel> = OnceLock::new();
     *CEILING.get_or_init(|| {
