@@ -1035,11 +1035,10 @@ fn step_precision(wanted: TrainPrecision, loud: bool) -> Precision {
             Precision::Bf16
         }
         (TrainPrecision::Bf16, Bf16Engine::Emulated) => {
-            say(
-                loud,
-                "train.precision = \"bf16\": this CPU has no AMX bf16 products, so training \
-                 runs in f32"
-                    .to_owned(),
+            // Printed even when quiet: the run is not what its config asked for.
+            eprintln!(
+                "warning: train.precision = \"bf16\": this CPU has no AMX bf16 products, so \
+                 training runs in f32"
             );
             Precision::F32
         }
