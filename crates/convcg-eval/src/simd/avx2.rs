@@ -14,23 +14,7 @@ use super::{LANES, PairOfRows, QUERIES_I16, ROWS_I16};
 /// vectors and one broadcast, within the 16 `ymm` registers.
 const TILE_ROWS: usize = 6;
 
-#[target_feature(enable = "avx2,fma")]
-pub(super) fn scan<F>(
-    panel: &[[f32; LANES]],
-    rows: &[f32],
-    thresholds: &mut [f32; LANES],
-    on_hit: &mut F,
-) where
-    F: FnMut(usize, &[f32; LANES], u32, &mut [f32; LANES]),
-{
-    // The common embedding width gets a copy of the kernel with the dimension known, so
-    // the component loop has a constant trip count.
-    if panel.len() == 64 {
-        scan_dim::<64, F>(panel, rows, thresholds, on_hit);
-    } else {
-        scan_dim::<0, F>(panel, rows, thresholds, on_hit);
-    }
-}
+entry_points!("avx2,fma");
 
 /// [`scan`] for dimension `D`, or any dimension (`panel.len()`) when `D == 0`.
 #[target_feature(enable = "avx2,fma")]
@@ -145,26 +129,9 @@ fn report<const R: usize, F>(
     }
 }
 
-/// Each int16 tile is one group of 16 rows, as two 8-lane halves: 6 queries x 2 halves = 12
-/// accumulators, plus the two halves, one broadcast and one product: the 16 `ymm` registers.
-#[target_feature(enable = "avx2,fma")]
-pub(super) fn scan_i16<F>(
-    panel: &[[i32; QUERIES_I16]],
-    groups: &[PairOfRows],
-    thresholds: &mut [i32; QUERIES_I16],
-    on_hit: &mut F,
-) where
-    F: FnMut(usize, usize, &[i32; ROWS_I16], u32, &mut [i32; QUERIES_I16]),
-{
-    // As for the f32 kernel: d = 64 (32 pairs) gets a copy with a constant trip count.
-    if panel.len() == 32 {
-        scan_i16_dim::<32, F>(panel, groups, thresholds, on_hit);
-    } else {
-        scan_i16_dim::<0, F>(panel, groups, thresholds, on_hit);
-    }
-}
-
-/// [`scan_i16`] for `P` pairs, or any number (`panel.len()`) when `P == 0`.
+/// [`scan_i16`] for `P` pairs, or any number (`panel.len()`) when `P == 0`. Each int16 tile is
+/// one group of 16 rows, as two 8-lane halves: 6 queries x 2 halves = 12 accumulators, plus the
+/// two halves, one broadcast and one product: the 16 `ymm` registers.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn scan_i16_dim<const P: usize, F>(

@@ -19,23 +19,7 @@ const TILE_ROWS: usize = 12;
 /// Rows per tile for what is left after the full tiles, before single rows.
 const SHORT_TILE_ROWS: usize = 4;
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub(super) fn scan<F>(
-    panel: &[[f32; LANES]],
-    rows: &[f32],
-    thresholds: &mut [f32; LANES],
-    on_hit: &mut F,
-) where
-    F: FnMut(usize, &[f32; LANES], u32, &mut [f32; LANES]),
-{
-    // The common embedding width gets a copy of the kernel with the dimension known, so the
-    // component loop has a constant trip count.
-    if panel.len() == 64 {
-        scan_dim::<64, F>(panel, rows, thresholds, on_hit);
-    } else {
-        scan_dim::<0, F>(panel, rows, thresholds, on_hit);
-    }
-}
+entry_points!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma");
 
 /// [`scan`] for dimension `D`, or any dimension (`panel.len()`) when `D == 0`: full tiles, then
 /// tiles of [`SHORT_TILE_ROWS`], then single rows.
@@ -140,23 +124,6 @@ fn report<const R: usize, F>(
 /// Groups of 16 rows per int16 tile: 6 queries x 4 groups = 24 accumulators, plus the 4 groups'
 /// rows and one broadcast, within the 32 `zmm` registers.
 const TILE_GROUPS: usize = 4;
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub(super) fn scan_i16<F>(
-    panel: &[[i32; QUERIES_I16]],
-    groups: &[PairOfRows],
-    thresholds: &mut [i32; QUERIES_I16],
-    on_hit: &mut F,
-) where
-    F: FnMut(usize, usize, &[i32; ROWS_I16], u32, &mut [i32; QUERIES_I16]),
-{
-    // As for the f32 kernel: d = 64 (32 pairs) gets a copy with a constant trip count.
-    if panel.len() == 32 {
-        scan_i16_dim::<32, F>(panel, groups, thresholds, on_hit);
-    } else {
-        scan_i16_dim::<0, F>(panel, groups, thresholds, on_hit);
-    }
-}
 
 /// [`scan_i16`] for `P` pairs, or any number (`panel.len()`) when `P == 0`: tiles of
 /// [`TILE_GROUPS`] groups, then single groups.

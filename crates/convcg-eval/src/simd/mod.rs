@@ -17,6 +17,47 @@
 
 use convcg_kernels::SimdLevel;
 
+/// The entry points of a kernel module, [`Simd::scan`]'s and [`Simd::scan_i16`]'s, compiled
+/// with the module's target features: each dispatches the common embedding width (d = 64, 32
+/// pairs) to a copy of the module's `scan_dim` / `scan_i16_dim` with the dimension known, so that
+/// the component loop has a constant trip count, and any other width to the general copy.
+#[cfg(target_arch = "x86_64")]
+macro_rules! entry_points {
+    ($features:literal) => {
+        #[target_feature(enable = $features)]
+        pub(super) fn scan<F>(
+            panel: &[[f32; LANES]],
+            rows: &[f32],
+            thresholds: &mut [f32; LANES],
+            on_hit: &mut F,
+        ) where
+            F: FnMut(usize, &[f32; LANES], u32, &mut [f32; LANES]),
+        {
+            if panel.len() == 64 {
+                scan_dim::<64, F>(panel, rows, thresholds, on_hit);
+            } else {
+                scan_dim::<0, F>(panel, rows, thresholds, on_hit);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub(super) fn scan_i16<F>(
+            panel: &[[i32; QUERIES_I16]],
+            groups: &[PairOfRows],
+            thresholds: &mut [i32; QUERIES_I16],
+            on_hit: &mut F,
+        ) where
+            F: FnMut(usize, usize, &[i32; ROWS_I16], u32, &mut [i32; QUERIES_I16]),
+        {
+            if panel.len() == 32 {
+                scan_i16_dim::<32, F>(panel, groups, thresholds, on_hit);
+            } else {
+                scan_i16_dim::<0, F>(panel, groups, thresholds, on_hit);
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
