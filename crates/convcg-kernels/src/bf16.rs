@@ -138,8 +138,7 @@ pub fn gemm_bf16(
     alpha: f32,
     par: Par,
 ) {
-    let n = dst.cols();
-    gemm_bf16_cols(Bf16Engine::detect(), dst, n, accum, a, b, alpha, par);
+    Precision::Bf16.gemm(dst, accum, a, b, alpha, par);
 }
 
 /// [`gemm_bf16`] on a chosen engine into the first `n` columns of `dst` (`n <= dst.cols()`);
@@ -321,15 +320,7 @@ fn pack_rows(
     } else {
         let mut row = Vec::new();
         for (i, out) in out.chunks_exact_mut(pairs).take(rows).enumerate() {
-            let src = match a.row(i).try_as_row_major() {
-                Some(r) => r.as_slice(),
-                None => {
-                    row.clear();
-                    row.extend(a.row(i).iter().copied());
-                    &row
-                }
-            };
-            bf16_row_pairs(&mut out[..k.div_ceil(2)], src);
+            bf16_row_pairs(&mut out[..k.div_ceil(2)], row_slice(a, i, &mut row));
         }
     }
 }
@@ -397,7 +388,7 @@ fn row_slice<'a>(x: MatRef<'a, f32>, i: usize, buf: &'a mut Vec<f32>) -> &'a [f3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{ACCUMS, destination, pars, rng, transpose, uniform};
+    use crate::testing::{ACCUMS, destination, operand, pars, rng, transpose, uniform};
 
     /// Every engine this CPU runs.
     fn engines() -> Vec<Bf16Engine> {
@@ -476,16 +467,7 @@ mod tests {
                 for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
                     let a_s = if a_t { transpose(&a, m, k) } else { a.clone() };
                     let b_s = if b_t { transpose(&b, k, n) } else { b.clone() };
-                    let a_v = if a_t {
-                        Rows::new(&a_s, k, m).mat().transpose()
-                    } else {
-                        Rows::new(&a_s, m, k).mat()
-                    };
-                    let b_v = if b_t {
-                        Rows::new(&b_s, n, k).mat().transpose()
-                    } else {
-                        Rows::new(&b_s, k, n).mat()
-                    };
+                    let (a_v, b_v) = (operand(&a_s, m, k, a_t), operand(&b_s, k, n, b_t));
                     for accum in ACCUMS {
                         for par in pars() {
                             let (mut dst, base) = destination(&mut rng, m * n, accum);

@@ -227,21 +227,11 @@ fn gemm_views(
 mod tests {
     use super::*;
     use crate::testing::{
-        ACCUMS, DS, NS, assert_close, destination, naive_matmul, pars, rng, to_f64, transpose,
-        uniform,
+        ACCUMS, DS, NS, assert_close, destination, naive_matmul, operand, pars, rng, to_f64,
+        transpose, uniform,
     };
     use crate::view::Rows;
     use proptest::prelude::*;
-
-    /// `s`, stored row-major as `[rows, cols]`, or as its transpose `[cols, rows]` when
-    /// `transposed`, as the `[rows, cols]` operand of a product.
-    fn operand(s: &[f32], rows: usize, cols: usize, transposed: bool) -> MatRef<'_, f32> {
-        if transposed {
-            Rows::new(s, cols, rows).mat().transpose()
-        } else {
-            Rows::new(s, rows, cols).mat()
-        }
-    }
 
     /// Checks every storage layout, accumulation mode and parallelism for one shape.
     fn check_shape(m: usize, n: usize, k: usize, seed: u64) {

@@ -1,7 +1,7 @@
 //! Shared helpers of the kernels' tests: awkward sizes, seeded inputs, f64 references and a
 //! central-difference gradient check.
 
-use faer::{Accum, Par};
+use faer::{Accum, MatRef, Par};
 
 use crate::view::{Rows, RowsMut};
 use rand::{Rng, SeedableRng};
@@ -65,6 +65,16 @@ pub(crate) fn assert_close(what: &str, actual: &[f32], expected: &[f64], tol: f6
             err <= tol * e.abs().max(1.0),
             "{what}[{i}]: got {a}, expected {e} (error {err:e})"
         );
+    }
+}
+
+/// `s`, stored row-major as `[rows, cols]`, or as its transpose `[cols, rows]` when
+/// `transposed`, as the `[rows, cols]` operand of a product.
+pub(crate) fn operand(s: &[f32], rows: usize, cols: usize, transposed: bool) -> MatRef<'_, f32> {
+    if transposed {
+        Rows::new(s, cols, rows).mat().transpose()
+    } else {
+        Rows::new(s, rows, cols).mat()
     }
 }
 
