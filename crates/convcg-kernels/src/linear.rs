@@ -86,11 +86,7 @@ pub fn linear_relu_forward(
         // The bf16 product packs `w` once for all rows, so it runs whole, then one pass applies
         // the ReLU.
         linear_forward(y.rb_mut(), x, w, b, precision, par);
-        for_rows(par, n, y.data(), d_out, |_, y| {
-            for v in y.iter_mut() {
-                *v = if *v < 0.0 { 0.0 } else { *v };
-            }
-        });
+        for_rows(par, n, y.data(), d_out, |_, y| relu_in_place(y));
         return;
     }
     for_rows(par, n, y.data(), d_out, |first, y| {
@@ -100,11 +96,16 @@ pub fn linear_relu_forward(
             let x_blk = Rows::new(&x.data()[r0 * d_in..(r0 + rows) * d_in], rows, d_in);
             let out = RowsMut::new(block, rows, d_out);
             linear_forward(out, x_blk, w, b, Precision::F32, Par::Seq);
-            for v in block.iter_mut() {
-                *v = if *v < 0.0 { 0.0 } else { *v };
-            }
+            relu_in_place(block);
         }
     });
+}
+
+/// `max(v, 0)` for each `v` of `y`, in place (NaN stays NaN).
+fn relu_in_place(y: &mut [f32]) {
+    for v in y.iter_mut() {
+        *v = if *v < 0.0 { 0.0 } else { *v };
+    }
 }
 
 /// Where a backward kernel accumulates the gradients of a weight and of its bias, if any.
