@@ -13,6 +13,7 @@ mod ablate;
 pub mod checkpoint;
 mod compare;
 mod config;
+pub mod dist;
 mod embed;
 mod export;
 // The fault-injection seam the reliability tests drive through the `CONVCG_FAULT` environment

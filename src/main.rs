@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use convcg::dist::Ranks;
 use convcg::{
     Interrupted, RunConfig, RunControl, SynthRequest, TrainData, TrainRequest, Verbosity,
 };
@@ -53,6 +54,11 @@ enum Command {
         /// Print nothing but errors.
         #[arg(long)]
         quiet: bool,
+        /// Train data-parallel over the ranks of an MPI job, started by `mpirun -np N convcg
+        /// train --distributed --out DIR ...` (scripts/mpirun.sh): each rank trains its share of
+        /// every batch and rank 0 writes DIR. Needs convcg built with `--features mpi`.
+        #[arg(long)]
+        distributed: bool,
     },
     /// Write a finished run's tower weights for other frameworks: OUT/towers.safetensors
     /// (float32 tensors named as in the checkpoint; PyTorch loads it with
@@ -318,6 +324,40 @@ fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
     })
     .context("cannot install the Ctrl-C handler")?;
     Ok(flag)
+}
+
+/// What keeps MPI running until the command ends (nothing without the `mpi` feature).
+#[cfg(feature = "mpi")]
+type MpiGuard = convcg::dist::mpi::MpiSession;
+#[cfg(not(feature = "mpi"))]
+type MpiGuard = ();
+
+/// The ranks of a run: this process alone, or (`--distributed`) the MPI job's.
+fn start_ranks(distributed: bool) -> Result<(Option<MpiGuard>, Ranks)> {
+    if !distributed {
+        return Ok((None, Ranks::single()));
+    }
+    #[cfg(feature = "mpi")]
+    {
+        let (session, world) = convcg::dist::mpi::start()?;
+        Ok((Some(session), Ranks::over(Arc::new(world))))
+    }
+    #[cfg(not(feature = "mpi"))]
+    bail!(
+        "--distributed needs convcg built with MPI: `cargo build --release --features mpi`, with an MPI library and libclang installed (Debian: libopenmpi-dev, libclang-dev, openmpi-bin); then start it with mpirun (scripts/mpirun.sh)"
+    )
+}
+
+/// Prints a rank's error and ends the whole MPI job, so that no other rank waits for this one.
+fn abort_ranks(ranks: &Ranks, e: &anyhow::Error) -> ! {
+    eprintln!("Error on rank {} of {}: {e}", ranks.rank(), ranks.size());
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    #[cfg(feature = "mpi")]
+    convcg::dist::mpi::abort(1);
+    #[cfg(not(feature = "mpi"))]
+    std::process::exit(1)
 }
 
 /// The configuration of a run on the dataset directory `dir` with the user's `config` file,
@@ -641,7 +681,16 @@ fn run(cli: Cli) -> Result<()> {
             force,
             resume,
             quiet,
+            distributed,
         } => {
+            if distributed && out.is_none() && resume.is_none() {
+                bail!(
+                    "--distributed needs --out DIR (or --resume DIR): the ranks must agree on the run directory"
+                );
+            }
+            let (_mpi, ranks) = start_ranks(distributed)?;
+            // Rank 0 speaks for the run.
+            let quiet = quiet || !ranks.is_leader();
             let control = RunControl {
                 verbosity: if quiet {
                     Verbosity::Quiet
@@ -651,9 +700,20 @@ fn run(cli: Cli) -> Result<()> {
                 stop: Some(ctrl_c_flag()?),
                 faults: convcg::fault::FaultPlan::from_env()?,
             };
+            let trained = |request: TrainRequest<'_>| {
+                let result = request.with_ranks(ranks.clone()).run();
+                match result {
+                    Err(e)
+                        if ranks.is_distributed() && e.downcast_ref::<Interrupted>().is_none() =>
+                    {
+                        abort_ranks(&ranks, &e)
+                    }
+                    other => other.map(|_| ()),
+                }
+            };
             let dir = match resume {
                 Some(dir) => {
-                    TrainRequest::resume(&dir).with_control(control).run()?;
+                    trained(TrainRequest::resume(&dir).with_control(control))?;
                     dir
                 }
                 None => {
@@ -670,10 +730,11 @@ fn run(cli: Cli) -> Result<()> {
                         Some(data_dir) => TrainData::Directory(data_dir),
                         None => TrainData::Synthetic,
                     };
-                    TrainRequest::new(&cfg, source, &dir)
-                        .with_control(control)
-                        .replacing(force)
-                        .run()?;
+                    trained(
+                        TrainRequest::new(&cfg, source, &dir)
+                            .with_control(control)
+                            .replacing(force),
+                    )?;
                     dir
                 }
             };

@@ -23,7 +23,7 @@ use convcg_eval::{
 };
 use convcg_kernels::{Bf16Engine, Par, Precision};
 use convcg_model::{
-    Error as ModelError, FeatureTables, Optimizer, TableDef, Tape, TaskRows, TowerInput,
+    Error as ModelError, FeatureTables, Optimizer, Shard, TableDef, Tape, TaskRows, TowerInput,
     TrainBatch, TwoTowerModel,
 };
 
@@ -34,6 +34,7 @@ use crate::checkpoint::{
 };
 use crate::compare::METRICS_FILE;
 use crate::config::{OnNonFinite, RunConfig, TrainPrecision};
+use crate::dist::Ranks;
 use crate::fault::FaultPlan;
 use crate::metrics::{
     EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics, TrainingSummary, coverage_of,
@@ -171,6 +172,7 @@ pub struct TrainRequest<'a> {
     run_dir: &'a Path,
     control: RunControl,
     replace: bool,
+    ranks: Ranks,
 }
 
 impl<'a> TrainRequest<'a> {
@@ -181,6 +183,7 @@ impl<'a> TrainRequest<'a> {
             run_dir,
             control: RunControl::new(Verbosity::Quiet),
             replace: false,
+            ranks: Ranks::single(),
         }
     }
 
@@ -196,6 +199,7 @@ impl<'a> TrainRequest<'a> {
             run_dir,
             control: RunControl::new(Verbosity::Quiet),
             replace: false,
+            ranks: Ranks::single(),
         }
     }
 
@@ -209,6 +213,15 @@ impl<'a> TrainRequest<'a> {
     /// and `report/` are deleted first) instead of failing.
     pub fn replacing(mut self, replace: bool) -> Self {
         self.replace = replace;
+        self
+    }
+
+    /// Trains data-parallel over `ranks` ([`crate::dist`]): every rank makes the same request,
+    /// trains its share of each batch, and rank 0 writes the run directory (which the others
+    /// must see too to resume: a shared file system). The result is the single process's up
+    /// to the order of float sums; a resume may use another number of ranks.
+    pub fn with_ranks(mut self, ranks: Ranks) -> Self {
+        self.ranks = ranks;
         self
     }
 
@@ -230,11 +243,14 @@ impl<'a> TrainRequest<'a> {
     /// source differ from the run directory's, or the data no longer builds the same examples.
     pub fn run(&self) -> Result<RunOutput> {
         let (config, data) = match self.job {
-            Job::Resume => return resume(self.run_dir, &self.control),
+            Job::Resume => return resume(self.run_dir, &self.control, &self.ranks),
             Job::Fresh { config, data } => (config, data),
         };
         let source = match data {
             TrainData::Loaded { log, market } => {
+                if self.ranks.is_distributed() {
+                    bail!("a run on a log in memory trains in one process, not over MPI ranks");
+                }
                 return train_loaded(log, market, config, self.run_dir, &self.control);
             }
             TrainData::Synthetic => RunSource::Synthetic,
@@ -243,7 +259,12 @@ impl<'a> TrainRequest<'a> {
                     .with_context(|| format!("cannot open the data directory {}", dir.display()))?,
             },
         };
-        train_source(config, &source, self.run_dir, &self.control, self.replace)
+        let place = Place {
+            run_dir: self.run_dir,
+            control: &self.control,
+            ranks: &self.ranks,
+        };
+        train_source(config, &source, &place, self.replace)
     }
 }
 
@@ -263,11 +284,13 @@ fn train_loaded(
         .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
     let config_toml = cfg.to_toml()?;
     write_atomic(&out_dir.join("config.toml"), config_toml.as_bytes())?;
+    let ranks = Ranks::single();
     let session = Session {
         run_dir: out_dir,
         source: &RunSource::Supplied,
         config_toml,
         control,
+        ranks: &ranks,
     };
     let output = in_pool(&cfg, |par| {
         train_and_evaluate(&cfg, log, market, par, &session, None)
@@ -281,11 +304,14 @@ fn train_loaded(
 fn train_source(
     cfg: &RunConfig,
     source: &RunSource,
-    out_dir: &Path,
-    control: &RunControl,
+    place: &Place<'_>,
     replace: bool,
 ) -> Result<RunOutput> {
     cfg.validate()?;
+    let out_dir = place.run_dir;
+    if !place.ranks.is_leader() {
+        return execute(cfg, source, place, None);
+    }
     claim_run_dir(out_dir, replace)?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
@@ -294,7 +320,15 @@ fn train_source(
     create_checkpoint_dir(out_dir)?;
     write_atomic(&out_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
     write_atomic(&out_dir.join(SOURCE_FILE), source.to_toml()?.as_bytes())?;
-    execute(cfg, source, out_dir, control, None)
+    execute(cfg, source, place, None)
+}
+
+/// Where a run writes (its directory), how it is steered, and the ranks it runs on.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    run_dir: &'a Path,
+    control: &'a RunControl,
+    ranks: &'a Ranks,
 }
 
 /// The summary of a finished training loop (steps, loss curve), written just before
@@ -363,8 +397,15 @@ fn claim_run_dir(out_dir: &Path, replace: bool) -> Result<()> {
 }
 
 /// [`TrainRequest::resume`].
-fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
+fn resume(run_dir: &Path, control: &RunControl, ranks: &Ranks) -> Result<RunOutput> {
     let loud = control.verbosity == Verbosity::Normal;
+    let place = Place {
+        run_dir,
+        control,
+        ranks,
+    };
+    // Every rank reads the run directory; rank 0 alone changes it.
+    let leader = ranks.is_leader();
     let cfg_path = run_dir.join("config.toml");
     let text = std::fs::read_to_string(&cfg_path).with_context(|| {
         format!(
@@ -399,10 +440,15 @@ fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
                 MODEL_FILE
             ),
         );
-        return execute(&cfg, &source, run_dir, control, Some(ckpt));
+        return execute(&cfg, &source, &place, Some(ckpt));
     }
     let dir = run_dir.join(CHECKPOINT_DIR);
-    for p in remove_stale_temp_files(&dir) {
+    let stale = if leader {
+        remove_stale_temp_files(&dir)
+    } else {
+        Vec::new()
+    };
+    for p in stale {
         say(
             loud,
             format!(
@@ -412,7 +458,7 @@ fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
         );
     }
     let found = newest_usable(&dir)?;
-    for e in &found.refused {
+    for e in found.refused.iter().filter(|_| leader) {
         // Always printed: the user should know that a checkpoint was lost and why.
         eprintln!("{e}; falling back to an older checkpoint");
         let mut aside = e.path.clone().into_os_string();
@@ -436,7 +482,15 @@ fn resume(run_dir: &Path, control: &RunControl) -> Result<RunOutput> {
             state.total_steps
         ),
     );
-    execute(&cfg, &source, run_dir, control, Some(ckpt))
+    // A file system that showed the ranks different checkpoints would split the run.
+    if ranks.is_distributed() && ranks.leaders(state.step as f64) != state.step as f64 {
+        bail!(
+            "rank {} resumes from step {}, but rank 0 from another step: the ranks must see the same run directory",
+            ranks.rank(),
+            state.step
+        );
+    }
+    execute(&cfg, &source, &place, Some(ckpt))
 }
 
 /// The final model of a run killed after training, before its results were written: `model.ckpt`
@@ -512,23 +566,26 @@ struct Session<'a> {
     source: &'a RunSource,
     config_toml: String,
     control: &'a RunControl,
+    ranks: &'a Ranks,
 }
 
 fn execute(
     cfg: &RunConfig,
     source: &RunSource,
-    out_dir: &Path,
-    control: &RunControl,
+    place: &Place<'_>,
     resume: Option<Checkpoint>,
 ) -> Result<RunOutput> {
     let session = Session {
-        run_dir: out_dir,
+        run_dir: place.run_dir,
         source,
         config_toml: cfg.to_toml()?,
-        control,
+        control: place.control,
+        ranks: place.ranks,
     };
     let output = in_pool(cfg, |par| run(cfg, &session, resume, par))?;
-    write_results(out_dir, &output)?;
+    if place.ranks.is_leader() {
+        write_results(place.run_dir, &output)?;
+    }
     Ok(output)
 }
 
@@ -713,10 +770,12 @@ fn train_and_evaluate(
         read_training_summary(session.run_dir)?
     } else {
         let t0 = Instant::now();
-        let training = train_loop(&mut model, &data, cfg, par, loud, Some(&saver), resume)?;
-        // The summary first: a model.ckpt beside it marks training as finished.
-        write_training_summary(session.run_dir, &training)?;
-        saver.save_model(&model)?;
+        let training = train_loop(&mut model, &data, cfg, par, loud, &saver, resume)?;
+        if session.ranks.is_leader() {
+            // The summary first: a model.ckpt beside it marks training as finished.
+            write_training_summary(session.run_dir, &training)?;
+            saver.save_model(&model)?;
+        }
         say(
             loud,
             format!(
@@ -728,6 +787,18 @@ fn train_and_evaluate(
         );
         training
     };
+    if !session.ranks.is_leader() {
+        // Rank 0 evaluates and writes the results.
+        return Ok(RunOutput {
+            metrics: Metrics {
+                training,
+                ..Metrics::default()
+            },
+            per_query: QueryRecalls::default(),
+            model_queries: PerQuery::default(),
+            read_report: None,
+        });
+    }
     saver.save_feature_state(&data.feature_state(log))?;
     session.control.faults.before_evaluation();
     if cfg.data.eval_protocol == EvalProtocol::None {
@@ -1053,10 +1124,11 @@ fn train_loop(
     cfg: &RunConfig,
     par: Par,
     loud: bool,
-    saver: Option<&Saver<'_>>,
+    saver: &Saver<'_>,
     resume: Option<TrainingState>,
 ) -> Result<TrainingSummary> {
     let tc = &cfg.train;
+    let ranks = saver.session.ranks;
     let n = data.train().len();
     if n == 0 {
         bail!(
@@ -1083,17 +1155,38 @@ fn train_loop(
     bar.set_position(st.step as u64);
     while st.step < steps {
         let step = st.step + 1;
-        let batch = data.batch(st.batcher.next_batch(), &mut st.log_q);
+        // Every rank draws the same global batch and takes its share of the rows.
+        let ids = st.batcher.next_batch();
+        let batch = if ranks.is_distributed() {
+            let comm = ranks.comm();
+            data.batch_part(
+                &ids[ranks.share(ids.len())],
+                &mut st.log_q,
+                |pins, drawn| {
+                    (
+                        comm.all_gather_u32(&pins).data,
+                        comm.all_gather_u32(&drawn).data,
+                    )
+                },
+            )
+        } else {
+            data.batch(ids, &mut st.log_q)
+        };
         // The softmax sees the B positives, the B x H hard negatives (an empty slot has
         // log q = +inf, which removes it from the loss), then any uniform corpus negatives,
-        // drawn from the seed and the step alone so that a resumed run draws the same.
+        // drawn from the seed and the step alone so that a resumed run draws the same (each
+        // rank its share of them). Over ranks, each of these three segments is gathered in
+        // rank order, which rebuilds the single process's candidates.
         let mut candidates = batch.candidate_pins();
         let mut candidate_log_q = batch.candidate_log_q();
+        let mut segments = vec![batch.pins.len(), candidates.len() - batch.pins.len()];
         if tc.uniform_negatives > 0 {
             let n_pins = data.num_pins();
             let drawn = uniform_negatives(n_pins, tc.uniform_negatives, cfg.seed, step as u64);
-            candidate_log_q.extend(std::iter::repeat_n(uniform_log_q(n_pins), drawn.len()));
-            candidates.extend(drawn);
+            let mine = &drawn[ranks.share(drawn.len())];
+            candidate_log_q.extend(std::iter::repeat_n(uniform_log_q(n_pins), mine.len()));
+            candidates.extend_from_slice(mine);
+            segments.push(mine.len());
         }
         let advertisers: Vec<u32> = candidates
             .iter()
@@ -1115,13 +1208,16 @@ fn train_loop(
             }),
             advertisers: Some(&advertisers),
         };
-        let counted = match model.train_step_with(
-            &mut tape,
-            &tb,
-            &mut grads,
-            &mut st.optimizer,
-            par,
-        ) {
+        let stepped = if ranks.is_distributed() {
+            let shard = Shard {
+                comm: ranks.comm(),
+                segments: &segments,
+            };
+            model.train_shard_step_with(&mut tape, &tb, &shard, &mut grads, &mut st.optimizer, par)
+        } else {
+            model.train_step_with(&mut tape, &tb, &mut grads, &mut st.optimizer, par)
+        };
+        let counted = match stepped {
             Ok(loss) => {
                 st.sum += f64::from(loss);
                 st.count += 1;
@@ -1148,9 +1244,7 @@ fn train_loop(
         }
         st.step = step;
         bar.inc(1);
-        if let Some(saver) = saver {
-            checkpoint_boundary(&st, saver, model, steps, n, &bar)?;
-        }
+        checkpoint_boundary(&st, saver, model, steps, n, &bar)?;
     }
     bar.finish_and_clear();
     if st.skipped > 0 && loud {
@@ -1184,20 +1278,36 @@ fn checkpoint_boundary(
     let every = saver.every;
     let step = st.step;
     let mut saved = None;
+    let ranks = saver.session.ranks;
+    let leader = ranks.is_leader();
     let by_steps = every > 0 && step.is_multiple_of(every);
-    let by_time = saver
+    let mut by_time = saver
         .every_s
         .is_some_and(|s| saver.last_saved.get().elapsed() >= s);
-    if (by_steps || by_time) && step < steps {
+    if ranks.is_distributed() && saver.every_s.is_some() {
+        // Rank 0's clock decides, so that the ranks agree on the checkpoint's step.
+        by_time = ranks.any(&[by_time && leader])[0];
+    }
+    if (by_steps || by_time) && step < steps && leader {
         saved = Some(saver.save_step(model, st.snapshot(saver, steps, examples))?);
     }
     control
         .faults
         .after_step(step as u64, control.stop.as_deref());
-    if control.stop_requested() {
+    let mut stop = control.stop_requested();
+    if ranks.is_distributed() {
+        // A stop request reaching any rank stops them all, at the same step.
+        stop = ranks.any(&[stop])[0];
+    }
+    if stop {
         let checkpoint = match saved {
             Some(p) => p,
-            None => saver.save_step(model, st.snapshot(saver, steps, examples))?,
+            None if leader => saver.save_step(model, st.snapshot(saver, steps, examples))?,
+            None => saver
+                .session
+                .run_dir
+                .join(CHECKPOINT_DIR)
+                .join(checkpoint_name(step as u64)),
         };
         bar.abandon();
         return Err(Interrupted {

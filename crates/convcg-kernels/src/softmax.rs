@@ -25,15 +25,20 @@ pub struct SoftmaxArgs<'a> {
     pub cand_ids: &'a [u32],
     /// Per-row example weights, or none for all ones.
     pub weights: Option<&'a [f32]>,
+    /// Row `i`'s positive is candidate `first_positive + i`: 0 for a whole batch, the rank's
+    /// first row in the global batch when a data-parallel rank scores its rows against the
+    /// gathered candidates.
+    pub first_positive: usize,
 }
 
 /// In-batch sampled softmax cross-entropy, forward.
 ///
-/// `users` is `[b, d]`, `cands` is `[c, d]` with `c >= b`; candidate `i < b` is row `i`'s
-/// positive. `logits[i, j] = inv_temp * <users_i, cands_j> - log_q[j]` (`log_q` optional; the
+/// `users` is `[b, d]`, `cands` is `[c, d]`; candidate `p(i) = first_positive + i` is row `i`'s
+/// positive (so `c >= first_positive + b`).
+/// `logits[i, j] = inv_temp * <users_i, cands_j> - log_q[j]` (`log_q` optional; the
 /// products `users · candsᵀ` in `precision`), and
-/// `logits[i, j] = -inf` (an accidental hit, masked) when `j != i` and
-/// `cand_ids[j] == cand_ids[i]`. Row loss is `-log softmax(logits_i)[i]`.
+/// `logits[i, j] = -inf` (an accidental hit, masked) when `j != p(i)` and
+/// `cand_ids[j] == cand_ids[p(i)]`. Row loss is `-log softmax(logits_i)[p(i)]`.
 ///
 /// `log_q[j] = +inf` removes candidate `j` exactly (an absent hard negative): its logit is
 /// `-inf`, its exponential exactly 0, its gradient column exactly 0. A positive's own `log_q`
@@ -85,12 +90,13 @@ fn xent_forward(
         log_q,
         cand_ids,
         weights,
+        first_positive,
     } = args;
     let (b, d) = users.shape();
     let c = cands.rows();
     assert!(
-        c >= b,
-        "{K}: c = {c} candidates cannot include the b = {b} positives"
+        c >= first_positive + b,
+        "{K}: c = {c} candidates cannot include the b = {b} positives from candidate {first_positive}"
     );
     check_shape(K, "cands", cands.shape(), (c, d));
     check_len(K, "cand_ids", cand_ids.len(), c);
@@ -121,6 +127,7 @@ fn xent_forward(
 
     let rows = RowLoss {
         c,
+        first_positive,
         cand_ids,
         log_q,
         weights,
@@ -161,6 +168,7 @@ fn xent_forward(
 /// What the row loop of [`softmax_xent_forward`] needs besides the rows.
 struct RowLoss<'a> {
     c: usize,
+    first_positive: usize,
     cand_ids: &'a [u32],
     log_q: Option<&'a [f32]>,
     weights: Option<&'a [f32]>,
@@ -189,8 +197,9 @@ impl RowLoss<'_> {
             row.fill(0.0);
             return 0.0;
         }
-        let positive = self.cand_ids[i];
-        let pos_logit = row[i] - self.log_q.map_or(0.0, |q| q[i]);
+        let p = self.first_positive + i;
+        let positive = self.cand_ids[p];
+        let pos_logit = row[p] - self.log_q.map_or(0.0, |q| q[p]);
         // The positive shares its own id, so this masks it too: it is kept out of the other
         // candidates' mass and handled on its own below.
         let max_others = mask_shift_max(row, self.cand_ids, positive, self.log_q);
@@ -205,7 +214,7 @@ impl RowLoss<'_> {
             *l *= p_scale32;
         }
         // p_i - 1 from the other candidates' mass: exact even when p_i rounds to 1.
-        row[i] = (-others * p_scale) as f32;
+        row[p] = (-others * p_scale) as f32;
         w_i * (margin + sum.ln())
     }
 }
@@ -454,6 +463,7 @@ mod tests {
                 log_q: self.log_q.as_deref(),
                 cand_ids: &self.ids,
                 weights: self.weights.as_deref(),
+                first_positive: 0,
             }
         }
 
@@ -613,6 +623,64 @@ mod tests {
         assert_eq!(dlogits[2], 0.0);
         assert_eq!(dlogits[2 * 4], 0.0);
         assert!(dlogits[4 + 2] > 0.0);
+    }
+
+    /// A data-parallel rank's rows: rows `o..o + m` of a batch scored with
+    /// `first_positive = o` give the whole batch's rows of `dlogits` and loss terms, rescaled
+    /// from the whole batch's weight to the slice's (the slice's mean is over its own rows).
+    #[test]
+    fn a_slice_of_rows_with_its_first_positive_is_the_batch_rows_rescaled() {
+        let mut rng = rng(61);
+        let (b, c, d) = (24, 70, 8);
+        let whole = case(&mut rng, b, c, d, true, true);
+        let mut full = vec![0.0; b * c];
+        forward(&whole, &mut full, Par::Seq);
+        let w = whole.weights.as_ref().expect("weighted case");
+        let w_all: f64 = w.iter().map(|&v| f64::from(v)).sum();
+        for (o, m) in [(0, 5), (7, 9), (19, 5), (0, 24)] {
+            let users = &whole.users[o * d..(o + m) * d];
+            let weights = &w[o..o + m];
+            let w_slice: f64 = weights.iter().map(|&v| f64::from(v)).sum();
+            let args = SoftmaxArgs {
+                weights: Some(weights),
+                first_positive: o,
+                ..whole.args()
+            };
+            for par in pars() {
+                let mut part = vec![f32::NAN; m * c];
+                softmax_xent_forward(
+                    RowsMut::new(&mut part, m, c),
+                    Rows::new(users, m, d),
+                    whole.cands(),
+                    args,
+                    Precision::F32,
+                    par,
+                );
+                let want = full[o * c..(o + m) * c].iter();
+                for (j, (&got, &g)) in part.iter().zip(want).enumerate() {
+                    let want = f64::from(g) * w_all / w_slice;
+                    let err = (f64::from(got) - want).abs();
+                    assert!(
+                        err <= 1e-5 * want.abs() + 1e-30,
+                        "rows {o}..{} [{j}]: {got:e}, expected {want:e} {par:?}",
+                        o + m
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot include the b = 4 positives from candidate 3")]
+    fn positives_past_the_candidates_are_refused() {
+        let k = case(&mut rng(62), 4, 6, 2, false, false);
+        let args = SoftmaxArgs {
+            first_positive: 3,
+            ..k.args()
+        };
+        let mut dlogits = vec![0.0; 4 * 6];
+        let out = RowsMut::new(&mut dlogits, 4, 6);
+        softmax_xent_forward(out, k.users(), k.cands(), args, Precision::F32, Par::Seq);
     }
 
     /// A masked duplicate of row 0's positive holds the largest logit of the row by far (150
@@ -886,6 +954,7 @@ mod tests {
                 log_q: Some(&log_q),
                 cand_ids: &ids,
                 weights: Some(&weights),
+                first_positive: 0,
             };
             let loss = softmax_xent_forward(
                 RowsMut::new(&mut dlogits, b, c),

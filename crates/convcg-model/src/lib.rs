@@ -38,6 +38,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
+pub mod collective;
 mod error;
 mod model;
 mod optim;
@@ -45,9 +46,10 @@ mod params;
 mod tape;
 mod tower;
 
+pub use collective::{Collective, LocalGroup, SegmentLayout, Solo};
 pub use convcg_kernels::{Par, SoftmaxArgs};
 pub use error::{Error, Result};
-pub use model::{Heads, ModelConfig, TaskRows, TrainBatch, TwoTowerModel};
+pub use model::{Candidates, Heads, ModelConfig, Shard, TaskRows, TrainBatch, TwoTowerModel};
 pub use optim::{OptimConfig, Optimizer, OptimizerState};
 pub use params::{DenseParam, EmbeddingTable, Grads, ParamId, ParamStore, TableId};
 pub use tape::{EmbedInput, NodeTiming, Tape, ValueId};

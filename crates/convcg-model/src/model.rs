@@ -6,6 +6,9 @@ use rand_chacha::ChaCha8Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use crate::collective::{Collective, SegmentLayout};
 use crate::error::{Error, Result};
 use crate::optim::Optimizer;
 use crate::params::{Grads, ParamStore};
@@ -219,6 +222,67 @@ pub struct TrainBatch<'a> {
     pub advertisers: Option<&'a [u32]>,
 }
 
+/// Where this rank's part of a data-parallel step sits in the global batch
+/// ([`TwoTowerModel::shard_loss`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Shard<'a> {
+    /// The ranks.
+    pub comm: &'a Arc<dyn Collective>,
+    /// The rank's candidates as consecutive segments of rows, the same number of segments on
+    /// every rank: the first is the rank's positives (one per row of the batch); say, hard
+    /// negatives and corpus negatives follow. The global batch holds each segment of every
+    /// rank in turn ([`SegmentLayout`]).
+    pub segments: &'a [usize],
+}
+
+/// The candidates' advertisers and log q, and where row 0's positive is among them, for
+/// [`TwoTowerModel::advertiser_loss`].
+#[derive(Clone, Copy, Debug)]
+pub struct Candidates<'a> {
+    /// Advertiser of each candidate.
+    pub advertisers: &'a [u32],
+    /// Log q of each candidate: `+inf` marks an absent one, left out of every pool.
+    pub log_q: &'a [f32],
+    /// Row `i`'s positive is candidate `first_positive + i`.
+    pub first_positive: usize,
+}
+
+/// The global batch's candidate data, gathered from every rank.
+struct GlobalCandidates {
+    layout: SegmentLayout,
+    pin_ids: Vec<u32>,
+    log_q: Vec<f32>,
+    advertisers: Option<Vec<u32>>,
+    /// Where this rank's positives start.
+    first_positive: usize,
+}
+
+impl GlobalCandidates {
+    fn gather(shard: &Shard<'_>, batch: &TrainBatch<'_>) -> Result<GlobalCandidates> {
+        let comm = &**shard.comm;
+        let (b, c) = (batch.query.n, batch.pins.n);
+        let total: usize = shard.segments.iter().sum();
+        if shard.segments.first() != Some(&b) || total != c {
+            return Err(Error::Input {
+                tower: "pin",
+                what: format!(
+                    "the shard's segments {:?} do not start with the {b} positives and cover the {c} candidates",
+                    shard.segments
+                ),
+            });
+        }
+        let layout = SegmentLayout::gather(comm, shard.segments);
+        let ids = |local: &[u32]| layout.arrange(&comm.all_gather_u32(local).data, 1);
+        Ok(GlobalCandidates {
+            pin_ids: ids(batch.pin_ids),
+            log_q: layout.arrange(&comm.all_gather(batch.log_q).data, 1),
+            advertisers: batch.advertisers.map(ids),
+            first_positive: layout.global_start(comm.rank(), 0),
+            layout,
+        })
+    }
+}
+
 /// The two-tower retrieval model: a query tower and a pin tower whose normalised embeddings
 /// score by inner product.
 #[derive(Clone, Debug)]
@@ -305,78 +369,140 @@ impl TwoTowerModel {
     /// loss (see [`TwoTowerModel::advertiser_loss`]). A batch with no weight in any task has a
     /// loss of 0 and no gradient.
     pub fn loss(&self, tape: &mut Tape, batch: &TrainBatch<'_>) -> Result<ValueId> {
+        self.loss_in(tape, batch, None)
+    }
+
+    /// [`TwoTowerModel::loss`] of this rank's part of a data-parallel step: `batch` holds the
+    /// rank's rows and its candidates, `shard` how they sit in the global batch. Candidate
+    /// embeddings, ids, log q and advertisers are gathered from every rank, so each row's
+    /// softmax sees the global batch's candidates; weights are normalised by the global batch's
+    /// totals. The loss is this rank's share: the ranks' losses sum to the loss of the global
+    /// batch in one process, and so do their gradients.
+    pub fn shard_loss(
+        &self,
+        tape: &mut Tape,
+        batch: &TrainBatch<'_>,
+        shard: &Shard<'_>,
+    ) -> Result<ValueId> {
+        self.loss_in(tape, batch, Some(shard))
+    }
+
+    fn loss_in(
+        &self,
+        tape: &mut Tape,
+        batch: &TrainBatch<'_>,
+        shard: Option<&Shard<'_>>,
+    ) -> Result<ValueId> {
         self.check_batch(batch)?;
         let b = batch.query.n;
         let us = self.query.forward_heads(tape, &self.params, &batch.query);
-        let ps = self.pin.forward_heads(tape, &self.params, &batch.pins);
+        let mut ps = self.pin.forward_heads(tape, &self.params, &batch.pins);
+        let global = match shard {
+            None => None,
+            Some(shard) => {
+                let g = GlobalCandidates::gather(shard, batch)?;
+                for p in &mut ps {
+                    *p = tape.gather_rows(*p, shard.comm, &g.layout);
+                }
+                Some(g)
+            }
+        };
+        let (pin_ids, batch_log_q, advertisers, first_positive) = match &global {
+            None => (batch.pin_ids, batch.log_q, batch.advertisers, 0),
+            Some(g) => (
+                g.pin_ids.as_slice(),
+                g.log_q.as_slice(),
+                g.advertisers.as_deref(),
+                g.first_positive,
+            ),
+        };
         // Without the correction, only the `+inf` marks of absent candidates are kept.
         let masks_only: Option<Vec<f32>> =
-            (!self.cfg.logq_correction && batch.log_q.contains(&f32::INFINITY)).then(|| {
-                batch
-                    .log_q
+            (!self.cfg.logq_correction && batch_log_q.contains(&f32::INFINITY)).then(|| {
+                batch_log_q
                     .iter()
                     .map(|&q| if q == f32::INFINITY { q } else { 0.0 })
                     .collect()
             });
         let log_q = match &masks_only {
             Some(m) => Some(m.as_slice()),
-            None => self.cfg.logq_correction.then_some(batch.log_q),
+            None => self.cfg.logq_correction.then_some(batch_log_q),
         };
         let inv_temp = 1.0 / self.cfg.temperature;
         let softmax = |tape: &mut Tape, u: ValueId, p: ValueId, weights: &[f32]| {
             let args = SoftmaxArgs {
                 inv_temp,
                 log_q,
-                cand_ids: batch.pin_ids,
+                cand_ids: pin_ids,
                 weights: Some(weights),
+                first_positive,
             };
             tape.softmax_xent(u, p, args)
         };
-        // Tasks with weight, by head index (engagement 0, conversion 1), with their share of
-        // the batch's total weight Σ_task t_task Σ_i w_task,i.
-        let tasks: Vec<(usize, TaskRows<'_>, f64)> = [batch.engagement, batch.conversion]
+        // Each task's weight Σ_i w_task,i in these rows and, data-parallel, in the global batch.
+        let task_rows = [batch.engagement, batch.conversion];
+        let local: Vec<f64> = task_rows
+            .iter()
+            .map(|rows| rows.map_or(0.0, |r| r.weights.iter().map(|&w| f64::from(w)).sum()))
+            .collect();
+        let mut whole = local.clone();
+        if let Some(shard) = shard {
+            shard.comm.all_reduce_sum_f64(&mut whole);
+        }
+        // Tasks with weight in the (global) batch, by head index (engagement 0, conversion 1),
+        // with their mass t_task Σ_i w_task,i, and the share of it in these rows (1 in one
+        // process).
+        let tasks: Vec<(usize, TaskRows<'_>, f64, f64)> = task_rows
             .into_iter()
             .enumerate()
             .filter_map(|(t, rows)| rows.map(|r| (t, r)))
             .map(|(t, r)| {
-                let sum: f64 = r.weights.iter().map(|&w| f64::from(w)).sum();
-                (t, r, f64::from(r.task_weight) * sum)
+                let mass = f64::from(r.task_weight) * whole[t];
+                (t, r, mass, local[t] / whole[t])
             })
-            .filter(|&(_, _, mass)| mass > 0.0)
+            .filter(|&(_, _, mass, _)| mass > 0.0)
             .collect();
-        let total: f64 = tasks.iter().map(|&(_, _, mass)| mass).sum();
+        let total: f64 = tasks.iter().map(|&(_, _, mass, _)| mass).sum();
         let mut terms = Vec::with_capacity(3);
         match self.cfg.heads {
             Heads::Unified => {
                 // One softmax on the shared embeddings, each row weighted by Σ_task t w: the
-                // kernel's weighted mean is exactly the loss above.
+                // kernel's weighted mean is exactly the loss above, over these rows.
                 let mut combined = vec![0.0f32; b];
-                for (_, rows, _) in &tasks {
+                for (_, rows, _, _) in &tasks {
                     for (c, &w) in combined.iter_mut().zip(rows.weights) {
                         *c += rows.task_weight * w;
                     }
                 }
                 if !tasks.is_empty() {
-                    terms.push((softmax(tape, us[0], ps[0], &combined), 1.0));
+                    let here: f64 = tasks.iter().map(|&(_, _, mass, share)| mass * share).sum();
+                    let l = softmax(tape, us[0], ps[0], &combined);
+                    terms.push((l, (here / total) as f32));
                 }
             }
             Heads::PerTask => {
-                for &(head, rows, mass) in &tasks {
+                for &(head, rows, mass, share) in &tasks {
                     let l = softmax(tape, us[head], ps[head], rows.weights);
-                    terms.push((l, (mass / total) as f32));
+                    terms.push((l, (mass / total * share) as f32));
                 }
             }
         }
-        let conversion = tasks.iter().find(|(t, _, _)| *t == 1);
-        if let Some(&(_, rows, mass)) = conversion.filter(|_| self.cfg.advertiser_loss_weight > 0.0)
+        let conversion = tasks.iter().find(|(t, _, _, _)| *t == 1);
+        if let Some(&(_, rows, mass, share)) =
+            conversion.filter(|_| self.cfg.advertiser_loss_weight > 0.0)
         {
-            let advertisers = batch.advertisers.ok_or_else(|| Error::Input {
+            let advertisers = advertisers.ok_or_else(|| Error::Input {
                 tower: "pin",
                 what: "the advertiser-level loss is on, but the batch names no advertisers".into(),
             })?;
             let (u, p) = (us[us.len() - 1], ps[ps.len() - 1]);
-            let l = self.advertiser_loss(tape, u, p, advertisers, batch.log_q, rows.weights);
-            let share = (mass / total) as f32;
+            let groups = Candidates {
+                advertisers,
+                log_q: batch_log_q,
+                first_positive,
+            };
+            let l = self.advertiser_loss(tape, u, p, groups, rows.weights);
+            let share = (mass / total * share) as f32;
             terms.push((l, self.cfg.advertiser_loss_weight * share));
         }
         Ok(match terms.as_slice() {
@@ -391,21 +517,22 @@ impl TwoTowerModel {
     /// is pooled with the other candidates of its advertiser into their mean embedding, L2
     /// normalised; each row's query embedding `u` is scored against every pooled advertiser at
     /// the model's temperature, and the row's loss is the softmax cross-entropy of its positive
-    /// pin's (candidate `i`'s) advertiser, weighted by `weights` (the conversion rows).
+    /// pin's (candidate `first_positive + i`'s) advertiser, weighted by `weights` (the
+    /// conversion rows).
     pub fn advertiser_loss(
         &self,
         tape: &mut Tape,
         u: ValueId,
         p: ValueId,
-        advertisers: &[u32],
-        log_q: &[f32],
+        cands: Candidates<'_>,
         weights: &[f32],
     ) -> ValueId {
         let b = weights.len();
         let mut dense_id: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
-        let groups: Vec<u32> = advertisers
+        let groups: Vec<u32> = cands
+            .advertisers
             .iter()
-            .zip(log_q)
+            .zip(cands.log_q)
             .map(|(&a, &q)| {
                 if q == f32::INFINITY {
                     return u32::MAX;
@@ -415,7 +542,7 @@ impl TwoTowerModel {
             })
             .collect();
         // A positive always has a finite log q, so every row has its advertiser's group.
-        let targets = &groups[..b];
+        let targets = &groups[cands.first_positive..cands.first_positive + b];
         let pooled = tape.segment_mean(p, &groups, dense_id.len());
         let pooled = tape.l2_normalize(pooled);
         tape.softmax_targets(
@@ -577,11 +704,48 @@ impl TwoTowerModel {
         optimizer: &mut Optimizer,
         par: Par,
     ) -> Result<f32> {
+        self.step_in(tape, batch, None, grads, optimizer, par)
+    }
+
+    /// [`TwoTowerModel::train_step_with`] for this rank's part of a data-parallel step
+    /// ([`TwoTowerModel::shard_loss`]): after the backward, the gradients are summed over the
+    /// ranks ([`Grads::all_reduce`]), so every rank applies the same update and the ranks'
+    /// parameters stay identical. Returns the global batch's loss. Every rank must call it,
+    /// with the same model, the same kind of batch and the same `shard.comm`.
+    pub fn train_shard_step_with(
+        &mut self,
+        tape: &mut Tape,
+        batch: &TrainBatch<'_>,
+        shard: &Shard<'_>,
+        grads: &mut Grads,
+        optimizer: &mut Optimizer,
+        par: Par,
+    ) -> Result<f32> {
+        self.step_in(tape, batch, Some(shard), grads, optimizer, par)
+    }
+
+    fn step_in(
+        &mut self,
+        tape: &mut Tape,
+        batch: &TrainBatch<'_>,
+        shard: Option<&Shard<'_>>,
+        grads: &mut Grads,
+        optimizer: &mut Optimizer,
+        par: Par,
+    ) -> Result<f32> {
         tape.reset(par);
-        let loss = self.loss(tape, batch)?;
+        let loss = self.loss_in(tape, batch, shard)?;
         grads.zero();
         tape.backward(loss, self.params(), grads);
-        let value = tape.scalar(loss);
+        let mut value = tape.scalar(loss);
+        if let Some(shard) = shard {
+            // After the sums every rank sees the same loss and gradients, so all of them take
+            // the same branch below.
+            grads.all_reduce(&**shard.comm);
+            let mut total = [value];
+            shard.comm.all_reduce_sum(&mut total);
+            value = total[0];
+        }
         // Nothing non-finite reaches the parameters: the step stops before the update, and the
         // caller may skip the batch.
         // On this (rare) path the whole model is scanned too, so that a parameter that was

@@ -4,6 +4,7 @@ use convcg_kernels::SparseRowGrad;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::collective::Collective;
 use crate::error::{Error, Result};
 
 /// Handle of a dense parameter in a [`ParamStore`].
@@ -286,6 +287,48 @@ impl Grads {
         }
         for t in &mut self.tables {
             t.clear();
+        }
+    }
+
+    /// Replaces every gradient by its sum over the ranks of `comm`, the same on every rank:
+    /// the dense gradients as one flat buffer through one all-reduce; the tables' touched rows
+    /// through two all-gathers (every table's row ids, then their gradients), added up in rank
+    /// order, so that each table ends with every row any rank touched.
+    pub fn all_reduce(&mut self, comm: &dyn Collective) {
+        if comm.size() == 1 {
+            return;
+        }
+        let mut flat: Vec<f32> = self.dense.concat();
+        comm.all_reduce_sum(&mut flat);
+        let mut at = 0;
+        for g in &mut self.dense {
+            let n = g.len();
+            g.copy_from_slice(&flat[at..at + n]);
+            at += n;
+        }
+        // Per table, its number of touched rows and then the rows.
+        let mut ids = Vec::new();
+        let mut values = Vec::new();
+        for t in &self.tables {
+            ids.push(t.len() as u32);
+            ids.extend_from_slice(t.rows());
+            values.extend_from_slice(t.values());
+        }
+        let ids = comm.all_gather_u32(&ids);
+        let values = comm.all_gather(&values);
+        for t in &mut self.tables {
+            t.clear();
+        }
+        for r in 0..comm.size() {
+            let (mut ids, mut values) = (ids.part(r), values.part(r));
+            for t in &mut self.tables {
+                let n = ids[0] as usize;
+                let dim = t.dim();
+                for (&row, g) in ids[1..=n].iter().zip(values.chunks_exact(dim)) {
+                    t.add_row(row, g, 1.0);
+                }
+                (ids, values) = (&ids[n + 1..], &values[n * dim..]);
+            }
         }
     }
 }

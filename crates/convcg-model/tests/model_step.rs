@@ -10,62 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod support;
-use support::{OwnedBatch, tables};
-
-/// The advertisers of a tiny batch's pins: three advertisers share the pins.
-fn advertisers_of(pins: &[u32]) -> Vec<u32> {
-    pins.iter().map(|&pin| pin % 3).collect()
-}
-
-fn tiny_batch(rng: &mut ChaCha8Rng, n: usize) -> OwnedBatch {
-    let mut offsets = vec![0];
-    let mut bag = Vec::new();
-    for i in 0..n {
-        for _ in 0..(i % 3) {
-            bag.push(rng.random_range(0..4));
-        }
-        offsets.push(bag.len());
-    }
-    // Pin ids repeat so that accidental-hit masking is exercised.
-    let pin_ids: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
-    OwnedBatch {
-        q_sparse: vec![(0..n).map(|_| rng.random_range(0..5)).collect()],
-        q_bag: (bag, offsets),
-        q_dense: (0..n * 3).map(|_| rng.random_range(-1.0..1.0)).collect(),
-        p_sparse: vec![
-            pin_ids.clone(),
-            (0..n).map(|_| rng.random_range(0..3)).collect(),
-        ],
-        p_dense: (0..n * 2).map(|_| rng.random_range(-1.0..1.0)).collect(),
-        log_q: (0..n).map(|_| rng.random_range(-3.0..-1.0)).collect(),
-        weights: (0..n).map(|i| 0.5 + (i % 2) as f32).collect(),
-        // Conversion weights (0 on most rows), for the conversion task and the advertiser loss.
-        conversion: Some((
-            (0..n).map(|i| if i % 3 == 1 { 1.5 } else { 0.0 }).collect(),
-            0.7,
-        )),
-        advertisers: Some(advertisers_of(&pin_ids)),
-        pin_ids,
-    }
-}
-
-fn tiny_config(structure: Structure) -> ModelConfig {
-    let tower = TowerConfig {
-        embedding_dim: 3,
-        cross_layers: 2,
-        mlp: vec![5, 4],
-        structure,
-        ..TowerConfig::default()
-    };
-    ModelConfig {
-        query: tower.clone(),
-        pin: tower,
-        out_dim: 4,
-        temperature: 0.5,
-        logq_correction: true,
-        ..ModelConfig::default()
-    }
-}
+use support::{OwnedBatch, advertisers_of, param_bits, tables, tiny_batch, tiny_config};
 
 fn loss_of(model: &TwoTowerModel, data: &OwnedBatch) -> f64 {
     let mut tape = Tape::new(Par::Seq);
@@ -490,13 +435,6 @@ fn learns_a_toy_retrieval_problem() {
 }
 
 /// Every parameter's bits, dense then tables.
-fn param_bits(model: &TwoTowerModel) -> Vec<u32> {
-    let p = model.params();
-    let dense = p.dense_params().iter().flat_map(|d| &d.value);
-    let tables = p.tables().iter().flat_map(|t| &t.value);
-    dense.chain(tables).map(|x| x.to_bits()).collect()
-}
-
 /// A tape reused across steps, including steps of different shapes, trains exactly like fresh
 /// tapes.
 fn reused_tape_matches_fresh(structure: Structure) {

@@ -178,6 +178,26 @@ impl Dataset {
     /// If an index is out of range of [`Dataset::train`].
     #[track_caller]
     pub fn batch(&self, examples: &[usize], estimator: &mut LogQEstimator) -> Batch {
+        self.batch_part(examples, estimator, |positives, negatives| {
+            (positives, negatives)
+        })
+    }
+
+    /// [`Dataset::batch`] of one rank's examples of a batch split over the ranks of a
+    /// data-parallel run: the streaming estimates observe the whole batch's pins, as one process
+    /// would. `whole` gets this rank's positives and drawn hard negatives and returns every
+    /// rank's, each list in rank order (an all-gather); it is called once with streaming log q
+    /// and not at all with exact frequencies.
+    ///
+    /// # Panics
+    /// If an index is out of range of [`Dataset::train`].
+    #[track_caller]
+    pub fn batch_part(
+        &self,
+        examples: &[usize],
+        estimator: &mut LogQEstimator,
+        whole: impl FnOnce(Vec<u32>, Vec<u32>) -> (Vec<u32>, Vec<u32>),
+    ) -> Batch {
         let h = self.hard_negatives_per_positive;
         let rows: Vec<&Example> = examples.iter().map(|&i| &self.train[i]).collect();
         let keys: Vec<QueryKey> = rows.iter().map(|e| e.key).collect();
@@ -214,12 +234,13 @@ impl Dataset {
                     .collect(),
             ),
             Some([positives, negatives]) => {
-                positives.observe(pins.iter().map(|&p| u64::from(p)));
-                negatives.observe(valid_pins().map(u64::from));
-                let drawn = valid_pins().count();
+                let (all_pins, all_drawn) = whole(pins.clone(), valid_pins().collect());
+                positives.observe(all_pins.iter().map(|&p| u64::from(p)));
+                negatives.observe(all_drawn.iter().map(|&p| u64::from(p)));
+                let drawn = all_drawn.len();
                 (
                     pins.iter()
-                        .map(|&p| positives.log_q(u64::from(p), pins.len()))
+                        .map(|&p| positives.log_q(u64::from(p), all_pins.len()))
                         .collect(),
                     hard_negatives
                         .iter()

@@ -69,7 +69,9 @@ fn source(path: &Path, csv: &Path) -> Result<Source> {
 }
 
 /// The `*.parquet` files of a folder in file-name order, leaving out hidden and bookkeeping
-/// files (`.part-0.crc`, `_SUCCESS`, a writer's `.NAME.tmp-*`).
+/// files and folders (`.part-0.crc`, `_SUCCESS`, `_common_metadata`, Spark's `_temporary/`, a
+/// writer's `.NAME.tmp-*`). Any other subfolder is an error: it is most likely a partition of a
+/// Hive-style partitioned write (`ts_day=19700/`), whose rows would otherwise go unread.
 fn part_files(folder: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(folder).map_err(|e| io_error(folder, e))? {
@@ -78,7 +80,19 @@ fn part_files(folder: &Path) -> Result<Vec<PathBuf>> {
         let name = name.to_string_lossy();
         let visible = !name.starts_with('.') && !name.starts_with('_');
         let path = entry.path();
-        if visible && name.ends_with(".parquet") && path.is_file() {
+        if !visible {
+            continue;
+        }
+        if path.is_dir() {
+            return Err(Error::BadInput {
+                at: Location::file(&path),
+                message: "a table folder holds Parquet part files, not folders: a partitioned \
+                          (Hive-style `column=value/`) write is not read; write the table \
+                          without partitioning"
+                    .to_owned(),
+            });
+        }
+        if name.ends_with(".parquet") && path.is_file() {
             files.push(path);
         }
     }

@@ -1,10 +1,12 @@
 //! Event logs on disk in the canonical schema (docs/design.md): [`read_log`] and [`write_log`].
 //!
 //! A dataset is a directory holding, per table, `NAME.parquet`, `NAME.csv`, or a folder `NAME/`
-//! (or `NAME.parquet/`, as Spark names it) of `*.parquet` part files, read in file-name order
-//! (hidden files and `_SUCCESS`-style bookkeeping files are left out). The tables are `pins`,
-//! `users` (optional), `impressions`, `engagements` and `conversions`; their columns are in
-//! docs/data-format.md. Column order does not matter and unknown columns are ignored.
+//! (or `NAME.parquet/`, as Spark names it) of `*.parquet` part files, read in file-name order as
+//! one table (hidden files and `_SUCCESS`-style bookkeeping files are left out; a subfolder, as
+//! a Hive-style partitioned write makes, is an error). Each file may hold any number of row
+//! groups. The tables are `pins`, `users` (optional), `impressions`, `engagements` and
+//! `conversions`; their columns are in docs/data-format.md. Column order does not matter and
+//! unknown columns are ignored.
 //!
 //! # Types
 //! Ids and `ts` accept any Arrow integer type (INT64 canonical; narrower and unsigned types are
@@ -14,7 +16,8 @@
 //! is that integer (so `3` reads the same from Parquet and CSV), any other string becomes its
 //! [`stable_string_id`](crate::stable_string_id); `f_*` columns hold numbers. An all-null column (Arrow's `Null` type) is
 //! accepted anywhere. Any other type is an [`Error::BadInput`] naming the file and the column
-//! and the expected and found types.
+//! and the expected and found types; for a timestamp or date in `ts` and a decimal in a float
+//! column it also says to cast the column when writing it.
 //!
 //! # Bad values
 //! Each of these is an [`Error::BadInput`] at [`Location::cell`](crate::Location::cell) (file,
@@ -25,8 +28,15 @@
 //! `duration_s` or `price`, a position outside `u32`, a repeated `pin_id` or `user_id` (the first
 //! is kept), an impression whose pin is not in the catalogue, and a CSV row with too few or too
 //! many fields. Structural problems are always errors: a missing table, file or required column,
-//! a table in two forms, a wrong column type, part files whose `f_*` / `c_*` columns differ, and
-//! a corrupt, truncated or unreadable file. Nothing panics on bad input.
+//! a table in two forms, a wrong column type, part files whose `f_*` / `c_*` columns differ, a
+//! column read in a compression codec this build does not read, and a corrupt, truncated or
+//! unreadable file. Nothing panics on bad input.
+//!
+//! # Compression
+//! Parquet pages are read uncompressed or compressed with SNAPPY or ZSTD (the parquet crate's
+//! `snap` and `zstd` features). A column that is read and is compressed with GZIP, LZ4,
+//! LZ4_RAW, BROTLI or LZO is an [`Error::BadInput`] naming the file, the column and the codec;
+//! columns that are not read may use any codec.
 //!
 //! # Speed
 //! Parquet row groups of all part files are decoded in parallel (rayon), each straight into its

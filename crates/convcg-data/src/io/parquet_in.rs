@@ -5,17 +5,19 @@ use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
+use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use parquet::basic::Compression;
 use rayon::prelude::*;
 
 use crate::error::{Error, Location, Result};
 use crate::io::Table;
 use crate::io::arrow_in::decode;
 use crate::io::columns::{Bad, BadSink, Slot, Values};
-use crate::io::plan::{Plan, bad_column};
+use crate::io::plan::{Plan, Rule, bad_column};
 use crate::io::table::TableData;
 
 /// Rows per decoded record batch. Small batches keep each batch's Arrow buffers (64 KiB a
@@ -169,18 +171,90 @@ fn part_file(plan: &Plan, path: &Path, metadata: ArrowReaderMetadata) -> Result<
                 path,
                 &spec.name,
                 format!(
-                    "expected {}, found {}",
+                    "expected {}, found {}{}",
                     spec.rule.expected(),
-                    field.data_type()
+                    field.data_type(),
+                    cast_hint(spec.rule, field.data_type())
                 ),
             ));
         }
     }
+    check_codecs(plan, path, &metadata, &positions)?;
     Ok(PartFile {
         path: path.to_owned(),
         metadata,
         positions,
     })
+}
+
+/// What to do about a column type that other engines write by default and the rule refuses.
+fn cast_hint(rule: Rule, found: &DataType) -> &'static str {
+    match (rule, found) {
+        (Rule::Ts, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) => {
+            "; `ts` holds unix seconds as an integer: cast the column when writing it \
+             (docs/data-format.md shows how in each engine)"
+        }
+        (
+            Rule::Dense | Rule::OptFloat | Rule::OptNonNegative,
+            DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..),
+        ) => "; cast the column to DOUBLE when writing it",
+        _ => "",
+    }
+}
+
+/// The Parquet codec of a column chunk as the format names it, or `None` where this build reads
+/// it. The codecs read are the parquet crate's features that the workspace turns on ("snap" and
+/// "zstd" in Cargo.toml); a codec without its feature would fail inside the decoder with a
+/// message that names a Cargo feature rather than the codec.
+fn unreadable_codec(compression: Compression) -> Option<&'static str> {
+    match compression {
+        Compression::UNCOMPRESSED | Compression::SNAPPY | Compression::ZSTD(_) => None,
+        Compression::GZIP(_) => Some("GZIP"),
+        Compression::LZO => Some("LZO"),
+        Compression::BROTLI(_) => Some("BROTLI"),
+        Compression::LZ4 => Some("LZ4"),
+        Compression::LZ4_RAW => Some("LZ4_RAW"),
+    }
+}
+
+/// Refuses a file whose planned columns are compressed with a codec this build does not read,
+/// naming the file, the column and the codec (before any row group is decoded).
+fn check_codecs(
+    plan: &Plan,
+    path: &Path,
+    metadata: &ArrowReaderMetadata,
+    positions: &[Option<usize>],
+) -> Result<()> {
+    let schema = metadata.parquet_schema();
+    for group in metadata.metadata().row_groups() {
+        for (leaf, chunk) in group.columns().iter().enumerate() {
+            let Some(codec) = unreadable_codec(chunk.compression()) else {
+                continue;
+            };
+            let root = schema.get_column_root_idx(leaf);
+            let Some(spec) = positions
+                .iter()
+                .position(|p| *p == Some(root))
+                .map(|c| &plan.columns[c])
+            else {
+                // A column that is not read may use any codec.
+                continue;
+            };
+            return Err(bad_column(
+                path,
+                &spec.name,
+                format!(
+                    "the column is compressed with {codec}, which convcg does not read: it reads \
+                     Parquet compressed with ZSTD or SNAPPY, or uncompressed; write the file with \
+                     one of those"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every row group of every file, with the table row each starts at; and each file's first

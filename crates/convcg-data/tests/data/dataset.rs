@@ -339,6 +339,46 @@ fn hard_negatives_and_log_q_in_batches() {
         assert_eq!(drawn, vec![0.0], "the only drawn pin is all of its stream");
     }
 
+    // A batch split over two ranks: with the whole batch's pins observed (here two halves
+    // exchanged in rank order, as an all-gather would), each half's log q is the whole batch's
+    // rows of it, step after step.
+    let (mut whole_est, mut first_est, mut second_est) = (
+        streaming.log_q_estimator().expect("valid"),
+        streaming.log_q_estimator().expect("valid"),
+        streaming.log_q_estimator().expect("valid"),
+    );
+    let (head, tail) = all.split_at(all.len() / 2);
+    assert!(!head.is_empty() && !tail.is_empty());
+    for _ in 0..3 {
+        let whole = streaming.batch(&all, &mut whole_est);
+        let rank_part = |part: &[usize], est: &mut convcg_data::LogQEstimator| {
+            streaming.batch_part(part, est, |pins, drawn| {
+                let other = if part == head { tail } else { head };
+                let theirs = streaming.batch(other, &mut streaming.log_q_estimator().unwrap());
+                let their_drawn: Vec<u32> = theirs
+                    .hard_negatives
+                    .pins()
+                    .iter()
+                    .zip(theirs.hard_negatives.valid())
+                    .filter(|(_, v)| **v)
+                    .map(|(&p, _)| p)
+                    .collect();
+                if part == head {
+                    ([pins, theirs.pins].concat(), [drawn, their_drawn].concat())
+                } else {
+                    ([theirs.pins, pins].concat(), [their_drawn, drawn].concat())
+                }
+            })
+        };
+        let (a, b) = (
+            rank_part(head, &mut first_est),
+            rank_part(tail, &mut second_est),
+        );
+        assert_eq!([a.log_q.clone(), b.log_q.clone()].concat(), whole.log_q);
+        let hard = |x: &convcg_data::Batch| x.hard_negatives.log_q().to_vec();
+        assert_eq!([hard(&a), hard(&b)].concat(), hard(&whole));
+    }
+
     // No hard negatives: the candidates are the positives.
     let off = Dataset::build(
         &tiny_log(),

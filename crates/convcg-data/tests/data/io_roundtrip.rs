@@ -10,7 +10,7 @@ use convcg_data::{CategoricalColumn, EventLog, Marketplace, SynthConfig, stable_
 
 /// A small marketplace log with what the generator leaves out added: impression and user
 /// `c_*` columns, impressions without a position, and prices and durations of every kind.
-fn log() -> EventLog {
+pub(crate) fn log() -> EventLog {
     let cfg = SynthConfig {
         num_users: 300,
         num_pins: 500,

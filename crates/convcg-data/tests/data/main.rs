@@ -12,6 +12,8 @@ mod events;
 mod import;
 mod import_shared;
 #[cfg(feature = "io")]
+mod io_engines;
+#[cfg(feature = "io")]
 mod io_errors;
 #[cfg(feature = "io")]
 mod io_fuzz;

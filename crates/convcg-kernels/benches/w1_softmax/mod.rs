@@ -64,6 +64,7 @@ impl Inputs {
             log_q: Some(&self.log_q),
             cand_ids: &self.ids,
             weights: Some(&self.weights),
+            first_positive: 0,
         }
     }
 

@@ -73,6 +73,7 @@ pub(super) fn step_on(
         log_q: None,
         cand_ids: &cand_ids,
         weights: None,
+        first_positive: 0,
     };
     let loss = tape.softmax_xent(y, c, args);
     let mut grads = params.zero_grads();

@@ -1,7 +1,16 @@
-//! What the whole-model tests share: feature tables from row counts, and a training batch held
-//! in owned buffers.
+//! What the whole-model tests share: feature tables from row counts, a training batch held
+//! in owned buffers, a tiny model and its batches.
+// Each test crate uses part of it.
+#![allow(dead_code)]
 
-use convcg_model::{FeatureTables, TableDef, TaskRows, TowerInput, TrainBatch};
+use convcg_model::{
+    FeatureTables, ModelConfig, Structure, TableDef, TaskRows, TowerConfig, TowerInput, TrainBatch,
+    TwoTowerModel,
+};
+use std::ops::Range;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 
 /// Tables `{prefix}0`, `{prefix}1`, ... with the given row counts: the single-id features
 /// (`sparse`), then the bags (`bags`), and `dense` dense inputs.
@@ -63,6 +72,51 @@ impl OwnedBatch {
         }
     }
 
+    /// The rows `rows` of this batch with their positives, and its extra candidates (those
+    /// past the positives) `extras`: one rank's part of a data-parallel step, its candidates
+    /// in two segments (positives, extras).
+    pub fn part(&self, rows: Range<usize>, extras: Range<usize>) -> OwnedBatch {
+        let n = self.weights.len();
+        let (qw, pw) = (
+            self.q_dense.len() / n,
+            self.p_dense.len() / self.pin_ids.len(),
+        );
+        let cands: Vec<usize> = rows
+            .clone()
+            .chain(extras.start + n..extras.end + n)
+            .collect();
+        let pick = |v: &[u32]| cands.iter().map(|&c| v[c]).collect::<Vec<u32>>();
+        let (bag, offsets) = &self.q_bag;
+        let mut part_offsets = vec![0];
+        let mut part_bag = Vec::new();
+        for i in rows.clone() {
+            part_bag.extend_from_slice(&bag[offsets[i]..offsets[i + 1]]);
+            part_offsets.push(part_bag.len());
+        }
+        OwnedBatch {
+            q_sparse: self
+                .q_sparse
+                .iter()
+                .map(|f| f[rows.clone()].to_vec())
+                .collect(),
+            q_bag: (part_bag, part_offsets),
+            q_dense: self.q_dense[rows.start * qw..rows.end * qw].to_vec(),
+            p_sparse: self.p_sparse.iter().map(|f| pick(f)).collect(),
+            p_dense: cands
+                .iter()
+                .flat_map(|&c| self.p_dense[c * pw..(c + 1) * pw].iter().copied())
+                .collect(),
+            pin_ids: pick(&self.pin_ids),
+            log_q: cands.iter().map(|&c| self.log_q[c]).collect(),
+            weights: self.weights[rows.clone()].to_vec(),
+            conversion: self
+                .conversion
+                .as_ref()
+                .map(|(w, t)| (w[rows.clone()].to_vec(), *t)),
+            advertisers: self.advertisers.as_ref().map(|a| pick(a)),
+        }
+    }
+
     /// The batch, borrowing these buffers.
     pub fn batch(&self) -> TrainBatch<'_> {
         TrainBatch {
@@ -84,4 +138,69 @@ impl OwnedBatch {
             advertisers: self.advertisers.as_deref(),
         }
     }
+}
+
+/// The advertisers of a tiny batch's pins: three advertisers share the pins.
+pub fn advertisers_of(pins: &[u32]) -> Vec<u32> {
+    pins.iter().map(|&pin| pin % 3).collect()
+}
+
+/// A batch of `n` rows and their `n` positives, ids repeating so that accidental hits occur.
+pub fn tiny_batch(rng: &mut ChaCha8Rng, n: usize) -> OwnedBatch {
+    let mut offsets = vec![0];
+    let mut bag = Vec::new();
+    for i in 0..n {
+        for _ in 0..(i % 3) {
+            bag.push(rng.random_range(0..4));
+        }
+        offsets.push(bag.len());
+    }
+    // Pin ids repeat so that accidental-hit masking is exercised.
+    let pin_ids: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
+    OwnedBatch {
+        q_sparse: vec![(0..n).map(|_| rng.random_range(0..5)).collect()],
+        q_bag: (bag, offsets),
+        q_dense: (0..n * 3).map(|_| rng.random_range(-1.0..1.0)).collect(),
+        p_sparse: vec![
+            pin_ids.clone(),
+            (0..n).map(|_| rng.random_range(0..3)).collect(),
+        ],
+        p_dense: (0..n * 2).map(|_| rng.random_range(-1.0..1.0)).collect(),
+        log_q: (0..n).map(|_| rng.random_range(-3.0..-1.0)).collect(),
+        weights: (0..n).map(|i| 0.5 + (i % 2) as f32).collect(),
+        // Conversion weights (0 on most rows), for the conversion task and the advertiser loss.
+        conversion: Some((
+            (0..n).map(|i| if i % 3 == 1 { 1.5 } else { 0.0 }).collect(),
+            0.7,
+        )),
+        advertisers: Some(advertisers_of(&pin_ids)),
+        pin_ids,
+    }
+}
+
+/// A tiny model of the given structure.
+pub fn tiny_config(structure: Structure) -> ModelConfig {
+    let tower = TowerConfig {
+        embedding_dim: 3,
+        cross_layers: 2,
+        mlp: vec![5, 4],
+        structure,
+        ..TowerConfig::default()
+    };
+    ModelConfig {
+        query: tower.clone(),
+        pin: tower,
+        out_dim: 4,
+        temperature: 0.5,
+        logq_correction: true,
+        ..ModelConfig::default()
+    }
+}
+
+/// Every parameter's bits, dense then tables.
+pub fn param_bits(model: &TwoTowerModel) -> Vec<u32> {
+    let p = model.params();
+    let dense = p.dense_params().iter().flat_map(|d| &d.value);
+    let tables = p.tables().iter().flat_map(|t| &t.value);
+    dense.chain(tables).map(|x| x.to_bits()).collect()
 }

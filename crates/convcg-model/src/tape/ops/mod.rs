@@ -7,6 +7,7 @@ mod dense;
 mod elementwise;
 mod embed;
 mod gate;
+mod gather;
 mod group;
 mod loss;
 mod norm;
@@ -82,6 +83,7 @@ use dense::{Linear, Relu};
 use elementwise::{Add, Concat, Mul};
 use embed::{Embed, Input};
 use gate::{Mix, RowSoftmax};
+use gather::GatherRows;
 use group::SegmentMean;
 use loss::{SoftmaxXent, WeightedSum};
 use norm::L2Norm;
@@ -101,6 +103,7 @@ ops!(
     Mix,
     SegmentMean,
     WeightedSum,
+    GatherRows,
 );
 
 /// A dense parameter as a matrix.
