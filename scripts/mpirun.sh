@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts convcg on N MPI ranks of this machine: scripts/mpirun.sh N ARGS...
+# Starts convcg on N MPI ranks of this machine: scripts/mpirun.sh N [ARGS...]
 #   scripts/mpirun.sh 2 train --distributed --out runs/dist
 # runs `convcg ARGS...` under mpirun with the options a container or a small machine needs:
 # --allow-run-as-root when run as root (Docker-like environments), --oversubscribe when N
@@ -7,8 +7,8 @@
 # The binary is $CONVCG_BIN, else target/release/convcg, built with the mpi feature when missing
 # (cargo build --release --features mpi; needs libopenmpi-dev, libclang-dev and openmpi-bin).
 set -euo pipefail
-if [[ $# -lt 2 || ! $1 =~ ^[1-9][0-9]*$ ]]; then
-  echo "usage: $0 N ARGS... (e.g. $0 2 train --distributed --out runs/dist)" >&2
+if [[ $# -lt 1 || ! $1 =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: $0 N [ARGS...] (e.g. $0 2 train --distributed --out runs/dist)" >&2
   exit 2
 fi
 ranks=$1

@@ -17,10 +17,7 @@ use convcg_data::{
     GroundTruth, LogQEstimator, Marketplace, PinFeatures, QueryFeatures, QueryKey, Surface, Task,
     uniform_log_q, uniform_negatives,
 };
-use convcg_eval::{
-    AuctionConfig, RECALL_KS, TopK, exact_top_k, popularity_top_k, random_top_k, recall_at_k,
-    top_k_by,
-};
+use convcg_eval::{RECALL_KS, TopK, popularity_top_k, random_top_k, recall_at_k, top_k_by};
 use convcg_kernels::{Bf16Engine, Par, Precision};
 use convcg_model::{
     Error as ModelError, FeatureTables, Optimizer, Shard, TableDef, Tape, TaskRows, TowerInput,
@@ -34,7 +31,7 @@ use crate::checkpoint::{
 };
 use crate::compare::METRICS_FILE;
 use crate::config::{OnNonFinite, RunConfig, TrainPrecision};
-use crate::dist::Ranks;
+use crate::dist::{CorpusSearch, Ranks};
 use crate::fault::FaultPlan;
 use crate::metrics::{
     EvalSummary, LossPoint, Metrics, QueryRecalls, RetrieverMetrics, TrainingSummary, coverage_of,
@@ -787,19 +784,9 @@ fn train_and_evaluate(
         );
         training
     };
-    if !session.ranks.is_leader() {
-        // Rank 0 evaluates and writes the results.
-        return Ok(RunOutput {
-            metrics: Metrics {
-                training,
-                ..Metrics::default()
-            },
-            per_query: QueryRecalls::default(),
-            model_queries: PerQuery::default(),
-            read_report: None,
-        });
+    if session.ranks.is_leader() {
+        saver.save_feature_state(&data.feature_state(log))?;
     }
-    saver.save_feature_state(&data.feature_state(log))?;
     session.control.faults.before_evaluation();
     if cfg.data.eval_protocol == EvalProtocol::None {
         say(
@@ -826,7 +813,7 @@ fn train_and_evaluate(
         mut metrics,
         per_query,
         model_queries,
-    } = evaluate(&model, &data, market, cfg.seed, &cfg.online, par)?;
+    } = evaluate(&model, &data, market, cfg, session.ranks, par)?;
     spinner.finish_and_clear();
     say(
         loud,
@@ -1153,6 +1140,7 @@ fn train_loop(
     tape.set_precision(step_precision(tc.precision, loud));
     let bar = progress(loud, steps as u64, "training");
     bar.set_position(st.step as u64);
+    let (t0, first_step, traffic_before) = (Instant::now(), st.step, ranks.traffic());
     while st.step < steps {
         let step = st.step + 1;
         // Every rank draws the same global batch and takes its share of the rows.
@@ -1247,6 +1235,19 @@ fn train_loop(
         checkpoint_boundary(&st, saver, model, steps, n, &bar)?;
     }
     bar.finish_and_clear();
+    if ranks.is_distributed() && loud {
+        let t = ranks.traffic().since(&traffic_before);
+        let secs = t0.elapsed().as_secs_f64();
+        let per_step =
+            (t.reduce_bytes + t.gather_bytes) as f64 / (steps - first_step).max(1) as f64;
+        eprintln!(
+            "{} ranks: {:.1} of {secs:.1} s training in collective operations ({:.0}%), {:.2} MB summed or gathered a step",
+            ranks.size(),
+            t.seconds,
+            100.0 * t.seconds / secs,
+            per_step / 1e6
+        );
+    }
     if st.skipped > 0 && loud {
         eprintln!(
             "{} of {steps} batches skipped for a non-finite loss or gradient",
@@ -1341,15 +1342,14 @@ pub(crate) fn evaluate(
     model: &TwoTowerModel,
     data: &Dataset,
     market: Option<&Marketplace>,
-    seed: u64,
-    online: &AuctionConfig,
+    cfg: &RunConfig,
+    ranks: &Ranks,
     par: Par,
 ) -> Result<Evaluation> {
+    let (seed, online) = (cfg.seed, &cfg.online);
     let k = *RECALL_KS.iter().max().unwrap_or(&1000);
-    let pins = model.embed_pins(&pin_input(data.pin_features())?, EMBED_CHUNK, par)?;
-    let corpus = dense_slice(&pins)?;
+    let corpus = CorpusSearch::embed(model, data.pin_features(), ranks, par)?;
     let n_pins = data.num_pins();
-    let d = pins.ncols();
     let eval = data.eval();
     let mut out = Metrics::default();
     let mut per_query = QueryRecalls::default();
@@ -1364,7 +1364,7 @@ pub(crate) fn evaluate(
         }
         let qf = data.query_features(&queries.keys);
         let qe = model.embed_queries(&query_input(&qf)?, EMBED_CHUNK, par)?;
-        let model_top = exact_top_k(dense_slice(&qe)?, corpus, d, k, par);
+        let model_top = corpus.top_k(dense_slice(&qe)?, k, par)?;
         let measured = QuerySet::measure(&queries.keys, &queries.relevant, &model_top, &RECALL_KS)?;
         match task {
             Task::Conversion => model_queries.conversion = measured,
@@ -1480,7 +1480,7 @@ pub(crate) fn evaluate(
     }
     if let Some(m) = market.filter(|_| online.traffic_requests > 0) {
         let keys = crate::online::traffic_requests(m, eval, online.traffic_requests)?;
-        let (traffic, outcomes) = traffic_ab(model, data, m, &keys, seed, online, par)?;
+        let (traffic, outcomes) = traffic_ab(model, data, m, &keys, cfg, &corpus, par)?;
         model_queries.traffic = Some(outcomes);
         out.traffic = Some(traffic);
     }
@@ -1536,15 +1536,15 @@ fn traffic_ab(
     data: &Dataset,
     market: &Marketplace,
     keys: &[QueryKey],
-    seed: u64,
-    online: &AuctionConfig,
+    cfg: &RunConfig,
+    corpus: &CorpusSearch<'_>,
     par: Par,
 ) -> Result<(crate::online::OnlineMetrics, TrafficOutcomes)> {
+    let (seed, online) = (cfg.seed, &cfg.online);
     let k = online.candidates.min(data.num_pins());
-    let pins = model.embed_pins(&pin_input(data.pin_features())?, EMBED_CHUNK, par)?;
     let qf = data.query_features(keys);
     let qe = model.embed_queries(&query_input(&qf)?, EMBED_CHUNK, par)?;
-    let model_top = exact_top_k(dense_slice(&qe)?, dense_slice(&pins)?, pins.ncols(), k, par);
+    let model_top = corpus.top_k(dense_slice(&qe)?, k, par)?;
     let pop_top = popularity_top_k(&popularity_counts(data, Task::Conversion), keys.len(), k);
     let seen_top = recently_seen_top_k(data, keys, &pop_top)?;
     let rand_top = random_top_k(data.num_pins(), keys.len(), k, seed ^ 0x7AFF);

@@ -38,6 +38,8 @@ fn tables(sparse: &[usize], bags: &[usize]) -> FeatureTables {
 
 /// One step's inputs, owned; made before timing from one seeded generator.
 pub struct Step {
+    /// Rows: `B`, or a rank's share of them ([`Step::part`]).
+    rows: usize,
     user_ids: Vec<Vec<u32>>,
     bag_ids: Vec<u32>,
     bag_offsets: Vec<usize>,
@@ -58,6 +60,7 @@ impl Step {
             (0..n).map(|_| rng.sample(StandardNormal)).collect()
         };
         Self {
+            rows: B,
             user_ids: USER_ROWS.iter().map(|&r| ids(rng, r, B)).collect(),
             bag_ids: ids(rng, USER_BAG_ROWS, B * BAG),
             bag_offsets: (0..=B).map(|i| i * BAG).collect(),
@@ -85,17 +88,57 @@ impl Step {
             + std::mem::size_of::<usize>() * self.bag_offsets.len()
     }
 
+    /// The rows `rows` of this step with their candidates: their positives, then their hard
+    /// negatives (row `i`'s is candidate `B + i`), two segments of `rows.len()` each. A rank's
+    /// share of a data-parallel step.
+    #[allow(dead_code)] // the ranks example uses it; the benchmark does not
+    pub fn part(&self, rows: std::ops::Range<usize>) -> Step {
+        let n = self.rows;
+        let cands: Vec<usize> = rows.clone().chain(rows.start + n..rows.end + n).collect();
+        let pick = |v: &[u32]| cands.iter().map(|&c| v[c]).collect::<Vec<u32>>();
+        let dense = |v: &[f32], idx: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
+            idx.flat_map(|i| v[i * DENSE..(i + 1) * DENSE].iter().copied())
+                .collect()
+        };
+        Step {
+            rows: rows.len(),
+            user_ids: self
+                .user_ids
+                .iter()
+                .map(|f| f[rows.clone()].to_vec())
+                .collect(),
+            bag_ids: self.bag_ids[rows.start * BAG..rows.end * BAG].to_vec(),
+            bag_offsets: (0..=rows.len()).map(|i| i * BAG).collect(),
+            user_dense: dense(&self.user_dense, &mut rows.clone()),
+            pin_ids: self.pin_ids.iter().map(|f| pick(f)).collect(),
+            pin_dense: dense(&self.pin_dense, &mut cands.iter().copied()),
+            log_q: cands.iter().map(|&c| self.log_q[c]).collect(),
+            weights: self.weights[rows].to_vec(),
+        }
+    }
+
+    /// Each table's ids in this step, user tables first (the single-id ones, then the bag), then
+    /// the pin tables: what the step's embedding gradients touch.
+    #[allow(dead_code)] // the ranks example uses it; the benchmark does not
+    pub fn table_ids(&self) -> Vec<&[u32]> {
+        let user = self.user_ids.iter().map(Vec::as_slice);
+        let bag = std::iter::once(self.bag_ids.as_slice());
+        user.chain(bag)
+            .chain(self.pin_ids.iter().map(Vec::as_slice))
+            .collect()
+    }
+
     /// The step as the model takes it.
     pub fn batch(&self) -> TrainBatch<'_> {
         TrainBatch {
             query: TowerInput {
-                n: B,
+                n: self.rows,
                 sparse: self.user_ids.iter().map(Vec::as_slice).collect(),
                 bags: vec![(&self.bag_ids, &self.bag_offsets)],
                 dense: &self.user_dense,
             },
             pins: TowerInput {
-                n: B + H,
+                n: 2 * self.rows,
                 sparse: self.pin_ids.iter().map(Vec::as_slice).collect(),
                 bags: vec![],
                 dense: &self.pin_dense,

@@ -96,6 +96,10 @@ pub enum Error {
     /// infinities).
     #[error("paired bootstrap of non-finite values")]
     NonFiniteBootstrap,
+
+    /// Per-shard top-k lists that cannot be merged ([`merge_top_k`](crate::merge_top_k)).
+    #[error("per-shard top-k lists do not fit together: {0}")]
+    ShardsDoNotFit(String),
 }
 
 /// Result of the fallible operations of this crate.

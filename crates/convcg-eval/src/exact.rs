@@ -391,11 +391,11 @@ pub fn top_k_by<F: Fn(usize, &mut [f32]) + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::unit_normal;
     use ndarray::{Array2, ShapeBuilder};
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-    use rand_distr::StandardNormal;
 
     fn uniform(len: usize, seed: u64) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -563,17 +563,6 @@ mod tests {
             }
         }
         out
-    }
-
-    /// `rows` vectors of dim `d`, standard normal entries scaled to unit L2 norm (W2's data).
-    fn unit_normal(rows: usize, d: usize, seed: u64) -> Vec<f32> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut data: Vec<f32> = (0..rows * d).map(|_| rng.sample(StandardNormal)).collect();
-        for row in data.chunks_exact_mut(d) {
-            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-            row.iter_mut().for_each(|x| *x /= norm);
-        }
-        data
     }
 
     /// W2's correctness rule: every query has the f64 reference's ids, except that candidates

@@ -88,7 +88,10 @@ mod quantized;
 mod ranking;
 mod recall;
 mod select;
+mod shard;
 mod simd;
+#[cfg(test)]
+mod testing;
 mod topk;
 
 pub use baselines::{popularity_top_k, random_top_k};
@@ -102,4 +105,5 @@ pub use online::{
 };
 pub use ranking::{Coverage, advertiser_recall_at_k, coverage_at_k, gini, ndcg_at_k};
 pub use recall::{RECALL_KS, RecallReport, recall_at_k};
+pub use shard::merge_top_k;
 pub use topk::TopK;

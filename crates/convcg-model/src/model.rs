@@ -194,8 +194,8 @@ fn check_tables(
 pub struct TaskRows<'a> {
     /// Per-row weights (B), finite and non-negative.
     pub weights: &'a [f32],
-    /// The task's weight: the batch loss is `Σ_task task_weight · (weighted mean loss of the
-    /// task's rows)`, each task's mean taken over its own rows.
+    /// The task's weight: in the batch loss each row of the task counts `task_weight` times its
+    /// row weight, over the batch's total of those products ([`TwoTowerModel::loss`]).
     pub task_weight: f32,
 }
 
