@@ -9,31 +9,16 @@
 //! CONVCG_BIN=target/release/examples/w2_ranks scripts/mpirun.sh 2
 //! ```
 
+#[path = "../crates/convcg-eval/benches/w2_setup/mod.rs"]
+mod w2_setup;
+
 use std::sync::Arc;
 use std::time::Instant;
-
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 
 use convcg::dist::Ranks;
 use convcg_eval::{Par, TopK, exact_top_k, merge_top_k};
 
-const N: usize = 1_000_000;
-const D: usize = 64;
-const Q: usize = 4096;
-const K: usize = 100;
-
-/// `rows` vectors of dim `D`, standard normal entries scaled to unit L2 norm (W2's data, drawn
-/// as the `w2` benchmark draws it: corpus first, then queries, from seed 0).
-fn unit_rows(rng: &mut ChaCha8Rng, rows: usize) -> Vec<f32> {
-    let mut data: Vec<f32> = (0..rows * D).map(|_| rng.sample(StandardNormal)).collect();
-    for row in data.chunks_exact_mut(D) {
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|x| *x /= norm);
-    }
-    data
-}
+use w2_setup::{D, K, N, Q, corpus_and_queries};
 
 fn par(threads: usize) -> Par {
     if threads > 1 {
@@ -47,9 +32,7 @@ fn main() -> anyhow::Result<()> {
     let (_mpi, world) = convcg::dist::mpi::start()?;
     let ranks = Ranks::over(Arc::new(world));
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let corpus = unit_rows(&mut rng, N);
-    let queries = unit_rows(&mut rng, Q);
+    let (corpus, queries) = corpus_and_queries();
     let mine = ranks.share(N);
 
     let t0 = Instant::now();

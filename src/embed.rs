@@ -24,6 +24,7 @@ use convcg_data::import::{DICTIONARY_DIR, Dictionary, csv_field};
 use convcg_data::{QueryRequest, Surface};
 
 use crate::checkpoint::RunSource;
+use crate::dist::Ranks;
 use crate::output::write_atomic;
 use crate::run::{Verbosity, dense_slice, in_pool};
 use crate::serve::{IndexChoice, OpenOptions, Request, Retriever};
@@ -140,6 +141,8 @@ pub struct RetrieveOptions {
     pub exclude_seen: bool,
     /// Where the features come from.
     pub open: OpenOptions,
+    /// The processes that search the pins: one, or MPI ranks each holding a share.
+    pub ranks: Ranks,
 }
 
 /// What `convcg retrieve` found.
@@ -207,7 +210,7 @@ pub fn retrieve(run_dir: &Path, users: &[i64], opts: &RetrieveOptions) -> Result
     if opts.k == 0 {
         bail!("--k must be at least 1");
     }
-    let run = Retriever::open(run_dir, &opts.open)?;
+    let run = Retriever::open_on(run_dir, &opts.open, &opts.ranks)?;
     let state = run.state();
     let requests: Vec<Request> = users
         .iter()

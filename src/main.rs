@@ -221,6 +221,11 @@ enum Command {
         /// features.state (or its own source, for a run without one).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Search over the ranks of an MPI job (`scripts/mpirun.sh N retrieve --distributed
+        /// ...`): each rank embeds and scores its share of the pins, and rank 0 writes the
+        /// merged lists. Needs convcg built with `--features mpi`.
+        #[arg(long)]
+        distributed: bool,
     },
     /// Answer retrieval requests over HTTP: POST /v1/retrieve (JSON), GET /healthz,
     /// GET /metrics (Prometheus), POST /admin/reload (token in CONVCG_ADMIN_TOKEN); SIGHUP
@@ -579,10 +584,13 @@ fn run(cli: Cli) -> Result<()> {
             exclude_seen,
             out,
             data,
+            distributed,
         } => {
+            let (_mpi, ranks) = start_ranks(distributed)?;
+            let leader = ranks.is_leader();
             let ids = convcg::read_user_ids(&users)?;
             // Progress goes to stderr only when the lists go to a file.
-            let verbosity = if out.is_some() {
+            let verbosity = if out.is_some() && leader {
                 Verbosity::Normal
             } else {
                 Verbosity::Quiet
@@ -598,8 +606,15 @@ fn run(cli: Cli) -> Result<()> {
                     verbosity,
                     index: convcg::serve::IndexChoice::Exact,
                 },
+                ranks: ranks.clone(),
             };
-            let found = convcg::retrieve(&run_dir, &ids, &opts)?;
+            let found = match convcg::retrieve(&run_dir, &ids, &opts) {
+                Err(e) if ranks.is_distributed() => abort_ranks(&ranks, &e),
+                found => found?,
+            };
+            if !leader {
+                return Ok(());
+            }
             if let Some(first) = found.cold_users.first() {
                 eprintln!(
                     "warning: {} of {} users are not in the run's user table (the first: {first}): served cold, from the out-of-vocabulary user row with no engagements",

@@ -1537,7 +1537,7 @@ fn traffic_ab(
     market: &Marketplace,
     keys: &[QueryKey],
     cfg: &RunConfig,
-    corpus: &CorpusSearch<'_>,
+    corpus: &CorpusSearch,
     par: Par,
 ) -> Result<(crate::online::OnlineMetrics, TrafficOutcomes)> {
     let (seed, online) = (cfg.seed, &cfg.online);

@@ -36,6 +36,18 @@ fn mpirun(n: usize, args: &[&str]) -> Command {
     cmd
 }
 
+/// `convcg train` of the config `cfg` into `out`, in one process.
+fn train_one_process(cfg: &Path, out: &Path) {
+    succeed(convcg().args([
+        "train",
+        "--quiet",
+        "--config",
+        path(cfg),
+        "--out",
+        path(out),
+    ]));
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -43,12 +55,7 @@ fn path(p: &Path) -> &str {
 /// Every parameter, dense then tables, of a run's `model.ckpt`.
 fn params(run: &Path) -> Vec<f32> {
     let (_, model) = load_model(&run.join(convcg::MODEL_FILE)).unwrap();
-    let p = model.params();
-    let dense = p.dense_params().iter().flat_map(|d| &d.value);
-    dense
-        .chain(p.tables().iter().flat_map(|t| &t.value))
-        .copied()
-        .collect()
+    model.params().values().collect()
 }
 
 fn losses(run: &Path) -> Vec<f64> {
@@ -71,14 +78,7 @@ fn two_ranks_train_what_one_process_trains_and_resume_exactly() {
         tmp.path().join("two"),
         tmp.path().join("resumed"),
     );
-    succeed(convcg().args([
-        "train",
-        "--quiet",
-        "--config",
-        path(&cfg),
-        "--out",
-        path(&one),
-    ]));
+    train_one_process(&cfg, &one);
     let distributed = [
         "train",
         "--distributed",
@@ -126,8 +126,8 @@ fn two_ranks_train_what_one_process_trains_and_resume_exactly() {
     assert!(!killed.status.success(), "the aborted run succeeded");
     assert!(
         resumed
-            .join("checkpoints")
-            .join("step-00000020.ckpt")
+            .join(convcg::checkpoint::CHECKPOINT_DIR)
+            .join(convcg::checkpoint::checkpoint_name(20))
             .is_file()
     );
     succeed(&mut mpirun(
@@ -146,6 +146,45 @@ fn two_ranks_train_what_one_process_trains_and_resume_exactly() {
         bits(params(&resumed)) == bits(params(&two)),
         "resumed parameters differ"
     );
+}
+
+/// `convcg retrieve --distributed` on 2 ranks (each scoring half the pins) writes the lists one
+/// process writes, to the last digit.
+#[test]
+fn retrieval_over_two_ranks_is_the_single_process_retrieval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let run = tmp.path().join("run");
+    train_one_process(&cfg, &run);
+    let users = tmp.path().join("users.txt");
+    // Three users of the tiny world and one it never saw (served cold).
+    std::fs::write(&users, "1000001\n1000017\n1000123\n42\n").unwrap();
+    let (one, two) = (tmp.path().join("one.csv"), tmp.path().join("two.csv"));
+    let args = |out: &Path| {
+        [
+            "retrieve",
+            path(&run),
+            "--users",
+            path(&users),
+            "--k",
+            "50",
+            "--exclude-seen",
+            "--out",
+            path(out),
+        ]
+        .map(str::to_owned)
+    };
+    succeed(convcg().args(args(&one)));
+    let mut distributed = args(&two).to_vec();
+    distributed.push("--distributed".to_owned());
+    let refs: Vec<&str> = distributed.iter().map(String::as_str).collect();
+    succeed(&mut mpirun(2, &refs));
+    let (a, b) = (
+        std::fs::read_to_string(&one).unwrap(),
+        std::fs::read_to_string(&two).unwrap(),
+    );
+    assert_eq!(a.lines().count(), 1 + 4 * 50);
+    assert_eq!(a, b);
 }
 
 /// Without MPI ranks to agree on it, a distributed run needs its directory named.

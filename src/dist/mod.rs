@@ -216,21 +216,23 @@ impl Collective for Metered {
 /// run, this rank's contiguous share of the corpus, whose exact top-k lists are merged with the
 /// other ranks' into the whole corpus's ([`merge_top_k`]), so that no rank holds every pin's
 /// embedding.
-pub(crate) struct CorpusSearch<'a> {
-    ranks: &'a Ranks,
+pub(crate) struct CorpusSearch {
+    ranks: Ranks,
     /// The corpus row of this rank's first pin.
     first: usize,
+    /// Pins in the whole corpus.
+    total: usize,
     pins: Array2<f32>,
 }
 
-impl<'a> CorpusSearch<'a> {
+impl CorpusSearch {
     /// Embeds this rank's share of the pins of `features` with the model's pin tower.
     pub(crate) fn embed(
         model: &TwoTowerModel,
         features: &PinFeatures,
-        ranks: &'a Ranks,
+        ranks: &Ranks,
         par: Par,
-    ) -> Result<CorpusSearch<'a>> {
+    ) -> Result<CorpusSearch> {
         let mine = ranks.share(features.len());
         let pins = if ranks.is_distributed() {
             let ids: Vec<u32> = (mine.start..mine.end).map(|p| p as u32).collect();
@@ -240,10 +242,21 @@ impl<'a> CorpusSearch<'a> {
             model.embed_pins(&pin_input(features)?, EMBED_CHUNK, par)?
         };
         Ok(CorpusSearch {
-            ranks,
+            ranks: ranks.clone(),
             first: mine.start,
+            total: features.len(),
             pins,
         })
+    }
+
+    /// Pins in the whole corpus.
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The embeddings this rank holds: every pin's in one process.
+    pub(crate) fn held(&self) -> &Array2<f32> {
+        &self.pins
     }
 
     /// The exact top `k` of the whole corpus for `queries` (row-major, the embeddings' width):

@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use ndarray::Array2;
 
 use convcg_data::{ColdStart, Dataset, FeatureState, QueryRequest};
-use convcg_eval::exact_top_k;
 use convcg_kernels::Par;
 use convcg_model::TwoTowerModel;
 
@@ -16,9 +15,9 @@ use crate::checkpoint::{
     Checkpoint, FEATURE_STATE_FILE, MODEL_FILE, RunSource, read_feature_state, read_file,
 };
 use crate::config::RunConfig;
+use crate::dist::{CorpusSearch, Ranks};
 use crate::run::{
-    EMBED_CHUNK, Verbosity, dense_slice, feature_tables, generate, in_pool, load, pin_input,
-    query_input,
+    EMBED_CHUNK, Verbosity, dense_slice, feature_tables, generate, in_pool, load, query_input,
 };
 
 /// Where a run's feature state comes from, how loudly it is made, and how pins are searched.
@@ -88,7 +87,8 @@ pub struct Retriever {
     cfg: RunConfig,
     model: TwoTowerModel,
     state: FeatureState,
-    pins: Array2<f32>,
+    /// The pins' embeddings, all of them (or, opened over MPI ranks, this rank's share).
+    corpus: CorpusSearch,
     hnsw: Option<Hnsw>,
     index: IndexChoice,
     version: String,
@@ -100,7 +100,7 @@ impl std::fmt::Debug for Retriever {
         f.debug_struct("Retriever")
             .field("run_dir", &self.run_dir)
             .field("version", &self.version)
-            .field("pins", &self.pins.dim())
+            .field("pins", &self.corpus.held().dim())
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +114,19 @@ impl Retriever {
     /// If the run directory holds no model, a file is unusable, the data is gone, or the
     /// features no longer make the model's tables.
     pub fn open(run_dir: &Path, opts: &OpenOptions) -> Result<Retriever> {
+        Retriever::open_on(run_dir, opts, &Ranks::single())
+    }
+
+    /// [`Retriever::open`] on every rank of `ranks`, each embedding its share of the pins;
+    /// [`Retriever::retrieve`] then merges the ranks' exact top K (every rank must call it with
+    /// the same requests). The approximate index needs every pin in one process.
+    ///
+    /// # Errors
+    /// As [`Retriever::open`]; also with the HNSW index over several ranks.
+    pub fn open_on(run_dir: &Path, opts: &OpenOptions, ranks: &Ranks) -> Result<Retriever> {
+        if ranks.is_distributed() && opts.index != IndexChoice::Exact {
+            bail!("the HNSW index needs every pin in one process: use the exact index over ranks");
+        }
         let model_path = run_dir.join(MODEL_FILE);
         if !model_path.is_file() {
             bail!(
@@ -138,15 +151,16 @@ impl Retriever {
             );
         }
         let model = ckpt.model(&cfg, &model_path)?;
-        let pins = in_pool(&cfg, |par| {
-            Ok(model.embed_pins(&pin_input(state.pin_features())?, EMBED_CHUNK, par)?)
+        let corpus = in_pool(&cfg, |par| {
+            CorpusSearch::embed(&model, state.pin_features(), ranks, par)
         })?;
+        let pins = corpus.held();
         let threads = cfg.resolved_threads();
         let hnsw = match opts.index {
             IndexChoice::Exact => None,
             IndexChoice::Hnsw(hnsw) => {
                 let t0 = std::time::Instant::now();
-                let index = Hnsw::build(&pins, hnsw, threads, threads)?;
+                let index = Hnsw::build(pins, hnsw, threads, threads)?;
                 if opts.verbosity == Verbosity::Normal {
                     eprintln!(
                         "built the HNSW index of {} pins in {:.1} s ({:.0} MiB)",
@@ -170,7 +184,7 @@ impl Retriever {
             cfg,
             model,
             state,
-            pins,
+            corpus,
             hnsw,
             index: opts.index,
             run_dir: run_dir.to_owned(),
@@ -202,9 +216,10 @@ impl Retriever {
         self.index
     }
 
-    /// Every pin's embedding, a row per catalogue pin.
+    /// Every pin's embedding, a row per catalogue pin (opened over ranks: this rank's
+    /// contiguous share).
     pub fn pin_embeddings(&self) -> &Array2<f32> {
-        &self.pins
+        self.corpus.held()
     }
 
     /// The query tower's output for each request, and what each left cold.
@@ -234,7 +249,7 @@ impl Retriever {
         }
         let queries: Vec<QueryRequest> = requests.iter().map(|r| r.query.clone()).collect();
         let (embedded, cold) = self.embed_queries(&queries, par)?;
-        let n = self.pins.nrows();
+        let n = self.corpus.total();
         let depth = |r: &Request| r.k.saturating_add(r.exclude_pin_ids.len()).min(n);
         let lists: Vec<(Vec<u32>, Vec<f32>)> = match &self.hnsw {
             Some(hnsw) => requests
@@ -249,13 +264,7 @@ impl Retriever {
                 .collect::<Result<_>>()?,
             None => {
                 let deepest = requests.iter().map(depth).max().unwrap_or(0);
-                let top = exact_top_k(
-                    dense_slice(&embedded)?,
-                    dense_slice(&self.pins)?,
-                    self.pins.ncols(),
-                    deepest,
-                    par,
-                );
+                let top = self.corpus.top_k(dense_slice(&embedded)?, deepest, par)?;
                 (0..requests.len())
                     .map(|q| (top.row(q).to_vec(), top.row_scores(q).to_vec()))
                     .collect()

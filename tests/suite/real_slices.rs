@@ -52,6 +52,7 @@ fn import_and_train(source: Source, src: &Path) -> (RunConfig, RunOutput) {
         context_pin_id: None,
         query_id: None,
         exclude_seen: false,
+        ranks: convcg::dist::Ranks::single(),
         open: convcg::serve::OpenOptions {
             data: None,
             verbosity: convcg::Verbosity::Quiet,

@@ -7,28 +7,14 @@
 //! under W2's rule, so that a fast wrong answer cannot pass for a figure.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 
 use convcg_eval::{Par, SimdLevel, TopK, exact_top_k};
 
-const N: usize = 1_000_000;
-const D: usize = 64;
-const Q: usize = 4096;
-const K: usize = 100;
+mod w2_setup;
+use w2_setup::{D, K, N, Q, corpus_and_queries};
+
 /// Queries checked against the f64 reference before timing (as many as the FAISS peer checks).
 const CHECKED: usize = 32;
-
-/// `rows` vectors of dim `D` with standard normal entries, each scaled to unit L2 norm.
-fn unit_rows(rng: &mut ChaCha8Rng, rows: usize) -> Vec<f32> {
-    let mut data: Vec<f32> = (0..rows * D).map(|_| rng.sample(StandardNormal)).collect();
-    for row in data.chunks_exact_mut(D) {
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|x| *x /= norm);
-    }
-    data
-}
 
 /// W2's rule for query `q`: the same `K` ids as the f64 ranking, except that candidates whose f64
 /// scores are within `1e-6` of the f64 `K`-th score may trade places. Returns the number of ids
@@ -78,9 +64,7 @@ fn w2(c: &mut Criterion) {
     } else {
         Par::Seq
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let corpus = unit_rows(&mut rng, N);
-    let queries = unit_rows(&mut rng, Q);
+    let (corpus, queries) = corpus_and_queries();
     eprintln!(
         "w2: {N} x {D} corpus, {Q} queries, k = {K}, {threads} thread(s), {} kernels",
         SimdLevel::detect().name()

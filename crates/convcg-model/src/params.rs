@@ -129,6 +129,15 @@ impl ParamStore {
         &self.tables
     }
 
+    /// Every parameter value: the dense parameters in order, then the tables, row-major (to
+    /// compare two models value by value).
+    pub fn values(&self) -> impl Iterator<Item = f32> + '_ {
+        let dense = self.dense_params().iter().flat_map(|d| &d.value);
+        dense
+            .chain(self.tables().iter().flat_map(|t| &t.value))
+            .copied()
+    }
+
     /// Mutable access for optimisers and checkpoints.
     pub fn dense_params_mut(&mut self) -> &mut [DenseParam] {
         &mut self.dense

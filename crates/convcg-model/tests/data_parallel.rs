@@ -48,12 +48,7 @@ fn config(heads: Heads) -> ModelConfig {
 
 /// Every parameter's values, dense then tables.
 fn values(model: &TwoTowerModel) -> Vec<f32> {
-    let p = model.params();
-    let dense = p.dense_params().iter().flat_map(|d| &d.value);
-    dense
-        .chain(p.tables().iter().flat_map(|t| &t.value))
-        .copied()
-        .collect()
+    model.params().values().collect()
 }
 
 /// The losses and final parameters of STEPS steps in one process.

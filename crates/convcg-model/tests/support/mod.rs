@@ -199,8 +199,5 @@ pub fn tiny_config(structure: Structure) -> ModelConfig {
 
 /// Every parameter's bits, dense then tables.
 pub fn param_bits(model: &TwoTowerModel) -> Vec<u32> {
-    let p = model.params();
-    let dense = p.dense_params().iter().flat_map(|d| &d.value);
-    let tables = p.tables().iter().flat_map(|t| &t.value);
-    dense.chain(tables).map(|x| x.to_bits()).collect()
+    model.params().values().map(f32::to_bits).collect()
 }
