@@ -397,3 +397,33 @@ fn bf16_precision_says_which_products_it_runs() {
         eprintln!("no AMX on this CPU: the bf16 products are not run here");
     }
 }
+
+/// Built without the `mpi` feature (the default), `--distributed` says how to get it, before
+/// touching the run directory.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_commands_say_they_need_the_mpi_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let runs = [
+        vec!["train", "--distributed", "--out", out_dir.to_str().unwrap()],
+        vec![
+            "retrieve",
+            out_dir.to_str().unwrap(),
+            "--users",
+            "users.txt",
+            "--distributed",
+        ],
+    ];
+    for args in runs {
+        let out = convcg().args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--distributed needs convcg built with MPI")
+                && err.contains("--features mpi"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!out_dir.exists(), "nothing is written");
+}
