@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use convcg::dist::Ranks;
-use convcg_eval::{Par, TopK, exact_top_k, merge_top_k};
+use convcg_eval::{Par, exact_top_k};
 
 use w2_setup::{D, K, N, Q, corpus_and_queries};
 
@@ -43,20 +43,7 @@ fn main() -> anyhow::Result<()> {
         K,
         par(threads),
     );
-    let comm = ranks.comm();
-    let ids = comm.all_gather_u32(local.ids());
-    let scores = comm.all_gather(local.scores());
-    let offsets = comm.all_gather_u32(&[mine.start as u32]).data;
-    let parts = (0..ranks.size())
-        .map(|r| {
-            TopK::new(
-                ids.part(r).len() / Q,
-                ids.part(r).to_vec(),
-                scores.part(r).to_vec(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let merged = merge_top_k(&parts, &offsets, K)?;
+    let merged = ranks.merged_top_k(local, mine.start, Q, K)?;
     let sharded_s = t0.elapsed().as_secs_f64();
     if !ranks.is_leader() {
         return Ok(());

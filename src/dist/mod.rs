@@ -101,6 +101,28 @@ impl Ranks {
         sums.into_iter().map(|s| s > 0.0).collect()
     }
 
+    /// The whole corpus's top `k` for `nq` queries, from this rank's `local` top `k` of its
+    /// shard, which starts at corpus row `first`: every rank's lists gathered and merged
+    /// ([`merge_top_k`]). Every rank must call it with the same queries; one process gets
+    /// `local` back.
+    pub fn merged_top_k(&self, local: TopK, first: usize, nq: usize, k: usize) -> Result<TopK> {
+        if !self.is_distributed() {
+            return Ok(local);
+        }
+        let comm = &self.comm;
+        let ids = comm.all_gather_u32(local.ids());
+        let scores = comm.all_gather(local.scores());
+        let offsets = comm.all_gather_u32(&[first as u32]).data;
+        let parts = (0..comm.size())
+            .map(|r| {
+                let ids = ids.part(r);
+                let k = ids.len().checked_div(nq).unwrap_or(0);
+                TopK::new(k, ids.to_vec(), scores.part(r).to_vec())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(merge_top_k(&parts, &offsets, k)?)
+    }
+
     /// Rank 0's `value`, on every rank.
     pub fn leaders(&self, value: f64) -> f64 {
         let mut v = [if self.is_leader() { value } else { 0.0 }];
@@ -264,22 +286,8 @@ impl CorpusSearch {
     pub(crate) fn top_k(&self, queries: &[f32], k: usize, par: Par) -> Result<TopK> {
         let d = self.pins.ncols();
         let local = exact_top_k(queries, dense_slice(&self.pins)?, d, k, par);
-        if !self.ranks.is_distributed() {
-            return Ok(local);
-        }
-        let comm = self.ranks.comm();
-        let ids = comm.all_gather_u32(local.ids());
-        let scores = comm.all_gather(local.scores());
-        let offsets = comm.all_gather_u32(&[self.first as u32]).data;
-        let nq = queries.len() / d;
-        let parts = (0..comm.size())
-            .map(|r| {
-                let ids = ids.part(r);
-                let k = ids.len().checked_div(nq).unwrap_or(0);
-                TopK::new(k, ids.to_vec(), scores.part(r).to_vec())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(merge_top_k(&parts, &offsets, k)?)
+        self.ranks
+            .merged_top_k(local, self.first, queries.len() / d, k)
     }
 }
 
